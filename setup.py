@@ -1,0 +1,36 @@
+"""ament_python build of vla_safety_filter (also installs with plain pip)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'vla_safety_filter'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    package_data={PACKAGE: ['data/*.npz', 'data/*.md']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+    ],
+    python_requires='>=3.10',
+    install_requires=['setuptools', 'numpy', 'scipy', 'pyyaml', 'rich'],
+    extras_require={
+        'test': ['pytest', 'hypothesis', 'pyarrow', 'safetensors'],
+        'datasets': ['pyarrow'],
+        'checkpoints': ['safetensors'],
+    },
+    zip_safe=True,
+    maintainer='vla_safety_filter maintainers',
+    maintainer_email='maintainers@vla-safety-filter.dev',
+    description='Runtime safety filter for VLA policies on ros2_control arms.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'vla-safety = vla_safety_filter.cli:main',
+        ],
+    },
+)

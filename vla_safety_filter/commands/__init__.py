@@ -1,0 +1,1 @@
+"""One module per `vla-safety` subcommand; each defines `register(subparsers)` setting `func`."""

@@ -1,0 +1,1 @@
+"""Pure Python/numpy safety math. Nothing in this package imports rclpy."""

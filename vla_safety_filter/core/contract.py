@@ -1,0 +1,221 @@
+"""The action contract and its per-step guard (DESIGN §3).
+
+The guard projects each requested action onto the box of commands that are reachable from the last
+*executed* command within one control period and lie inside the calibrated bounds. Anything that
+is not a finite vector of the right length is rejected into a hold of the last executed command.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+MODES = ('enforce', 'monitor_only')
+VELOCITY_SCALINGS = ('per_joint', 'uniform')
+REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration')
+
+
+def _vector(name: str, value, size: int | None = None) -> np.ndarray:
+    arr = np.array(value, dtype=np.float64).reshape(-1)
+    if size is not None and arr.size != size:
+        raise InputError(f'contract field {name!r} has {arr.size} values, expected {size}')
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f'contract field {name!r} contains a non-finite value')
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Per-joint position bounds, velocity (and optional acceleration) limits at control period dt."""
+
+    joint_names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    max_velocity: np.ndarray
+    dt: float
+    max_acceleration: np.ndarray | None = None
+    velocity_scaling: str = 'per_joint'
+    mode: str = 'enforce'
+
+    def __post_init__(self):
+        names = tuple(str(n) for n in self.joint_names)
+        d = len(names)
+        if d == 0:
+            raise InputError('contract has no joints')
+        if len(set(names)) != d:
+            raise InputError(f'contract joint names are not unique: {list(names)}')
+        object.__setattr__(self, 'joint_names', names)
+        for key in ('lower', 'upper', 'max_velocity'):
+            object.__setattr__(self, key, _vector(key, getattr(self, key), d))
+        if self.max_acceleration is not None:
+            acc = _vector('max_acceleration', self.max_acceleration, d)
+            if np.any(acc <= 0):
+                raise InputError('contract max_acceleration must be > 0 for every joint')
+            object.__setattr__(self, 'max_acceleration', acc)
+        if not (np.isfinite(self.dt) and self.dt > 0):
+            raise InputError(f'contract dt must be a positive number, got {self.dt!r}')
+        object.__setattr__(self, 'dt', float(self.dt))
+        bad = np.flatnonzero(self.lower > self.upper)
+        if bad.size:
+            raise InputError(f'contract lower > upper for joint {names[bad[0]]!r}')
+        bad = np.flatnonzero(self.max_velocity <= 0)
+        if bad.size:
+            raise InputError(f'contract max_velocity must be > 0, joint {names[bad[0]]!r} has '
+                             f'{self.max_velocity[bad[0]]}')
+        if self.velocity_scaling not in VELOCITY_SCALINGS:
+            raise InputError(f'velocity_scaling must be one of {VELOCITY_SCALINGS}, '
+                             f'got {self.velocity_scaling!r}')
+        if self.mode not in MODES:
+            raise InputError(f'mode must be one of {MODES}, got {self.mode!r}')
+
+    @property
+    def dim(self) -> int:
+        return len(self.joint_names)
+
+    def max_step(self) -> np.ndarray:
+        """Largest change per joint allowed in one control period."""
+        return self.max_velocity * self.dt
+
+    def project_into_bounds(self, action) -> np.ndarray:
+        """Nearest point of [lower, upper] (used to seed a guard when no executed command exists)."""
+        return np.minimum(np.maximum(np.asarray(action, dtype=np.float64), self.lower), self.upper)
+
+
+class Event(NamedTuple):
+    """One intervention: which step and joint, why, what was asked, what was executed.
+
+    A rejected input ('shape', 'nonfinite') has magnitude inf and, for 'shape', joint '*'.
+    """
+
+    step: int
+    joint: str
+    reason: str
+    requested: float
+    executed: float
+    magnitude: float
+
+
+@dataclass
+class Guard:
+    """Stateful per-step guard of one contract; state is the last executed command (and velocity)."""
+
+    contract: Contract
+    step_index: int = 0
+    counts: dict = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+
+    def __post_init__(self):
+        c = self.contract
+        self._vstep = c.max_step()
+        self._astep = None if c.max_acceleration is None else c.max_acceleration * c.dt * c.dt
+        self._zeros = np.zeros(c.dim)
+        self._prev: np.ndarray | None = None
+        self._prev_delta = np.zeros(c.dim)
+
+    @property
+    def prev(self) -> np.ndarray | None:
+        """The last executed command (None before `reset`)."""
+        return None if self._prev is None else self._prev.copy()
+
+    def reset(self, executed, velocity=None) -> None:
+        """Seed the guard with the command the arm is executing now (e.g. from /joint_states)."""
+        prev = np.array(executed, dtype=np.float64).reshape(-1)
+        if prev.size != self.contract.dim or not np.all(np.isfinite(prev)):
+            raise InputError(f'cannot seed the guard with {prev.size} values '
+                             f'(need {self.contract.dim} finite values)')
+        delta = np.zeros(self.contract.dim)
+        if velocity is not None:
+            vel = np.array(velocity, dtype=np.float64).reshape(-1)
+            if vel.size == delta.size and np.all(np.isfinite(vel)):
+                delta = np.clip(vel * self.contract.dt, -self._vstep, self._vstep)
+        self._set_state(prev, delta)
+
+    def _set_state(self, prev: np.ndarray, delta: np.ndarray) -> None:
+        c, vs = self.contract, self._vstep
+        self._prev, self._prev_delta = prev, delta
+        # Feasible box; when prev is outside [lower, upper] the rate limit wins (move toward bounds).
+        lo = np.minimum(np.maximum(c.lower, prev - vs), prev + vs)
+        hi = np.maximum(np.minimum(c.upper, prev + vs), prev - vs)
+        if self._astep is not None:
+            centre = prev + delta
+            lo, hi = (np.minimum(np.maximum(centre - self._astep, lo), hi),
+                      np.minimum(np.maximum(centre + self._astep, lo), hi))
+        self._lo, self._hi = lo, hi
+
+    def step(self, action) -> tuple[np.ndarray, tuple[Event, ...]]:
+        """Guard one requested action; returns (command to execute, interventions)."""
+        if self._prev is None:
+            raise RuntimeError('Guard.step called before reset(): seed it with the executed command')
+        k = self.step_index
+        self.step_index = k + 1
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            return self._reject(k, 'shape', np.nan)
+        if a.shape != self._zeros.shape:
+            return self._reject(k, 'shape', float(a.size))
+        if (a @ self._zeros) != 0.0:  # NaN or Inf anywhere makes the dot product NaN
+            bad = int(np.flatnonzero(~np.isfinite(a))[0])
+            return self._reject(k, 'nonfinite', float(a[bad]), bad)
+        if self.contract.velocity_scaling == 'uniform':
+            out = self._uniform(a)
+        else:
+            out = np.minimum(np.maximum(a, self._lo), self._hi)
+        if not (out != a).any():
+            self._set_state(a.copy(), a - self._prev)
+            return out, ()
+        events = self._events(k, a, out)
+        if self.contract.mode == 'monitor_only':
+            out = a.copy()
+        self._set_state(out, out - self._prev)
+        return out, events
+
+    def _uniform(self, a: np.ndarray) -> np.ndarray:
+        """Scale the whole step by one factor so the direction of motion is kept."""
+        c, prev = self.contract, self._prev
+        target = np.minimum(np.maximum(a, c.lower), c.upper)
+        delta = target - prev
+        mag = np.abs(delta)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            ratio = np.where(mag > self._vstep, self._vstep / mag, 1.0)
+        out = prev + delta * float(ratio.min())
+        return np.minimum(np.maximum(out, self._lo), self._hi)
+
+    def _events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
+        c = self.contract
+        reach_lo, reach_hi = self._prev - self._vstep, self._prev + self._vstep
+        events = []
+        for j in np.flatnonzero(out != a):
+            if a[j] < c.lower[j] or a[j] > c.upper[j]:
+                reason = 'position'
+            elif a[j] < reach_lo[j] or a[j] > reach_hi[j] or c.velocity_scaling == 'uniform':
+                reason = 'velocity'
+            else:
+                reason = 'acceleration'
+            self.counts[reason] += 1
+            events.append(Event(k, c.joint_names[j], reason, float(a[j]), float(out[j]),
+                                abs(float(a[j]) - float(out[j]))))
+        return tuple(events)
+
+    def _reject(self, k: int, reason: str, requested: float, joint: int | None = None):
+        """Hold the last executed command; the rejected input is reported, never executed."""
+        self.counts[reason] += 1
+        hold = self._prev.copy()
+        if joint is None:
+            name, held = '*', float('nan')
+        else:
+            name, held = self.contract.joint_names[joint], float(hold[joint])
+        self._set_state(hold, self._zeros.copy())
+        return hold, (Event(k, name, reason, requested, held, float('inf')),)
+
+    def run(self, actions: Sequence) -> tuple[np.ndarray, list[Event]]:
+        """Guard a chunk (or a whole episode) sequentially; returns executed [T, D] and all events."""
+        executed = np.empty((len(actions), self.contract.dim))
+        events: list[Event] = []
+        for t, action in enumerate(actions):
+            executed[t], ev = self.step(action)
+            events.extend(ev)
+        return executed, events
