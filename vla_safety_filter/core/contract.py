@@ -101,7 +101,11 @@ class Event(NamedTuple):
 
 @dataclass
 class Guard:
-    """Stateful per-step guard of one contract; state is the last executed command (and velocity)."""
+    """Stateful per-step guard of one contract; state is the last executed command (and velocity).
+
+    The feasible box for the next step is kept in preallocated buffers and updated in place, so the
+    common case (a feasible action) costs a handful of vector operations.
+    """
 
     contract: Contract
     step_index: int = 0
@@ -111,9 +115,12 @@ class Guard:
         c = self.contract
         self._vstep = c.max_step()
         self._astep = None if c.max_acceleration is None else c.max_acceleration * c.dt * c.dt
-        self._zeros = np.zeros(c.dim)
+        self._shape = (c.dim,)
         self._prev: np.ndarray | None = None
         self._prev_delta = np.zeros(c.dim)
+        self._lo, self._hi, self._diff = np.empty(c.dim), np.empty(c.dim), np.empty(c.dim)
+        self._simple_box = False
+        self._uniform_scaling = c.velocity_scaling == 'uniform'
 
     @property
     def prev(self) -> np.ndarray | None:
@@ -131,19 +138,26 @@ class Guard:
             vel = np.array(velocity, dtype=np.float64).reshape(-1)
             if vel.size == delta.size and np.all(np.isfinite(vel)):
                 delta = np.clip(vel * self.contract.dt, -self._vstep, self._vstep)
-        self._set_state(prev, delta)
+        self._prev = prev
+        self._set_box(delta)
 
-    def _set_state(self, prev: np.ndarray, delta: np.ndarray) -> None:
-        c, vs = self.contract, self._vstep
-        self._prev, self._prev_delta = prev, delta
-        # Feasible box; when prev is outside [lower, upper] the rate limit wins (move toward bounds).
-        lo = np.minimum(np.maximum(c.lower, prev - vs), prev + vs)
-        hi = np.maximum(np.minimum(c.upper, prev + vs), prev - vs)
+    def _set_box(self, delta: np.ndarray) -> None:
+        """Feasible box around self._prev; outside [lower, upper] the rate limit wins."""
+        c, vs, prev, lo, hi = self.contract, self._vstep, self._prev, self._lo, self._hi
+        np.maximum(c.lower, np.subtract(prev, vs, out=lo), out=lo)
+        np.minimum(c.upper, np.add(prev, vs, out=hi), out=hi)
+        inside = bool(np.all(prev >= c.lower) and np.all(prev <= c.upper))
+        if not inside:
+            np.minimum(lo, prev + vs, out=lo)
+            np.maximum(hi, prev - vs, out=hi)
         if self._astep is not None:
+            self._prev_delta = delta
             centre = prev + delta
-            lo, hi = (np.minimum(np.maximum(centre - self._astep, lo), hi),
-                      np.minimum(np.maximum(centre + self._astep, lo), hi))
-        self._lo, self._hi = lo, hi
+            a_lo = np.minimum(np.maximum(centre - self._astep, lo), hi)
+            a_hi = np.minimum(np.maximum(centre + self._astep, lo), hi)
+            lo[:], hi[:] = a_lo, a_hi
+        # With prev inside the bounds and no acceleration limit, a feasible action keeps it inside.
+        self._simple_box = inside and self._astep is None
 
     def step(self, action) -> tuple[np.ndarray, tuple[Event, ...]]:
         """Guard one requested action; returns (command to execute, interventions)."""
@@ -155,22 +169,30 @@ class Guard:
             a = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError):
             return self._reject(k, 'shape', np.nan)
-        if a.shape != self._zeros.shape:
+        if a.shape != self._shape:
             return self._reject(k, 'shape', float(a.size))
-        if (a @ self._zeros) != 0.0:  # NaN or Inf anywhere makes the dot product NaN
-            bad = int(np.flatnonzero(~np.isfinite(a))[0])
-            return self._reject(k, 'nonfinite', float(a[bad]), bad)
-        if self.contract.velocity_scaling == 'uniform':
+        lo, hi = self._lo, self._hi
+        if self._uniform_scaling:
             out = self._uniform(a)
         else:
-            out = np.minimum(np.maximum(a, self._lo), self._hi)
-        if not (out != a).any():
-            self._set_state(a.copy(), a - self._prev)
+            out = np.maximum(a, lo)
+            np.minimum(out, hi, out=out)
+        # out - a is exactly zero everywhere iff a was feasible and finite (NaN/Inf leave a non-zero).
+        if self._simple_box and not np.count_nonzero(np.subtract(out, a, out=self._diff)):
+            self._prev[:] = out
+            vs, c = self._vstep, self.contract
+            np.maximum(c.lower, np.subtract(out, vs, out=lo), out=lo)
+            np.minimum(c.upper, np.add(out, vs, out=hi), out=hi)
             return out, ()
+        if not np.all(np.isfinite(a)):
+            bad = int(np.flatnonzero(~np.isfinite(a))[0])
+            return self._reject(k, 'nonfinite', float(a[bad]), bad)
         events = self._events(k, a, out)
         if self.contract.mode == 'monitor_only':
             out = a.copy()
-        self._set_state(out, out - self._prev)
+        delta = out - self._prev
+        self._prev = out.copy()
+        self._set_box(delta)
         return out, events
 
     def _uniform(self, a: np.ndarray) -> np.ndarray:
@@ -178,9 +200,7 @@ class Guard:
         c, prev = self.contract, self._prev
         target = np.minimum(np.maximum(a, c.lower), c.upper)
         delta = target - prev
-        mag = np.abs(delta)
-        with np.errstate(divide='ignore', invalid='ignore'):
-            ratio = np.where(mag > self._vstep, self._vstep / mag, 1.0)
+        ratio = self._vstep / np.maximum(np.abs(delta), self._vstep)
         out = prev + delta * float(ratio.min())
         return np.minimum(np.maximum(out, self._lo), self._hi)
 
@@ -208,7 +228,7 @@ class Guard:
             name, held = '*', float('nan')
         else:
             name, held = self.contract.joint_names[joint], float(hold[joint])
-        self._set_state(hold, self._zeros.copy())
+        self._set_box(np.zeros(self.contract.dim))
         return hold, (Event(k, name, reason, requested, held, float('inf')),)
 
     def run(self, actions: Sequence) -> tuple[np.ndarray, list[Event]]:

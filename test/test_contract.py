@@ -1,0 +1,227 @@
+"""The guard's DESIGN §3 invariants over arbitrary input streams, plus hand-checked cases."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vla_safety_filter.core.contract import Contract, Guard
+from vla_safety_filter.core.errors import InputError
+
+DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+TOL = 1e-9
+EXAMPLES = int(os.environ.get('HYPOTHESIS_EXAMPLES', '400'))
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+anything = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                     st.sampled_from([0.0, 1e308, -1e308, float('nan'), float('inf')]))
+
+
+@st.composite
+def contracts(draw, accel=None, scaling=None, mode='enforce'):
+    d = draw(st.integers(1, 7))
+    lower = np.array(draw(st.lists(st.floats(-10, 10), min_size=d, max_size=d)))
+    width = np.array(draw(st.lists(st.floats(0, 20), min_size=d, max_size=d)))
+    vmax = np.array(draw(st.lists(st.floats(1e-3, 100), min_size=d, max_size=d)))
+    use_accel = draw(st.booleans()) if accel is None else accel
+    amax = np.array(draw(st.lists(st.floats(1e-2, 1e4), min_size=d, max_size=d))) if use_accel else None
+    return Contract(tuple(f'j{i}' for i in range(d)), lower, lower + width, vmax,
+                    dt=draw(st.sampled_from([0.001, 0.01, 0.02, 0.1])), max_acceleration=amax,
+                    velocity_scaling=scaling or draw(st.sampled_from(['per_joint', 'uniform'])),
+                    mode=mode)
+
+
+@st.composite
+def actions_for(draw, d):
+    """Mostly right-length vectors (finite or not), sometimes the wrong length or not numbers."""
+    kind = draw(st.sampled_from(['near', 'near', 'finite', 'anything', 'wrong_length', 'junk']))
+    if kind == 'wrong_length':
+        return draw(st.lists(finite, max_size=d + 3).filter(lambda v: len(v) != d))
+    if kind == 'junk':
+        return draw(st.sampled_from([None, 'abc', [[1.0, 2.0]], {'a': 1}]))
+    if kind == 'anything':
+        return draw(st.lists(anything, min_size=d, max_size=d))
+    scale = 30.0 if kind == 'near' else 1e6
+    return draw(st.lists(st.floats(-scale, scale), min_size=d, max_size=d))
+
+
+@st.composite
+def scenario(draw, **kw):
+    c = draw(contracts(**kw))
+    start_inside = draw(st.booleans())
+    if start_inside:
+        frac = np.array(draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
+        prev = c.lower + frac * (c.upper - c.lower)
+    else:
+        prev = np.array(draw(st.lists(st.floats(-1e3, 1e3), min_size=c.dim, max_size=c.dim)))
+    stream = draw(st.lists(actions_for(c.dim), min_size=1, max_size=30))
+    return c, prev, stream
+
+
+def _inside(c, x):
+    return np.all(x >= c.lower - TOL) and np.all(x <= c.upper + TOL)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_invariants_hold_on_any_stream(case):
+    c, prev, stream = case
+    guard = Guard(c)
+    guard.reset(prev)
+    vs = c.max_step()
+    for action in stream:
+        was_inside = _inside(c, prev)
+        out, events = guard.step(action)
+        assert out.shape == (c.dim,) and np.all(np.isfinite(out))
+        assert np.all(np.abs(out - prev) <= vs * (1 + 1e-12) + TOL)
+        if was_inside:
+            assert _inside(c, out)
+        a = _as_vector(action, c.dim)
+        if a is None:
+            assert np.array_equal(out, prev) and events[0].reason in ('shape', 'nonfinite')
+        else:
+            changed = {c.joint_names[j] for j in np.flatnonzero(out != a)}
+            assert changed <= {e.joint for e in events}, 'every intervention is recorded'
+        prev = out
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(contracts(accel=False, scaling='per_joint'), st.data())
+def test_feasible_action_passes_unchanged(c, data):
+    frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
+    prev = c.lower + frac * (c.upper - c.lower)
+    guard = Guard(c)
+    guard.reset(prev)
+    step = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=c.dim, max_size=c.dim)))
+    a = np.clip(prev + step * c.max_step(), c.lower, c.upper)
+    out, events = guard.step(a)
+    assert events == () and np.array_equal(out, a)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(scenario(accel=True, scaling='per_joint'))
+def test_acceleration_limit_holds_while_inside_the_velocity_box(case):
+    c, prev, stream = case
+    wide = Contract(c.joint_names, c.lower - 1e7, c.upper + 1e7, c.max_velocity, c.dt,
+                    c.max_acceleration)
+    guard = Guard(wide)
+    guard.reset(prev)
+    last_delta = np.zeros(c.dim)
+    for action in stream:
+        out, _ = guard.step(action)
+        delta = out - prev
+        if _as_vector(action, c.dim) is not None:
+            assert np.all(np.abs(delta - last_delta) <= wide.max_acceleration * c.dt ** 2 + 1e-6)
+        prev, last_delta = out, delta
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(contracts(accel=False, scaling='uniform'), st.data())
+def test_uniform_scaling_keeps_direction(c, data):
+    frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
+    prev = c.lower + frac * (c.upper - c.lower)
+    target = c.lower + np.array(data.draw(
+        st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim))) * (c.upper - c.lower)
+    guard = Guard(c)
+    guard.reset(prev)
+    out, _ = guard.step(target)
+    want, got = target - prev, out - prev
+    # got = f * want with one factor f in [0, 1] for every joint
+    big = np.abs(want) > 1e-9
+    if big.any():
+        f = got[big] / want[big]
+        assert np.all(f >= -1e-9) and np.all(f <= 1 + 1e-9)
+        assert np.ptp(f) <= 1e-6 * max(1.0, np.max(np.abs(f)))
+
+
+def _as_vector(action, d):
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return a if a.shape == (d,) and np.all(np.isfinite(a)) else None
+
+
+def _two_joint(**kw):
+    return Contract(('a', 'b'), [-1.0, 0.0], [1.0, 2.0], [1.0, 10.0], dt=0.1, **kw)
+
+
+def test_hand_checked_projection_and_events():
+    guard = Guard(_two_joint())
+    guard.reset([0.0, 1.0])
+    out, events = guard.step([0.5, 5.0])  # a: rate limit 0.1; b: bound 2.0 (rate limit 1.0)
+    assert out == pytest.approx([0.1, 2.0])
+    assert [(e.joint, e.reason) for e in events] == [('a', 'velocity'), ('b', 'position')]
+    assert events[1].requested == 5.0 and events[1].executed == 2.0 and events[1].magnitude == 3.0
+    assert guard.counts['velocity'] == 1 and guard.counts['position'] == 1
+
+
+def test_rate_limit_wins_when_starting_outside_bounds():
+    guard = Guard(_two_joint())
+    guard.reset([3.0, 1.0])           # joint a rests 2 units above its upper bound
+    trace = [guard.step([0.0, 1.0])[0][0] for _ in range(35)]
+    assert trace[:3] == pytest.approx([2.9, 2.8, 2.7])  # never jumps, moves toward the bounds
+    assert trace[-1] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize('bad, reason', [([np.nan, 0.0], 'nonfinite'), ([0.0, np.inf], 'nonfinite'),
+                                         ([0.0], 'shape'), ([0.0, 1.0, 2.0], 'shape'),
+                                         ('junk', 'shape'), (None, 'shape')])
+def test_bad_input_holds_the_last_executed_command(bad, reason):
+    for mode in ('enforce', 'monitor_only'):
+        guard = Guard(_two_joint(mode=mode))
+        guard.reset([0.2, 1.0])
+        out, events = guard.step(bad)
+        assert list(out) == [0.2, 1.0]
+        assert events[0].reason == reason and guard.counts[reason] == 1
+
+
+def test_monitor_only_passes_actions_through_but_logs():
+    guard = Guard(_two_joint(mode='monitor_only'))
+    guard.reset([0.0, 1.0])
+    out, events = guard.step([0.5, 5.0])
+    assert list(out) == [0.5, 5.0] and len(events) == 2
+
+
+def test_returned_command_is_not_the_guard_state():
+    guard = Guard(_two_joint())
+    guard.reset([0.0, 1.0])
+    out, _ = guard.step([0.05, 1.0])
+    out[:] = 99.0
+    assert list(guard.prev) == [0.05, 1.0]
+
+
+def test_contract_rejects_bad_fields():
+    with pytest.raises(InputError, match='lower > upper'):
+        Contract(('a',), [1.0], [0.0], [1.0], 0.1)
+    with pytest.raises(InputError, match='max_velocity'):
+        Contract(('a',), [0.0], [1.0], [0.0], 0.1)
+    with pytest.raises(InputError, match='non-finite'):
+        Contract(('a',), [np.nan], [1.0], [1.0], 0.1)
+    with pytest.raises(InputError, match='expected 2'):
+        Contract(('a', 'b'), [0.0], [1.0, 1.0], [1.0, 1.0], 0.1)
+    with pytest.raises(InputError, match='unique'):
+        Contract(('a', 'a'), [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], 0.1)
+    with pytest.raises(InputError, match='seed'):
+        Guard(_two_joint()).reset([np.nan, 0.0])
+
+
+def test_real_aloha_stream_with_injected_faults_stays_in_contract():
+    z = np.load(os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz'), allow_pickle=False)
+    actions = z['actions'].astype(np.float64)
+    lo, hi = np.percentile(actions, 2, axis=0), np.percentile(actions, 98, axis=0)
+    vmax = np.percentile(np.abs(np.diff(actions, axis=0)), 95, axis=0) * 50 + 1e-3
+    c = Contract(tuple(f'j{i}' for i in range(14)), lo, hi, vmax, dt=0.02)
+    faulty = actions.copy()
+    faulty[300:320] *= 40.0             # a burst that skipped unnormalization
+    faulty[500, 3] = np.nan
+    faulty[700:760] += 0.5 * np.sin(np.arange(60) * 2.0)[:, None]  # oscillation
+    guard = Guard(c)
+    guard.reset(c.project_into_bounds(actions[0]))
+    executed, events = guard.run(faulty)
+    assert np.all(np.isfinite(executed))
+    assert np.all(executed >= lo - TOL) and np.all(executed <= hi + TOL)
+    assert np.all(np.abs(np.diff(executed, axis=0)) <= c.max_step() + TOL)
+    assert guard.counts['nonfinite'] == 1 and guard.counts['position'] > 0
+    assert executed[500, 3] == executed[499, 3]
