@@ -1,0 +1,66 @@
+"""Real rclpy/DDS test harness: an isolated context per test, nodes spun in a background executor."""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+_domains = itertools.count(100 + (os.getpid() % 50) * 2)
+
+
+class Harness:
+    """Owns one rclpy context on its own ROS domain; add nodes, then wait for conditions."""
+
+    def __init__(self):
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=next(_domains) % 230)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.nodes = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # shutdown race at teardown
+                if self.context.ok():
+                    raise
+
+    def add(self, cls, name=None, **params):
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        kwargs = dict(context=self.context, parameter_overrides=overrides)
+        node = cls(name, **kwargs) if name else cls(**kwargs)
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def node(self, name):
+        node = rclpy.create_node(name, context=self.context)
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def close(self):
+        self.context.try_shutdown()
+        self._thread.join(timeout=5)
+        for node in self.nodes:
+            node.destroy_node()
+
+
+def wait_for(predicate, timeout=10.0, period=0.02):
+    """Poll until predicate() is truthy; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(period)
+    return predicate()
