@@ -1,0 +1,116 @@
+"""`vla-safety check`: exit codes 0/1/2, the printed certificate, the JSON report, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vla_safety_filter.cli import main
+from vla_safety_filter.core.checkpoints import load_metadata, write_params_yaml
+
+DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
+REPORT_KEYS = ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift', 'scale', 'shift')
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """An OpenVLA checkpoint directory holding the real bridge/fractal norm_stats."""
+    with open(STATS_FILE) as fh:
+        stats = json.load(fh)
+    (tmp_path / 'ckpt').mkdir()
+    with open(tmp_path / 'ckpt' / 'config.json', 'w') as fh:
+        json.dump({'n_action_bins': 256, 'norm_stats': stats}, fh)
+    return str(tmp_path / 'ckpt')
+
+
+def bridge_params(tmp_path, key='bridge_orig', name='policy_bridge.yaml') -> str:
+    path = str(tmp_path / name)
+    write_params_yaml(path, load_metadata(STATS_FILE, unnorm_key=key))
+    return path
+
+
+def run_check(capsys, *argv):
+    code = main(['check', *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_identical_params_exit_0_with_zero_drift_report(tmp_path, capsys, checkpoint):
+    report = tmp_path / 'report.json'
+    code, out, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                               '--params', bridge_params(tmp_path), '--report', str(report))
+    assert code == 0 and err == ''
+    assert 'verdict:    IDENTICAL' in out
+    data = json.loads(report.read_text())
+    assert all(key in data for key in REPORT_KEYS)
+    assert data['verdict'] == 'identical' and data['reasons'] == []
+    assert data['per_dim_drift'] == [0.0] * 7 and data['mean_drift'] == 0.0 and data['max_drift'] == 0.0
+    assert data['scale'] == [1.0] * 7 and data['shift'] == [0.0] * 7
+    assert data['mode'] == 'quantile' and data['mask'] == [True] * 6 + [False]
+
+
+def test_params_of_the_sibling_key_exit_1_and_print_the_certificate(tmp_path, capsys, checkpoint):
+    report = tmp_path / 'report.json'
+    code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                             '--params', bridge_params(tmp_path, 'fractal20220817_data'), '--report', str(report))
+    assert code == 1
+    assert 'verdict:    MISMATCH' in out and 'drift certificate' in out and '(passed through)' in out
+    data = json.loads(report.read_text())
+    assert data['verdict'] == 'mismatch' and data['max_drift'] > 1
+    assert data['mean_drift'] == pytest.approx(sum(data['per_dim_drift'][:6]) / 6)
+
+
+def test_against_key_answers_the_substitution_what_if(tmp_path, capsys, checkpoint):
+    code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                             '--against-key', 'fractal20220817_data')
+    assert code == 1 and "unnorm key differs: checkpoint 'bridge_orig', deployed 'fractal20220817_data'" in out
+    code, out, _ = run_check(capsys, '--checkpoint', STATS_FILE, '--unnorm-key', 'bridge_orig',
+                             '--against-key', 'bridge_orig')
+    assert code == 0
+
+
+def test_ambiguous_key_exits_2_with_one_line_error_and_a_report(tmp_path, capsys, checkpoint):
+    report = tmp_path / 'report.json'
+    code, out, err = run_check(capsys, '--checkpoint', checkpoint, '--params', bridge_params(tmp_path),
+                               '--report', str(report))
+    assert code == 2 and 'CANNOT_CHECK' in out
+    assert err.count('\n') == 1 and err.startswith('vla-safety check: error: ')
+    assert 'available keys: bridge_orig, fractal20220817_data' in err
+    assert json.loads(report.read_text())['verdict'] == 'cannot_check'
+
+
+def test_nan_in_deployed_params_exits_2_naming_file_and_field(tmp_path, capsys, checkpoint):
+    path = tmp_path / 'nan.yaml'
+    text = open(bridge_params(tmp_path)).read()
+    assert '0.028309678435325586' in text
+    path.write_text(text.replace('0.028309678435325586', '.nan'))
+    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig', '--params', str(path))
+    assert code == 2 and f'{path}: q99[0] is not finite (nan)' in err
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--params', 'missing.yaml'], 'missing.yaml: parameter file not found'),
+    (['--against-key', 'libero_goal'], "'libero_goal' not found"),
+    (['--against-key', 'fractal20220817_data', '--normalization-type', 'BOUNDS', '--format', 'openvla'],
+     'applies to OpenVLA-OFT checkpoints only'),
+])
+def test_bad_inputs_exit_2(capsys, checkpoint, argv, message):
+    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig', *argv)
+    assert code == 2 and message in err and err.count('\n') == 1
+
+
+def test_unwritable_report_exits_2(tmp_path, capsys, checkpoint):
+    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                             '--against-key', 'bridge_orig', '--report', str(tmp_path / 'no' / 'dir' / 'r.json'))
+    assert code == 2 and 'cannot write report' in err
+
+
+def test_console_script_truncated_checkpoint_no_traceback(tmp_path):
+    (tmp_path / 'config.json').write_text('{"norm_stats": {"bridge_orig": {"action": {"q01": [0.1, ')
+    proc = subprocess.run([sys.executable, '-m', 'vla_safety_filter.cli', 'check', '--checkpoint', str(tmp_path),
+                           '--against-key', 'x'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert 'Traceback' not in proc.stderr and proc.stderr.count('\n') == 1
+    assert 'config.json: not valid JSON' in proc.stderr

@@ -1,0 +1,315 @@
+"""ExecSpec core: unnormalizers, the activation check's refusal reasons, the closed-form drift certificate."""
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from vla_safety_filter.core.errors import InputError
+from vla_safety_filter.core.execspec import (
+    CheckResult, Metadata, check_metadata, drift_certificate, expected_abs_affine, metadata_from_params,
+    metadata_to_params, unnormalize)
+
+DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
+BIN_CENTRES = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
+
+
+def real(key: str, mode: str = 'quantile') -> Metadata:
+    with open(STATS_FILE) as fh:
+        action = json.load(fh)[key]['action']
+    low, high = {'quantile': ('q01', 'q99'), 'min_max': ('min', 'max')}[mode]
+    return Metadata(mode=mode, mask=np.array(action['mask']), low=action[low], high=action[high], key=key,
+                    source=key)
+
+
+def replace(meta: Metadata, **changes) -> Metadata:
+    fields = dict(mode=meta.mode, mask=meta.mask, low=meta.low, high=meta.high, mean=meta.mean, std=meta.std,
+                  key=meta.key, names=meta.names, source=meta.source)
+    fields.update(changes)
+    return Metadata(**fields)
+
+
+# ---- unnormalizers -------------------------------------------------------------------------------
+
+def test_quantile_matches_openvla_formula_on_bin_centres_and_passes_the_gripper_through():
+    meta = real('bridge_orig')
+    x = np.tile(BIN_CENTRES[::16], (7, 1)).T          # chunk [16, 7]
+    out = unnormalize(meta, x)
+    q01, q99 = meta.low, meta.high
+    expected = np.where(meta.mask, 0.5 * (x + 1) * (q99 - q01) + q01, x)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out[:, 6], x[:, 6])   # gripper mask False: untouched
+    np.testing.assert_array_equal(unnormalize(meta, x[3]), out[3])   # a single action [D]
+    np.testing.assert_allclose(unnormalize(meta, -np.ones(7))[:6], q01[:6])
+    np.testing.assert_allclose(unnormalize(meta, np.ones(7))[:6], q99[:6])
+
+
+def test_min_max_mean_std_quantile10_and_identity_formulas():
+    x = np.array([[-1.0, 0.5], [0.25, 1.0]])
+    bounds = dict(mask=np.array([True, True]), low=[0.0, -2.0], high=[4.0, 2.0])
+    np.testing.assert_allclose(unnormalize(Metadata(mode='min_max', **bounds), x), [[0.0, 1.0], [2.5, 2.0]])
+    np.testing.assert_allclose(unnormalize(Metadata(mode='quantile10', **bounds), x), [[0.0, 1.0], [2.5, 2.0]])
+    meta = Metadata(mode='mean_std', mask=np.array([True, False]), mean=[1.0, 5.0], std=[2.0, 3.0])
+    np.testing.assert_allclose(unnormalize(meta, x), [[-1.0, 0.5], [1.5, 1.0]])
+    ident = Metadata(mode='identity', mask=np.array([True, True]))
+    assert not ident.mask.any()
+    np.testing.assert_array_equal(unnormalize(ident, x), x)
+
+
+@pytest.mark.parametrize('shape', [(6,), (3, 6), (2, 3, 7), ()])
+def test_unnormalize_refuses_wrong_shapes(shape):
+    with pytest.raises(InputError, match='does not match 7 dimensions'):
+        unnormalize(real('bridge_orig'), np.zeros(shape))
+
+
+def test_oft_epsilon_changes_actions_by_at_most_1e_8_and_is_not_part_of_the_comparison():
+    meta = real('bridge_orig', 'min_max')
+    x = np.tile(BIN_CENTRES, (7, 1)).T
+    oft = np.where(meta.mask, 0.5 * (x + 1) * (meta.high - meta.low + 1e-8) + meta.low, x)
+    gap = np.abs(oft - unnormalize(meta, x))
+    assert gap.max() <= 1e-8 and gap.max() > 0
+    assert check_metadata(meta, meta).verdict == 'identical'
+
+
+# ---- metadata validation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(mode='zscore'), 'unknown normalization mode'),
+    (dict(mask=[1, 1, 1, 1, 1, 1, 0]), 'mask'),
+    (dict(low=[0.0] * 6), "'q01' has 6 values but mask has 7"),
+    (dict(high=None), 'needs q99'),
+    (dict(names=('a', 'b')), "'names' has 2 entries"),
+    (dict(low=[[0.0] * 7]), 'flat list'),
+])
+def test_structurally_bad_metadata_is_refused(changes, message):
+    with pytest.raises(InputError, match=message):
+        replace(real('bridge_orig'), **changes)
+
+
+def test_problems_name_non_finite_and_degenerate_fields_but_ignore_unnormalized_dims():
+    meta = real('bridge_orig')
+    low = meta.low.copy()
+    low[2] = np.nan
+    assert replace(meta, low=low).problems() == ['bridge_orig: q01[2] is not finite (nan)']
+    high = meta.high.copy()
+    high[4] = meta.low[4]
+    assert 'q99[4]' in replace(meta, high=high).problems()[0]
+    high[4] = meta.high[4]
+    high[6] = -1.0   # gripper is passed through: its range is never used
+    assert replace(meta, high=high).problems() == []
+    std = Metadata(mode='mean_std', mask=np.array([True]), mean=[0.0], std=[0.0], source='s')
+    assert std.problems() == ['s: std[0] = 0 is not positive (degenerate)']
+    with pytest.raises(InputError, match='std'):
+        std.require_valid()
+
+
+# ---- the check: every refusal reason ---------------------------------------------------------------
+
+def test_identical_metadata_gives_exactly_zero_drift():
+    for key in ('bridge_orig', 'fractal20220817_data'):
+        result = check_metadata(real(key), real(key))
+        assert result.verdict == 'identical' and result.reasons == []
+        cert = result.certificate
+        assert np.all(cert.per_dim_drift == 0) and cert.mean_drift == 0 and cert.max_drift == 0
+        assert np.all(cert.scale == 1) and np.all(cert.shift == 0)
+
+
+def test_sibling_key_substitution_is_a_mismatch_with_a_large_certificate():
+    result = check_metadata(real('bridge_orig'), real('fractal20220817_data'))
+    assert result.verdict == 'mismatch'
+    assert any('unnorm key differs' in r for r in result.reasons)
+    assert any(r.startswith('q01 differs on dims 0,1,2,3,4,5') for r in result.reasons)
+    assert result.certificate.max_drift > 1.0       # the deployed actions move by more than a half-range
+    assert result.certificate.per_dim_drift[6] == 0  # the gripper is passed through by both
+
+
+def test_mode_difference_is_a_mismatch_and_still_certified():
+    result = check_metadata(real('bridge_orig', 'quantile'), real('bridge_orig', 'min_max'))
+    assert result.verdict == 'mismatch'
+    assert result.reasons == ["mode differs: checkpoint 'quantile', deployed 'min_max'"]
+    assert result.certificate.max_drift > 10     # min/max is far wider than q01/q99 on Bridge
+
+
+def test_dimension_difference_is_a_mismatch_without_certificate():
+    ref = real('bridge_orig')
+    dep = Metadata(mode='quantile', mask=ref.mask[:6], low=ref.low[:6], high=ref.high[:6], key='bridge_orig')
+    result = check_metadata(ref, dep)
+    assert result.verdict == 'mismatch' and result.certificate is None
+    assert result.reasons == ['dimension differs: checkpoint 7, deployed 6']
+    with pytest.raises(InputError):
+        drift_certificate(ref, dep)
+
+
+def test_mask_difference_is_a_mismatch_and_the_gripper_drift_is_certified():
+    ref = real('bridge_orig')
+    dep = replace(ref, mask=np.ones(7, dtype=bool))   # gripper now unnormalized with q01=0, q99=1
+    result = check_metadata(ref, dep)
+    assert result.verdict == 'mismatch'
+    assert result.reasons[0].startswith('mask differs on dims 6')
+    # gripper: deployed = 0.5 x + 0.5 vs identity x, so (s - 1) u + t = -0.5 u + 0.5 -> E = 0.5
+    assert result.certificate.per_dim_drift[6] == pytest.approx(0.5)
+    assert result.certificate.mask.all()
+
+
+def test_statistic_beyond_tolerance_is_a_mismatch_within_tolerance_is_identical():
+    ref = real('bridge_orig')
+    half = (ref.high - ref.low) / 2
+    high = ref.high.copy()
+    high[3] += 2e-6 * half[3]
+    result = check_metadata(ref, replace(ref, high=high))
+    assert result.verdict == 'mismatch' and result.reasons[0].startswith('q99 differs on dims 3 ')
+    assert 0 < result.certificate.max_drift < 1e-5
+    high[3] = ref.high[3] + 0.5e-6 * half[3]
+    assert check_metadata(ref, replace(ref, high=high)).verdict == 'identical'
+    assert check_metadata(ref, replace(ref, high=high), tol=0).verdict == 'mismatch'
+
+
+def test_float32_rounded_statistics_are_identical():
+    ref = real('fractal20220817_data')
+    dep = replace(ref, low=ref.low.astype(np.float32), high=ref.high.astype(np.float32))
+    assert check_metadata(ref, dep).verdict == 'identical'
+
+
+def test_key_and_name_differences_are_mismatches_but_an_absent_key_is_not():
+    ref = replace(real('bridge_orig'), names=tuple('xyzrpwg'))
+    assert check_metadata(ref, replace(ref, key='bridge_orig_no_noops')).reasons == [
+        "unnorm key differs: checkpoint 'bridge_orig', deployed 'bridge_orig_no_noops'"]
+    assert 'names differ' in check_metadata(ref, replace(ref, names=tuple('xyzrpwG'))).reasons[0]
+    assert check_metadata(ref, replace(ref, key=None, names=None)).verdict == 'identical'
+
+
+def test_non_finite_or_degenerate_statistics_cannot_be_checked():
+    ref = real('bridge_orig')
+    low = ref.low.copy()
+    low[0] = np.inf
+    result = check_metadata(ref, replace(ref, low=low, source='deployed.yaml'))
+    assert result.verdict == 'cannot_check' and result.certificate is None
+    assert result.reasons == ['deployed.yaml: q01[0] is not finite (inf)']
+    high = ref.high.copy()
+    high[1] = ref.low[1] - 0.01
+    assert check_metadata(replace(ref, high=high), ref).verdict == 'cannot_check'
+    with pytest.raises(InputError, match='tolerance'):
+        check_metadata(ref, ref, tol=float('nan'))
+
+
+def test_report_is_json_with_the_required_keys():
+    result = check_metadata(real('bridge_orig'), real('fractal20220817_data'))
+    report = json.loads(json.dumps(result.to_report()))
+    for key in ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift', 'scale', 'shift'):
+        assert key in report
+    assert report['verdict'] == 'mismatch' and report['mode'] == 'quantile' and len(report['scale']) == 7
+    empty = json.loads(json.dumps(CheckResult('cannot_check', ['x: missing']).to_report()))
+    assert empty['verdict'] == 'cannot_check' and empty['per_dim_drift'] is None
+
+
+# ---- the certificate against numerical integration ----------------------------------------------
+
+def quad_abs(a: float, b: float) -> float:
+    points = [-b / a] if a != 0 and abs(b / a) < 1 else None
+    value, _ = integrate.quad(lambda u: abs(a * u + b), -1, 1, points=points, epsabs=1e-13, epsrel=1e-12)
+    return value / 2
+
+
+def test_closed_form_matches_numerical_integration_to_1e_9():
+    rng = np.random.default_rng(4)
+    a = np.concatenate([rng.normal(0, 3, 40), [0.0, 0.0, 1.0, -1.0, 2.0]])
+    b = np.concatenate([rng.normal(0, 2, 40), [0.0, -0.7, 1.0, 1.0, -0.3]])
+    closed = expected_abs_affine(a, b)
+    numeric = np.array([quad_abs(ai, bi) for ai, bi in zip(a, b)])
+    np.testing.assert_allclose(closed, numeric, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize('ref_key, dep_key', [('bridge_orig', 'fractal20220817_data'),
+                                              ('fractal20220817_data', 'bridge_orig')])
+def test_certificate_is_the_mean_action_drift_of_the_real_unnormalizers(ref_key, dep_key):
+    ref, dep = real(ref_key), real(dep_key)
+    cert = drift_certificate(ref, dep)
+    for j in range(7):
+        def gap(x, j=j):
+            e = np.zeros(7)
+            e[:] = x
+            return abs(unnormalize(dep, e)[j] - unnormalize(ref, e)[j])
+        slope_ref = (ref.high[j] - ref.low[j]) / 2 if ref.mask[j] else 1.0
+        slope_dep = (dep.high[j] - dep.low[j]) / 2 if dep.mask[j] else 1.0
+        kink = ((ref.high[j] + ref.low[j]) - (dep.high[j] + dep.low[j])) / 2 / (slope_dep - slope_ref) \
+            if ref.mask[j] else None
+        points = [kink] if kink is not None and -1 < kink < 1 else None
+        numeric = integrate.quad(gap, -1, 1, points=points, epsabs=1e-14, epsrel=1e-14)[0] / 2
+        assert cert.per_dim_drift_abs[j] == pytest.approx(numeric, abs=1e-9)
+        assert cert.per_dim_drift[j] == pytest.approx(numeric / cert.half_range[j], abs=1e-9)
+    assert cert.mean_drift == pytest.approx(cert.per_dim_drift[:6].mean())
+    assert cert.max_drift == cert.per_dim_drift[:6].max()
+
+
+def test_mean_std_certificate_covers_two_standard_deviations():
+    ref = Metadata(mode='mean_std', mask=np.array([True, True]), mean=[0.0, 1.0], std=[1.0, 2.0])
+    dep = Metadata(mode='mean_std', mask=np.array([True, True]), mean=[0.5, 1.0], std=[1.0, 3.0])
+    cert = drift_certificate(ref, dep)
+    assert cert.radius == 2.0
+    np.testing.assert_allclose(cert.half_range, [2.0, 4.0])
+    np.testing.assert_allclose(cert.scale, [1.0, 1.5])
+    np.testing.assert_allclose(cert.shift, [0.25, 0.0])
+    for j in range(2):   # E over x ~ U[-2, 2] of |deployed - reference|
+        numeric = integrate.quad(lambda x: abs(unnormalize(dep, np.full(2, x))[j] - unnormalize(ref, np.full(2, x))[j]),
+                                 -2, 2, points=[0.0], epsabs=1e-14)[0] / 4
+        assert cert.per_dim_drift_abs[j] == pytest.approx(numeric, abs=1e-9)
+
+
+# ---- the ROS parameter form ------------------------------------------------------------------------
+
+def test_params_round_trip_and_follow_ros_parameter_rules():
+    meta = replace(real('bridge_orig'), names=tuple(f'j{i}' for i in range(7)))
+    params = metadata_to_params(meta)
+    for name, value in params.items():
+        assert name.startswith('unnormalizer.')
+        if isinstance(value, list):
+            assert value and len({type(v) for v in value}) == 1 and type(value[0]) in (float, bool, str)
+    assert isinstance(params['unnormalizer.low'][6], float)   # 0.0, never the integer 0
+    back = metadata_from_params(params)
+    assert check_metadata(meta, back).verdict == 'identical'
+    assert np.all(drift_certificate(meta, back).per_dim_drift == 0)
+    assert back.names == meta.names and back.key == 'bridge_orig'
+    nested = {'other': 1, 'unnormalizer': {k.split('.', 1)[1]: v for k, v in params.items()}}
+    assert check_metadata(meta, metadata_from_params(nested)).verdict == 'identical'
+
+
+def test_params_without_mask_default_to_all_normalized_and_identity_needs_a_dimension():
+    meta = metadata_from_params({'unnormalizer.mode': 'min_max', 'unnormalizer.low': [0, 1],
+                                 'unnormalizer.high': [1.0, 2.0]})
+    assert meta.mask.tolist() == [True, True]
+    assert metadata_from_params({'unnormalizer.mode': 'identity', 'unnormalizer.dim': 3}).dim == 3
+    with pytest.raises(InputError, match='dim'):
+        metadata_from_params({'unnormalizer.mode': 'identity'})
+
+
+@pytest.mark.parametrize('params, message', [
+    ({}, 'missing parameter unnormalizer.mode'),
+    ({'unnormalizer.mode': 3}, 'must be a string'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': ['a'], 'unnormalizer.high': [1.0]}, 'list of numbers'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [True], 'unnormalizer.high': [1.0]}, 'list of numbers'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
+      'unnormalizer.mask': [1]}, 'list of booleans'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0, 2.0]}, 'has 2 values'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
+      'unnormalizer.dim': 2}, 'has 1 values but mask has 2'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
+      'unnormalizer.mask': [True], 'unnormalizer.dim': 2}, 'dim is 2'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
+      'unnormalizer.dim': 0}, 'positive integer'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
+      'unnormalizer.key': 5}, 'key must be a string'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0]}, 'needs q99'),
+])
+def test_bad_params_are_one_line_input_errors(params, message):
+    with pytest.raises(InputError, match=message) as info:
+        metadata_from_params(params, source='bridge')
+    assert str(info.value).startswith('bridge: ') and '\n' not in str(info.value)
+
+
+def test_certificate_predicts_the_mean_drift_over_openvla_bin_centres():
+    ref, dep = real('bridge_orig'), real('fractal20220817_data')
+    x = np.tile(BIN_CENTRES, (7, 1)).T
+    empirical = np.abs(unnormalize(dep, x) - unnormalize(ref, x)).mean(axis=0)
+    np.testing.assert_allclose(drift_certificate(ref, dep).per_dim_drift_abs, empirical, rtol=1e-4, atol=1e-12)

@@ -1,0 +1,352 @@
+"""ExecSpec (DESIGN §6): normalization metadata, unnormalizers, the activation check, the drift certificate.
+
+The same policy weights become a different robot when the unnormalizer changes, so before anything
+moves the metadata a deployment runs with is compared with the checkpoint's, and any difference is
+quantified in closed form (no inference, no rollout). `mask[j]` follows OpenVLA: True means
+dimension j is unnormalized with the statistics, False means it is passed through (the gripper).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+# mode -> names of the two statistics it uses (low/high for bound modes, mean/std for mean_std)
+STAT_NAMES = {
+    'quantile': ('q01', 'q99'),
+    'quantile10': ('q10', 'q90'),
+    'min_max': ('min', 'max'),
+    'mean_std': ('mean', 'std'),
+    'identity': (),
+}
+MODES = tuple(STAT_NAMES)
+BOUND_MODES = ('quantile', 'quantile10', 'min_max')
+MEAN_STD_RADIUS = 2.0   # a mean_std policy output is a standard score: certify over x in [-2, 2]
+DEFAULT_TOL = 1e-6      # a statistic may differ by this fraction of the reference half-range
+PARAM_PREFIX = 'unnormalizer.'
+
+
+def _stat_vector(source: str, name: str, value) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f'{source}: field {name!r} must be a list of numbers') from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise InputError(f'{source}: field {name!r} must be a non-empty flat list of numbers')
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """One action unnormalizer: mode, the statistics that mode uses, mask, key, names, origin."""
+
+    mode: str
+    mask: np.ndarray
+    low: np.ndarray | None = None    # q01 / q10 / min, by mode
+    high: np.ndarray | None = None   # q99 / q90 / max, by mode
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    key: str | None = None
+    names: tuple[str, ...] | None = None
+    source: str = 'metadata'
+
+    def __post_init__(self):
+        if self.mode not in STAT_NAMES:
+            raise InputError(f'{self.source}: unknown normalization mode {self.mode!r} '
+                             f'(expected one of {", ".join(MODES)})')
+        mask = np.array(self.mask).reshape(-1)
+        if mask.size == 0 or mask.dtype != np.bool_:
+            raise InputError(f'{self.source}: field \'mask\' must be a non-empty list of booleans')
+        if self.mode == 'identity':
+            mask = np.zeros_like(mask)
+        mask.setflags(write=False)
+        object.__setattr__(self, 'mask', mask)
+        needed = ('mean', 'std') if self.mode == 'mean_std' else ('low', 'high') if self.mode in BOUND_MODES else ()
+        for field_name in ('low', 'high', 'mean', 'std'):
+            value = getattr(self, field_name)
+            if field_name in needed and value is None:
+                raise InputError(f'{self.source}: mode {self.mode!r} needs {self.stat_label(field_name)}')
+            if field_name not in needed:
+                object.__setattr__(self, field_name, None)
+                continue
+            arr = _stat_vector(self.source, self.stat_label(field_name), value)
+            if arr.size != mask.size:
+                raise InputError(f'{self.source}: field {self.stat_label(field_name)!r} has {arr.size} '
+                                 f'values but mask has {mask.size}')
+            object.__setattr__(self, field_name, arr)
+        if self.names is not None:
+            names = tuple(str(n) for n in self.names)
+            if len(names) != mask.size:
+                raise InputError(f'{self.source}: field \'names\' has {len(names)} entries, expected {mask.size}')
+            object.__setattr__(self, 'names', names)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mask.size)
+
+    def stat_label(self, field_name: str) -> str:
+        """The checkpoint's name for a field in this mode (low -> 'q01' in quantile mode)."""
+        pair = STAT_NAMES[self.mode]
+        index = {'low': 0, 'mean': 0, 'high': 1, 'std': 1}[field_name]
+        return pair[index] if pair else field_name
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """The statistics this mode uses, by field name (empty for identity)."""
+        return {k: getattr(self, k) for k in ('low', 'high', 'mean', 'std') if getattr(self, k) is not None}
+
+    def problems(self) -> list[str]:
+        """Non-finite statistics anywhere and degenerate ranges on normalized dims, one line each."""
+        found = []
+        for field_name, arr in self.stats().items():
+            for j in np.flatnonzero(~np.isfinite(arr)):
+                found.append(f'{self.source}: {self.stat_label(field_name)}[{j}] is not finite ({arr[j]})')
+        if found:
+            return found
+        if self.mode in BOUND_MODES:
+            for j in np.flatnonzero(self.mask & (self.high <= self.low)):
+                found.append(f'{self.source}: {self.stat_label("high")}[{j}] = {self.high[j]:.9g} <= '
+                             f'{self.stat_label("low")}[{j}] = {self.low[j]:.9g} (degenerate range)')
+        elif self.mode == 'mean_std':
+            for j in np.flatnonzero(self.mask & (self.std <= 0)):
+                found.append(f'{self.source}: std[{j}] = {self.std[j]:.9g} is not positive (degenerate)')
+        return found
+
+    def require_valid(self) -> 'Metadata':
+        """Raise InputError naming the first non-finite or degenerate statistic; return self."""
+        found = self.problems()
+        if found:
+            more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
+            raise InputError(found[0] + more)
+        return self
+
+
+def unnormalize(meta: Metadata, x) -> np.ndarray:
+    """Policy output in normalized units -> action units, for one action [D] or a chunk [T, D]."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim not in (1, 2) or x.shape[-1] != meta.dim:
+        raise InputError(f'{meta.source}: action of shape {list(x.shape)} does not match '
+                         f'{meta.dim} dimensions (expected [{meta.dim}] or [T, {meta.dim}])')
+    if meta.mode in BOUND_MODES:
+        out = 0.5 * (x + 1.0) * (meta.high - meta.low) + meta.low
+    elif meta.mode == 'mean_std':
+        out = x * meta.std + meta.mean
+    else:
+        return x.copy()
+    return np.where(meta.mask, out, x)
+
+
+def _affine(meta: Metadata) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension slope and offset of the unnormalizer (a = slope * x + offset)."""
+    slope, offset = np.ones(meta.dim), np.zeros(meta.dim)
+    if meta.mode in BOUND_MODES:
+        slope = np.where(meta.mask, (meta.high - meta.low) / 2.0, 1.0)
+        offset = np.where(meta.mask, (meta.high + meta.low) / 2.0, 0.0)
+    elif meta.mode == 'mean_std':
+        slope = np.where(meta.mask, meta.std, 1.0)
+        offset = np.where(meta.mask, meta.mean, 0.0)
+    return slope, offset
+
+
+def expected_abs_affine(a, b) -> np.ndarray:
+    """Closed form of E_{u~U[-1,1]} |a u + b|, elementwise: |b| if |b| >= |a|, else (a²+b²)/(2|a|)."""
+    a, b = np.abs(np.asarray(a, dtype=np.float64)), np.abs(np.asarray(b, dtype=np.float64))
+    crossing = b < a   # the line changes sign inside [-1, 1]
+    safe_a = np.where(crossing, a, 1.0)
+    return np.where(crossing, (a * a + b * b) / (2.0 * safe_a), b)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Closed-form drift of the deployed unnormalizer from the reference, per dimension.
+
+    deployed(x) = reference(x) + half_range * ((scale - 1) u + shift), u = x / radius ~ U[-1, 1];
+    per_dim_drift = E|(scale - 1) u + shift| in reference half-ranges. `mask` marks the dims
+    normalized in either unnormalizer; mean_drift and max_drift are taken over them.
+    """
+
+    mode: str
+    mask: np.ndarray
+    radius: float
+    half_range: np.ndarray
+    scale: np.ndarray
+    shift: np.ndarray
+    per_dim_drift: np.ndarray
+    mean_drift: float
+    max_drift: float
+
+    @property
+    def per_dim_drift_abs(self) -> np.ndarray:
+        """E|deployed(x) - reference(x)| in action units."""
+        return self.half_range * self.per_dim_drift
+
+
+def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
+    """The drift certificate of DESIGN §6, generalised to any pair of modes and masks of equal dimension."""
+    if reference.dim != deployed.dim:
+        raise InputError(f'cannot certify {deployed.source} ({deployed.dim} dims) against '
+                         f'{reference.source} ({reference.dim} dims)')
+    radius = MEAN_STD_RADIUS if reference.mode == 'mean_std' else 1.0
+    ref_slope, ref_offset = _affine(reference)
+    dep_slope, dep_offset = _affine(deployed)
+    half_range = ref_slope * radius
+    scale = dep_slope / ref_slope
+    shift = (dep_offset - ref_offset) / half_range
+    drift = expected_abs_affine(scale - 1.0, shift)
+    mask = reference.mask | deployed.mask
+    certified = drift[mask]
+    return Certificate(mode=reference.mode, mask=mask, radius=radius, half_range=half_range,
+                       scale=scale, shift=shift, per_dim_drift=drift,
+                       mean_drift=float(certified.mean()) if certified.size else 0.0,
+                       max_drift=float(certified.max()) if certified.size else 0.0)
+
+
+def _dims(indices) -> str:
+    return ','.join(str(int(j)) for j in indices)
+
+
+def _differences(reference: Metadata, deployed: Metadata, tol: float) -> list[str]:
+    """Why the deployed unnormalizer is not the reference one (empty when identical within tol)."""
+    reasons = []
+    if reference.key and deployed.key and reference.key != deployed.key:
+        reasons.append(f'unnorm key differs: checkpoint {reference.key!r}, deployed {deployed.key!r}')
+    if reference.mode != deployed.mode:
+        reasons.append(f'mode differs: checkpoint {reference.mode!r}, deployed {deployed.mode!r}')
+    if reference.dim != deployed.dim:
+        reasons.append(f'dimension differs: checkpoint {reference.dim}, deployed {deployed.dim}')
+        return reasons
+    if reference.names and deployed.names and reference.names != deployed.names:
+        reasons.append(f'dimension names differ: checkpoint {list(reference.names)}, deployed {list(deployed.names)}')
+    if not np.array_equal(reference.mask, deployed.mask):
+        diff = np.flatnonzero(reference.mask != deployed.mask)
+        reasons.append(f'mask differs on dims {_dims(diff)}: checkpoint {reference.mask.tolist()}, '
+                       f'deployed {deployed.mask.tolist()}')
+    if reference.mode != deployed.mode:
+        return reasons
+    both = reference.mask & deployed.mask
+    radius = MEAN_STD_RADIUS if reference.mode == 'mean_std' else 1.0
+    allowed = tol * np.abs(_affine(reference)[0]) * radius
+    for field_name, ref_values in reference.stats().items():
+        delta = np.abs(getattr(deployed, field_name) - ref_values)
+        bad = np.flatnonzero(both & (delta > allowed))
+        if bad.size:
+            reasons.append(f'{reference.stat_label(field_name)} differs on dims {_dims(bad)} '
+                           f'(max |difference| {delta[bad].max():.6g}; tolerance {tol:g} of the half-range)')
+    return reasons
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of the activation check: verdict, one-line reasons, certificate when dims agree."""
+
+    verdict: str
+    reasons: list
+    certificate: Certificate | None = None
+    reference: Metadata | None = None
+    deployed: Metadata | None = None
+
+    def to_report(self) -> dict:
+        """JSON-serializable report (verdict, reasons, mode, mask, drift, scale, shift, ...)."""
+        cert = self.certificate
+
+        def floats(values):
+            return None if values is None else [float(v) for v in values]
+
+        def describe(meta):
+            return None if meta is None else {'source': meta.source, 'key': meta.key, 'mode': meta.mode,
+                                              'dim': meta.dim, 'mask': meta.mask.tolist()}
+        return {
+            'verdict': self.verdict,
+            'reasons': list(self.reasons),
+            'mode': self.reference.mode if self.reference else None,
+            'mask': cert.mask.tolist() if cert else (self.reference.mask.tolist() if self.reference else None),
+            'per_dim_drift': floats(cert.per_dim_drift) if cert else None,
+            'per_dim_drift_abs': floats(cert.per_dim_drift_abs) if cert else None,
+            'mean_drift': cert.mean_drift if cert else None,
+            'max_drift': cert.max_drift if cert else None,
+            'scale': floats(cert.scale) if cert else None,
+            'shift': floats(cert.shift) if cert else None,
+            'half_range': floats(cert.half_range) if cert else None,
+            'radius': cert.radius if cert else None,
+            'reference': describe(self.reference),
+            'deployed': describe(self.deployed),
+        }
+
+
+def check_metadata(reference: Metadata, deployed: Metadata, tol: float = DEFAULT_TOL) -> CheckResult:
+    """Compare the deployed unnormalizer with the checkpoint's: identical, mismatch or cannot_check."""
+    if not (np.isfinite(tol) and tol >= 0):
+        raise InputError(f'tolerance must be a finite number >= 0, got {tol!r}')
+    invalid = reference.problems() + deployed.problems()
+    if invalid:
+        return CheckResult('cannot_check', invalid, None, reference, deployed)
+    reasons = _differences(reference, deployed, tol)
+    certificate = drift_certificate(reference, deployed) if reference.dim == deployed.dim else None
+    return CheckResult('mismatch' if reasons else 'identical', reasons, certificate, reference, deployed)
+
+
+def metadata_to_params(meta: Metadata) -> dict:
+    """The bridge's ROS parameters for this unnormalizer: flat dotted names, flat double/bool arrays."""
+    params = {PARAM_PREFIX + 'mode': meta.mode, PARAM_PREFIX + 'dim': meta.dim,
+              PARAM_PREFIX + 'mask': [bool(m) for m in meta.mask]}
+    if meta.key:
+        params[PARAM_PREFIX + 'key'] = meta.key
+    if meta.names:
+        params[PARAM_PREFIX + 'names'] = list(meta.names)
+    for field_name, values in meta.stats().items():
+        params[PARAM_PREFIX + field_name] = [float(v) for v in values]
+    return params
+
+
+def flatten_params(params: dict, prefix: str = '') -> dict:
+    """Nested parameter maps (as in a YAML file) -> dotted names (as ROS declares them)."""
+    flat = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flatten_params(value, f'{prefix}{name}.'))
+        else:
+            flat[f'{prefix}{name}'] = value
+    return flat
+
+
+def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
+    """Metadata from `unnormalizer.*` parameters (dotted or nested); other parameters are ignored.
+
+    Structural errors raise InputError; non-finite or degenerate values are left for the check.
+    """
+    flat = {k[len(PARAM_PREFIX):]: v for k, v in flatten_params(params).items() if k.startswith(PARAM_PREFIX)}
+    if 'mode' not in flat:
+        raise InputError(f'{source}: missing parameter {PARAM_PREFIX}mode')
+    mode = flat['mode']
+    if not isinstance(mode, str):
+        raise InputError(f'{source}: parameter {PARAM_PREFIX}mode must be a string, got {mode!r}')
+    for name in ('low', 'high', 'mean', 'std'):
+        values = flat.get(name)
+        if values is not None and (isinstance(values, (str, bytes)) or not hasattr(values, '__len__')
+                                   or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)):
+            raise InputError(f'{source}: parameter {PARAM_PREFIX}{name} must be a list of numbers')
+    dim = flat.get('dim')
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise InputError(f'{source}: parameter {PARAM_PREFIX}dim must be a positive integer, got {dim!r}')
+    mask = flat.get('mask')
+    if mask is None:
+        sizes = [len(flat[n]) for n in ('low', 'high', 'mean', 'std', 'names') if flat.get(n) is not None]
+        size = dim if dim is not None else (sizes[0] if sizes else None)
+        if size is None:
+            raise InputError(f'{source}: set {PARAM_PREFIX}dim or {PARAM_PREFIX}mask to give the dimension')
+        mask = [mode != 'identity'] * size
+    elif isinstance(mask, (str, bytes)) or not all(isinstance(m, bool) for m in mask):
+        raise InputError(f'{source}: parameter {PARAM_PREFIX}mask must be a list of booleans')
+    if dim is not None and len(mask) != dim:
+        raise InputError(f'{source}: {PARAM_PREFIX}mask has {len(mask)} entries but {PARAM_PREFIX}dim is {dim}')
+    key = flat.get('key')
+    if key is not None and not isinstance(key, str):
+        raise InputError(f'{source}: parameter {PARAM_PREFIX}key must be a string, got {key!r}')
+    names = flat.get('names')
+    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise InputError(f'{source}: parameter {PARAM_PREFIX}names must be a list of strings')
+    return Metadata(mode=mode, mask=np.array(list(mask), dtype=bool), low=flat.get('low'),
+                    high=flat.get('high'), mean=flat.get('mean'), std=flat.get('std'),
+                    key=key or None, names=tuple(names) if names else None, source=source)
