@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import rclpy
+from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -47,6 +48,12 @@ def status(name: str, level: bytes, message: str, hardware_id: str,
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=str(k), value=_text(v))
                                     for k, v in (values or {}).items()])
+
+
+def duration(seconds: float) -> Duration:
+    """builtin_interfaces/Duration from seconds (>= 0)."""
+    sec = int(seconds)
+    return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
 
 
 def _text(value: Any) -> str:

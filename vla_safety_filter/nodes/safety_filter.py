@@ -4,11 +4,9 @@ A thin shell over core.executive: messages in, one Executive.tick() per control 
 """
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -22,8 +20,8 @@ from ..core.errors import InputError
 from ..core.executive import HOLDING, LATCHED, RUNNING, STOPPED, Executive
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, STATE_QOS, WARN, declare, monotonic,
-                     run, status)
+from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, STATE_QOS, WARN, declare, duration,
+                     monotonic, run, status)
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
 LEVEL_OF_STATE = {RUNNING: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
@@ -248,10 +246,8 @@ class SafetyFilter(LifecycleNode):
 
 def _trajectory(names, positions, dt: float) -> JointTrajectory:
     """One-point trajectory reached after dt (time_from_start 0 would make a JTC jump)."""
-    sec = int(math.floor(dt))
-    point = JointTrajectoryPoint(positions=positions,
-                                 time_from_start=Duration(sec=sec, nanosec=int((dt - sec) * 1e9)))
-    return JointTrajectory(joint_names=list(names), points=[point])
+    return JointTrajectory(joint_names=list(names), points=[
+        JointTrajectoryPoint(positions=positions, time_from_start=duration(dt))])
 
 
 def main() -> None:

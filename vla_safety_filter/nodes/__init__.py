@@ -1,0 +1,1 @@
+"""rclpy lifecycle nodes: thin shells over vla_safety_filter.core."""

@@ -1,0 +1,152 @@
+"""policy_bridge: publishes a policy's actions on /vla/raw_action (JointTrajectory, one point or a chunk).
+
+Source `replay` plays recorded episodes (npz, LeRobot dataset, csv) at their frame rate; with
+`normalized_input` the recorded values are policy outputs in normalized units and are unnormalized
+with the `unnormalizer.*` parameters, the same parameters execspec_check verifies.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ..core.episodes import read_episodes
+from ..core.errors import InputError
+from ..core.execspec import PARAM_PREFIX, metadata_from_params, unnormalize
+from .common import COMMAND_QOS, LATCHED_QOS, declare, duration, run
+
+SOURCES = ('replay',)
+UNNORMALIZER_PARAMS = {
+    'mode': ('identity', 'quantile, min_max, mean_std or identity'),
+    'key': ('', 'dataset key of the statistics (OpenVLA unnorm_key)'),
+    'dim': (Parameter.Type.INTEGER, 'action dimension'),
+    'mask': (Parameter.Type.BOOL_ARRAY, 'true where the dimension is unnormalized'),
+    'names': (Parameter.Type.STRING_ARRAY, 'action dimension names'),
+    'low': (Parameter.Type.DOUBLE_ARRAY, 'q01 (quantile) or min (min_max)'),
+    'high': (Parameter.Type.DOUBLE_ARRAY, 'q99 (quantile) or max (min_max)'),
+    'mean': (Parameter.Type.DOUBLE_ARRAY, 'mean (mean_std)'),
+    'std': (Parameter.Type.DOUBLE_ARRAY, 'standard deviation (mean_std)'),
+}
+
+
+def unnormalizer_parameter_names() -> list[str]:
+    """Fully qualified names of the unnormalizer parameters (watched by execspec_check)."""
+    return [PARAM_PREFIX + name for name in UNNORMALIZER_PARAMS]
+
+
+class PolicyBridge(LifecycleNode):
+    """Lifecycle node: configure loads the source, activate starts publishing."""
+
+    def __init__(self, name: str = 'policy_bridge', **kwargs):
+        super().__init__(name, **kwargs)
+        self.source = declare(self, 'source', 'replay', f'action source: {", ".join(SOURCES)}')
+        self.episodes_file = declare(self, 'episodes_file', '', 'replay: npz, LeRobot dataset or csv')
+        self.episode = declare(self, 'episode', -1, 'replay: episode index, -1 plays all in order')
+        self.rate_hz = declare(self, 'rate_hz', 0.0, 'publish rate; 0 = the recording fps')
+        self.chunk_size = declare(self, 'chunk_size', 1, 'points per /vla/raw_action message')
+        self.joint_names = declare(self, 'joint_names', Parameter.Type.STRING_ARRAY,
+                                   'names to publish (default: the source names)')
+        self.normalized_input = declare(self, 'normalized_input', False,
+                                        'recorded values are normalized policy outputs')
+        self.loop = declare(self, 'loop', False, 'start over after the last episode')
+        for name, (default, text) in UNNORMALIZER_PARAMS.items():
+            declare(self, PARAM_PREFIX + name, default, text)
+        self._active = False
+        self._timer = None
+        self._queue: list[tuple[int, np.ndarray]] = []
+
+    def unnormalizer_params(self) -> dict:
+        """The live unnormalizer parameters that are set (as execspec_check reads them)."""
+        values = {}
+        for name in unnormalizer_parameter_names():
+            value = self.get_parameter(name).value
+            if value is not None and value != '':
+                values[name] = value if isinstance(value, (str, int)) else list(value)
+        return values
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self._queue, self._dt, self._names = self._load()
+        except InputError as exc:
+            self.get_logger().error(f'configure refused: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self._pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action', COMMAND_QOS)
+        self._episode_pub = self.create_lifecycle_publisher(String, '/vla/episode', LATCHED_QOS)
+        self._timer = self.create_timer(self._dt, self._on_timer)
+        self.get_logger().info(f'configured: {len(self._queue)} episode(s) of {len(self._names)} '
+                               f'joints at {1 / self._dt:g} Hz, chunk {self.chunk_size}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load(self):
+        if self.source not in SOURCES:
+            raise InputError(f'source {self.source!r} is not available here; use one of {SOURCES}')
+        if not self.episodes_file:
+            raise InputError('parameter episodes_file is required for source replay')
+        data = read_episodes(self.episodes_file)
+        episodes = [e for e in data.episodes if self.episode in (-1, e.index)]
+        if not episodes:
+            raise InputError(f'{self.episodes_file}: no episode {self.episode}')
+        names = tuple(self.joint_names or data.joint_names)
+        if len(names) != data.dim:
+            raise InputError(f'joint_names has {len(names)} names for {data.dim}-D actions')
+        rate = self.rate_hz or data.fps
+        if not rate or rate <= 0:
+            raise InputError(f'{self.episodes_file}: no frame rate recorded; set rate_hz')
+        if self.chunk_size < 1:
+            raise InputError('chunk_size must be >= 1')
+        if self.normalized_input:
+            meta = metadata_from_params(self.unnormalizer_params(), f'{self.get_name()} parameters')
+            meta.require_valid()
+            episodes = [(e.index, unnormalize(meta, e.actions)) for e in episodes]
+        else:
+            episodes = [(e.index, e.actions) for e in episodes]
+        return episodes, 1.0 / float(rate), names
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._cursor = (0, 0)
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        if self._timer is not None:
+            self._timer.destroy()
+            self._timer = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _on_timer(self) -> None:
+        if not self._active:
+            return
+        ep, t = self._cursor
+        if ep >= len(self._queue):
+            return
+        index, actions = self._queue[ep]
+        if t == 0:
+            self._episode_pub.publish(String(data=f'episode {index}'))
+        chunk = actions[t:t + self.chunk_size]
+        self._pub.publish(_chunk_message(self._names, chunk, self._dt))
+        t += 1
+        if t >= len(actions):
+            ep, t = ep + 1, 0
+            if ep >= len(self._queue) and self.loop:
+                ep = 0
+            if ep >= len(self._queue):
+                self._episode_pub.publish(String(data='done'))
+                self.get_logger().info('replay finished')
+        self._cursor = (ep, t)
+
+
+def _chunk_message(names, chunk: np.ndarray, dt: float) -> JointTrajectory:
+    """Points k = 0..K-1 due at (k + 1) * dt."""
+    return JointTrajectory(joint_names=list(names), points=[
+        JointTrajectoryPoint(positions=row.tolist(), time_from_start=duration((k + 1) * dt))
+        for k, row in enumerate(chunk)])
+
+
+def main() -> None:
+    run(PolicyBridge)
