@@ -31,6 +31,11 @@ setup(
     entry_points={
         'console_scripts': [
             'vla-safety = vla_safety_filter.cli:main',
+            'policy_bridge = vla_safety_filter.nodes.policy_bridge:main',
+            'safety_filter = vla_safety_filter.nodes.safety_filter:main',
+            'action_monitor = vla_safety_filter.nodes.action_monitor:main',
+            'execspec_check = vla_safety_filter.nodes.execspec_check:main',
+            'sim_arm = vla_safety_filter.nodes.sim_arm:main',
         ],
     },
 )

@@ -1,0 +1,41 @@
+"""Run the whole pipeline in one process under one multi-threaded executor (no `launch` needed)."""
+from __future__ import annotations
+
+import os
+import threading
+
+import rclpy
+
+from ..core.errors import InputError
+from .common import spin
+
+
+def pipeline_nodes(with_sim_arm: bool, context=None) -> list:
+    """Instantiate sim_arm (optional), action_monitor, safety_filter, policy_bridge, execspec_check.
+
+    execspec_check is created last: it checks the metadata and then drives the others' lifecycles.
+    """
+    from .action_monitor import ActionMonitorNode
+    from .execspec_check import ExecSpecCheck
+    from .policy_bridge import PolicyBridge
+    from .safety_filter import SafetyFilter
+    from .sim_arm import SimArm
+    kw = {} if context is None else {'context': context}
+    nodes = [SimArm(**kw)] if with_sim_arm else []
+    nodes += [ActionMonitorNode(**kw), SafetyFilter(**kw), PolicyBridge(**kw)]
+    return nodes + [ExecSpecCheck(**kw)]
+
+
+def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | None = None) -> None:
+    """`vla-safety bringup`: load ROS parameter files, start the nodes, spin until Ctrl-C/duration."""
+    for path in param_files:
+        if not os.path.isfile(path):
+            raise InputError(f'{path}: parameter file not found')
+    args = ['vla-safety-bringup', '--ros-args']
+    for path in param_files:
+        args += ['--params-file', os.path.abspath(path)]
+    rclpy.init(args=args)
+    nodes = pipeline_nodes(with_sim_arm)
+    if duration:
+        threading.Timer(duration, rclpy.try_shutdown).start()
+    spin(nodes)
