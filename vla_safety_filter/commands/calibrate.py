@@ -1,0 +1,162 @@
+"""`vla-safety calibrate`: demonstration episodes -> filter parameter YAML, calibration file, report."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..core.errors import InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        'calibrate', help='calibrate the safety contract from demonstration episodes',
+        description='Calibrate position bounds and velocity limits from demonstration episodes '
+                    '(split-conformal, split by episode) and write the safety_filter parameter '
+                    'YAML plus the calibration file the monitor needs. Inputs: .npz streams, .csv '
+                    'files or LeRobot dataset directories (v2.x, v3.0); see doc/calibration.md.')
+    p.add_argument('inputs', nargs='+', metavar='INPUT', help='episode source(s); several are concatenated')
+    p.add_argument('--fps', type=float, help='control rate of the episodes in Hz (default: from the '
+                   'input: LeRobot info.json or timestamps)')
+    p.add_argument('--alpha', type=float, default=0.05,
+                   help='allowed miss rate: bounds cover >= 1 - alpha of new actions (default 0.05)')
+    p.add_argument('--holdout', type=float, default=0.2,
+                   help='share of episodes held out to measure coverage (default 0.2)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the episode split (default 0)')
+    p.add_argument('--hardware-limits', metavar='FILE',
+                   help='URDF or ros2_control joint_limits YAML; bounds never exceed these')
+    p.add_argument('--output', required=True, metavar='PARAMS.yaml',
+                   help='parameter YAML to write; the calibration file goes next to it as '
+                        '<stem>_calibration.npz')
+    p.add_argument('--report', metavar='REPORT.json', help='write the full calibration report')
+    p.add_argument('--plot', metavar='PLOT.png', help='plot per-joint data with the calibrated limits')
+    p.set_defaults(func=run)
+
+
+def _read(inputs: list[str], fps: float | None):
+    """Read the inputs, with a progress bar when stdout is a terminal."""
+    from ..core.episodes import read_many
+
+    if not sys.stdout.isatty() or len(inputs) < 2:
+        return read_many(inputs, fps)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task('reading episodes', total=len(inputs))
+        return read_many(inputs, fps, progress=lambda path: progress.advance(task))
+
+
+def calibration_path(output: str) -> tuple[str, str]:
+    """(name written into the YAML, path on disk) of the calibration file next to PARAMS.yaml."""
+    name = os.path.splitext(os.path.basename(output))[0] + '_calibration.npz'
+    return name, os.path.join(os.path.dirname(os.path.abspath(output)), name)
+
+
+def run(args) -> int:
+    from ..core.calibration import calibrate
+    from ..core.limits import read_hardware_limits
+    from ..core.params import write_filter_params
+
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise InputError(f'{args.output}: directory {out_dir} does not exist')
+    episodes = _read(args.inputs, args.fps)
+    if episodes.fps is None:
+        raise InputError(f'{episodes.source}: the input carries no frame rate; pass --fps')
+    hardware = (read_hardware_limits(args.hardware_limits, episodes.joint_names)
+                if args.hardware_limits else None)
+    result = calibrate([ep.actions for ep in episodes.episodes], episodes.joint_names,
+                       1.0 / episodes.fps, alpha=args.alpha, holdout=args.holdout, seed=args.seed,
+                       hardware=hardware)
+    report = dict(result.report)
+    report['inputs'] = list(args.inputs)
+    report['fps'] = episodes.fps
+    for key in ('calibration_episodes', 'fit_episodes', 'holdout_episodes'):
+        report[key] = [episodes.episodes[i].index for i in report[key]]
+
+    cal_name, cal_path = calibration_path(args.output)
+    try:
+        result.data.save(cal_path)
+        write_filter_params(args.output, result.contract, calibration_file=cal_name)
+        if args.report:
+            with open(args.report, 'w') as fh:
+                json.dump(report, fh, indent=2)
+    except OSError as exc:
+        raise InputError(f'cannot write output ({exc})') from None
+    if args.plot:
+        _plot(args.plot, episodes, result)
+    _summary(args, report, cal_path)
+    return 0
+
+
+def _summary(args, report: dict, cal_path: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    table = Table(title=f'calibrated contract (alpha {report["alpha"]:g}, q {report["q"]:.3f})')
+    for column in ('joint', 'lower', 'upper', 'max_velocity', 'tightness'):
+        table.add_column(column, justify='left' if column == 'joint' else 'right')
+    tight = report['tightness_vs_heuristic']['per_joint']
+    for j, name in enumerate(report['joint_names']):
+        ratio = tight[name]
+        table.add_row(Text(name), f'{report["lower"][j]:.4g}', f'{report["upper"][j]:.4g}',
+                      f'{report["max_velocity"][j]:.4g}', '-' if ratio is None else f'{ratio:.2f}')
+    console.print(table)
+    console.print(f'episodes: {report["n_calibration_episodes"]} calibration '
+                  f'({report["n_fit_episodes"]} fit mu/sigma, the others give '
+                  f'{report["n_score_frames"]} conformal scores), '
+                  f'{report["n_holdout_episodes"]} held out', highlight=False)
+    if report['holdout_position_coverage'] is None:
+        console.print('held-out coverage: no held-out episodes (--holdout 0 or too few episodes)')
+    else:
+        console.print(f'held-out position coverage: {report["holdout_position_coverage"]:.3f}   '
+                      f'velocity coverage: {report["holdout_velocity_coverage"]:.3f}   '
+                      f'(target >= {1 - report["alpha"]:.3f})')
+    mean_tight = report['tightness_vs_heuristic']['mean']
+    if mean_tight is not None:
+        console.print(f'tightness vs min/max ± 10 %: {mean_tight:.2f} (mean width ratio, < 1 is tighter)')
+    hardware = report.get('hardware')
+    if hardware and hardware['missing_joints']:
+        console.print(f'no hardware limits for: {", ".join(hardware["missing_joints"])}')
+    for line in (hardware['clipped'] + hardware['notes'] if hardware else []):
+        console.print(f'hardware: {line}', markup=False)
+    for line in report['repairs'] + report['notes']:
+        console.print(f'note: {line}', markup=False)
+    for line in report['warnings']:
+        console.print(f'[bold yellow]warning:[/] {line}', highlight=False)
+    written = [args.output, cal_path] + [p for p in (args.report, args.plot) if p]
+    console.print('wrote ' + ', '.join(written), markup=False, highlight=False)
+
+
+def _plot(path: str, episodes, result) -> None:
+    """Per joint: histogram of positions and of |velocity| with the calibrated limits."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    contract = result.contract
+    frames = np.concatenate([ep.actions for ep in episodes.episodes])
+    speed = np.abs(np.concatenate([np.diff(ep.actions, axis=0) for ep in episodes.episodes]))
+    speed /= contract.dt
+    dim = contract.dim
+    fig, axes = plt.subplots(dim, 2, figsize=(10, 1.8 * dim + 1), squeeze=False)
+    for j, name in enumerate(contract.joint_names):
+        pos_ax, vel_ax = axes[j]
+        pos_ax.hist(frames[:, j], bins=60, color='tab:blue')
+        for x in (contract.lower[j], contract.upper[j]):
+            pos_ax.axvline(x, color='tab:red')
+        pos_ax.set_ylabel(name, fontsize=8)
+        vel_ax.hist(speed[:, j], bins=60, color='tab:green')
+        vel_ax.axvline(contract.max_velocity[j], color='tab:red')
+    axes[0, 0].set_title('position (red: calibrated bounds)')
+    axes[0, 1].set_title('|velocity| (red: max_velocity)')
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=80)
+    except (OSError, ValueError) as exc:
+        raise InputError(f'{path}: cannot write plot ({exc})') from None
+    finally:
+        plt.close(fig)
