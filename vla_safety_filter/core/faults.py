@@ -1,0 +1,99 @@
+"""Fault injection into real action episodes, to measure what the monitor detects and how fast.
+
+Magnitudes are relative to each joint's calibrated action range (2 * q * sigma, the width of the
+contract's position band) so one setting means the same on every robot. Families:
+  spike        one step jumps by `amplitude` * range on one random joint
+  drift        a ramp of `rate` * range per second on every joint (random sign) from the fault step
+  oscillation  a sine of `frequency` Hz and `amplitude` * range added to every joint
+  freeze       the policy repeats the action of the fault step
+  stall        motion shrinks to `speed` of its normal size (the arm creeps)
+  noise        Gaussian noise of `amplitude` * range for `duration` seconds
+  scale        a' = mu + factor * (a - mu)  (a wrong unnormalizer range)
+  offset       a' = a + amplitude * range, random sign per joint (a wrong unnormalizer centre)
+  nan          `duration_steps` steps of NaN on every joint
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULTS = {
+    'spike': {'amplitude': 0.3},
+    'drift': {'rate': 0.15},
+    'oscillation': {'frequency': 3.0, 'amplitude': 0.05},
+    'freeze': {},
+    'stall': {'speed': 0.02},
+    'noise': {'amplitude': 0.03, 'duration': 1.0},
+    'scale': {'factor': 1.2},
+    'offset': {'amplitude': 0.2},
+    'nan': {'duration_steps': 3},
+}
+FAULT_FAMILIES = tuple(DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault: family, first faulty step, seed and the parameters used."""
+
+    family: str
+    at: int
+    seed: int
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {'family': self.family, 'at': self.at, 'seed': self.seed, 'params': dict(self.params)}
+
+
+def parse_families(text: str) -> list[str]:
+    """'all' or a comma-separated list of family names."""
+    names = list(FAULT_FAMILIES) if text.strip() == 'all' else [n.strip() for n in text.split(',')]
+    bad = [n for n in names if n not in DEFAULTS]
+    if bad or not names:
+        raise InputError(f'unknown fault family {bad or text!r}; choose from {list(FAULT_FAMILIES)} or all')
+    return names
+
+
+def inject(actions: np.ndarray, family: str, at: int, seed: int, action_range: np.ndarray,
+           centre: np.ndarray, dt: float, **overrides) -> tuple[np.ndarray, Fault]:
+    """Copy of actions [T, D] with the fault applied from step `at` on; returns it and the record."""
+    if family not in DEFAULTS:
+        raise InputError(f'unknown fault family {family!r}; choose from {list(FAULT_FAMILIES)}')
+    out = np.array(actions, dtype=np.float64)
+    t_len, dim = out.shape
+    if not 0 <= at < t_len:
+        raise InputError(f'fault step {at} is outside the episode (0..{t_len - 1})')
+    unknown = sorted(set(overrides) - set(DEFAULTS[family]))
+    if unknown:
+        raise InputError(f'fault {family!r} has no parameter(s) {unknown}')
+    params = {**DEFAULTS[family], **overrides}
+    rng = np.random.default_rng(seed)
+    span = np.asarray(action_range, dtype=np.float64)
+    tail = out[at:]
+    elapsed = np.arange(t_len - at)[:, None] * dt
+    signs = rng.choice([-1.0, 1.0], size=dim)
+    if family == 'spike':
+        joint = rng.integers(dim)
+        tail[0, joint] += signs[joint] * params['amplitude'] * span[joint]
+    elif family == 'drift':
+        tail += elapsed * params['rate'] * span * signs
+    elif family == 'oscillation':
+        phase = rng.uniform(0, 2 * np.pi, size=dim)
+        tail += params['amplitude'] * span * np.sin(2 * np.pi * params['frequency'] * elapsed + phase)
+    elif family == 'freeze':
+        tail[:] = tail[0]
+    elif family == 'stall':
+        tail[:] = tail[0] + params['speed'] * (tail - tail[0])
+    elif family == 'noise':
+        steps = max(1, round(params['duration'] / dt))
+        burst = tail[:steps]
+        burst += rng.normal(size=burst.shape) * params['amplitude'] * span
+    elif family == 'scale':
+        tail[:] = centre + params['factor'] * (tail - centre)
+    elif family == 'offset':
+        tail += params['amplitude'] * span * signs
+    elif family == 'nan':
+        tail[:int(params['duration_steps'])] = np.nan
+    return out, Fault(family, int(at), int(seed), params)

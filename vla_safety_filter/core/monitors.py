@@ -1,0 +1,405 @@
+"""Streaming action-health metrics, alarms and the per-episode summary (DESIGN §5).
+
+Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband eps_j = deadband * velocity_scale_j * dt
+(u = d / eps, so |u_j| >= 1 means "joint j moves"). Over a window of W steps:
+  reversal_rate       flips / eligible pairs, pairs (t, j) with |u| >= 1 at t-1 and t; in [0, 1]
+  jerk_rms            RMS over (t, j) of third difference / dt^3 / velocity_scale_j   (1/s^2)
+  momentum_coherence  mean cosine of consecutive u vectors, both moving; 1 when none
+  spectral_low_ratio  share of the mean-removed velocity power below the cutoff; 1 when still
+  stall_s             time since some joint last moved (alarm after profile.stall_s)
+Alarms use jerk_norm = jerk_rms * dt^2 (dimensionless). A non-finite or wrong-length action is an
+alarm at once and becomes a gap: every contribution that would use it is zero and counted out,
+so no NaN reaches a sum. Metrics advance in blocks of profile.block_s (vectorized, alarm steps
+exact); the same code computes a whole episode at once (`episode_metrics`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .costs import ERROR, LEVEL_NAMES, OK, WARN, CostBudget, CostModel
+from .errors import InputError
+from .params import CalibrationData
+from .profiles import MonitorProfile, get_profile
+from .sequential import BernoulliCusum, ConformalScorer, design_cusum
+
+# columns of the per-step contribution table
+FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)
+METRIC_NAMES = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s')
+MAX_ALARMS_KEPT = 1000
+
+
+class Alarm(NamedTuple):
+    """One alarm onset: its kind and the step that raised it."""
+
+    kind: str
+    step: int
+
+
+class StepStatus(NamedTuple):
+    """What one update raised (usually nothing) and the current diagnostic level."""
+
+    step: int
+    alarms: tuple
+    level: int
+
+
+def _history(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
+    """Deadband-scaled steps u for `rows` given the 3 preceding rows (NaN rows are gaps)."""
+    x = np.concatenate([context, rows])
+    finite = np.isfinite(x).all(axis=1)
+    valid = finite[1:] & finite[:-1]
+    u = np.where(valid[:, None], np.diff(np.where(finite[:, None], x, 0.0), axis=0), 0.0) * inv_eps
+    return u, valid
+
+
+def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
+    """Per-step window contributions [B, 6] and 'still' flags [B] for rows given 3 context rows."""
+    u, valid = _history(context, rows, inv_eps)
+    ut, u1, u2 = u[2:], u[1:-1], u[:-2]
+    sign = np.trunc(np.clip(u, -1.0, 1.0))            # +-1 beyond the deadband, 0 inside
+    pair = sign[2:] * sign[1:-1]
+    moving = np.count_nonzero(sign, axis=1) > 0
+    out = np.zeros((rows.shape[0], 6))
+    out[:, ELIGIBLE] = np.count_nonzero(pair, axis=1)
+    out[:, FLIPS] = np.count_nonzero(pair < 0, axis=1)
+    both = moving[2:] & moving[1:-1]
+    norms = np.sqrt((ut * ut).sum(axis=1) * (u1 * u1).sum(axis=1))
+    out[:, COS_SUM] = np.where(both, (ut * u1).sum(axis=1) / np.where(both, norms, 1.0), 0.0)
+    out[:, COS_N] = both
+    jerk_ok = valid[2:] & valid[1:-1] & valid[:-2]
+    third = ut - 2.0 * u1 + u2
+    out[:, JERK_SQ] = np.where(jerk_ok, (third * third).sum(axis=1), 0.0)
+    out[:, JERK_N] = jerk_ok * rows.shape[1]
+    still = valid[2:] & ~moving[2:]
+    return out, still
+
+
+def stall_runs(still: np.ndarray, carry: int) -> np.ndarray:
+    """Length of the current run of 'still' steps at each step, continuing a run of `carry`."""
+    idx = np.arange(still.size)
+    last_break = np.maximum.accumulate(np.where(still, -1, idx))
+    return np.where(last_break < 0, carry + idx + 1, idx - last_break)
+
+
+def window_values(sums: np.ndarray, deadband: float, dt: float) -> dict:
+    """Metric values from window sums (rows = steps); empty windows give the neutral value."""
+    eligible, cos_n, jerk_n = sums[:, ELIGIBLE], sums[:, COS_N], sums[:, JERK_N]
+    reversal = np.where(eligible > 0.5, sums[:, FLIPS] / np.maximum(eligible, 1.0), 0.0)
+    coherence = np.where(cos_n > 0.5, sums[:, COS_SUM] / np.maximum(cos_n, 1.0), 1.0)
+    jerk_norm = np.sqrt(np.maximum(sums[:, JERK_SQ], 0.0) / np.maximum(jerk_n, 1.0)) * deadband
+    return {'reversal_rate': np.clip(reversal, 0.0, 1.0), 'momentum_coherence': coherence,
+            'jerk_norm': jerk_norm, 'jerk_rms': jerk_norm / (dt * dt), 'eligible': eligible,
+            'pairs': cos_n}
+
+
+def spectral_low_ratio(actions: np.ndarray, velocity_scale: np.ndarray, dt: float,
+                       cutoff_hz: float) -> float:
+    """Share of the mean-removed, per-joint-scaled velocity power below cutoff_hz (1 when still)."""
+    finite = np.isfinite(actions).all(axis=1)
+    valid = finite[1:] & finite[:-1]
+    vel = np.where(valid[:, None], np.diff(np.where(finite[:, None], actions, 0.0), axis=0), 0.0)
+    vel = vel / (velocity_scale * dt)
+    if valid.any():
+        vel = np.where(valid[:, None], vel - vel[valid].mean(axis=0), 0.0)
+    power = np.abs(np.fft.rfft(vel, axis=0)) ** 2
+    freqs = np.fft.rfftfreq(vel.shape[0], dt)
+    total = power[1:].sum()
+    if not total > 1e-12 * vel.shape[0]:
+        return 1.0
+    return float(power[1:][freqs[1:] < cutoff_hz].sum() / total)
+
+
+class ActionMonitor:
+    """Streaming health monitor of one action stream: metrics, conformal CUSUM, alarms, cost budget.
+
+    Memory is bounded by the window; `update` is O(D) per step plus one vectorized block every
+    profile.block_s and one FFT every profile.spectral_period_s.
+    """
+
+    def __init__(self, calibration: CalibrationData, dt: float,
+                 profile: MonitorProfile | str = 'generic', costs: CostModel | None = None):
+        if not (np.isfinite(dt) and dt > 0):
+            raise InputError(f'monitor dt must be a positive number, got {dt!r}')
+        self.calibration = calibration
+        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        self.dt = float(dt)
+        p, self.dim = self.profile, len(calibration.joint_names)
+        self.velocity_scale = np.asarray(calibration.velocity_scale, dtype=np.float64)
+        if self.velocity_scale.shape != (self.dim,) or not np.all(self.velocity_scale > 0):
+            raise InputError('calibration velocity_scale must hold one positive value per joint')
+        self.inv_eps = 1.0 / (p.deadband * self.velocity_scale * self.dt)
+        self.window = max(4, round(p.window_s / self.dt))
+        self.block = max(1, round(p.block_s / self.dt))
+        self.stall_steps = max(1, round(p.stall_s / self.dt))
+        self.spectral_every = max(1, round(p.spectral_period_s / self.dt))
+        self.min_pairs = max(4, self.window // 5)
+        self.scorer = ConformalScorer(calibration)
+        self.alpha = float(calibration.alpha)
+        self.exceed_score = self.scorer.exceedance_threshold(self.alpha)
+        self.cusum_stride = max(1, round(p.cusum_stride_s / self.dt))
+        samples_per_hour = 3600.0 / (self.cusum_stride * self.dt)
+        self.cusum = BernoulliCusum(design_cusum(self.alpha, p.cusum_rho,
+                                                 p.cusum_arl0_hours * samples_per_hour))
+        self.budget = CostBudget(costs or CostModel())
+        self._zeros = np.zeros(self.dim)
+        self._blockbuf = np.empty((self.block, self.dim))
+        self.reset_episode()
+
+    # ---- per-step path -------------------------------------------------------------------
+    def reset_episode(self) -> None:
+        """Forget the current episode (on /vla/episode): windows, CUSUM, costs, alarms."""
+        self.step_count = 0
+        self._pending = 0
+        self._context = np.full((3, self.dim), np.nan)
+        self._actions = np.full((self.window + 1, self.dim), np.nan)  # last W+1 actions, in order
+        self._contrib = np.zeros((self.window, 6))
+        self._stall = 0
+        self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
+                                      'spectral', 'stall'), False)
+        self._next_spectral = self.window - 1
+        self._spectral = 1.0
+        self._last_score = float('nan')
+        self._values = None
+        self.cusum.reset()
+        self.budget.reset()
+        self.alarms: list[Alarm] = []
+        self.alarm_counts: dict[str, int] = {}
+        self._sums = dict.fromkeys(METRIC_NAMES, 0.0)
+        self._maxima = dict.fromkeys(METRIC_NAMES, 0.0)
+        self._n_full = 0
+        self._n_spectral = 0
+        self._bad_steps = 0
+        self._scored = 0
+        self._exceeded = 0
+        self._level = OK
+
+    def update(self, action) -> StepStatus:
+        """Take one action (any sequence of D numbers); returns the alarms it raised."""
+        t = self.step_count
+        self.step_count = t + 1
+        a = action if type(action) is np.ndarray else np.asarray(action, dtype=np.float64)
+        raised = ()
+        if a.shape != self._zeros.shape:
+            raised = self._bad(t, 'shape')
+            a = self._zeros + np.nan
+        elif not (a @ self._zeros) == 0.0:  # NaN or Inf anywhere makes the dot product NaN
+            raised = self._bad(t, 'nonfinite')
+        elif self._active['nonfinite'] or self._active['shape']:
+            self._active['nonfinite'] = self._active['shape'] = False
+        self._blockbuf[self._pending] = a
+        self._pending += 1
+        if self._pending == self.block:
+            raised = raised + self._flush()
+        return StepStatus(t, raised, self._level)
+
+    def _bad(self, t: int, kind: str) -> tuple:
+        self._bad_steps += 1
+        if self._active[kind]:
+            return ()
+        self._active[kind] = True
+        return self._raise(kind, t)
+
+    def _raise(self, kind: str, step: int) -> tuple:
+        alarm = Alarm(kind, step)
+        if len(self.alarms) < MAX_ALARMS_KEPT:
+            self.alarms.append(alarm)
+        self.alarm_counts[kind] = self.alarm_counts.get(kind, 0) + 1
+        self.budget.charge('alarm.' + kind)
+        self._refresh_level()
+        return (alarm,)
+
+    def _refresh_level(self) -> None:
+        active = any(self._active.values())
+        self._level = max(self.budget.level, WARN if active else OK)
+
+    def record_interventions(self, reasons) -> None:
+        """Charge the filter's interventions of one step (an iterable of reasons, e.g. 'position')."""
+        for reason in set(reasons):
+            self.budget.charge('intervention.' + reason)
+        self._refresh_level()
+
+    # ---- block path ----------------------------------------------------------------------
+    def _flush(self) -> tuple:
+        """Advance metrics, CUSUM and alarms over the pending block of actions."""
+        n = self._pending
+        if n == 0:
+            return ()
+        self._pending = 0
+        rows = self._blockbuf[:n].copy()
+        t0 = self.step_count - n
+        steps = np.arange(t0, t0 + n)
+        raised = self._cusum_block(rows, steps)
+        contrib, still = step_contributions(self._context, rows, self.inv_eps)
+        table = np.concatenate([self._contrib, contrib])
+        cums = np.concatenate([np.zeros((1, 6)), np.cumsum(table, axis=0)])
+        sums = cums[self.window + 1:] - cums[1:n + 1]
+        runs = stall_runs(still, self._stall)
+        self._contrib = table[-self.window:]
+        self._context = np.concatenate([self._context, rows])[-3:]
+        self._actions = np.concatenate([self._actions, rows])[-(self.window + 1):]
+        self._stall = int(runs[-1])
+        values = window_values(sums, self.profile.deadband, self.dt)
+        values['stall_s'] = runs * self.dt
+        self._values = {k: v[-1] for k, v in values.items()}
+        full = steps >= self.window - 1
+        raised += self._metric_alarms(values, runs, full, steps)
+        if self.step_count - 1 >= self._next_spectral:
+            raised += self._spectral_check(self.step_count - 1)
+        self._accumulate(values, full)
+        self._refresh_level()
+        return raised
+
+    def _cusum_block(self, rows: np.ndarray, steps: np.ndarray) -> tuple:
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.any():
+            return ()
+        scores = self.scorer.scores_of(rows[finite])
+        exceeded = scores > self.exceed_score
+        self._last_score = float(scores[-1])
+        self._scored += scores.size
+        self._exceeded += int(exceeded.sum())
+        raised = ()
+        sampled = steps[finite] % self.cusum_stride == 0
+        for step, x in zip(steps[finite][sampled], exceeded[sampled]):
+            if self.cusum.update(bool(x)):
+                raised += self._raise('cusum', int(step))
+        return raised
+
+    def _metric_alarms(self, values: dict, runs: np.ndarray, full: np.ndarray,
+                       steps: np.ndarray) -> tuple:
+        p = self.profile
+        conditions = {
+            'reversal': (values['reversal_rate'] > p.reversal_max) & (values['eligible'] >= self.min_pairs),
+            'jerk': values['jerk_norm'] > p.jerk_max,
+            'coherence': (values['momentum_coherence'] < p.coherence_min) & (values['pairs'] >= self.min_pairs),
+            'stall': runs >= self.stall_steps,
+        }
+        raised = ()
+        for kind, cond in conditions.items():
+            if kind not in p.primary:
+                continue
+            cond = cond & full
+            prev = np.concatenate([[self._active[kind]], cond[:-1]])
+            for i in np.flatnonzero(cond & ~prev):
+                raised += self._raise(kind, int(steps[i]))
+            self._active[kind] = bool(cond[-1])
+        return raised
+
+    def _spectral_check(self, step: int) -> tuple:
+        self._next_spectral = step + self.spectral_every
+        self._spectral = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
+                                            self.profile.spectral_cutoff_hz)
+        self._sums['spectral_low_ratio'] += self._spectral
+        self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], self._spectral)
+        self._n_spectral += 1
+        if 'spectral' not in self.profile.primary:
+            return ()
+        low = self._spectral < self.profile.spectral_min
+        was, self._active['spectral'] = self._active['spectral'], low
+        return self._raise('spectral', step) if low and not was else ()
+
+    def _accumulate(self, values: dict, full: np.ndarray) -> None:
+        if not full.any():
+            return
+        self._n_full += int(full.sum())
+        for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s'):
+            v = values[name][full]
+            self._sums[name] += float(v.sum())
+            self._maxima[name] = max(self._maxima[name], float(v.max()))
+
+    # ---- reporting -----------------------------------------------------------------------
+    def window_metrics(self) -> dict:
+        """Current window metrics (flushes the pending block; computes the FFT metric now)."""
+        self._flush()
+        values = self._values or {}
+        spectral = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
+                                      self.profile.spectral_cutoff_hz)
+        score = self._last_score
+        return {
+            'steps': self.step_count,
+            'window_full': self.step_count >= self.window,
+            'reversal_rate': float(values.get('reversal_rate', 0.0)),
+            'jerk_rms': float(values.get('jerk_rms', 0.0)),
+            'momentum_coherence': float(values.get('momentum_coherence', 1.0)),
+            'spectral_low_ratio': spectral,
+            'stall_s': float(values.get('stall_s', 0.0)),
+            'score': score,
+            'p_value': float(self.scorer.p_value(score)) if np.isfinite(score) else float('nan'),
+            'cusum_statistic': self.cusum.statistic,
+            'cusum_threshold': self.cusum.design.h,
+            'episode_cost': self.budget.total,
+            'cost_budget': self.budget.model.budget,
+            'nonfinite_steps': self._bad_steps,
+            'alarms': sum(self.alarm_counts.values()),
+        }
+
+    def status(self) -> tuple[int, str, list[tuple[str, str]]]:
+        """Diagnostic level (0 OK, 1 WARN, 2 ERROR), message and key/value strings for /diagnostics."""
+        metrics = self.window_metrics()
+        level = self._level
+        active = [k for k, on in self._active.items() if on]
+        if level == ERROR:
+            message = f'cost {self.budget.total:.3g} over budget {self.budget.model.budget:.3g}'
+        elif active:
+            message = 'active: ' + ', '.join(active)
+        elif level == WARN:
+            message = f'cost {self.budget.total:.3g} near budget {self.budget.model.budget:.3g}'
+        else:
+            message = 'ok'
+        values = [(key, f'{value:.6g}' if isinstance(value, float) else str(value))
+                  for key, value in metrics.items()]
+        values.append(('level', LEVEL_NAMES[level]))
+        values.append(('profile', self.profile.name))
+        values.append(('last_alarm', f'{self.alarms[-1].kind}@{self.alarms[-1].step}'
+                       if self.alarms else 'none'))
+        return level, message, values
+
+    def episode_summary(self) -> dict:
+        """Per-episode figures: length-normalized metric means and maxima, alarms, cost, level."""
+        self._flush()
+        n_full, n_spec = max(self._n_full, 1), max(self._n_spectral, 1)
+        means = {name: self._sums[name] / (n_spec if name == 'spectral_low_ratio' else n_full)
+                 for name in METRIC_NAMES}
+        first_by_kind: dict[str, int] = {}
+        for alarm in self.alarms:
+            first_by_kind.setdefault(alarm.kind, alarm.step)
+        return {
+            'n_steps': self.step_count,
+            'nonfinite_steps': self._bad_steps,
+            'exceedance_rate': self._exceeded / self._scored if self._scored else 0.0,
+            'metric_mean': means,
+            'metric_max': dict(self._maxima),
+            'alarms': [{'kind': a.kind, 'step': a.step} for a in self.alarms],
+            'alarm_counts': dict(self.alarm_counts),
+            'first_alarm_step': self.alarms[0].step if self.alarms else None,
+            'first_alarm_by_kind': first_by_kind,
+            'cost': self.budget.total,
+            'cost_by_kind': dict(self.budget.by_kind),
+            'level': LEVEL_NAMES[self._level],
+        }
+
+
+def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float,
+                    profile: MonitorProfile | str = 'generic') -> dict:
+    """Batch: per-step window metrics of a whole episode [T, D] (same definitions as streaming)."""
+    p = get_profile(profile) if isinstance(profile, str) else profile
+    actions = np.asarray(actions, dtype=np.float64)
+    vs = np.asarray(calibration.velocity_scale, dtype=np.float64)
+    inv_eps = 1.0 / (p.deadband * vs * dt)
+    window = max(4, round(p.window_s / dt))
+    t_len, dim = actions.shape
+    contrib, still = step_contributions(np.full((3, dim), np.nan), actions, inv_eps)
+    cums = np.concatenate([np.zeros((window + 1, 6)), np.cumsum(contrib, axis=0)])
+    sums = cums[window + 1:] - cums[1:t_len + 1]
+    values = window_values(sums, p.deadband, dt)
+    values['stall_s'] = stall_runs(still, 0) * dt
+    padded = np.concatenate([np.full((window, dim), np.nan), actions])
+    values['spectral_low_ratio'] = np.array([
+        spectral_low_ratio(padded[t:t + window + 1], vs, dt, p.spectral_cutoff_hz)
+        for t in range(t_len)])
+    scorer = ConformalScorer(calibration)
+    values['score'] = scorer.scores_of(actions)
+    values['p_value'] = np.where(np.isfinite(values['score']), scorer.p_value(values['score']), np.nan)
+    return values
