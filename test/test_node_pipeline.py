@@ -68,7 +68,7 @@ def test_unnormalizer_change_while_active_deactivates_within_200ms(ros, shared_d
     t0 = time.monotonic()
     bridge.set_parameters([Parameter('unnormalizer.high', value=[1.0] * 7)])
     assert wait_for(lambda: not manager.pipeline_active, timeout=2.0)
-    assert wait_for(lambda: bridge._active is False, timeout=2.0)
+    assert wait_for(lambda: bridge.active is False, timeout=2.0)
     assert time.monotonic() - t0 < 0.2 + 0.05   # 50 ms of polling slack in this test
     count = len(commands)
     time.sleep(0.3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
@@ -20,13 +20,13 @@ from ..core.joints import JointMap
 from ..core.monitors import ActionMonitor
 from ..core.params import CalibrationData
 from ..core.profiles import profile_names
-from .common import COMMAND_QOS, LATCHED_QOS, STALE, declare, run, status
+from .common import GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, STALE, declare, run, status
 
 STOP_ON = ('none', 'alarm', 'budget')
 STATUS_NAME = 'vla_safety/monitor'
 
 
-class ActionMonitorNode(LifecycleNode):
+class ActionMonitorNode(GatedLifecycleNode):
     """Lifecycle node: configure loads the calibration, activate starts monitoring."""
 
     def __init__(self, name: str = 'action_monitor', **kwargs):
@@ -41,7 +41,6 @@ class ActionMonitorNode(LifecycleNode):
         self.period = declare(self, 'diagnostic_period', 1.0, '/diagnostics period (s)')
         self.hardware_id = declare(self, 'hardware_id', 'vla_policy', 'hardware_id in /diagnostics')
         self._lock = threading.Lock()
-        self._active = False
         self._monitor: ActionMonitor | None = None
         self._stopped = False
         self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -70,13 +69,6 @@ class ActionMonitorNode(LifecycleNode):
                                f'stop_on {self.stop_on}')
         return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state) -> TransitionCallbackReturn:
-        self._active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         for sub in self._subs:
@@ -85,7 +77,7 @@ class ActionMonitorNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _on_action(self, msg: JointTrajectory) -> None:
-        if not self._active or not msg.points:
+        if not self.active or not msg.points:
             return
         try:
             action = self._map.reorder(msg.joint_names, msg.points[0].positions)
@@ -101,7 +93,7 @@ class ActionMonitorNode(LifecycleNode):
             self._latch_stop('cost budget exceeded')
 
     def _on_events(self, msg: DiagnosticArray) -> None:
-        if self._active:
+        if self.active:
             with self._lock:
                 self._monitor.record_interventions(s.message for s in msg.status)
 
@@ -126,7 +118,7 @@ class ActionMonitorNode(LifecycleNode):
     def _publish_status(self) -> None:
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        if self._monitor is None or not self._active:
+        if self._monitor is None or not self.active:
             msg.status = [status(STATUS_NAME, STALE, 'inactive', self.hardware_id)]
         else:
             with self._lock:

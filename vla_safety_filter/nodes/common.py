@@ -10,6 +10,7 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -25,6 +26,20 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 #: /joint_states: best effort receives from both reliable and best-effort drivers.
 STATE_QOS = qos_profile_sensor_data
+
+
+class GatedLifecycleNode(LifecycleNode):
+    """A lifecycle node whose callbacks check `self.active` (rclpy gates only its publishers)."""
+
+    active = False
+
+    def on_activate(self, state):
+        self.active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state):
+        self.active = False
+        return super().on_deactivate(state)
 
 
 def declare(node, name: str, default: Any, description: str, read_only: bool = False) -> Any:

@@ -7,7 +7,7 @@ with the `unnormalizer.*` parameters, the same parameters execspec_check verifie
 from __future__ import annotations
 
 import numpy as np
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -15,7 +15,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..core.episodes import read_episodes
 from ..core.errors import InputError
 from ..core.execspec import PARAM_PREFIX, metadata_from_params, unnormalize
-from .common import COMMAND_QOS, LATCHED_QOS, declare, duration, run
+from .common import GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, declare, duration, run
 
 SOURCES = ('replay',)
 UNNORMALIZER_PARAMS = {
@@ -36,7 +36,7 @@ def unnormalizer_parameter_names() -> list[str]:
     return [PARAM_PREFIX + name for name in UNNORMALIZER_PARAMS]
 
 
-class PolicyBridge(LifecycleNode):
+class PolicyBridge(GatedLifecycleNode):
     """Lifecycle node: configure loads the source, activate starts publishing."""
 
     def __init__(self, name: str = 'policy_bridge', **kwargs):
@@ -53,7 +53,6 @@ class PolicyBridge(LifecycleNode):
         self.loop = declare(self, 'loop', False, 'start over after the last episode')
         for name, (default, text) in UNNORMALIZER_PARAMS.items():
             declare(self, PARAM_PREFIX + name, default, text)
-        self._active = False
         self._timer = None
         self._queue: list[tuple[int, np.ndarray]] = []
 
@@ -106,12 +105,8 @@ class PolicyBridge(LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._cursor = (0, 0)
-        self._active = True
         return super().on_activate(state)
 
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         if self._timer is not None:
@@ -120,7 +115,7 @@ class PolicyBridge(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _on_timer(self) -> None:
-        if not self._active:
+        if not self.active:
             return
         ep, t = self._cursor
         if ep >= len(self._queue):

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -20,14 +20,14 @@ from ..core.errors import InputError
 from ..core.executive import HOLDING, LATCHED, RUNNING, STOPPED, Executive
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, STATE_QOS, WARN, declare, duration,
+from .common import (GatedLifecycleNode, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STATE_QOS, WARN, declare, duration,
                      monotonic, run, status)
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
 LEVEL_OF_STATE = {RUNNING: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
 
 
-class SafetyFilter(LifecycleNode):
+class SafetyFilter(GatedLifecycleNode):
     """Lifecycle node: configure reads the contract, activate seeds from /joint_states."""
 
     def __init__(self, name: str = 'safety_filter', **kwargs):
@@ -59,7 +59,6 @@ class SafetyFilter(LifecycleNode):
                                      'activation needs /joint_states younger than this (s)')
         declare(self, 'calibration_file', '', 'calibration file of the contract (for the monitor)')
         self._lock = threading.Lock()
-        self._active = False
         self._executive: Executive | None = None
         self._last_state = STOPPED
         self._joint_state = None  # (monotonic time, names, positions, velocities)
@@ -120,20 +119,16 @@ class SafetyFilter(LifecycleNode):
         except InputError as exc:
             self.get_logger().error(f'activation refused: /joint_states {exc}')
             return TransitionCallbackReturn.FAILURE
-        self._active = True
         self.get_logger().info('active: seeded from /joint_states')
         return super().on_activate(state)
 
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._active = False
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._active = False
+        self.active = False
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
@@ -149,7 +144,7 @@ class SafetyFilter(LifecycleNode):
                              np.asarray(msg.velocity, dtype=float))
 
     def _on_raw_action(self, msg: JointTrajectory) -> None:
-        if not self._active:
+        if not self.active:
             return
         now = monotonic()
         try:
@@ -195,7 +190,7 @@ class SafetyFilter(LifecycleNode):
 
     # ---- control tick ----------------------------------------------------------------------
     def _on_tick(self) -> None:
-        if not self._active:
+        if not self.active:
             return
         with self._lock:
             tick = self._executive.tick(monotonic())
@@ -232,11 +227,11 @@ class SafetyFilter(LifecycleNode):
         ex = self._executive
         if ex is None:
             return
-        level = LEVEL_OF_STATE[ex.state] if self._active else OK
-        text = ex.state if self._active else 'inactive'
+        level = LEVEL_OF_STATE[ex.state] if self.active else OK
+        text = ex.state if self.active else 'inactive'
         if ex.state == LATCHED:
             text = f'latched stop ({ex.latched_reason}); call ~/reset'
-        values = {'state': ex.state if self._active else 'inactive',
+        values = {'state': ex.state if self.active else 'inactive',
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()}}
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
