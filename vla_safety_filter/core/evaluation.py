@@ -1,8 +1,8 @@
 """Offline evaluation of the action monitor on recorded episodes (what `vla-safety evaluate` reports).
 
 Each episode is streamed through the `ActionMonitor` exactly as the node would (optionally behind the
-contract's guard, whose interventions are charged to the cost budget). Clean episodes give the
-false-alarm rate per hour of in-control motion; injected faults give detection rate and delay;
+contract's guard, whose interventions are charged to the cost budget). Clean episodes (without
+injected faults, and not labelled as failures) give the false-alarm rate per hour of in-control motion; injected faults give detection rate and delay;
 success labels give the AUROC of each per-episode statistic for predicting failure.
 """
 from __future__ import annotations
@@ -165,11 +165,14 @@ def evaluate(settings: EvalSettings, episodes: list[tuple[int, np.ndarray]],
              at: int | None = None, seed: int = 0, repeats: int = 1) -> dict:
     """The full report: clean episodes, false alarms, cost budget, AUROC, injected detections."""
     clean = [run_episode(settings, index, actions) for index, actions in episodes]
+    # every alarm on an episode not labelled as a failure is a false alarm
+    in_control = [r for r in clean if not labels or labels.get(r['episode'], True)]
     report = {
         'profile': settings.profile.name,
         'dt': settings.dt,
         'episodes': clean,
-        **false_alarm_summary(clean, settings.dt),
+        'in_control_episodes': [r['episode'] for r in in_control],
+        **false_alarm_summary(in_control, settings.dt),
         'cost_budget': budget_summary((r['cost'] for r in clean), settings.costs.budget),
     }
     if labels:

@@ -5,7 +5,8 @@ Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband eps_j = deadband 
   reversal_rate       flips / eligible pairs, pairs (t, j) with |u| >= 1 at t-1 and t; in [0, 1]
   jerk_rms            RMS over (t, j) of third difference / dt^3 / velocity_scale_j   (1/s^2)
   momentum_coherence  mean cosine of consecutive u vectors, both moving; 1 when none
-  spectral_low_ratio  share of the mean-removed velocity power below the cutoff; 1 when still
+  spectral_low_ratio  share of the mean-removed velocity power below the cutoff over the longer
+                      spectral window (profile.spectral_window_s); 1 when still
   stall_s             time since some joint last moved (alarm after profile.stall_s)
 Alarms use jerk_norm = jerk_rms * dt^2 (dimensionless). A non-finite or wrong-length action is an
 alarm at once and becomes a gap: every contribution that would use it is zero and counted out,
@@ -28,6 +29,7 @@ from .sequential import BernoulliCusum, ConformalScorer, design_cusum
 FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)
 METRIC_NAMES = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s')
 MAX_ALARMS_KEPT = 1000
+HUGE = 1e100  # an action whose sum exceeds this is treated as non-finite (squares would overflow)
 
 
 class Alarm(NamedTuple):
@@ -65,7 +67,8 @@ def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarra
     out[:, ELIGIBLE] = np.count_nonzero(pair, axis=1)
     out[:, FLIPS] = np.count_nonzero(pair < 0, axis=1)
     both = moving[2:] & moving[1:-1]
-    norms = np.sqrt((ut * ut).sum(axis=1) * (u1 * u1).sum(axis=1))
+    norm_sq = (u * u).sum(axis=1)
+    norms = np.sqrt(norm_sq[2:] * norm_sq[1:-1])
     out[:, COS_SUM] = np.where(both, (ut * u1).sum(axis=1) / np.where(both, norms, 1.0), 0.0)
     out[:, COS_N] = both
     jerk_ok = valid[2:] & valid[1:-1] & valid[:-2]
@@ -134,6 +137,7 @@ class ActionMonitor:
         self.block = max(1, round(p.block_s / self.dt))
         self.stall_steps = max(1, round(p.stall_s / self.dt))
         self.spectral_every = max(1, round(p.spectral_period_s / self.dt))
+        self.spectral_window = max(8, round(p.spectral_window_s / self.dt))
         self.min_pairs = max(4, self.window // 5)
         self.scorer = ConformalScorer(calibration)
         self.alpha = float(calibration.alpha)
@@ -153,12 +157,12 @@ class ActionMonitor:
         self.step_count = 0
         self._pending = 0
         self._context = np.full((3, self.dim), np.nan)
-        self._actions = np.full((self.window + 1, self.dim), np.nan)  # last W+1 actions, in order
+        self._actions = np.full((self.spectral_window + 1, self.dim), np.nan)  # last actions, in order
         self._contrib = np.zeros((self.window, 6))
         self._stall = 0
         self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
                                       'spectral', 'stall'), False)
-        self._next_spectral = self.window - 1
+        self._next_spectral = self.spectral_window - 1
         self._spectral = 1.0
         self._last_score = float('nan')
         self._values = None
@@ -174,6 +178,7 @@ class ActionMonitor:
         self._scored = 0
         self._exceeded = 0
         self._level = OK
+        self._unreported: list[Alarm] = []
 
     def update(self, action) -> StepStatus:
         """Take one action (any sequence of D numbers); returns the alarms it raised."""
@@ -184,14 +189,17 @@ class ActionMonitor:
         if a.shape != self._zeros.shape:
             raised = self._bad(t, 'shape')
             a = self._zeros + np.nan
-        elif not (a @ self._zeros) == 0.0:  # NaN or Inf anywhere makes the dot product NaN
+        elif not -HUGE < a.sum() < HUGE:  # false for NaN, Inf (and absurd magnitudes)
             raised = self._bad(t, 'nonfinite')
+            a = self._zeros + np.nan
         elif self._active['nonfinite'] or self._active['shape']:
             self._active['nonfinite'] = self._active['shape'] = False
         self._blockbuf[self._pending] = a
         self._pending += 1
         if self._pending == self.block:
             raised = raised + self._flush()
+        if self._unreported:  # raised by a flush that window_metrics() or a summary forced
+            raised, self._unreported = tuple(self._unreported) + raised, []
         return StepStatus(t, raised, self._level)
 
     def _bad(self, t: int, kind: str) -> tuple:
@@ -229,8 +237,7 @@ class ActionMonitor:
         self._pending = 0
         rows = self._blockbuf[:n].copy()
         t0 = self.step_count - n
-        steps = np.arange(t0, t0 + n)
-        raised = self._cusum_block(rows, steps)
+        raised = self._cusum_block(rows, t0)
         contrib, still = step_contributions(self._context, rows, self.inv_eps)
         table = np.concatenate([self._contrib, contrib])
         cums = np.concatenate([np.zeros((1, 6)), np.cumsum(table, axis=0)])
@@ -238,53 +245,59 @@ class ActionMonitor:
         runs = stall_runs(still, self._stall)
         self._contrib = table[-self.window:]
         self._context = np.concatenate([self._context, rows])[-3:]
-        self._actions = np.concatenate([self._actions, rows])[-(self.window + 1):]
+        self._actions = np.concatenate([self._actions, rows])[-(self.spectral_window + 1):]
         self._stall = int(runs[-1])
         values = window_values(sums, self.profile.deadband, self.dt)
         values['stall_s'] = runs * self.dt
         self._values = {k: v[-1] for k, v in values.items()}
-        full = steps >= self.window - 1
-        raised += self._metric_alarms(values, runs, full, steps)
+        raised += self._metric_alarms(values, runs, t0)
         if self.step_count - 1 >= self._next_spectral:
             raised += self._spectral_check(self.step_count - 1)
-        self._accumulate(values, full)
+        self._accumulate(values, runs, t0)
         self._refresh_level()
         return raised
 
-    def _cusum_block(self, rows: np.ndarray, steps: np.ndarray) -> tuple:
-        finite = np.isfinite(rows).all(axis=1)
-        if not finite.any():
-            return ()
-        scores = self.scorer.scores_of(rows[finite])
+    def _cusum_block(self, rows: np.ndarray, t0: int) -> tuple:
+        scores = self.scorer.scores_of(rows)             # NaN for the gap rows
+        finite = scores == scores
+        if finite.all():
+            self._last_score = float(scores[-1])
+            self._scored += scores.size
+        elif finite.any():
+            self._last_score = float(scores[finite][-1])
+            self._scored += int(finite.sum())
         exceeded = scores > self.exceed_score
-        self._last_score = float(scores[-1])
-        self._scored += scores.size
-        self._exceeded += int(exceeded.sum())
+        self._exceeded += int(np.count_nonzero(exceeded))
         raised = ()
-        sampled = steps[finite] % self.cusum_stride == 0
-        for step, x in zip(steps[finite][sampled], exceeded[sampled]):
-            if self.cusum.update(bool(x)):
-                raised += self._raise('cusum', int(step))
+        for i in range((-t0) % self.cusum_stride, rows.shape[0], self.cusum_stride):
+            if finite[i] and self.cusum.update(bool(exceeded[i])):
+                raised += self._raise('cusum', t0 + i)
         return raised
 
-    def _metric_alarms(self, values: dict, runs: np.ndarray, full: np.ndarray,
-                       steps: np.ndarray) -> tuple:
-        p = self.profile
-        conditions = {
-            'reversal': (values['reversal_rate'] > p.reversal_max) & (values['eligible'] >= self.min_pairs),
-            'jerk': values['jerk_norm'] > p.jerk_max,
-            'coherence': (values['momentum_coherence'] < p.coherence_min) & (values['pairs'] >= self.min_pairs),
-            'stall': runs >= self.stall_steps,
-        }
+    def _metric_alarms(self, values: dict, runs: np.ndarray, t0: int) -> tuple:
+        p, primary = self.profile, self.profile.primary
+        conditions = {}
+        if 'reversal' in primary:
+            conditions['reversal'] = ((values['reversal_rate'] > p.reversal_max)
+                                      & (values['eligible'] >= self.min_pairs))
+        if 'jerk' in primary:
+            conditions['jerk'] = values['jerk_norm'] > p.jerk_max
+        if 'coherence' in primary:
+            conditions['coherence'] = ((values['momentum_coherence'] < p.coherence_min)
+                                       & (values['pairs'] >= self.min_pairs))
+        if 'stall' in primary:
+            conditions['stall'] = runs >= self.stall_steps
+        first_full = max(0, self.window - 1 - t0)  # alarms only once the window is full
+        last = runs.size - 1
         raised = ()
         for kind, cond in conditions.items():
-            if kind not in p.primary:
-                continue
-            cond = cond & full
-            prev = np.concatenate([[self._active[kind]], cond[:-1]])
-            for i in np.flatnonzero(cond & ~prev):
-                raised += self._raise(kind, int(steps[i]))
-            self._active[kind] = bool(cond[-1])
+            hits = np.flatnonzero(cond[first_full:]) + first_full
+            previous = first_full - 1 if self._active[kind] else -2
+            for i in hits.tolist():
+                if i != previous + 1:
+                    raised += self._raise(kind, t0 + i)
+                previous = i
+            self._active[kind] = bool(hits.size) and hits[-1] == last
         return raised
 
     def _spectral_check(self, step: int) -> tuple:
@@ -300,19 +313,21 @@ class ActionMonitor:
         was, self._active['spectral'] = self._active['spectral'], low
         return self._raise('spectral', step) if low and not was else ()
 
-    def _accumulate(self, values: dict, full: np.ndarray) -> None:
-        if not full.any():
+    def _accumulate(self, values: dict, runs: np.ndarray, t0: int) -> None:
+        first_full = max(0, self.window - 1 - t0)
+        if first_full >= runs.size:
             return
-        self._n_full += int(full.sum())
-        for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s'):
-            v = values[name][full]
-            self._sums[name] += float(v.sum())
-            self._maxima[name] = max(self._maxima[name], float(v.max()))
+        names = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s')
+        table = np.stack([values[name][first_full:] for name in names])
+        self._n_full += table.shape[1]
+        for name, total, peak in zip(names, table.sum(axis=1).tolist(), table.max(axis=1).tolist()):
+            self._sums[name] += total
+            self._maxima[name] = max(self._maxima[name], peak)
 
     # ---- reporting -----------------------------------------------------------------------
     def window_metrics(self) -> dict:
         """Current window metrics (flushes the pending block; computes the FFT metric now)."""
-        self._flush()
+        self._unreported.extend(self._flush())
         values = self._values or {}
         spectral = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
                                       self.profile.spectral_cutoff_hz)
@@ -358,7 +373,7 @@ class ActionMonitor:
 
     def episode_summary(self) -> dict:
         """Per-episode figures: length-normalized metric means and maxima, alarms, cost, level."""
-        self._flush()
+        self._unreported.extend(self._flush())
         n_full, n_spec = max(self._n_full, 1), max(self._n_spectral, 1)
         means = {name: self._sums[name] / (n_spec if name == 'spectral_low_ratio' else n_full)
                  for name in METRIC_NAMES}
@@ -389,15 +404,16 @@ def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float
     vs = np.asarray(calibration.velocity_scale, dtype=np.float64)
     inv_eps = 1.0 / (p.deadband * vs * dt)
     window = max(4, round(p.window_s / dt))
+    spectral_window = max(8, round(p.spectral_window_s / dt))
     t_len, dim = actions.shape
     contrib, still = step_contributions(np.full((3, dim), np.nan), actions, inv_eps)
     cums = np.concatenate([np.zeros((window + 1, 6)), np.cumsum(contrib, axis=0)])
     sums = cums[window + 1:] - cums[1:t_len + 1]
     values = window_values(sums, p.deadband, dt)
     values['stall_s'] = stall_runs(still, 0) * dt
-    padded = np.concatenate([np.full((window, dim), np.nan), actions])
+    padded = np.concatenate([np.full((spectral_window, dim), np.nan), actions])
     values['spectral_low_ratio'] = np.array([
-        spectral_low_ratio(padded[t:t + window + 1], vs, dt, p.spectral_cutoff_hz)
+        spectral_low_ratio(padded[t:t + spectral_window + 1], vs, dt, p.spectral_cutoff_hz)
         for t in range(t_len)])
     scorer = ConformalScorer(calibration)
     values['score'] = scorer.scores_of(actions)

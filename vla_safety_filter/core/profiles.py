@@ -33,11 +33,12 @@ class MonitorProfile:
     coherence_min: float = 0.0        # alarm when the mean cosine of consecutive steps falls below this
     spectral_cutoff_hz: float = 2.0   # low-frequency band of the velocity spectrum
     spectral_min: float = 0.2         # alarm when the low-frequency power share falls below this
+    spectral_window_s: float = 3.0    # the FFT metric's window (resolution 1 / this, in Hz)
     spectral_period_s: float = 0.5    # how often the FFT metric is computed
     stall_s: float = 1.5              # alarm after this long with no joint above the deadband
-    cusum_rho: float = 8.0            # CUSUM out-of-control exceedance rate = rho * alpha
+    cusum_rho: float = 3.0            # CUSUM out-of-control exceedance rate = rho * alpha
     cusum_arl0_hours: float = 10.0    # in-control average run length target of the CUSUM
-    cusum_stride_s: float = 0.2       # CUSUM sees one p-value per stride (decorrelation)
+    cusum_stride_s: float = 1.0       # CUSUM sees one p-value per stride (decorrelation)
 
     def __post_init__(self):
         unknown = [m for m in self.primary if m not in METRIC_ALARMS]

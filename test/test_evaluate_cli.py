@@ -1,0 +1,138 @@
+"""`vla-safety evaluate` end to end on real data: report layout, injections, labels, bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vla_safety_filter.cli import main
+from vla_safety_filter.core.costs import CostModel
+from vla_safety_filter.core.errors import InputError
+from vla_safety_filter.core.evaluation import EvalSettings, auroc, run_episode
+from vla_safety_filter.core.params import load_calibration_for
+from vla_safety_filter.core.profiles import get_profile
+
+DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
+LIBERO = os.path.join(DATA, 'libero_smolvla_rollouts_7ep.npz')
+SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
+
+
+def calibrate(tmp_path, source, fps, stem):
+    params = str(tmp_path / f'{stem}.yaml')
+    report = str(tmp_path / f'{stem}_report.json')
+    assert main(['calibrate', source, '--fps', str(fps), '--output', params, '--report', report]) == 0
+    return params, report
+
+
+@pytest.fixture(scope='module')
+def aloha_cal(tmp_path_factory):
+    return calibrate(tmp_path_factory.mktemp('aloha'), ALOHA, 50, 'aloha')
+
+
+def test_report_layout_on_held_out_aloha(aloha_cal, tmp_path):
+    params, cal_report = aloha_cal
+    out = tmp_path / 'eval.json'
+    assert main(['evaluate', ALOHA, '--calibration', params, '--holdout-from', cal_report,
+                 '--report', str(out)]) == 0
+    report = json.loads(out.read_text())
+    held_out = json.load(open(cal_report))['holdout_episodes']
+    assert [ep['episode'] for ep in report['episodes']] == held_out
+    for ep in report['episodes']:
+        assert ep['n_steps'] == 400 or ep['n_steps'] == 500
+        assert all(set(a) == {'kind', 'step'} for a in ep['alarms'])
+        first = ep['alarms'][0]['step'] if ep['alarms'] else None
+        assert ep['first_alarm_step'] == first
+    hours = sum(ep['n_steps'] for ep in report['episodes']) / 50 / 3600
+    assert report['in_control_hours'] == pytest.approx(hours)
+    assert report['false_alarms_per_hour'] == pytest.approx(report['false_alarms'] / hours)
+    budget = report['cost_budget']
+    assert budget['n_episodes'] == len(held_out)
+    assert budget['max_cost'] == pytest.approx(max(ep['cost'] for ep in report['episodes']))
+
+
+def test_injected_nan_and_freeze_are_detected(aloha_cal, tmp_path):
+    params, _ = aloha_cal
+    out = tmp_path / 'inject.json'
+    assert main(['evaluate', ALOHA, '--calibration', params, '--inject', 'nan,freeze', '--at', '150',
+                 '--seed', '3', '--report', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert len(report['episodes']) == 4 and len(report['injections']) == 8
+    nan_runs = [r for r in report['injections'] if r['fault']['family'] == 'nan']
+    assert all(r['detection_step'] == 150 and r['detection_kind'] == 'nonfinite' for r in nan_runs)
+    assert report['detection']['nan']['detected_within_deadline'] == 1.0
+    assert report['detection']['freeze']['detected_within_deadline'] == 1.0
+    assert report['detection']['freeze']['median_delay_s'] <= 2.0
+
+
+def test_success_labels_give_auroc_per_metric(tmp_path):
+    params, _ = calibrate(tmp_path, LIBERO, 20, 'libero')
+    with np.load(LIBERO, allow_pickle=False) as z:
+        success = z['episode_success'].tolist()  # -1 = unknown
+    labels = tmp_path / 'success.json'
+    labels.write_text(json.dumps(success))
+    out = tmp_path / 'labels.json'
+    assert main(['evaluate', LIBERO, '--calibration', params, '--profile', 'smolvla',
+                 '--labels', str(labels), '--report', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report['in_control_episodes'] == [1, 6]  # failures are not in control; 1 is unlabelled
+    result = report['labels']
+    assert result['n_labelled'] == 6 and result['n_failed'] == 5
+    assert 0.0 <= result['auroc']['reversal_rate_mean'] <= 1.0
+    assert 'episode_length_s' in result['auroc']
+
+
+def test_auroc_by_hand():
+    assert auroc([3, 4, 1, 2], [True, True, False, False]) == 1.0
+    assert auroc([1, 2, 3, 4], [True, True, False, False]) == 0.0
+    assert auroc([1, 1, 1], [True, False, False]) == 0.5
+    assert auroc([1, 2], [True, True]) is None
+
+
+def one_line_error(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('vla-safety evaluate: error:')
+    assert needle in err, err
+
+
+def test_bad_inputs_are_one_line_errors(aloha_cal, tmp_path, capsys):
+    params, _ = aloha_cal
+    out = str(tmp_path / 'r.json')
+    so101_params, _ = calibrate(tmp_path, SO101, 30, 'so101')
+    capsys.readouterr()
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', so101_params, '--fps', '30',
+                            '--report', out], 'dimensions')
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', so101_params, '--report', out],
+                   'calibrated at 30 Hz')
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--profile', 'rt2',
+                            '--report', out], 'unknown monitor profile')
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--at', '5',
+                            '--report', out], '--at needs --inject')
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--inject', 'gremlin',
+                            '--report', out], 'unknown fault family')
+    bad_labels = tmp_path / 'labels.json'
+    bad_labels.write_text('{"0": "yes"}')
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--labels', str(bad_labels),
+                            '--report', out], 'label of episode 0')
+    with np.load(ALOHA, allow_pickle=False) as z:
+        short = z['actions'][:20]
+    short_path = tmp_path / 'short.npz'
+    np.savez(short_path, actions=short, episode_index=np.zeros(20, dtype=np.int64))
+    one_line_error(capsys, ['evaluate', str(short_path), '--fps', '50', '--calibration', params,
+                            '--report', out], 'fewer than the monitor window')
+
+
+def test_joint_order_mismatch_is_refused(aloha_cal):
+    params, _ = aloha_cal
+    contract, cal = load_calibration_for(params)
+    settings = EvalSettings(cal, contract.dt, get_profile('generic'), CostModel(), contract)
+    from vla_safety_filter.core.evaluation import check_compatible
+    named = tuple(f'arm_{j}' for j in range(14))
+    with pytest.raises(InputError, match='joint order'):
+        check_compatible(EvalSettings(cal.__class__(named, cal.mu, cal.sigma, cal.scores,
+                                                    cal.velocity_scale, cal.q, cal.alpha, cal.dt),
+                                      contract.dt, settings.profile, settings.costs),
+                         14, tuple(reversed(named)), 'x.npz')
+    with pytest.raises(InputError, match='fewer than the monitor window'):
+        run_episode(settings, 7, np.zeros((10, 14)))
