@@ -33,7 +33,7 @@ bench: setup
 colcon-test: setup
 	rm -rf build install log
 	. $(BIN)/activate && colcon build --packages-select vla_safety_filter && \
-		colcon test --packages-select vla_safety_filter --event-handlers console_direct+ && \
+		VLA_SAFETY_DATA=$(abspath ../shared/data) colcon test --packages-select vla_safety_filter && \
 		colcon test-result --verbose
 
 clean:

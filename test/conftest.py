@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-DATA_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
+from data_paths import DATA as DATA_DIR
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.limits import HardwareLimits, read_hardware_limits
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 
 
 def _nan(d):

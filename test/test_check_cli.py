@@ -9,7 +9,7 @@ import pytest
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.checkpoints import load_metadata, write_params_yaml
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 REPORT_KEYS = ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift', 'scale', 'shift')
 

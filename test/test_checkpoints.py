@@ -11,7 +11,7 @@ from vla_safety_filter.core.checkpoints import (
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.execspec import check_metadata
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 
 

@@ -11,7 +11,7 @@ from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import REASONS, Guard
 from vla_safety_filter.core.params import load_calibration_for
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
 ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from vla_safety_filter.core.contract import Contract, Guard
 from vla_safety_filter.core.errors import InputError
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 TOL = 1e-9
 EXAMPLES = int(os.environ.get('HYPOTHESIS_EXAMPLES', '400'))
 

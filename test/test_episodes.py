@@ -10,7 +10,7 @@ import pytest
 from vla_safety_filter.core.episodes import read_episodes, read_many
 from vla_safety_filter.core.errors import InputError
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
 PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')

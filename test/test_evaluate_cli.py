@@ -12,7 +12,7 @@ from vla_safety_filter.core.evaluation import EvalSettings, auroc, run_episode
 from vla_safety_filter.core.params import load_calibration_for
 from vla_safety_filter.core.profiles import get_profile
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
 LIBERO = os.path.join(DATA, 'libero_smolvla_rollouts_7ep.npz')
 SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')

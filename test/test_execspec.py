@@ -11,7 +11,7 @@ from vla_safety_filter.core.execspec import (
     CheckResult, Metadata, check_metadata, drift_certificate, expected_abs_affine, metadata_from_params,
     metadata_to_params, unnormalize)
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 BIN_CENTRES = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
 

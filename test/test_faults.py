@@ -7,11 +7,11 @@ import pytest
 from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.evaluation import EvalSettings, run_episode
-from vla_safety_filter.core.faults import FAULT_FAMILIES, inject, parse_families
+from vla_safety_filter.core.faults import FAULT_FAMILIES, action_range, inject, parse_families
 from vla_safety_filter.core.costs import CostModel
 from vla_safety_filter.core.profiles import get_profile
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 DT = 0.1
 SPAN = np.array([2.0, 4.0])
 CENTRE = np.array([1.0, -1.0])
@@ -87,7 +87,7 @@ def pusht():
 def test_monitor_detects_injected_faults_on_real_pusht(pusht, family):
     settings, held_out = pusht
     cal = settings.calibration
-    span = 2 * cal.q * cal.sigma
+    span = action_range(cal.sigma)
     detected = 0
     for k, actions in enumerate(held_out):
         at = len(actions) // 2

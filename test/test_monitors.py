@@ -10,7 +10,7 @@ from vla_safety_filter.core.monitors import ActionMonitor, episode_metrics, spec
 from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.core.profiles import get_profile
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
+from data_paths import DATA  # noqa: E402
 DT = 0.02  # 50 Hz
 
 
