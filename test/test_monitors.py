@@ -171,6 +171,7 @@ def test_wrong_length_action_is_a_shape_alarm():
     status = monitor.update([1.0, 2.0])
     assert [a.kind for a in status.alarms] == ['shape']
     assert monitor.update(np.zeros(3)).alarms == ()
+    assert [a.kind for a in monitor.update(['x', 'y', 'z']).alarms] == ['shape']
 
 
 def test_bad_monitor_settings():
@@ -214,3 +215,29 @@ def test_status_levels_and_keys():
     assert level == ERROR and 'over budget' in message
     monitor.record_interventions(['position', 'position', 'velocity'])
     assert monitor.budget.by_kind['intervention.position'] == pytest.approx(0.05)
+
+
+# --- any input stream ------------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=int(os.environ.get('HYPOTHESIS_EXAMPLES', '400')) // 10, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float('nan')), st.just(float('inf'))),
+                         min_size=2, max_size=2), min_size=1, max_size=90),
+       st.integers(1, 9))
+def test_any_stream_gives_finite_bounded_metrics_equal_to_batch(rows, flush_every):
+    actions = np.array(rows, dtype=np.float64)
+    cal = calibration(2, velocity_scale=3.0)
+    monitor = ActionMonitor(cal, DT)
+    for t, row in enumerate(actions):
+        monitor.update(row)
+        if t % flush_every == 0:
+            monitor.window_metrics()
+    live = monitor.window_metrics()
+    batch = episode_metrics(actions, cal, DT)
+    assert 0.0 <= live['reversal_rate'] <= 1.0 and -1.0 <= live['momentum_coherence'] <= 1.0
+    for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s'):
+        assert np.isfinite(live[name])
+        assert live[name] == pytest.approx(batch[name][-1], rel=1e-6, abs=1e-6), name
+    assert monitor.episode_summary()['nonfinite_steps'] == int((~np.isfinite(actions).all(axis=1)).sum())

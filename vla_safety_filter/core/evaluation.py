@@ -14,7 +14,7 @@ import numpy as np
 from .contract import Contract, Guard
 from .costs import CostModel, budget_summary
 from .errors import InputError
-from .faults import inject
+from .faults import action_range, inject
 from .monitors import METRIC_NAMES, ActionMonitor
 from .params import CalibrationData
 from .profiles import MonitorProfile
@@ -179,7 +179,7 @@ def evaluate(settings: EvalSettings, episodes: list[tuple[int, np.ndarray]],
         report['labels'] = label_auroc(clean, labels)
     if families:
         cal = settings.calibration
-        span = 2.0 * cal.q * np.asarray(cal.sigma, dtype=np.float64)
+        span = action_range(cal.sigma)
         rng = np.random.default_rng(seed)
         window = max(4, round(settings.profile.window_s / settings.dt))
         injected = []

@@ -1,7 +1,7 @@
 """Fault injection into real action episodes, to measure what the monitor detects and how fast.
 
-Magnitudes are relative to each joint's calibrated action range (2 * q * sigma, the width of the
-contract's position band) so one setting means the same on every robot. Families:
+Magnitudes are relative to each joint's action range, taken as 4 sigma of the calibration data
+(a Gaussian's q01..q99 width is 4.65 sigma), so one setting means the same on every robot. Families:
   spike        one step jumps by `amplitude` * range on one random joint
   drift        a ramp of `rate` * range per second on every joint (random sign) from the fault step
   oscillation  a sine of `frequency` Hz and `amplitude` * range added to every joint
@@ -32,6 +32,12 @@ DEFAULTS = {
     'nan': {'duration_steps': 3},
 }
 FAULT_FAMILIES = tuple(DEFAULTS)
+RANGE_IN_SIGMAS = 4.0
+
+
+def action_range(sigma) -> np.ndarray:
+    """Per-joint action range the fault magnitudes refer to: 4 calibration standard deviations."""
+    return RANGE_IN_SIGMAS * np.asarray(sigma, dtype=np.float64)
 
 
 @dataclass(frozen=True)

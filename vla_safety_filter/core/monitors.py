@@ -29,7 +29,7 @@ from .sequential import BernoulliCusum, ConformalScorer, design_cusum
 FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)
 METRIC_NAMES = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s')
 MAX_ALARMS_KEPT = 1000
-HUGE = 1e100  # an action whose sum exceeds this is treated as non-finite (squares would overflow)
+HUGE = 1e15  # an action whose |sum| reaches this is treated as non-finite (keeps every square finite)
 
 
 class Alarm(NamedTuple):
@@ -77,6 +77,11 @@ def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarra
     out[:, JERK_N] = jerk_ok * rows.shape[1]
     still = valid[2:] & ~moving[2:]
     return out, still
+
+
+def window_sums(table: np.ndarray, window: int) -> np.ndarray:
+    """Column sums of every run of `window` consecutive rows (summed afresh: no cancellation)."""
+    return np.lib.stride_tricks.sliding_window_view(table, window, axis=0).sum(axis=-1)
 
 
 def stall_runs(still: np.ndarray, carry: int) -> np.ndarray:
@@ -163,7 +168,6 @@ class ActionMonitor:
         self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
                                       'spectral', 'stall'), False)
         self._next_spectral = self.spectral_window - 1
-        self._spectral = 1.0
         self._last_score = float('nan')
         self._values = None
         self.cusum.reset()
@@ -184,9 +188,12 @@ class ActionMonitor:
         """Take one action (any sequence of D numbers); returns the alarms it raised."""
         t = self.step_count
         self.step_count = t + 1
-        a = action if type(action) is np.ndarray else np.asarray(action, dtype=np.float64)
+        try:
+            a = action if type(action) is np.ndarray else np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            a = None  # not numbers at all
         raised = ()
-        if a.shape != self._zeros.shape:
+        if a is None or a.shape != self._zeros.shape:
             raised = self._bad(t, 'shape')
             a = self._zeros + np.nan
         elif not -HUGE < a.sum() < HUGE:  # false for NaN, Inf (and absurd magnitudes)
@@ -240,8 +247,7 @@ class ActionMonitor:
         raised = self._cusum_block(rows, t0)
         contrib, still = step_contributions(self._context, rows, self.inv_eps)
         table = np.concatenate([self._contrib, contrib])
-        cums = np.concatenate([np.zeros((1, 6)), np.cumsum(table, axis=0)])
-        sums = cums[self.window + 1:] - cums[1:n + 1]
+        sums = window_sums(table[1:], self.window)
         runs = stall_runs(still, self._stall)
         self._contrib = table[-self.window:]
         self._context = np.concatenate([self._context, rows])[-3:]
@@ -297,19 +303,19 @@ class ActionMonitor:
                 if i != previous + 1:
                     raised += self._raise(kind, t0 + i)
                 previous = i
-            self._active[kind] = bool(hits.size) and hits[-1] == last
+            self._active[kind] = bool(hits.size) and bool(hits[-1] == last)
         return raised
 
     def _spectral_check(self, step: int) -> tuple:
         self._next_spectral = step + self.spectral_every
-        self._spectral = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
-                                            self.profile.spectral_cutoff_hz)
-        self._sums['spectral_low_ratio'] += self._spectral
-        self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], self._spectral)
+        ratio = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
+                                   self.profile.spectral_cutoff_hz)
+        self._sums['spectral_low_ratio'] += ratio
+        self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], ratio)
         self._n_spectral += 1
         if 'spectral' not in self.profile.primary:
             return ()
-        low = self._spectral < self.profile.spectral_min
+        low = ratio < self.profile.spectral_min
         was, self._active['spectral'] = self._active['spectral'], low
         return self._raise('spectral', step) if low and not was else ()
 
@@ -407,8 +413,7 @@ def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float
     spectral_window = max(8, round(p.spectral_window_s / dt))
     t_len, dim = actions.shape
     contrib, still = step_contributions(np.full((3, dim), np.nan), actions, inv_eps)
-    cums = np.concatenate([np.zeros((window + 1, 6)), np.cumsum(contrib, axis=0)])
-    sums = cums[window + 1:] - cums[1:t_len + 1]
+    sums = window_sums(np.concatenate([np.zeros((window - 1, 6)), contrib]), window)
     values = window_values(sums, p.deadband, dt)
     values['stall_s'] = stall_runs(still, 0) * dt
     padded = np.concatenate([np.full((spectral_window, dim), np.nan), actions])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -107,8 +108,9 @@ def cusum_arl(alpha: float, rho: float, h: float, rate: float | None = None) -> 
                            up, down)
 
 
+@lru_cache(maxsize=64)
 def design_cusum(alpha: float, rho: float, target_arl0: float) -> CusumDesign:
-    """Smallest threshold h whose in-control ARL is at least target_arl0 samples."""
+    """Smallest threshold h whose in-control ARL is at least target_arl0 samples (cached: pure)."""
     _check_rates(alpha, rho)
     if not target_arl0 > 1:
         raise InputError(f'target ARL0 must be > 1 sample, got {target_arl0}')
