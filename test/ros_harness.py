@@ -8,7 +8,7 @@ import time
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -21,7 +21,7 @@ class Harness:
     def __init__(self):
         self.context = Context()
         rclpy.init(context=self.context, domain_id=next(_domains) % 230)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

@@ -7,7 +7,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Float64MultiArray
 
 from ros_harness import wait_for
@@ -50,7 +50,7 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
     args = ['bringup', '--ros-args'] + [x for f in files for x in ('--params-file', f)]
     context = Context()
     rclpy.init(context=context, args=args, domain_id=211)
-    executor = MultiThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor(context=context)
     nodes = pipeline_nodes(True, context)
     probe = rclpy.create_node('probe', context=context)
     commands, diags = [], {}

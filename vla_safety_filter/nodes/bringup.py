@@ -1,4 +1,4 @@
-"""Run the whole pipeline in one process under one multi-threaded executor (no `launch` needed)."""
+"""Run the whole pipeline in one process under one executor (no `launch` needed)."""
 from __future__ import annotations
 
 import os

@@ -9,7 +9,7 @@ import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -78,8 +78,13 @@ def _text(value: Any) -> str:
 
 
 def spin(nodes: list, executor=None) -> None:
-    """Spin nodes under one multi-threaded executor until Ctrl-C or shutdown."""
-    executor = executor or MultiThreadedExecutor()
+    """Spin nodes under one executor until Ctrl-C or shutdown.
+
+    Single-threaded on purpose: rclpy's multi-threaded executor costs several times more CPU per
+    callback under the GIL, which starved the control timer when all nodes share one process.
+    Nothing blocks in a callback (the manager waits for services in its own worker thread).
+    """
+    executor = executor or SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
     try:

@@ -32,6 +32,25 @@ class ManagerError(RuntimeError):
     """A managed node did not answer or did not reach the requested state."""
 
 
+def call(client, request, timeout: float, attempts: int = 3):
+    """Call a service and wait from a worker thread, retrying an unanswered request.
+
+    Right after discovery the response can be lost (the server's reply writer is not yet matched
+    with this client), so each attempt waits timeout / attempts before asking again.
+    """
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise ManagerError(f'service {client.srv_name} not available')
+    for _ in range(attempts):
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout / attempts
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    raise ManagerError(f'service {client.srv_name} did not answer in {timeout:g} s')
+
+
 class LifecycleClient:
     """GetState/ChangeState of one managed node, waited on from a worker thread."""
 
@@ -40,23 +59,25 @@ class LifecycleClient:
         self._get = node.create_client(GetState, f'/{target}/get_state', callback_group=group)
         self._change = node.create_client(ChangeState, f'/{target}/change_state', callback_group=group)
 
-    def _call(self, client, request):
-        if not client.wait_for_service(timeout_sec=self.timeout):
-            raise ManagerError(f'{self.target}: service {client.srv_name} not available')
-        future = client.call_async(request)
-        deadline = time.monotonic() + self.timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise ManagerError(f'{self.target}: {client.srv_name} timed out')
-            time.sleep(0.002)
-        return future.result()
-
     def state(self) -> int:
-        return self._call(self._get, GetState.Request()).current_state.id
+        try:
+            return call(self._get, GetState.Request(), self.timeout).current_state.id
+        except ManagerError as exc:
+            raise ManagerError(f'{self.target}: {exc}') from None
 
-    def transition(self, transition_id: int, expected: int) -> None:
-        """Request a transition and confirm the resulting state (ChangeState.success is not enough)."""
-        self._call(self._change, ChangeState.Request(transition=Transition(id=transition_id)))
+    def transition(self, transition_id: int, expected: int, attempts: int = 3) -> None:
+        """Request a transition and confirm the resulting state (ChangeState.success is not enough).
+
+        An unanswered request is asked again only while GetState shows it has not taken effect.
+        """
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        for _ in range(attempts):
+            try:
+                call(self._change, request, self.timeout / attempts, attempts=1)
+                break
+            except ManagerError:
+                if self.state() == expected:
+                    return
         got = self.state()
         if got != expected:
             raise ManagerError(f'{self.target}: transition {transition_id} left it in state {got}, '
@@ -101,17 +122,13 @@ class ExecSpecCheck(Node):
     def _bridge_params(self) -> dict:
         """The bridge's unnormalizer parameters that are set (asked one by one: rclpy answers a
         GetParameters request that names an uninitialized parameter with no values at all)."""
-        if not self._params.wait_for_service(timeout_sec=self._timeout):
-            raise ManagerError(f'{self.bridge}: get_parameters not available')
         values = {}
         for name in unnormalizer_parameter_names():
-            future = self._params.call_async(GetParameters.Request(names=[name]))
-            deadline = time.monotonic() + self._timeout
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise ManagerError(f'{self.bridge}: get_parameters timed out')
-                time.sleep(0.002)
-            answer = future.result().values
+            try:
+                answer = call(self._params, GetParameters.Request(names=[name]),
+                              self._timeout).values
+            except ManagerError as exc:
+                raise ManagerError(f'{self.bridge}: {exc}') from None
             py = parameter_value_to_python(answer[0]) if answer else None
             if py is not None and py != '':
                 values[name] = py if isinstance(py, (str, int)) else list(py)
