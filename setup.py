@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
-    package_data={PACKAGE: ['data/*.npz', 'data/*.md']},
+    package_data={PACKAGE: ['data/*.npz', 'data/*.json', 'data/*.md']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

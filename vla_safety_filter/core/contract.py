@@ -239,3 +239,20 @@ class Guard:
             executed[t], ev = self.step(action)
             events.extend(ev)
         return executed, events
+
+
+def audit(contract: Contract, seed, commands, tol: float = 1e-9) -> dict:
+    """Check an executed command stream [N, D] against the contract, starting from `seed`.
+
+    Counts commands with any joint outside [lower, upper] and consecutive commands (the first one
+    against the seed) that moved a joint more than vmax*dt: what a reviewer asks of a recording.
+    """
+    commands = np.asarray(commands, dtype=np.float64).reshape(-1, contract.dim)
+    previous = np.vstack([np.asarray(seed, dtype=np.float64).reshape(1, contract.dim), commands])
+    steps = np.abs(np.diff(previous, axis=0))
+    finite = np.isfinite(commands).all(axis=1)
+    outside = ((commands < contract.lower - tol) | (commands > contract.upper + tol)).any(axis=1)
+    too_fast = (steps > contract.max_step() + tol).any(axis=1)
+    return {'commands': int(len(commands)), 'non_finite': int((~finite).sum()),
+            'outside_bounds': int(outside.sum()), 'over_rate_limit': int(too_fast.sum()),
+            'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands) else 0.0}

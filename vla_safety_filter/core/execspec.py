@@ -138,6 +138,17 @@ def unnormalize(meta: Metadata, x) -> np.ndarray:
     return np.where(meta.mask, out, x)
 
 
+def normalize(meta: Metadata, a) -> np.ndarray:
+    """Action units -> the policy's normalized units (inverse of unnormalize), e.g. to replay a
+    demonstration as the raw outputs a policy trained on these statistics would produce."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim not in (1, 2) or a.shape[-1] != meta.dim:
+        raise InputError(f'{meta.source}: action of shape {list(a.shape)} does not match '
+                         f'{meta.dim} dimensions (expected [{meta.dim}] or [T, {meta.dim}])')
+    slope, offset = _affine(meta.require_valid())
+    return (a - offset) / slope
+
+
 def _affine(meta: Metadata) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension slope and offset of the unnormalizer (a = slope * x + offset)."""
     slope, offset = np.ones(meta.dim), np.zeros(meta.dim)

@@ -103,3 +103,75 @@ def inject(actions: np.ndarray, family: str, at: int, seed: int, action_range: n
     elif family == 'nan':
         tail[:int(params['duration_steps'])] = np.nan
     return out, Fault(family, int(at), int(seed), params)
+
+
+# ---------------------------------------------------------------------------------------------
+# drills: time-limited faults on a replayed stream (policy_bridge `faults`, `vla-safety demo`)
+
+#: the extra drill family: the policy's normalized output reaches the robot, unnormalizer skipped
+UNNORMALIZED = 'unnormalized'
+DRILL_DURATION_S = {UNNORMALIZED: 0.2, 'spike': 0.0}
+DEFAULT_DRILL_DURATION_S = 1.0
+
+
+@dataclass(frozen=True)
+class DrillFault:
+    """One drill fault: family and the half-open step window [start, stop) it corrupts."""
+
+    family: str
+    start: int
+    stop: int
+
+    def to_dict(self) -> dict:
+        return {'family': self.family, 'start': self.start, 'stop': self.stop}
+
+
+def parse_drill(specs, dt: float, n_steps: int) -> list[DrillFault]:
+    """`family@start_s` or `family@start_s+duration_s` -> step windows inside an episode of n_steps."""
+    faults = []
+    for spec in specs:
+        family, _, timing = str(spec).partition('@')
+        start_text, _, length_text = timing.partition('+')
+        if family not in DEFAULTS and family != UNNORMALIZED:
+            raise InputError(f'fault {spec!r}: unknown family {family!r}; choose from '
+                             f'{[UNNORMALIZED, *FAULT_FAMILIES]}')
+        try:
+            start_s = float(start_text)
+            length_s = float(length_text) if length_text else \
+                DRILL_DURATION_S.get(family, DEFAULT_DRILL_DURATION_S)
+        except ValueError:
+            raise InputError(f'fault {spec!r}: expected family@start_s[+duration_s]') from None
+        start = int(round(start_s / dt))
+        if not (np.isfinite(start_s) and np.isfinite(length_s)) or length_s < 0 \
+                or not 0 <= start < n_steps:
+            raise InputError(f'fault {spec!r}: start must lie in the episode (0..{(n_steps - 1) * dt:.3g} s) '
+                             'and the duration be >= 0')
+        if family == 'nan':
+            length = int(DEFAULTS['nan']['duration_steps'])
+        else:
+            length = max(1, int(round(length_s / dt)))
+        faults.append(DrillFault(family, start, min(n_steps, start + length)))
+    return faults
+
+
+def apply_drill(actions: np.ndarray, normalized: np.ndarray | None, faults: list[DrillFault],
+                dt: float, seed: int = 0) -> np.ndarray:
+    """Copy of an episode [T, D] with each drill fault applied inside its window only.
+
+    Magnitudes refer to the episode's own per-joint spread (action_range of its std); the
+    `unnormalized` family needs the episode in normalized units.
+    """
+    out = np.array(actions, dtype=np.float64)
+    spread = action_range(np.maximum(out.std(axis=0), 1e-6))
+    centre = out.mean(axis=0)
+    for k, fault in enumerate(faults):
+        window = slice(fault.start, fault.stop)
+        if fault.family == UNNORMALIZED:
+            if normalized is None:
+                raise InputError('fault unnormalized needs normalized policy outputs '
+                                 '(policy_bridge normalized_input: true)')
+            out[window] = normalized[window]
+            continue
+        faulty, _ = inject(actions, fault.family, fault.start, seed + k, spread, centre, dt)
+        out[window] = faulty[window]
+    return out

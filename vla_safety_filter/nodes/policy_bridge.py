@@ -2,7 +2,9 @@
 
 Source `replay` plays recorded episodes (npz, LeRobot dataset, csv) at their frame rate; with
 `normalized_input` the recorded values are policy outputs in normalized units and are unnormalized
-with the `unnormalizer.*` parameters, the same parameters execspec_check verifies.
+with the `unnormalizer.*` parameters, the same parameters execspec_check verifies. `faults` turns a
+replay into a drill: time-limited faults (core.faults.parse_drill) are applied to every episode, to
+rehearse what the filter and the monitor do about them. Never drill without the filter in the loop.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..core.episodes import read_episodes
 from ..core.errors import InputError
 from ..core.execspec import PARAM_PREFIX, metadata_from_params, unnormalize
+from ..core.faults import apply_drill, parse_drill
 from .common import GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, declare, duration, run
 
 SOURCES = ('replay',)
@@ -51,6 +54,9 @@ class PolicyBridge(GatedLifecycleNode):
         self.normalized_input = declare(self, 'normalized_input', False,
                                         'recorded values are normalized policy outputs')
         self.loop = declare(self, 'loop', False, 'start over after the last episode')
+        self.faults = declare(self, 'faults', Parameter.Type.STRING_ARRAY,
+                              'drill: faults family@start_s[+duration_s] applied to every episode')
+        self.fault_seed = declare(self, 'fault_seed', 0, 'drill: seed of the injected faults')
         for name, (default, text) in UNNORMALIZER_PARAMS.items():
             declare(self, PARAM_PREFIX + name, default, text)
         self._timer = None
@@ -60,7 +66,8 @@ class PolicyBridge(GatedLifecycleNode):
         """The live unnormalizer parameters that are set (as execspec_check reads them)."""
         values = {}
         for name in unnormalizer_parameter_names():
-            value = self.get_parameter(name).value
+            param = self.get_parameter_or(name, None)   # typed parameters may be unset
+            value = None if param is None else param.value
             if value is not None and value != '':
                 values[name] = value if isinstance(value, (str, int)) else list(value)
         return values
@@ -95,16 +102,25 @@ class PolicyBridge(GatedLifecycleNode):
             raise InputError(f'{self.episodes_file}: no frame rate recorded; set rate_hz')
         if self.chunk_size < 1:
             raise InputError('chunk_size must be >= 1')
-        if self.normalized_input:
-            meta = metadata_from_params(self.unnormalizer_params(), f'{self.get_name()} parameters')
-            meta.require_valid()
-            episodes = [(e.index, unnormalize(meta, e.actions)) for e in episodes]
-        else:
-            episodes = [(e.index, e.actions) for e in episodes]
-        return episodes, 1.0 / float(rate), names
+        dt = 1.0 / float(rate)
+        played = []
+        for e in episodes:
+            normalized = None
+            actions = e.actions
+            if self.normalized_input:
+                meta = metadata_from_params(self.unnormalizer_params(), f'{self.get_name()} parameters')
+                normalized, actions = actions, unnormalize(meta.require_valid(), actions)
+            if self.faults:
+                drill = parse_drill(self.faults, dt, len(actions))
+                actions = apply_drill(actions, normalized, drill, dt, self.fault_seed)
+                self.get_logger().warning(f'DRILL: episode {e.index} carries injected faults '
+                                          f'{[f.to_dict() for f in drill]}')
+            played.append((e.index, actions))
+        return played, dt, names
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._cursor = (0, 0)
+        self._announced = False
         return super().on_activate(state)
 
 
@@ -121,13 +137,17 @@ class PolicyBridge(GatedLifecycleNode):
         if ep >= len(self._queue):
             return
         index, actions = self._queue[ep]
-        if t == 0:
+        if t == 0 and not self._announced:
+            # one tick between the announcement and the first action: subscribers reset first
             self._episode_pub.publish(String(data=f'episode {index}'))
+            self._announced = True
+            return
         chunk = actions[t:t + self.chunk_size]
         self._pub.publish(_chunk_message(self._names, chunk, self._dt))
         t += 1
         if t >= len(actions):
             ep, t = ep + 1, 0
+            self._announced = False
             if ep >= len(self._queue) and self.loop:
                 ep = 0
             if ep >= len(self._queue):

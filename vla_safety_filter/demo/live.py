@@ -1,0 +1,72 @@
+"""The demo's live terminal view (rich): per-joint raw vs executed, interventions, monitor, levels."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .observer import Observed
+
+LEVEL_STYLE = {0: ('OK', 'green'), 1: ('WARN', 'yellow'), 2: ('ERROR', 'bold red'), 3: ('STALE', 'dim')}
+METRICS = (('reversal_rate', 'reversal rate'), ('jerk_rms', 'jerk RMS'),
+           ('momentum_coherence', 'momentum coherence'), ('spectral_low_ratio', 'spectral low ratio'),
+           ('stall_s', 'stall (s)'), ('p_value', 'conformal p-value'))
+
+
+def render(seen: Observed, scenario) -> Group:
+    """One frame of the live view."""
+    return Group(_header(seen, scenario), _joints(seen, scenario), _status(seen))
+
+
+def _header(seen: Observed, scenario) -> Text:
+    step = len(seen.raw)
+    active = [f.family for f in scenario.drill if f.start <= step - 1 < f.stop]
+    text = Text(f'ALOHA episode {scenario.episode}: action {step}/{scenario.n_steps} '
+                f'({step * scenario.dt:.1f} s), commands sent {len(seen.commands)}  ')
+    if active:
+        text.append(f'INJECTING {", ".join(active)}', style='bold magenta')
+    elif seen.episode_done is not None:
+        text.append('episode finished', style='bold')
+    return text
+
+
+def _joints(seen: Observed, scenario) -> Table:
+    contract = scenario.contract
+    table = Table(title='raw policy action vs executed command', expand=False)
+    for column in ('joint', 'raw', 'executed', 'lower', 'upper', 'interventions'):
+        table.add_column(column, justify='left' if column == 'joint' else 'right')
+    raw = seen.raw[-1] if seen.raw else np.full(contract.dim, np.nan)
+    executed = seen.commands[-1] if seen.commands else np.full(contract.dim, np.nan)
+    per_joint = Counter(joint for _, _, joint in seen.events)
+    for j, name in enumerate(contract.joint_names):
+        outside = np.isfinite(raw[j]) and not contract.lower[j] <= raw[j] <= contract.upper[j]
+        raw_text = Text(f'{raw[j]:+.3f}', style='bold red' if outside or not np.isfinite(raw[j]) else '')
+        table.add_row(name, raw_text, f'{executed[j]:+.3f}', f'{contract.lower[j]:+.3f}',
+                      f'{contract.upper[j]:+.3f}', str(per_joint.get(name, 0) or ''))
+    return table
+
+
+def _status(seen: Observed) -> Panel:
+    lines = Text()
+    for name in sorted(seen.statuses):
+        level, message, _ = seen.statuses[name]
+        label, style = LEVEL_STYLE.get(level, ('?', ''))
+        lines.append(f'{name:<24}', style='bold')
+        lines.append(f'{label:<6}', style=style)
+        lines.append(f' {message[:90]}\n')
+    reasons = Counter(reason for _, reason, _ in seen.events)
+    lines.append('interventions: ' + (', '.join(f'{r} {n}' for r, n in reasons.most_common()) or 'none')
+                 + '\n')
+    monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
+    if monitor:
+        lines.append('  '.join(f'{label} {monitor.get(key, "-")}' for key, label in METRICS) + '\n')
+        lines.append(f'CUSUM {monitor.get("cusum_statistic", "-")} / threshold '
+                     f'{monitor.get("cusum_threshold", "-")}   episode cost '
+                     f'{monitor.get("episode_cost", "-")} / budget {monitor.get("cost_budget", "-")}\n')
+    alarms = ', '.join(f'{kind}@{step}' for _, kind, step in seen.alarms[-6:])
+    lines.append(f'monitor alarms: {alarms or "none"}')
+    return Panel(lines, title='diagnostics (/diagnostics, /vla/filter_events)')

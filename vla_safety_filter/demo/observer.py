@@ -1,0 +1,111 @@
+"""The demo's eyes on the ROS graph: what the policy asked, what the arm was told, what was said.
+
+A plain rclpy node that only subscribes; `snapshot()` hands a consistent copy to the live view
+and the summary (callbacks run in the executor thread, the view in the main thread).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
+
+from ..nodes.common import COMMAND_QOS, LATCHED_QOS
+
+
+@dataclass
+class Observed:
+    """Everything seen so far; times are seconds since the observer started (monotonic)."""
+
+    episode_started: float | None = None     # '/vla/episode' 'episode N'
+    episode_done: float | None = None        # '/vla/episode' 'done'
+    raw_times: list = field(default_factory=list)
+    raw: list = field(default_factory=list)            # first point of each /vla/raw_action
+    command_times: list = field(default_factory=list)
+    commands: list = field(default_factory=list)       # controller commands, contract order
+    events: list = field(default_factory=list)         # (time, reason, joint)
+    statuses: dict = field(default_factory=dict)       # name -> (level, message, {key: value})
+    alarms: list = field(default_factory=list)         # (time, kind, monitor step)
+    monitor_history: list = field(default_factory=list)  # (time, cusum, threshold, cost)
+
+
+class DemoObserver(Node):
+    """Subscribes to the pipeline's topics and keeps what the demo shows and checks."""
+
+    def __init__(self, joint_names, controller: str, **kwargs):
+        super().__init__('demo_observer', **kwargs)
+        self.joint_names = tuple(joint_names)
+        self._index = {name: i for i, name in enumerate(self.joint_names)}
+        self._t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self._seen = Observed()
+        self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw, COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, f'/{controller}/commands', self._on_command,
+                                 COMMAND_QOS)
+        self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events, 100)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+        self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS)
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def snapshot(self) -> Observed:
+        with self._lock:
+            return copy.deepcopy(self._seen)
+
+    def _on_raw(self, msg: JointTrajectory) -> None:
+        if not msg.points:
+            return
+        row = np.full(len(self.joint_names), np.nan)
+        for name, value in zip(msg.joint_names, msg.points[0].positions):
+            if name in self._index:
+                row[self._index[name]] = value
+        with self._lock:
+            self._seen.raw_times.append(self._now())
+            self._seen.raw.append(row)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        with self._lock:
+            self._seen.command_times.append(self._now())
+            self._seen.commands.append(np.array(msg.data, dtype=float))
+
+    def _on_events(self, msg: DiagnosticArray) -> None:
+        now = self._now()
+        with self._lock:
+            for s in msg.status:
+                values = {kv.key: kv.value for kv in s.values}
+                self._seen.events.append((now, s.message, values.get('joint', '')))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        now = self._now()
+        with self._lock:
+            for s in msg.status:
+                values = {kv.key: kv.value for kv in s.values}
+                previous = self._seen.statuses.get(s.name)
+                self._seen.statuses[s.name] = (s.level[0] if isinstance(s.level, bytes) else int(s.level),
+                                               s.message, values)
+                if s.name == 'vla_safety/monitor' and 'cusum_statistic' in values:
+                    self._record_monitor(now, values, previous)
+
+    def _record_monitor(self, now: float, values: dict, previous) -> None:
+        self._seen.monitor_history.append((now, float(values['cusum_statistic']),
+                                           float(values['cusum_threshold']),
+                                           float(values['episode_cost'])))
+        last = values.get('last_alarm', 'none')
+        before = previous[2].get('last_alarm', 'none') if previous else 'none'
+        if last != 'none' and last != before:
+            kind, _, step = last.rpartition('@')
+            self._seen.alarms.append((now, kind, int(step)))
+
+    def _on_episode(self, msg: String) -> None:
+        with self._lock:
+            if msg.data == 'done':
+                self._seen.episode_done = self._now()
+            elif self._seen.episode_started is None:
+                self._seen.episode_started = self._now()

@@ -1,0 +1,79 @@
+"""Run the demo's ROS 2 graph in this process: sim arm, the four pipeline nodes, recorder, observer.
+
+The graph lives on its own ROS domain with localhost-only discovery, so a demo can never command a
+real arm that happens to share the network.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+
+from ..nodes.bringup import pipeline_nodes
+from .observer import DemoObserver, Observed
+
+#: after the episode ends (or the pipeline is refused), keep watching this long (s)
+TAIL_S = 0.5
+REFUSED_TAIL_S = 1.5
+
+
+def run_graph(scenario, domain_id: int, timeout: float, on_frame=None, record: bool = True) -> Observed:
+    """Start the graph, wait for the episode to finish (or the refusal), return what was seen.
+
+    `on_frame(observed)` is called about 8 times a second from this thread (the live view).
+    """
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    context = Context()
+    rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file],
+               context=context, domain_id=domain_id)
+    executor = SingleThreadedExecutor(context=context)
+    nodes = [DemoObserver(scenario.contract.joint_names, 'forward_position_controller',
+                          context=context)]
+    if record:
+        from ..nodes.flight_recorder import FlightRecorder
+        nodes.append(FlightRecorder(context=context))
+    nodes += pipeline_nodes(with_sim_arm=True, context=context)
+    for node in nodes:
+        executor.add_node(node)
+    spinner = threading.Thread(target=_spin, args=(executor, context), daemon=True)
+    spinner.start()
+    observer = nodes[0]
+    try:
+        seen = _wait(observer, timeout, on_frame)
+    finally:
+        context.try_shutdown()
+        spinner.join(timeout=5)
+        for node in reversed(nodes):
+            node.destroy_node()
+    return seen
+
+
+def _spin(executor, context) -> None:
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:   # shutdown race at the end of the demo
+            if context.ok():
+                raise
+
+
+def _wait(observer: DemoObserver, timeout: float, on_frame) -> Observed:
+    deadline = time.monotonic() + timeout
+    end = None
+    while time.monotonic() < deadline:
+        seen = observer.snapshot()
+        if on_frame is not None:
+            on_frame(seen)
+        if end is None:
+            if seen.episode_done is not None:
+                end = time.monotonic() + TAIL_S
+            elif seen.statuses.get('vla_safety/execspec', (0,))[0] == 2 and not seen.raw:
+                end = time.monotonic() + REFUSED_TAIL_S
+        if end is not None and time.monotonic() >= end:
+            break
+        time.sleep(0.125)
+    return observer.snapshot()

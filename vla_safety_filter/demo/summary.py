@@ -1,0 +1,86 @@
+"""What the demo proves, from what the observer saw: faults answered, contract kept, cost spent."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from ..core.contract import audit
+from .observer import Observed
+
+#: a response later than this after a fault's last step is not counted as answering it (s)
+GRACE_S = 2.0
+LEVELS = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
+
+
+def summarize(seen: Observed, scenario) -> dict:
+    """The demo's verdict as a JSON-able dict (see `ok` for the pass/fail line)."""
+    commands = np.array(seen.commands).reshape(-1, scenario.contract.dim)
+    check = audit(scenario.contract, scenario.seed_pose, commands)
+    faults = [_fault_response(seen, scenario, k) for k in range(len(scenario.drill))]
+    answered = sum(f['holds'] for f in faults)
+    execspec = seen.statuses.get('vla_safety/execspec', (3, 'no verdict seen', {}))
+    costs = [cost for _, _, _, cost in seen.monitor_history]
+    monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
+    activated = bool(seen.raw)
+    summary = {
+        'episode_steps': scenario.n_steps, 'key': scenario.key,
+        'execspec': {'level': LEVELS.get(execspec[0], '?'), 'message': execspec[1],
+                     **{k: execspec[2].get(k) for k in ('verdict', 'mean_drift', 'max_drift', 'reasons')}},
+        'pipeline_activated': activated,
+        'certificate': _certificate(scenario),
+        'raw_actions': len(seen.raw), 'commands_sent': check['commands'], 'contract_audit': check,
+        'interventions_by_reason': dict(Counter(reason for _, reason, _ in seen.events)),
+        'interventions_outside_faults': len(seen.events) - answered,
+        'faults': faults,
+        'alarms': [{'kind': kind, 'step': step} for _, kind, step in seen.alarms],
+        'max_episode_cost': max(costs) if costs else 0.0,
+        'cost_budget': float(monitor.get('cost_budget', 'nan')),
+    }
+    contract_kept = check['outside_bounds'] == 0 and check['over_rate_limit'] == 0 \
+        and check['non_finite'] == 0
+    if activated:
+        summary['ok'] = contract_kept and all(f['answered'] for f in faults)
+    else:   # refused: the proof is that nothing moved
+        summary['ok'] = check['commands'] == 0 and execspec[0] == 2
+    return summary
+
+
+def _fault_response(seen: Observed, scenario, k: int) -> dict:
+    """Filter interventions and monitor alarms that answer fault k: those after its first faulty
+    action, before the next fault starts and at most GRACE_S after its last faulty action.
+
+    Hold delays are wall time from the faulty action's arrival; alarm delays are stream time
+    (monitor steps after the fault's first step).
+    """
+    drill, dt = scenario.drill, scenario.dt
+    fault = drill[k]
+    grace = int(round(GRACE_S / dt))
+    stop_step = min(fault.stop + grace, drill[k + 1].start if k + 1 < len(drill) else fault.stop + grace)
+    result = {'fault': fault.family, 'start_s': round(fault.start * dt, 3),
+              'steps': fault.stop - fault.start, 'first_hold_s': None, 'holds': 0,
+              'first_alarm_s': None, 'alarm': None}
+    times = seen.raw_times
+    if fault.start < len(times):
+        onset = times[fault.start]
+        until = times[stop_step] if stop_step < len(times) else float('inf')
+        delays = [t - onset for t, _, _ in seen.events if onset <= t < until]
+        result['holds'] = len(delays)
+        result['first_hold_s'] = round(delays[0], 3) if delays else None
+    for _, kind, step in seen.alarms:
+        if fault.start <= step < stop_step:
+            result['alarm'], result['first_alarm_s'] = kind, round((step - fault.start) * dt, 3)
+            break
+    result['answered'] = result['holds'] > 0 or result['alarm'] is not None
+    return result
+
+
+def _certificate(scenario) -> list[dict]:
+    """Per-joint drift of the bridge's unnormalizer from the checkpoint's (empty when identical)."""
+    report = scenario.certificate
+    if report['verdict'] == 'identical' or report['per_dim_drift_abs'] is None:
+        return []
+    return [{'joint': name, 'drift': report['per_dim_drift_abs'][j],
+             'relative_drift': report['per_dim_drift'][j], 'scale': report['scale'][j],
+             'shift': report['shift'][j]}
+            for j, name in enumerate(scenario.contract.joint_names)]
