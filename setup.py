@@ -17,7 +17,7 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
     ],
     python_requires='>=3.10',
-    install_requires=['setuptools', 'numpy', 'scipy', 'pyyaml', 'rich'],
+    install_requires=['setuptools', 'numpy', 'scipy', 'pyyaml', 'rich', 'mcap', 'rosbags', 'matplotlib'],
     extras_require={
         'test': ['pytest', 'hypothesis', 'pyarrow', 'safetensors'],
         'datasets': ['pyarrow'],
@@ -36,6 +36,7 @@ setup(
             'action_monitor = vla_safety_filter.nodes.action_monitor:main',
             'execspec_check = vla_safety_filter.nodes.execspec_check:main',
             'sim_arm = vla_safety_filter.nodes.sim_arm:main',
+            'flight_recorder = vla_safety_filter.nodes.flight_recorder:main',
         ],
     },
 )

@@ -15,12 +15,17 @@ os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 _domains = itertools.count(100 + (os.getpid() % 50) * 2)
 
 
+def next_domain() -> int:
+    """A ROS domain id no other test of this process uses."""
+    return next(_domains) % 230
+
+
 class Harness:
     """Owns one rclpy context on its own ROS domain; add nodes, then wait for conditions."""
 
     def __init__(self):
         self.context = Context()
-        rclpy.init(context=self.context, domain_id=next(_domains) % 230)
+        rclpy.init(context=self.context, domain_id=next_domain())
         self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes = []
         self._thread = threading.Thread(target=self._spin, daemon=True)

@@ -21,8 +21,8 @@ def print_summary(console, summary: dict) -> None:
     if not summary['pipeline_activated']:
         if summary['certificate']:
             table = Table(title='drift certificate: expected |command error| over policy outputs '
-                                'x ~ U[-1, 1] if it had run')
-            for column in ('joint', 'drift (rad)', 'drift / half-range', 'scale s', 'shift t'):
+                                'x ~ U[-1, 1] had it run (rad; grippers in their units)')
+            for column in ('joint', 'drift', 'drift / half-range', 'scale s', 'shift t'):
                 table.add_column(column, justify='left' if column == 'joint' else 'right')
             for row in summary['certificate']:
                 table.add_row(row['joint'], f'{row["drift"]:.3f}', f'{row["relative_drift"]:.3f}',

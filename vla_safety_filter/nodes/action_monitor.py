@@ -2,13 +2,14 @@
 
 A thin shell over core.monitors.ActionMonitor: each /vla/raw_action's first point (the action due
 now) is one update; /vla/filter_events charge the cost budget; /vla/episode resets the episode.
-With `stop_on` set, an alarm or a budget overrun latches /vla/safety_stop for the filter.
+With `stop_on: alarm` every alarm onset latches /vla/safety_stop for the filter (again after a
+`~/reset` of the filter); with `stop_on: budget` the first budget overrun of an episode does.
 """
 from __future__ import annotations
 
 import threading
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
@@ -20,7 +21,8 @@ from ..core.joints import JointMap
 from ..core.monitors import ActionMonitor
 from ..core.params import CalibrationData
 from ..core.profiles import profile_names
-from .common import GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, STALE, declare, run, status
+from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, STALE, Diagnostics, GatedLifecycleNode, declare,
+                     require_valid_parameters, run, status)
 
 STOP_ON = ('none', 'alarm', 'budget')
 STATUS_NAME = 'vla_safety/monitor'
@@ -42,12 +44,13 @@ class ActionMonitorNode(GatedLifecycleNode):
         self.hardware_id = declare(self, 'hardware_id', 'vla_policy', 'hardware_id in /diagnostics')
         self._lock = threading.Lock()
         self._monitor: ActionMonitor | None = None
-        self._stopped = False
-        self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(self.period, self._publish_status)
+        self._over_budget = False
+        self._refusal = ''
+        self._diagnostics = Diagnostics(self, self.period, self.diagnostic_status)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
+            require_valid_parameters(self)
             if self.stop_on not in STOP_ON:
                 raise InputError(f'stop_on must be one of {STOP_ON}, got {self.stop_on!r}')
             if not self.calibration_file:
@@ -57,8 +60,11 @@ class ActionMonitorNode(GatedLifecycleNode):
             self._monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget))
             self._map = JointMap(cal.joint_names)
         except InputError as exc:
-            self.get_logger().error(f'configure refused: {exc}')
+            self._refusal = f'configure refused: {exc}'
+            self.get_logger().error(self._refusal)
+            self._diagnostics.publish()
             return TransitionCallbackReturn.FAILURE
+        self._refusal = ''
         self._stop_pub = self.create_lifecycle_publisher(Bool, '/vla/safety_stop', LATCHED_QOS)
         self._subs = [
             self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action, COMMAND_QOS),
@@ -68,7 +74,6 @@ class ActionMonitorNode(GatedLifecycleNode):
         self.get_logger().info(f'configured: {len(cal.joint_names)} joints, profile {self.profile}, '
                                f'stop_on {self.stop_on}')
         return TransitionCallbackReturn.SUCCESS
-
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         for sub in self._subs:
@@ -89,7 +94,8 @@ class ActionMonitorNode(GatedLifecycleNode):
             self.get_logger().warning(f'alarm {alarm.kind} at step {alarm.step}')
             if self.stop_on == 'alarm':
                 self._latch_stop(f'alarm {alarm.kind}')
-        if self.stop_on == 'budget' and step.level == LEVEL_ERROR:
+        if self.stop_on == 'budget' and step.level == LEVEL_ERROR and not self._over_budget:
+            self._over_budget = True
             self._latch_stop('cost budget exceeded')
 
     def _on_events(self, msg: DiagnosticArray) -> None:
@@ -103,29 +109,25 @@ class ActionMonitorNode(GatedLifecycleNode):
         with self._lock:
             summary = self._monitor.episode_summary()
             self._monitor.reset_episode()
-        self._stopped = False
+        self._over_budget = False
         if summary['n_steps']:
             self.get_logger().info(f'episode done: {summary["n_steps"]} steps, '
                                    f'{len(summary["alarms"])} alarms, cost {summary["cost"]:.3g}')
         self.get_logger().info(f'new episode: {msg.data}')
 
     def _latch_stop(self, why: str) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self.get_logger().error(f'safety stop latched: {why}')
-            self._stop_pub.publish(Bool(data=True))
+        self.get_logger().error(f'safety stop latched: {why}')
+        self._stop_pub.publish(Bool(data=True))
 
-    def _publish_status(self) -> None:
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        if self._monitor is None or not self.active:
-            msg.status = [status(STATUS_NAME, STALE, 'inactive', self.hardware_id)]
-        else:
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """The `vla_safety/monitor` status (the one function both /diagnostics paths publish)."""
+        if self._monitor is not None and self.active:
             with self._lock:
                 level, message, values = self._monitor.status()
-            msg.status = [status(STATUS_NAME, bytes([level]), message, self.hardware_id,
-                                 dict(values))]
-        self._diag.publish(msg)
+            return status(STATUS_NAME, bytes([level]), message, self.hardware_id, dict(values))
+        if self._refusal:
+            return status(STATUS_NAME, ERROR, self._refusal, self.hardware_id)
+        return status(STATUS_NAME, STALE, 'inactive', self.hardware_id)
 
 
 def main() -> None:

@@ -7,13 +7,21 @@ from typing import Any
 
 import rclpy
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
+
+from ..core.errors import InputError
+
+try:  # on every ROS 2 install, not installable from PyPI
+    import diagnostic_updater
+except ImportError:
+    diagnostic_updater = None
 
 OK, WARN, ERROR, STALE = (bytes([v]) for v in (0, 1, 2, 3))
 LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
@@ -43,13 +51,29 @@ class GatedLifecycleNode(LifecycleNode):
 
 
 def declare(node, name: str, default: Any, description: str, read_only: bool = False) -> Any:
-    """Declare a parameter (a Parameter.Type for typed parameters without a default) and return it."""
+    """Declare a parameter (a Parameter.Type for typed parameters without a default) and return it.
+
+    A value of the wrong type (e.g. `control_rate_hz: 100` for a double) makes rclpy raise during
+    construction; instead it is logged, the default is kept and `require_valid_parameters` refuses.
+    """
     descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    try:
+        param = node.declare_parameter(name, default, descriptor)
+    except InvalidParameterTypeException as exc:
+        problem = f'parameter {name}: {exc}'
+        node.get_logger().error(f'{problem}; the node will not configure until it is fixed')
+        node.parameter_errors = [*getattr(node, 'parameter_errors', []), problem]
+        param = node.declare_parameter(name, default, descriptor, ignore_override=True)
     if isinstance(default, Parameter.Type):
-        node.declare_parameter(name, default, descriptor)
         param = node.get_parameter_or(name, None)
-        return None if param is None else param.value
-    return node.declare_parameter(name, default, descriptor).value
+    return None if param is None else param.value
+
+
+def require_valid_parameters(node) -> None:
+    """Raise InputError if a parameter was given with the wrong type (see `declare`)."""
+    errors = getattr(node, 'parameter_errors', [])
+    if errors:
+        raise InputError('; '.join(errors))
 
 
 def monotonic() -> float:
@@ -69,6 +93,53 @@ def duration(seconds: float) -> Duration:
     """builtin_interfaces/Duration from seconds (>= 0)."""
     sec = int(seconds)
     return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
+
+
+def diagnostic_array(node, statuses: list) -> DiagnosticArray:
+    """The /diagnostics message both publishing paths send: statuses stamped with the node clock."""
+    msg = DiagnosticArray(status=list(statuses))
+    msg.header.stamp = node.get_clock().now().to_msg()
+    return msg
+
+
+class Diagnostics:
+    """Publishes one status, `build()`, on /diagnostics every `period` s and on `publish()`.
+
+    With diagnostic_updater (every ROS 2 install) this is a `diagnostic_updater.Updater` (parameter
+    `diagnostic_updater.period`, default `period`); without it, a plain publisher and timer. Both
+    send `diagnostic_array(node, [build()])`, so the messages are identical. Create it in __init__:
+    the Updater declares its parameter once.
+    """
+
+    def __init__(self, node, period: float, build):
+        self._node, self._build = node, build
+        if diagnostic_updater is None:
+            self._updater = None
+            self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            node.create_timer(period, self.publish)
+        else:
+            self._updater = _Updater(node, period)
+            self._updater.setHardwareID(node.get_name())  # only silences its "no HW_ID" warning
+            self._updater.add('status', lambda _stat: build())
+
+    def publish(self) -> None:
+        """Publish now (e.g. on a state change) as well as on the period."""
+        if self._updater is None:
+            self._pub.publish(diagnostic_array(self._node, [self._build()]))
+        else:
+            self._updater.force_update()
+
+
+if diagnostic_updater is not None:
+    class _Updater(diagnostic_updater.Updater):
+        """The Updater without its two additions: the `<node>: ` name prefix (the aggregator and
+        users match `vla_safety/...`) and the 'Node starting up' OK status sent when a task is added."""
+
+        def publish(self, msg) -> None:
+            self.publisher.publish(diagnostic_array(self.node, msg if isinstance(msg, list) else [msg]))
+
+        def addedTaskCallback(self, task) -> None:
+            pass
 
 
 def _text(value: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import ParameterEvent
@@ -24,7 +24,7 @@ from std_srvs.srv import Trigger
 from ..core.checkpoints import load_metadata
 from ..core.errors import InputError
 from ..core.execspec import PARAM_PREFIX, check_metadata, metadata_from_params
-from .common import ERROR, OK, WARN, declare, run, status
+from .common import ERROR, OK, WARN, Diagnostics, declare, require_valid_parameters, run, status
 from .policy_bridge import unnormalizer_parameter_names
 
 
@@ -105,7 +105,6 @@ class ExecSpecCheck(Node):
         self._params = self.create_client(GetParameters, f'/{self.bridge}/get_parameters',
                                           callback_group=group)
         self._timeout = timeout
-        self._diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._work = threading.Lock()
         self.pipeline_active = False
         self.last_report: dict = {}
@@ -114,7 +113,7 @@ class ExecSpecCheck(Node):
                                  callback_group=group)
         self.create_service(Trigger, '~/bringup', self._on_bringup, callback_group=group)
         self.create_service(Trigger, '~/teardown', self._on_teardown, callback_group=group)
-        self.create_timer(1.0, self._publish_status)
+        self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         if self.autostart:
             threading.Thread(target=self.bringup, daemon=True).start()
 
@@ -136,6 +135,7 @@ class ExecSpecCheck(Node):
 
     def check(self):
         """The verdict of core.execspec for the live bridge parameters against the checkpoint."""
+        require_valid_parameters(self)
         if not self.checkpoint:
             raise InputError('parameter checkpoint is not set')
         reference = load_metadata(self.checkpoint, self.format, self.unnorm_key or None,
@@ -226,13 +226,13 @@ class ExecSpecCheck(Node):
         self._publish_status()
 
     def _publish_status(self) -> None:
+        self._diagnostics.publish()
+
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """The `vla_safety/execspec` status (the one function both /diagnostics paths publish)."""
         name, level, message, values = self._status
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [status(name, level, message, self.get_name(),
-                             {'checkpoint': self.checkpoint, 'pipeline_active': self.pipeline_active,
-                              **values})]
-        self._diag.publish(msg)
+        return status(name, level, message, self.get_name(),
+                      {'checkpoint': self.checkpoint, 'pipeline_active': self.pipeline_active, **values})
 
 
 def main() -> None:

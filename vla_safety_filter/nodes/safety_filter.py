@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -20,8 +20,8 @@ from ..core.errors import InputError
 from ..core.executive import HOLDING, LATCHED, RUNNING, STOPPED, Executive
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from .common import (GatedLifecycleNode, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STATE_QOS, WARN, declare, duration,
-                     monotonic, run, status)
+from .common import (GatedLifecycleNode, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STALE, STATE_QOS, WARN,
+                     Diagnostics, declare, duration, monotonic, require_valid_parameters, run, status)
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
 LEVEL_OF_STATE = {RUNNING: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
@@ -63,12 +63,15 @@ class SafetyFilter(GatedLifecycleNode):
         self._last_state = STOPPED
         self._joint_state = None  # (monotonic time, names, positions, velocities)
         self._entities: list = []
+        self._refusal = ''
+        self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self._state_sub = self.create_subscription(JointState, '/joint_states', self._on_joint_state,
                                                    STATE_QOS)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
+            require_valid_parameters(self)
             params = {k: v for k, v in self.p.items() if v is not None}
             contract = contract_from_params(params, source=f'{self.get_name()} parameters')
             if self.output not in OUTPUTS:
@@ -79,8 +82,8 @@ class SafetyFilter(GatedLifecycleNode):
             self._out_names = out_names
             self._out_index = JointMap(out_names).indices(contract.joint_names)
         except InputError as exc:
-            self.get_logger().error(f'configure refused: {exc}')
-            return TransitionCallbackReturn.FAILURE
+            return self._refuse_transition(f'configure refused: {exc}')
+        self._refusal = ''
         if self.output == 'forward_command':
             self._cmd_pub = self.create_lifecycle_publisher(
                 Float64MultiArray, f'/{self.controller}/commands', COMMAND_QOS)
@@ -90,7 +93,6 @@ class SafetyFilter(GatedLifecycleNode):
         self._safe_pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/safe_action',
                                                          COMMAND_QOS)
         self._event_pub = self.create_publisher(DiagnosticArray, '/vla/filter_events', 100)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._entities = [
             self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw_action,
                                      COMMAND_QOS),
@@ -98,7 +100,6 @@ class SafetyFilter(GatedLifecycleNode):
             self.create_service(Trigger, '~/reset', self._on_reset),
             self.create_timer(contract.dt, self._on_tick,
                               callback_group=MutuallyExclusiveCallbackGroup()),
-            self.create_timer(1.0, self._publish_status),
         ]
         self.get_logger().info(
             f'configured: {contract.dim} joints at {1 / contract.dt:g} Hz, mode {contract.mode}, '
@@ -108,20 +109,25 @@ class SafetyFilter(GatedLifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         js = self._joint_state
         if js is None or monotonic() - js[0] > self.state_timeout:
-            self.get_logger().error('activation refused: no recent /joint_states '
-                                    f'(need one younger than {self.state_timeout:g} s)')
-            return TransitionCallbackReturn.FAILURE
+            return self._refuse_transition('activation refused: no recent /joint_states '
+                                           f'(need one younger than {self.state_timeout:g} s)')
         try:
             idx = self._contract_map.indices(js[1], allow_extra=True)
             velocity = js[3][idx] if len(js[3]) == len(js[1]) else None
             with self._lock:
                 self._executive.start(js[2][idx], monotonic(), velocity)
         except InputError as exc:
-            self.get_logger().error(f'activation refused: /joint_states {exc}')
-            return TransitionCallbackReturn.FAILURE
+            return self._refuse_transition(f'activation refused: /joint_states {exc}')
+        self._refusal = ''
         self.get_logger().info('active: seeded from /joint_states')
         return super().on_activate(state)
 
+    def _refuse_transition(self, why: str) -> TransitionCallbackReturn:
+        """Log and report (ERROR on /diagnostics until the next success) a refused transition."""
+        self._refusal = why
+        self.get_logger().error(why)
+        self._diagnostics.publish()
+        return TransitionCallbackReturn.FAILURE
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._teardown()
@@ -224,19 +230,23 @@ class SafetyFilter(GatedLifecycleNode):
         self._event_pub.publish(msg)
 
     def _publish_status(self) -> None:
+        self._diagnostics.publish()
+
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """The `vla_safety/filter` status (the one function both /diagnostics paths publish)."""
         ex = self._executive
         if ex is None:
-            return
+            level, text = (ERROR, self._refusal) if self._refusal else (STALE, 'unconfigured')
+            return status('vla_safety/filter', level, text, self.get_name(), {'state': 'unconfigured'})
         level = LEVEL_OF_STATE[ex.state] if self.active else OK
         text = ex.state if self.active else 'inactive'
         if ex.state == LATCHED:
             text = f'latched stop ({ex.latched_reason}); call ~/reset'
+        if self._refusal and not self.active:
+            level, text = ERROR, self._refusal
         values = {'state': ex.state if self.active else 'inactive',
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()}}
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [status('vla_safety/filter', level, text, self.get_name(), values)]
-        self._diag_pub.publish(msg)
+        return status('vla_safety/filter', level, text, self.get_name(), values)
 
 
 def _trajectory(names, positions, dt: float) -> JointTrajectory:

@@ -1,0 +1,1 @@
+"""Offline report of one flight record: series extraction, PNG plots and a self-contained HTML page."""
