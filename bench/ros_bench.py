@@ -85,8 +85,9 @@ def aloha_setup():
 
 
 def spawn(argv: list[str], env: dict, log_path: str) -> subprocess.Popen:
-    log = open(log_path, 'w')
-    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    """Start a child process with its output in `log_path`."""
+    with open(log_path, 'w') as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -294,8 +295,8 @@ def flatten(per_rate: dict) -> dict:
     out = {}
     for rate, r in per_rate.items():
         tag = '1khz' if rate == 1000 else f'{rate:g}hz'
-        for key in ('jitter_p50_ms', 'jitter_p99_ms', 'missed_ticks', 'late_intervals', 'filter_cpu_percent',
-                    'filter_main_thread_cpu_percent', 'latency_p50_ms', 'latency_p99_ms',
+        for key in ('jitter_p50_ms', 'jitter_p99_ms', 'missed_ticks', 'late_intervals',
+                    'filter_cpu_percent', 'filter_main_thread_cpu_percent', 'latency_p50_ms', 'latency_p99_ms',
                     'relay_latency_p50_ms', 'latency_ratio_vs_relay', 'latency_tick_aligned_p50_ms'):
             out[f'{key}_{tag}'] = r.get(key)
     top = per_rate.get(1000) or next(iter(per_rate.values()))

@@ -15,33 +15,46 @@ from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.checkpoints import write_params_yaml
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.execspec import Metadata, metadata_to_params
-from vla_safety_filter.core.params import write_filter_params
+from vla_safety_filter.core.params import contract_to_params, write_filter_params
 from vla_safety_filter.nodes.bringup import pipeline_nodes
 
 
-def _param_files(tmp_path, shared_data):
-    data = read_episodes(os.path.join(shared_data, 'so101_record_test_4ep.npz'))
-    result = calibrate([e.actions for e in data.episodes], data.joint_names, 1.0 / data.fps,
+def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
+    """Calibrate on a real recording; parameters of every node for replaying its first episode.
+
+    Returns (contract, {node name: parameters}). The contract and calibration come from all
+    episodes, or with `calibrate_on_rest` from all but the replayed one; the checkpoint metadata
+    is identical to the bridge's unnormalizer parameters.
+    """
+    data = read_episodes(episodes_file)
+    first = data.episodes[0]
+    calibration_episodes = data.episodes[1:] if calibrate_on_rest else data.episodes
+    result = calibrate([e.actions for e in calibration_episodes], data.joint_names, 1.0 / data.fps,
                        holdout=0.0)
-    filt = tmp_path / 'filter.yaml'
-    write_filter_params(str(filt), result.contract, 'cal.npz', {'command_timeout': 0.5})
-    result.data.save(str(tmp_path / 'cal.npz'))
+    cal = str(tmp_path / 'cal.npz')
+    result.data.save(cal)
     meta = Metadata('mean_std', [True] * data.dim, mean=result.data.mu, std=result.data.sigma,
                     source='test')
     checkpoint = tmp_path / 'checkpoint.yaml'
     write_params_yaml(str(checkpoint), meta)
-    first = data.episodes[0]
-    nodes = {
+    return result.contract, {
+        'safety_filter': {**contract_to_params(result.contract, cal), 'command_timeout': 0.5},
         'sim_arm': {'joint_names': list(data.joint_names),
                     'initial_positions': [float(v) for v in first.actions[0]]},
-        'policy_bridge': {'episodes_file': os.path.join(shared_data, 'so101_record_test_4ep.npz'),
-                          'episode': int(first.index), 'loop': True,
-                          **{k: v for k, v in metadata_to_params(meta).items()}},
-        'action_monitor': {'calibration_file': str(tmp_path / 'cal.npz')},
+        'policy_bridge': {'episodes_file': episodes_file, 'episode': int(first.index), 'loop': True,
+                          **metadata_to_params(meta)},
+        'action_monitor': {'calibration_file': cal},
         'execspec_check': {'checkpoint': str(checkpoint), 'format': 'yaml'},
     }
+
+
+def _param_files(tmp_path, shared_data):
+    contract, params = pipeline_setup(tmp_path, os.path.join(shared_data, 'so101_record_test_4ep.npz'))
+    filt = tmp_path / 'filter.yaml'
+    write_filter_params(str(filt), contract, 'cal.npz', {'command_timeout': 0.5})
+    del params['safety_filter']
     pipeline = tmp_path / 'pipeline.yaml'
-    pipeline.write_text(yaml.safe_dump({n: {'ros__parameters': p} for n, p in nodes.items()}))
+    pipeline.write_text(yaml.safe_dump({n: {'ros__parameters': p} for n, p in params.items()}))
     return [str(filt), str(pipeline)]
 
 

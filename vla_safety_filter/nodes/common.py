@@ -60,7 +60,7 @@ def declare(node, name: str, default: Any, description: str, read_only: bool = F
     try:
         param = node.declare_parameter(name, default, descriptor)
     except InvalidParameterTypeException as exc:
-        problem = f'parameter {name}: {exc}'
+        problem = f'wrong parameter type: {exc.args[0]}'
         node.get_logger().error(f'{problem}; the node will not configure until it is fixed')
         node.parameter_errors = [*getattr(node, 'parameter_errors', []), problem]
         param = node.declare_parameter(name, default, descriptor, ignore_override=True)

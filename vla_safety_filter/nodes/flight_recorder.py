@@ -3,7 +3,9 @@
 A plain node, not a lifecycle one: it records whether or not the pipeline is active. Each listed
 topic is subscribed raw (CDR bytes written as received) once it has a publisher, with QoS adapted
 to the publishers as rosbag2 does: reliable only if all of them are, transient local (latched
-values such as /vla/safety_stop and /vla/episode arrive late) only if all of them are.
+values such as /vla/safety_stop and /vla/episode arrive late) only if all of them are. The
+pipeline's own topics have fixed types and QoS, so they are subscribed at once: the first commands
+after activation are recorded even if they come before the next graph poll.
 """
 from __future__ import annotations
 
@@ -25,6 +27,17 @@ DEFAULT_CONTROLLER = 'forward_position_controller'
 DEFAULT_TOPICS = ('/vla/raw_action', '/vla/safe_action', '/{controller}/commands',
                   '/{controller}/joint_trajectory', '/joint_states', '/vla/filter_events',
                   '/diagnostics', '/vla/episode', '/vla/safety_stop')
+#: the pipeline's topics whose type and QoS this package fixes: subscribed before they appear
+PIPELINE_TOPICS = {
+    '/vla/raw_action': 'trajectory_msgs/msg/JointTrajectory',
+    '/vla/safe_action': 'trajectory_msgs/msg/JointTrajectory',
+    '/{controller}/commands': 'std_msgs/msg/Float64MultiArray',
+    '/{controller}/joint_trajectory': 'trajectory_msgs/msg/JointTrajectory',
+    '/vla/filter_events': 'diagnostic_msgs/msg/DiagnosticArray',
+    '/vla/episode': 'std_msgs/msg/String',
+    '/vla/safety_stop': 'std_msgs/msg/Bool',
+}
+LATCHED_TOPICS = ('/vla/episode', '/vla/safety_stop')
 POLL_PERIOD = 0.5  # s: graph discovery and chunk flush (bounds what a SIGKILL loses)
 DEPTH = 100
 
@@ -51,6 +64,10 @@ class FlightRecorder(Node):
         self._handled: dict[str, object] = {}  # topic -> subscription, or None if unrecordable
         self._closed = False
         self.counts: Counter = Counter()  # messages written per topic
+        known = {t.format(controller=controller): type_name for t, type_name in PIPELINE_TOPICS.items()}
+        for topic in self._wanted:
+            if topic in known:
+                self._subscribe(topic, known[topic], _pipeline_qos(topic), [], '')
         self.create_timer(POLL_PERIOD, self._tick)
         self.get_logger().info(f'recording to {output}: waiting for {len(self._wanted)} topics')
 
@@ -90,23 +107,27 @@ class FlightRecorder(Node):
             if len(types[topic]) > 1:
                 self.get_logger().warning(f'{topic} has types {types[topic]}; '
                                           f'recording {type_name}')
-            try:
-                definition = full_definition(type_name)
-                msg_class = _message_class(type_name)
-            except InputError as exc:
-                self.get_logger().error(f'cannot record {topic}: {exc}')
-                self._handled[topic] = None
-                continue
             hashes = [str(p.topic_type_hash) for p in publishers]
-            self._bag.add_topic(topic, type_name, definition,
-                                [_qos_dict(p.qos_profile) for p in publishers],
-                                next((h for h in hashes if h.startswith('RIHS')), ''))
-            qos = _adapted_qos([p.qos_profile for p in publishers])
-            self._handled[topic] = self.create_subscription(
-                msg_class, topic, partial(self._on_message, topic, has_header(type_name)), qos,
-                raw=True)
-            policies = f'{qos.reliability.name.lower()}, {qos.durability.name.lower()}'
-            self.get_logger().info(f'recording {topic} ({type_name}, {policies})')
+            self._subscribe(topic, type_name, _adapted_qos([p.qos_profile for p in publishers]),
+                            [_qos_dict(p.qos_profile) for p in publishers],
+                            next((h for h in hashes if h.startswith('RIHS')), ''))
+
+    def _subscribe(self, topic: str, type_name: str, qos: QoSProfile, offered: list,
+                   type_hash: str) -> None:
+        """Add the topic to the record and subscribe to its raw CDR bytes."""
+        try:
+            definition = full_definition(type_name)
+            msg_class = _message_class(type_name)
+        except InputError as exc:
+            self.get_logger().error(f'cannot record {topic}: {exc}')
+            self._handled[topic] = None
+            return
+        self._bag.add_topic(topic, type_name, definition, offered or [_qos_dict(qos)], type_hash)
+        self._handled[topic] = self.create_subscription(
+            msg_class, topic, partial(self._on_message, topic, has_header(type_name)), qos,
+            raw=True)
+        policies = f'{qos.reliability.name.lower()}, {qos.durability.name.lower()}'
+        self.get_logger().info(f'recording {topic} ({type_name}, {policies})')
 
     def _on_message(self, topic: str, stamped: bool, data: bytes) -> None:
         """Write the CDR bytes as received; log time = receive time, publish time = header stamp."""
@@ -126,6 +147,14 @@ def _adapted_qos(offered: list[QoSProfile]) -> QoSProfile:
         history=HistoryPolicy.KEEP_LAST, depth=DEPTH,
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+def _pipeline_qos(topic: str) -> QoSProfile:
+    """What the pipeline's publishers offer: reliable; transient local for the latched topics."""
+    latched = topic in LATCHED_TOPICS
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=DEPTH,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
 def _qos_dict(qos: QoSProfile) -> dict:

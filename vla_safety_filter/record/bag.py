@@ -52,7 +52,7 @@ class _Segment:
 
 class BagWriter:
     """Writes CDR messages to a rosbag2 directory of MCAP segments that `ros2 bag`, rosbags and
-    Foxglove open; memory stays bounded by one chunk plus one index entry per chunk of a segment."""
+    Foxglove open; memory: one chunk, the open segment's index, a metadata entry per segment."""
 
     def __init__(self, directory: str | os.PathLike, split_seconds: float = 5.0,
                  chunk_size: int = 64 * 1024):
@@ -112,6 +112,7 @@ class BagWriter:
             self._close_segment()
 
     def _open_segment(self, log_time_ns: int) -> _Segment:
+        """Start NAME_<i>.mcap (rosbag2 split naming) with every topic's schema and channel."""
         path = self.path / f'{self.path.name}_{len(self._files)}.mcap'
         writer = Writer(str(path), chunk_size=self._chunk_size, compression=CompressionType.ZSTD)
         writer.start(profile='ros2', library=LIBRARY)
@@ -133,6 +134,7 @@ class BagWriter:
             {'offered_qos_profiles': qos, 'topic_type_hash': topic.type_hash})
 
     def _close_segment(self) -> None:
+        """Write the segment's summary and footer, then list it in metadata.yaml."""
         segment, self._segment = self._segment, None
         segment.writer.finish()
         self._files.append({
