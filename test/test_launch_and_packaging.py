@@ -30,7 +30,8 @@ def _launch_executables():
 
 def test_every_launched_executable_is_a_console_script():
     launched = _launch_executables()
-    assert launched == {'action_monitor', 'safety_filter', 'policy_bridge', 'execspec_check'}
+    assert launched == {'action_monitor', 'safety_filter', 'policy_bridge', 'execspec_check',
+                        'flight_recorder'}
     assert launched <= _console_scripts()
 
 
