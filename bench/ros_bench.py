@@ -52,6 +52,13 @@ RELAY_TOPIC = '/relay/commands'
 CODES = 8            # sequence codes carried in joint 0
 CODE_STEP = 2e-5     # rad per code: 7 codes = 0.14 mrad, below one 1 kHz velocity step (0.46 mrad)
 WARMUP_S = 2.0
+#: `--executor events`: the same node under rclpy's experimental EventsExecutor (Jazzy and later).
+EVENTS_MAIN = ('import sys, rclpy\n'
+               'from rclpy.experimental import EventsExecutor\n'
+               'from vla_safety_filter.nodes.common import spin\n'
+               'from vla_safety_filter.nodes.safety_filter import SafetyFilter\n'
+               'rclpy.init(args=sys.argv)\n'
+               'spin([SafetyFilter()], EventsExecutor())\n')
 
 
 def relay_main() -> None:
@@ -251,7 +258,8 @@ def latency_stats(sent, filtered, relayed) -> dict:
     return out
 
 
-def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, workdir: str) -> dict:
+def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, workdir: str,
+             executor: str) -> dict:
     """Start the filter at `rate`, activate it, measure for `seconds`, stop it."""
     from lifecycle_msgs.msg import State, Transition
 
@@ -259,8 +267,12 @@ def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, wor
     params = os.path.join(workdir, f'filter_{rate:g}.yaml')
     write_filter_params(params, contract, None, {'control_rate_hz': float(rate), 'command_timeout': 0.1})
     script = os.path.join(os.path.dirname(sys.executable), 'safety_filter')
-    argv = [script] if os.path.exists(script) else [
-        sys.executable, '-c', 'from vla_safety_filter.nodes.safety_filter import main; main()']
+    if executor == 'events':
+        argv = [sys.executable, '-c', EVENTS_MAIN]
+    elif os.path.exists(script):
+        argv = [script]
+    else:
+        argv = [sys.executable, '-c', 'from vla_safety_filter.nodes.safety_filter import main; main()']
     proc = spawn(argv + ['--ros-args', '--params-file', params], env,
                  os.path.join(workdir, f'filter_{rate:g}.log'))
     try:
@@ -314,6 +326,9 @@ def main() -> None:
     parser.add_argument('--rates', type=float, nargs='+', default=[500.0, 1000.0],
                         help='control rates (Hz)')
     parser.add_argument('--domain', type=int, default=87, help='ROS_DOMAIN_ID of the benchmark')
+    parser.add_argument('--executor', choices=('single', 'events'), default='single',
+                        help='single: the safety_filter console script as shipped (default); '
+                             'events: the same node under rclpy.experimental.EventsExecutor')
     parser.add_argument('--relay', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay:
@@ -333,12 +348,13 @@ def main() -> None:
     try:
         for rate in args.rates:
             per_rate[int(rate) if rate.is_integer() else rate] = run_rate(
-                bench, contract, rate, args.seconds, env, workdir)
+                bench, contract, rate, args.seconds, env, workdir, args.executor)
     finally:
         stop(relay)
         bench.close()
         rclpy.try_shutdown()
-    result = {'dim': len(JOINTS), 'seconds_per_rate': args.seconds, 'cores': os.cpu_count(),
+    result = {'dim': len(JOINTS), 'seconds_per_rate': args.seconds, 'executor': args.executor,
+              'cores': os.cpu_count(),
               'load_avg_1min_at_start': round(load, 2), 'python': platform.python_version(),
               'rmw': os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp (default)'),
               **flatten(per_rate), 'per_rate': {f'{r:g}': v for r, v in per_rate.items()},

@@ -24,11 +24,13 @@ REFUSED_TAIL_S = 1.5
 def run_graph(scenario, domain_id: int, timeout: float, on_frame=None, record: bool = True) -> Observed:
     """Start the graph, wait for the episode to finish (or the refusal), return what was seen.
 
-    `on_frame(observed)` is called about 8 times a second from this thread (the live view).
+    `on_frame(observed)` is called about 8 times a second from this thread (the live view);
+    with a live view the nodes log errors only, so log lines do not tear the frame.
     """
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     context = Context()
-    rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file],
+    quiet = ['--log-level', 'error'] if on_frame is not None else []
+    rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file, *quiet],
                context=context, domain_id=domain_id)
     executor = SingleThreadedExecutor(context=context)
     nodes = [DemoObserver(scenario.contract.joint_names, 'forward_position_controller',
