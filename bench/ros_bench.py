@@ -10,8 +10,9 @@ bundled real ALOHA episodes and `control_rate_hz` set to each rate in turn. A ba
 second process. This process publishes /joint_states (the pose of a recorded frame), drives the
 filter's lifecycle with ChangeState/GetState calls, then publishes one single-point raw action
 every 15..25 ms (uniformly random, so arrivals fall at a uniform phase of the control tick) for
-`--seconds`. Each raw action carries a sequence code in joint 0 (a few µrad around the recorded
-pose, smaller than one tick's velocity step, so the filter's first command after it equals it).
+`--seconds`. Each raw action carries a sequence code in joint 0 (steps of 20 µrad around the
+recorded pose, at most 0.14 mrad: less than one tick's velocity step, so the filter's first command
+after the action equals it exactly).
 
 - Tick jitter and missed ticks use the DDS source timestamp of every command the filter publishes
   (its publish time, in the filter process, unaffected by this process's scheduling). Jitter is
@@ -26,7 +27,8 @@ pose, smaller than one tick's velocity step, so the filter's first command after
   it per action as filter publish time minus relay publish time (both processes receive the action
   together; the relay publishes at once), and `latency_tick_aligned` is latency minus that wait.
 - CPU is the filter process's user + system time over the measured wall time (100 % = one core),
-  and the same for its main thread (the executor that runs the control timer).
+  and the same for its main thread (the executor that runs the control timer); this process's own
+  CPU (it receives every command) is reported too, as it competes for the same cores.
 """
 from __future__ import annotations
 
@@ -52,13 +54,6 @@ RELAY_TOPIC = '/relay/commands'
 CODES = 8            # sequence codes carried in joint 0
 CODE_STEP = 2e-5     # rad per code: 7 codes = 0.14 mrad, below one 1 kHz velocity step (0.46 mrad)
 WARMUP_S = 2.0
-#: `--executor events`: the same node under rclpy's experimental EventsExecutor (Jazzy and later).
-EVENTS_MAIN = ('import sys, rclpy\n'
-               'from rclpy.experimental import EventsExecutor\n'
-               'from vla_safety_filter.nodes.common import spin\n'
-               'from vla_safety_filter.nodes.safety_filter import SafetyFilter\n'
-               'rclpy.init(args=sys.argv)\n'
-               'spin([SafetyFilter()], EventsExecutor())\n')
 
 
 def relay_main() -> None:
@@ -149,11 +144,13 @@ class Bench:
         threading.Thread(target=self.executor.spin, daemon=True).start()
 
     def _record(self, rows: list, msg, info) -> None:
+        """Keep the DDS timestamps, sequence number and joint 0 of a received command."""
         if self.recording:
             rows.append((info['source_timestamp'], info['received_timestamp'],
                          info['publication_sequence_number'], msg.data[0]))
 
     def transition(self, transition_id: int, expected: int) -> None:
+        """ChangeState on the filter, confirmed with GetState."""
         self.lifecycle.transition(transition_id, expected)
 
     def publish_actions(self, seconds: float) -> list[tuple[int, int]]:
@@ -177,6 +174,7 @@ class Bench:
         return sent
 
     def close(self) -> None:
+        """Stop spinning and destroy the node."""
         self.executor.shutdown()
         self.node.destroy_node()
 
@@ -231,6 +229,7 @@ def first_arrivals(sent: list[tuple[int, int]], received: np.ndarray, codes: np.
 
 
 def pct(values: np.ndarray, q: float) -> float | None:
+    """Percentile of the finite values, rounded (None when there are none)."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     return round(float(np.percentile(values, q)), 4) if values.size else None
@@ -258,8 +257,7 @@ def latency_stats(sent, filtered, relayed) -> dict:
     return out
 
 
-def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, workdir: str,
-             executor: str) -> dict:
+def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, workdir: str) -> dict:
     """Start the filter at `rate`, activate it, measure for `seconds`, stop it."""
     from lifecycle_msgs.msg import State, Transition
 
@@ -267,12 +265,8 @@ def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, wor
     params = os.path.join(workdir, f'filter_{rate:g}.yaml')
     write_filter_params(params, contract, None, {'control_rate_hz': float(rate), 'command_timeout': 0.1})
     script = os.path.join(os.path.dirname(sys.executable), 'safety_filter')
-    if executor == 'events':
-        argv = [sys.executable, '-c', EVENTS_MAIN]
-    elif os.path.exists(script):
-        argv = [script]
-    else:
-        argv = [sys.executable, '-c', 'from vla_safety_filter.nodes.safety_filter import main; main()']
+    argv = [script] if os.path.exists(script) else [
+        sys.executable, '-c', 'from vla_safety_filter.nodes.safety_filter import main; main()']
     proc = spawn(argv + ['--ros-args', '--params-file', params], env,
                  os.path.join(workdir, f'filter_{rate:g}.log'))
     try:
@@ -283,9 +277,10 @@ def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, wor
         bench.filtered.clear()
         bench.relayed.clear()
         bench.recording = True
-        wall, cpu, main = time.monotonic(), cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
+        wall, own = time.monotonic(), time.process_time()
+        cpu, main = cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)
         sent = bench.publish_actions(seconds)
-        wall = time.monotonic() - wall
+        wall, own = time.monotonic() - wall, time.process_time() - own
         cpu, main = cpu_seconds(proc.pid) - cpu, cpu_seconds(proc.pid, proc.pid) - main
         time.sleep(0.2)   # the last commands are still on the wire
         bench.recording = False
@@ -298,6 +293,7 @@ def run_rate(bench: Bench, contract, rate: float, seconds: float, env: dict, wor
     result.update(latency_stats(sent, filtered, relayed))
     result.update({'filter_cpu_percent': round(100 * cpu / wall, 1),
                    'filter_main_thread_cpu_percent': round(100 * main / wall, 1),
+                   'bench_process_cpu_percent': round(100 * own / wall, 1),
                    'seconds': round(wall, 1)})
     return result
 
@@ -326,9 +322,6 @@ def main() -> None:
     parser.add_argument('--rates', type=float, nargs='+', default=[500.0, 1000.0],
                         help='control rates (Hz)')
     parser.add_argument('--domain', type=int, default=87, help='ROS_DOMAIN_ID of the benchmark')
-    parser.add_argument('--executor', choices=('single', 'events'), default='single',
-                        help='single: the safety_filter console script as shipped (default); '
-                             'events: the same node under rclpy.experimental.EventsExecutor')
     parser.add_argument('--relay', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay:
@@ -348,13 +341,12 @@ def main() -> None:
     try:
         for rate in args.rates:
             per_rate[int(rate) if rate.is_integer() else rate] = run_rate(
-                bench, contract, rate, args.seconds, env, workdir, args.executor)
+                bench, contract, rate, args.seconds, env, workdir)
     finally:
         stop(relay)
         bench.close()
         rclpy.try_shutdown()
-    result = {'dim': len(JOINTS), 'seconds_per_rate': args.seconds, 'executor': args.executor,
-              'cores': os.cpu_count(),
+    result = {'dim': len(JOINTS), 'seconds_per_rate': args.seconds, 'cores': os.cpu_count(),
               'load_avg_1min_at_start': round(load, 2), 'python': platform.python_version(),
               'rmw': os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp (default)'),
               **flatten(per_rate), 'per_rate': {f'{r:g}': v for r, v in per_rate.items()},
@@ -373,7 +365,7 @@ def main() -> None:
               f'tick-aligned p50 {r["latency_tick_aligned_p50_ms"]} ms (ratio '
               f'{r.get("latency_ratio_tick_aligned_vs_relay")})')
         print(f'  filter CPU {r["filter_cpu_percent"]} % of a core (main thread '
-              f'{r["filter_main_thread_cpu_percent"]} %)')
+              f'{r["filter_main_thread_cpu_percent"]} %); this process {r["bench_process_cpu_percent"]} %')
     print(f'logs: {workdir}')
 
 

@@ -67,6 +67,8 @@ def test_activation_refused_without_joint_states(ros):
     probe.send([0.1, 0.1, 0.1])
     time.sleep(0.3)
     assert probe.commands == []
+    status = filt.diagnostic_status()          # reported until a transition succeeds
+    assert status.level == b'\x02' and status.message.startswith('activation refused: no recent')
 
 
 def test_commands_stay_in_contract_and_rate_limit_starting_out_of_bounds(ros):

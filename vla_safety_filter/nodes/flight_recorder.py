@@ -21,7 +21,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from ..core.errors import InputError
 from ..record.bag import BagWriter, header_stamp_ns
 from ..record.definitions import full_definition, has_header
-from .common import declare, run
+from .common import declare, require_valid_parameters, run
 
 DEFAULT_CONTROLLER = 'forward_position_controller'
 DEFAULT_TOPICS = ('/vla/raw_action', '/vla/safe_action', '/{controller}/commands',
@@ -56,6 +56,7 @@ class FlightRecorder(Node):
                          'topics to record', read_only=True)
         split = declare(self, 'split_seconds', 5.0, 'close an MCAP segment after this long',
                         read_only=True)
+        require_valid_parameters(self)
         if not output:
             raise InputError('parameter output (the record directory) is required')
         self._bag = BagWriter(output, split)

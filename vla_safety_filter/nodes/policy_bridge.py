@@ -18,7 +18,8 @@ from ..core.episodes import read_episodes
 from ..core.errors import InputError
 from ..core.execspec import PARAM_PREFIX, metadata_from_params, unnormalize
 from ..core.faults import apply_drill, parse_drill
-from .common import GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, declare, duration, run
+from .common import (GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, declare, duration,
+                     require_valid_parameters, run)
 
 SOURCES = ('replay',)
 UNNORMALIZER_PARAMS = {
@@ -86,6 +87,7 @@ class PolicyBridge(GatedLifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _load(self):
+        require_valid_parameters(self)
         if self.source not in SOURCES:
             raise InputError(f'source {self.source!r} is not available here; use one of {SOURCES}')
         if not self.episodes_file:

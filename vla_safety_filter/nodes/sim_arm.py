@@ -16,7 +16,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ..core.errors import InputError
 from ..core.joints import JointMap
-from .common import COMMAND_QOS, declare, run
+from .common import COMMAND_QOS, declare, require_valid_parameters, run
 
 
 class SimArm(Node):
@@ -39,6 +39,7 @@ class SimArm(Node):
         self.tau = declare(self, 'time_constant', 0.02, 'first-order tracking time constant (s)')
         controller = declare(self, 'controller_name', 'forward_position_controller',
                              'controller name the commands arrive on')
+        require_valid_parameters(self)
         self.dt = 1.0 / rate
         self.received = 0
         self.rejected = 0
