@@ -11,6 +11,8 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
+from vla_safety_filter.nodes.common import spin_until_shutdown
+
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 _domains = itertools.count(100 + (os.getpid() % 50) * 2)
 
@@ -28,16 +30,9 @@ class Harness:
         rclpy.init(context=self.context, domain_id=next_domain())
         self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes = []
-        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread = threading.Thread(target=spin_until_shutdown,
+                                        args=(self.executor, self.context), daemon=True)
         self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # shutdown race at teardown
-                if self.context.ok():
-                    raise
 
     def add(self, cls, name=None, **params):
         overrides = [Parameter(k, value=v) for k, v in params.items()]

@@ -42,9 +42,6 @@ def run(args) -> int:
 
     console = Console()
     scenario = prepare(args.output, args.wrong_metadata, seed=args.seed)
-    if os.path.exists(scenario.record_dir):
-        import shutil
-        shutil.rmtree(scenario.record_dir)
     console.print(f'[bold]vla-safety demo[/]: ALOHA insertion episode {scenario.episode}, '
                   f'{scenario.n_steps} actions at {1 / scenario.dt:g} Hz, bridge unnormalizer key '
                   f'{scenario.key!r}, ROS domain {args.domain_id}')

@@ -14,6 +14,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 
 from ..nodes.bringup import pipeline_nodes
+from ..nodes.common import spin_until_shutdown
 from .observer import DemoObserver, Observed
 
 #: after the episode ends (or the pipeline is refused), keep watching this long (s)
@@ -41,7 +42,7 @@ def run_graph(scenario, domain_id: int, timeout: float, on_frame=None, record: b
     nodes += pipeline_nodes(with_sim_arm=True, context=context)
     for node in nodes:
         executor.add_node(node)
-    spinner = threading.Thread(target=_spin, args=(executor, context), daemon=True)
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor, context), daemon=True)
     spinner.start()
     observer = nodes[0]
     try:
@@ -52,15 +53,6 @@ def run_graph(scenario, domain_id: int, timeout: float, on_frame=None, record: b
         for node in reversed(nodes):
             node.destroy_node()
     return seen
-
-
-def _spin(executor, context) -> None:
-    while context.ok():
-        try:
-            executor.spin_once(timeout_sec=0.05)
-        except Exception:   # shutdown race at the end of the demo
-            if context.ok():
-                raise
 
 
 def _wait(observer: DemoObserver, timeout: float, on_frame) -> Observed:

@@ -86,6 +86,7 @@ def prepare(output: str, wrong_metadata: bool = False, drill=DRILL, seed: int = 
     seed_pose = contract.project_into_bounds(start)
 
     record_dir = os.path.abspath(os.path.join(output, 'record'))
+    shutil.rmtree(record_dir, ignore_errors=True)   # the recorder refuses to overwrite a record
     faults = list(drill)
     nodes = {
         'sim_arm': {'joint_names': list(names), 'initial_positions': seed_pose.tolist(),

@@ -6,11 +6,11 @@ from collections import Counter
 import numpy as np
 
 from ..core.contract import audit
+from ..report.series import LEVEL_NAMES
 from .observer import Observed
 
 #: a response later than this after a fault's last step is not counted as answering it (s)
 GRACE_S = 2.0
-LEVELS = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 
 
 def summarize(seen: Observed, scenario) -> dict:
@@ -25,7 +25,7 @@ def summarize(seen: Observed, scenario) -> dict:
     activated = bool(seen.raw)
     summary = {
         'episode_steps': scenario.n_steps, 'key': scenario.key,
-        'execspec': {'level': LEVELS.get(execspec[0], '?'), 'message': execspec[1],
+        'execspec': {'level': LEVEL_NAMES[execspec[0]] if 0 <= execspec[0] < 4 else '?', 'message': execspec[1],
                      **{k: execspec[2].get(k) for k in ('verdict', 'mean_drift', 'max_drift', 'reasons')}},
         'pipeline_activated': activated,
         'certificate': _certificate(scenario),

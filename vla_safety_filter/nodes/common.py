@@ -170,6 +170,16 @@ def spin(nodes: list, executor=None) -> None:
             rclpy.try_shutdown()
 
 
+def spin_until_shutdown(executor, context) -> None:
+    """Spin an executor from a background thread until its context shuts down (demo, tests)."""
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:  # the context shut down while spinning
+            if context.ok():
+                raise
+
+
 def run(node_factory) -> None:
     """Console-script entry: `ros2 run vla_safety_filter <node> --ros-args ...`."""
     rclpy.init(args=sys.argv)

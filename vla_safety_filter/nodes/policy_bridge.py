@@ -105,13 +105,14 @@ class PolicyBridge(GatedLifecycleNode):
         if self.chunk_size < 1:
             raise InputError('chunk_size must be >= 1')
         dt = 1.0 / float(rate)
+        meta = metadata_from_params(self.unnormalizer_params(), f'{self.get_name()} parameters') \
+            .require_valid() if self.normalized_input else None
         played = []
         for e in episodes:
             normalized = None
             actions = e.actions
-            if self.normalized_input:
-                meta = metadata_from_params(self.unnormalizer_params(), f'{self.get_name()} parameters')
-                normalized, actions = actions, unnormalize(meta.require_valid(), actions)
+            if meta is not None:
+                normalized, actions = actions, unnormalize(meta, actions)
             if self.faults:
                 drill = parse_drill(self.faults, dt, len(actions))
                 actions = apply_drill(actions, normalized, drill, dt, self.fault_seed)
