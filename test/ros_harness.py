@@ -14,12 +14,15 @@ from rclpy.parameter import Parameter
 from vla_safety_filter.nodes.common import spin_until_shutdown
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-_domains = itertools.count(100 + (os.getpid() % 50) * 2)
+# Concurrent test runs on one machine pick disjoint ranges with VLA_TEST_DOMAIN_BASE/_SPAN.
+_BASE = int(os.environ.get('VLA_TEST_DOMAIN_BASE', 100 + (os.getpid() % 50) * 2))
+_SPAN = int(os.environ.get('VLA_TEST_DOMAIN_SPAN', 130))
+_domains = itertools.count()
 
 
 def next_domain() -> int:
     """A ROS domain id no other test of this process uses."""
-    return next(_domains) % 230
+    return (_BASE + next(_domains) % _SPAN) % 230
 
 
 class Harness:

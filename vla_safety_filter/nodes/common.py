@@ -17,6 +17,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 
 from ..core.errors import InputError
+from .compat import harden_change_state
 
 try:  # on every ROS 2 install, not installable from PyPI
     import diagnostic_updater
@@ -40,6 +41,10 @@ class GatedLifecycleNode(LifecycleNode):
     """A lifecycle node whose callbacks check `self.active` (rclpy gates only its publishers)."""
 
     active = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        harden_change_state(self)
 
     def on_activate(self, state):
         self.active = True
