@@ -6,8 +6,9 @@ import pytest
 
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.params import CalibrationData
-from vla_safety_filter.core.sequential import (BernoulliCusum, ConformalScorer, cusum_arl,
-                                               design_cusum, simulate_run_lengths)
+from vla_safety_filter.core import sequential
+from vla_safety_filter.core.sequential import (MAX_CHAIN_STATES, BernoulliCusum, ConformalScorer,
+                                               cusum_arl, design_cusum, simulate_run_lengths)
 
 
 def calibration(scores, dim=2):
@@ -72,6 +73,40 @@ def test_detection_delay_for_rate_shift():
     assert design.arl1 < design.arl0 / 20
     assert delays.mean() == pytest.approx(design.arl1, rel=0.10)
     assert cusum_arl(0.05, 4.0, design.h) == pytest.approx(design.arl0)
+    assert cusum_arl(0.05, 4.0, design.h, rate=0.2, upper=False) == pytest.approx(design.arl1)
+
+
+@pytest.mark.parametrize('alpha, rho, target', [(0.05, 3.0, 500.0), (0.01, 3.0, 2000.0),
+                                                (0.002, 2.0, 3000.0)])
+def test_designed_arls_bracket_the_simulated_run_lengths(alpha, rho, target):
+    """The chain rounded up/down bounds the real CUSUM's ARL from below/above (3 SE of slack)."""
+    design = design_cusum(alpha, rho, target)
+    assert target <= design.arl0
+    for rate, seed in ((alpha, 11), (rho * alpha, 12)):
+        lengths = simulate_run_lengths(design, rate, runs=2000, seed=seed)
+        slack = 3 * lengths.std() / np.sqrt(lengths.size)
+        low, high = cusum_arl(alpha, rho, design.h, rate), cusum_arl(alpha, rho, design.h, rate,
+                                                                     upper=False)
+        assert low - slack <= lengths.mean() <= high + slack
+        assert high <= 1.15 * low                  # the grid keeps the bounds tight
+
+
+def test_design_work_does_not_grow_as_alpha_shrinks(monkeypatch):
+    """Regression: the per-sample lattice needed ~1/alpha states (3 s at alpha = 0.001 inside the
+    monitor's configure); the embedded chain solves O(log) systems of bounded size."""
+    sizes = []
+    solve = np.linalg.solve
+
+    def counting_solve(a, b):
+        sizes.append(a.shape[0])
+        return solve(a, b)
+
+    monkeypatch.setattr(sequential.np.linalg, 'solve', counting_solve)
+    for alpha in (0.01, 0.001, 0.0001):
+        design_cusum.cache_clear()
+        design = design_cusum(alpha, 3.0, 36000.0)
+        assert design.arl0 >= 36000.0 and design.arl1 < design.arl0
+    assert 0 < len(sizes) <= 3 * 30 and max(sizes) <= MAX_CHAIN_STATES
 
 
 def test_bad_cusum_settings():
@@ -83,3 +118,7 @@ def test_bad_cusum_settings():
         design_cusum(0.0, 4.0, 100)
     with pytest.raises(InputError, match='ARL0'):
         design_cusum(0.05, 4.0, 0.5)
+    with pytest.raises(InputError, match='ARL0'):
+        design_cusum(0.05, 4.0, math.inf)
+    with pytest.raises(InputError, match='out of reach'):
+        design_cusum(0.05, 1.01, 1e12)

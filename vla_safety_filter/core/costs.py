@@ -2,6 +2,9 @@
 
 Every filter intervention (per step and reason) and every monitor alarm carries a configurable cost;
 an episode's cumulative cost is compared with a budget b and escalates OK -> WARN -> ERROR.
+A kind missing from the table (e.g. a refusal reason a newer filter emits) is never free: it costs
+as much as the dearest priced kind of its family (`intervention.` / `alarm.`), at least
+UNKNOWN_KIND_COST.
 The summary over episodes is reported the SafeVLA way: mean cumulative cost, its distribution,
 its maximum (the upper bound of unsafe behaviour) and the share of episodes over budget.
 """
@@ -16,10 +19,15 @@ from .errors import InputError
 OK, WARN, ERROR = 0, 1, 2
 LEVEL_NAMES = ('OK', 'WARN', 'ERROR')
 
+UNKNOWN_KIND_COST = 1.0
+
 DEFAULT_COSTS = {
-    # filter interventions, charged once per step in which the reason occurred
+    # filter interventions, charged once per /vla/filter_events message in which the reason occurs
     'intervention.position': 0.05, 'intervention.velocity': 0.05,
-    'intervention.acceleration': 0.02, 'intervention.nonfinite': 1.0, 'intervention.shape': 1.0,
+    'intervention.acceleration': 0.02, 'intervention.hold': 0.5,
+    # refusals of a whole input (the filter holds instead): the dearest interventions
+    'intervention.nonfinite': 1.0, 'intervention.shape': 1.0, 'intervention.unknown_joint': 1.0,
+    'intervention.bad_timing': 1.0, 'intervention.stale': 1.0,
     # monitor alarms, charged once per alarm onset
     'alarm.nonfinite': 2.0, 'alarm.shape': 2.0, 'alarm.cusum': 3.0, 'alarm.reversal': 2.0,
     'alarm.jerk': 2.0, 'alarm.coherence': 2.0, 'alarm.spectral': 2.0, 'alarm.stall': 2.0,
@@ -35,15 +43,20 @@ class CostModel:
     warn_fraction: float = 0.5
 
     def __post_init__(self):
-        if not self.budget > 0 or not 0 < self.warn_fraction <= 1:
-            raise InputError(f'cost budget must be > 0 and warn_fraction in (0, 1], got '
+        if not (np.isfinite(self.budget) and self.budget > 0) or not 0 < self.warn_fraction <= 1:
+            raise InputError(f'cost budget must be finite and > 0 and warn_fraction in (0, 1], got '
                              f'{self.budget}, {self.warn_fraction}')
         for kind, cost in self.costs.items():
             if not (np.isfinite(cost) and cost >= 0):
                 raise InputError(f'cost of {kind!r} must be a finite number >= 0, got {cost!r}')
 
     def cost_of(self, kind: str) -> float:
-        return float(self.costs.get(kind, 0.0))
+        """The priced cost of `kind`; an unpriced kind costs the dearest of its family (never 0)."""
+        if kind in self.costs:
+            return float(self.costs[kind])
+        family = kind.split('.', 1)[0] + '.'
+        priced = [c for k, c in self.costs.items() if k.startswith(family)]
+        return float(max(priced + [UNKNOWN_KIND_COST]))
 
     def level(self, cumulative: float) -> int:
         """OK below warn_fraction * budget, WARN up to the budget, ERROR above it."""
