@@ -56,7 +56,13 @@ def scenario(draw, **kw):
     else:
         prev = np.array(draw(st.lists(st.floats(-1e3, 1e3), min_size=c.dim, max_size=c.dim)))
     stream = draw(st.lists(actions_for(c.dim), min_size=1, max_size=30))
-    return c, prev, stream
+    elapsed = draw(st.lists(st.one_of(st.none(), st.floats(0, 5 * c.dt)),
+                            min_size=len(stream), max_size=len(stream)))
+    return c, prev, list(zip(stream, elapsed))
+
+
+def _period(c, elapsed):
+    return c.dt if elapsed is None else min(elapsed, c.dt)
 
 
 def _inside(c, x):
@@ -69,17 +75,20 @@ def test_invariants_hold_on_any_stream(case):
     c, prev, stream = case
     guard = Guard(c)
     guard.reset(prev)
-    vs = c.max_step()
-    for action in stream:
+    for action, elapsed in stream:
         was_inside = _inside(c, prev)
-        out, events = guard.step(action)
+        out, events = guard.step(action, elapsed)
         assert out.shape == (c.dim,) and np.all(np.isfinite(out))
-        assert np.all(np.abs(out - prev) <= vs * (1 + 1e-12) + TOL)
+        # never faster than vmax over the time since the last command, never more than vmax*dt
+        assert np.all(np.abs(out - prev) <= c.max_velocity * _period(c, elapsed) * (1 + 1e-12)
+                      + TOL)
         if was_inside:
             assert _inside(c, out)
         a = _as_vector(action, c.dim)
         if a is None:
-            assert np.array_equal(out, prev) and events[0].reason in ('shape', 'nonfinite')
+            assert events[0].reason in ('shape', 'nonfinite')
+            if c.max_acceleration is None and was_inside:
+                assert np.array_equal(out, prev)          # a hold, not a move
         else:
             changed = {c.joint_names[j] for j in np.flatnonzero(out != a)}
             assert changed <= {e.joint for e in events}, 'every intervention is recorded'
@@ -107,13 +116,16 @@ def test_acceleration_limit_holds_while_inside_the_velocity_box(case):
                     c.max_acceleration)
     guard = Guard(wide)
     guard.reset(prev)
-    last_delta = np.zeros(c.dim)
-    for action in stream:
-        out, _ = guard.step(action)
-        delta = out - prev
-        if _as_vector(action, c.dim) is not None:
-            assert np.all(np.abs(delta - last_delta) <= wide.max_acceleration * c.dt ** 2 + 1e-6)
-        prev, last_delta = out, delta
+    velocity = np.zeros(c.dim)
+    for action, elapsed in stream:
+        h = _period(c, elapsed)
+        out = guard.hold(elapsed) if action is None else guard.step(action, elapsed)[0]
+        if h > 0:   # every step, holds and rejected inputs included, brakes within the box
+            new = (out - prev) / h
+            assert np.all(np.abs(new - velocity) <= wide.max_acceleration * h * (1 + 1e-9)
+                          + 1e-6 / h)
+            velocity = new
+        prev = out
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -173,7 +185,7 @@ def test_bad_input_holds_the_last_executed_command(bad, reason):
         guard = Guard(_two_joint(mode=mode))
         guard.reset([0.2, 1.0])
         out, events = guard.step(bad)
-        assert list(out) == [0.2, 1.0]
+        assert list(out) == [0.2, 1.0]   # at rest inside the bounds: a hold is exactly a hold
         assert events[0].reason == reason and guard.counts[reason] == 1
 
 
@@ -225,3 +237,53 @@ def test_real_aloha_stream_with_injected_faults_stays_in_contract():
     assert np.all(np.abs(np.diff(executed, axis=0)) <= c.max_step() + TOL)
     assert guard.counts['nonfinite'] == 1 and guard.counts['position'] > 0
     assert executed[500, 3] == executed[499, 3]
+
+
+def test_hold_brakes_within_the_acceleration_box_instead_of_stopping_dead():
+    c = Contract(('a',), [-100.0], [100.0], [10.0], dt=0.01, max_acceleration=[10.0])
+    guard = Guard(c)
+    guard.reset([0.0], velocity=[5.0])              # moving at 5 units/s
+    out, events = guard.step([np.nan])              # rejected: hold, but brake at <= 10 units/s^2
+    assert events[0].reason == 'nonfinite'
+    assert out[0] == pytest.approx(0.05 - 10.0 * 0.01 ** 2)
+    assert guard.velocity[0] == pytest.approx(4.9)
+    held = [guard.hold()[0] for _ in range(60)]
+    speeds = np.abs(np.diff([out[0]] + held)) / 0.01
+    assert np.all(np.abs(np.diff(speeds)) <= 10.0 * 0.01 + 1e-9)
+    assert speeds[-1] < 1e-9                        # came to rest
+
+
+def test_steps_are_limited_by_elapsed_time_not_per_call():
+    c = Contract(('a',), [-10.0], [10.0], [1.0], dt=0.01)
+    guard = Guard(c)
+    guard.reset([0.0])
+    late, _ = guard.step([1.0], elapsed=0.015)      # a late tick gains nothing (capped at dt)
+    early, _ = guard.step([1.0], elapsed=0.005)     # the on-time one that follows: half a step
+    assert late[0] == pytest.approx(0.01) and early[0] == pytest.approx(0.015)
+    same, events = guard.step([1.0], elapsed=0.0)   # two commands at one instant: no motion
+    assert same[0] == pytest.approx(0.015) and events[0].reason == 'velocity'
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(contracts(accel=False, scaling='uniform'), st.data())
+def test_uniform_scaling_leaves_feasible_requests_bit_for_bit(c, data):
+    frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
+    prev = c.lower + frac * (c.upper - c.lower)
+    guard = Guard(c)
+    guard.reset(prev)
+    step = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=c.dim, max_size=c.dim)))
+    a = np.clip(prev + step * c.max_step(), c.lower, c.upper)
+    out, events = guard.step(a)
+    assert events == () and np.array_equal(out, a)
+
+
+def test_audit_checks_velocity_and_acceleration_over_elapsed_time():
+    from vla_safety_filter.core.contract import audit
+    c = Contract(('a',), [-10.0], [10.0], [1.0], dt=0.01, max_acceleration=[10.0])
+    times = np.arange(5) * 0.01
+    fine = audit(c, [0.0], [[0.0], [0.0001], [0.0003], [0.0006], [0.001]], times)
+    assert fine['over_speed'] == fine['over_acceleration'] == 0
+    # each message within vmax*dt, but two commands per period: twice vmax over elapsed time
+    doubled = audit(c, [0.0], np.arange(1, 11)[:, None] * 0.01, np.arange(10) * 0.005)
+    assert doubled['over_rate_limit'] == 0 and doubled['over_speed'] == 9
+    assert doubled['max_speed_ratio'] == pytest.approx(2.0, rel=0.05)

@@ -1,49 +1,117 @@
-"""The filter's per-tick logic: due targets, receding horizon, watchdog hold/stop, latch, refusals."""
+"""The filter's per-tick logic: plans, receding horizon, watchdog hold/stop, latch, resume, refusals."""
 import numpy as np
 import pytest
 
 from vla_safety_filter.core.contract import Contract
 from vla_safety_filter.core.errors import InputError
-from vla_safety_filter.core.executive import HOLDING, LATCHED, RUNNING, STOPPED, Executive
+from vla_safety_filter.core.executive import (HOLDING, IDLE, LATCHED, RUNNING, STOPPED,
+                                              Executive)
 from vla_safety_filter.core.joints import JointMap
 
 
-def _exec(timeout=0.1):
-    c = Contract(('a', 'b'), [-1.0, -1.0], [1.0, 1.0], [10.0, 10.0], dt=0.01)
-    ex = Executive(c, command_timeout=timeout)
-    ex.start([0.0, 0.0], now=0.0)
+def _exec(timeout=0.1, **contract):
+    c = Contract(('a', 'b'), [-1.0, -1.0], [1.0, 1.0], [10.0, 10.0], dt=0.01, **contract)
+    ex = Executive(c, command_timeout=timeout, state_timeout=0.5)
+    ex.observe([0.0, 0.0], now=0.0)
+    ex.start(now=0.0)
     return ex
+
+
+def _measure(ex, now, positions=(0.0, 0.0)):
+    ex.observe(list(positions), now)
 
 
 def test_nothing_is_published_before_the_first_input():
     assert _exec().tick(0.01) == (None, STOPPED, ())
 
 
-def test_chunk_points_become_due_at_their_time_and_are_rate_limited():
+def test_chunk_points_are_approached_along_the_plan_and_rate_limited():
     ex = _exec()
-    assert ex.on_chunk([[0.05, 0.0], [0.5, 0.0]], [0.0, 0.05], now=1.0) == ()
-    t1 = ex.tick(1.0)
+    _measure(ex, 1.0)
+    assert ex.on_chunk([[0.05, 0.0], [0.5, 0.0]], [0.01, 0.02], now=1.0) == ()
+    t1 = ex.tick(1.0)                     # each command is the plan one period ahead
     assert t1.state == RUNNING and t1.command == pytest.approx([0.05, 0.0])
-    t2 = ex.tick(1.01)                    # second point is the due target: 0.1 per tick at most
+    t2 = ex.tick(1.01)                    # second point is next: 0.1 per tick at most
     assert t2.command == pytest.approx([0.15, 0.0]) and t2.events[0].reason == 'velocity'
+
+
+def test_a_far_waypoint_is_approached_at_the_planned_speed_not_at_vmax():
+    ex = _exec(timeout=0.1)
+    _measure(ex, 1.0)
+    ex.on_chunk([[0.5, 0.0]], [5.0], now=1.0)           # 0.5 in 5 s: 0.1 units/s, vmax is 10
+    path = [ex.tick(1.0 + 0.01 * k).command[0] for k in range(101)]
+    assert path[-1] == pytest.approx(0.101) and np.allclose(np.diff(path), 0.001)
+
+
+def test_stale_and_future_stamped_chunks_are_refused():
+    ex = _exec(timeout=0.1)
+    _measure(ex, 1.0)
+    assert ex.on_chunk([[0.5, 0.0]], [0.01], now=1.0, age=0.5)[0].reason == 'stale'
+    assert ex.on_chunk([[0.5, 0.0]], [0.01], now=1.0, age=-0.5)[0].reason == 'bad_timing'
+    assert ex.tick(1.0) == (None, STOPPED, ())             # nothing fresh to execute
+    assert ex.on_chunk([[0.05, 0.0]], [0.03], now=1.0, age=0.02) == ()   # due 0.01 s from now
+    assert ex.tick(1.0).command == pytest.approx([0.05, 0.0])
 
 
 def test_new_chunk_replaces_the_queue():
     ex = _exec()
+    _measure(ex, 1.0)
     ex.on_chunk([[0.5, 0.5]], [0.0], now=1.0)
     ex.on_chunk([[-0.05, 0.0]], [0.0], now=1.005)
     assert ex.tick(1.01).command == pytest.approx([-0.05, 0.0])
 
 
-def test_watchdog_holds_then_stops_then_resumes():
+def test_watchdog_holds_then_stops_then_resumes_from_the_measured_position():
     ex = _exec(timeout=0.1)
+    _measure(ex, 1.0)
     ex.on_chunk([[0.05, 0.05]], [0.0], now=1.0)
     ex.tick(1.0)
     hold = ex.tick(1.15)
     assert hold.state == HOLDING and hold.command == pytest.approx([0.05, 0.05])
+    assert hold.events[0].reason == 'hold' and ex.tick(1.16).events == ()   # reported once
     assert ex.tick(1.25) == (None, STOPPED, ())
+    _measure(ex, 1.9, [0.5, -0.3])                     # the arm was moved by hand meanwhile
     ex.on_chunk([[0.06, 0.05]], [0.0], now=2.0)
-    assert ex.tick(2.0).command == pytest.approx([0.06, 0.05])
+    first = ex.tick(2.0).command                       # no jump back toward 0.05
+    assert np.all(np.abs(first - [0.5, -0.3]) <= 0.1 + 1e-12)
+
+
+def test_no_resume_without_a_fresh_measured_position():
+    ex = _exec(timeout=0.1)
+    ex.on_chunk([[0.05, 0.05]], [0.0], now=1.0)        # last /joint_states is 1 s old
+    tick = ex.tick(1.0)
+    assert tick == (None, STOPPED, ()) and 'joint_states' in ex.waiting
+    _measure(ex, 1.005)
+    assert ex.tick(1.01).state == RUNNING
+
+
+def test_holds_and_resumes_respect_the_acceleration_limit():
+    ex = _exec(timeout=0.1, max_acceleration=[10.0, 10.0])
+    _measure(ex, 1.0)
+    times = 1.0 + 0.01 * np.arange(40)
+    commands = []
+    for k, t in enumerate(times):
+        if k < 15:
+            ex.on_chunk([[1.0, 1.0]], [0.01], now=t)  # accelerate toward 1.0
+        elif k == 15:
+            ex.on_chunk([[np.nan, 1.0]], [0.01], now=t)   # refused: hold by braking
+        commands.append(ex.tick(t).command)
+    q = np.array([c[0] for c in commands if c is not None])
+    v = np.diff(q) / 0.01
+    assert np.all(np.abs(np.diff(v)) <= 10.0 * 0.01 + 1e-9)
+    assert v[14] > 0 and v[14] < v[13]                       # the hold decelerates, no stop dead
+
+
+def test_end_of_episode_holds_quietly_until_the_next_input():
+    ex = _exec(timeout=0.1)
+    _measure(ex, 1.0)
+    ex.on_chunk([[0.05, 0.05]], [0.01], now=1.0)
+    ex.tick(1.0), ex.tick(1.01)
+    ex.end_episode()
+    idle = [ex.tick(1.02 + 0.01 * k) for k in range(60)]     # long past 2 x timeout
+    assert all(t.state == IDLE and t.command == pytest.approx([0.05, 0.05]) for t in idle)
+    ex.on_chunk([[0.1, 0.05]], [0.01], now=1.7)
+    assert ex.tick(1.7).state == RUNNING
 
 
 @pytest.mark.parametrize('targets, times, reason', [
@@ -52,6 +120,7 @@ def test_watchdog_holds_then_stops_then_resumes():
     ([[0.0, 0.0]], [-1.0], 'bad_timing')])
 def test_malformed_chunk_is_refused_whole_and_holds(targets, times, reason):
     ex = _exec()
+    _measure(ex, 1.0)
     ex.on_chunk([[0.05, 0.05]], [0.0], now=1.0)
     ex.tick(1.0)
     events = ex.on_chunk(targets, times, now=1.01)
@@ -62,14 +131,45 @@ def test_malformed_chunk_is_refused_whole_and_holds(targets, times, reason):
 
 def test_latched_stop_until_reset():
     ex = _exec()
+    _measure(ex, 1.0)
     ex.on_chunk([[0.05, 0.05]], [0.0], now=1.0)
     ex.latch('alarm: reversal_rate')
     assert ex.tick(1.0) == (None, LATCHED, ()) and ex.latched_reason == 'alarm: reversal_rate'
     ex.on_chunk([[0.05, 0.05]], [0.0], now=1.01)
     assert ex.tick(1.01).state == LATCHED
-    assert ex.reset_latch() and ex.tick(1.02).state == STOPPED
+    assert ex.reset_latch(1.02)[0] and ex.tick(1.02).state == STOPPED
     ex.on_chunk([[0.05, 0.05]], [0.0], now=1.03)
     assert ex.tick(1.03).state == RUNNING
+
+
+def test_reset_is_refused_while_the_stop_is_asserted_or_without_a_fresh_position():
+    ex = _exec()
+    ex.set_stop(True, '/vla/safety_stop')
+    assert ex.tick(0.1).state == LATCHED
+    ok, why = ex.reset_latch(0.1)
+    assert not ok and 'asserted' in why
+    ex.set_stop(False)
+    ok, why = ex.reset_latch(2.0)                       # last /joint_states at t = 0
+    assert not ok and 'joint_states' in why
+    _measure(ex, 2.0)
+    assert ex.reset_latch(2.0) == (True, 'latched stop cleared; resumes from /joint_states on '
+                                         'fresh input')
+
+
+@pytest.mark.parametrize('kw', [dict(command_timeout=float('nan')), dict(command_timeout=0.0),
+                                dict(state_timeout=float('inf')), dict(state_timeout=-1.0),
+                                dict(command_timeout=3600.0)])
+def test_timeouts_must_be_finite_positive_and_bounded(kw):
+    c = Contract(('a',), [-1.0], [1.0], [1.0], dt=0.01)
+    with pytest.raises(InputError, match='timeout'):
+        Executive(c, **kw)
+
+
+def test_joint_map_cache_keeps_unknown_joints_refused():
+    jm = JointMap(('a', 'b'))
+    jm.indices(['a', 'b', 'x'], allow_extra=True)           # /joint_states may carry more joints
+    with pytest.raises(InputError, match='unknown'):
+        jm.indices(['a', 'b', 'x'])                         # ... an action may not
 
 
 def test_joint_map_reorders_by_name_and_rejects_unknown():

@@ -16,6 +16,8 @@ from .errors import InputError
 MODES = ('enforce', 'monitor_only')
 VELOCITY_SCALINGS = ('per_joint', 'uniform')
 REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration')
+#: Why the executive refuses a whole input or holds (see core.executive); counted with REASONS.
+REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold')
 
 
 def _vector(name: str, value, size: int | None = None) -> np.ndarray:
@@ -101,23 +103,27 @@ class Event(NamedTuple):
 
 @dataclass
 class Guard:
-    """Stateful per-step guard of one contract; state is the last executed command (and velocity).
+    """Stateful per-step guard of one contract; state is the last executed command and velocity.
 
-    The feasible box for the next step is kept in preallocated buffers and updated in place, so the
-    common case (a feasible action) costs a handful of vector operations.
+    Each step may be given the time `elapsed` since the previous command (monotonic seconds): the
+    reachable box is then `vmax * h` around the last command with `h = min(elapsed, dt)`, so two
+    commands close together never add up to more than `vmax` over the time between them, and a late
+    command never catches up with a jump. Without `elapsed` a step is one control period `dt`.
+    The feasible box is kept in preallocated buffers and updated in place, so the common case (a
+    feasible action one period after the last) costs a handful of vector operations.
     """
 
     contract: Contract
     step_index: int = 0
-    counts: dict = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    counts: dict = field(default_factory=lambda: dict.fromkeys(REASONS + REFUSALS, 0))
 
     def __post_init__(self):
         c = self.contract
         self._vstep = c.max_step()
-        self._astep = None if c.max_acceleration is None else c.max_acceleration * c.dt * c.dt
         self._shape = (c.dim,)
         self._prev: np.ndarray | None = None
-        self._prev_delta = np.zeros(c.dim)
+        self._velocity = np.zeros(c.dim)
+        self._box_h = c.dt
         self._lo, self._hi, self._diff = np.empty(c.dim), np.empty(c.dim), np.empty(c.dim)
         self._simple_box = False
         self._uniform_scaling = c.velocity_scaling == 'uniform'
@@ -127,50 +133,81 @@ class Guard:
         """The last executed command (None before `reset`)."""
         return None if self._prev is None else self._prev.copy()
 
+    @property
+    def velocity(self) -> np.ndarray:
+        """Velocity of the last executed step (units/s); zero after a reset at rest."""
+        return self._velocity.copy()
+
     def reset(self, executed, velocity=None) -> None:
-        """Seed the guard with the command the arm is executing now (e.g. from /joint_states)."""
+        """Seed the guard with the command the arm is executing now (e.g. from /joint_states).
+
+        Without `velocity` the arm is taken to be at rest, as after every hold, stop and resume.
+        """
         prev = np.array(executed, dtype=np.float64).reshape(-1)
         if prev.size != self.contract.dim or not np.all(np.isfinite(prev)):
             raise InputError(f'cannot seed the guard with {prev.size} values '
                              f'(need {self.contract.dim} finite values)')
-        delta = np.zeros(self.contract.dim)
+        vel = np.zeros(self.contract.dim)
         if velocity is not None:
-            vel = np.array(velocity, dtype=np.float64).reshape(-1)
-            if vel.size == delta.size and np.all(np.isfinite(vel)):
-                delta = np.clip(vel * self.contract.dt, -self._vstep, self._vstep)
+            given = np.array(velocity, dtype=np.float64).reshape(-1)
+            if given.size == vel.size and np.all(np.isfinite(given)):
+                vel = np.clip(given, -self.contract.max_velocity, self.contract.max_velocity)
         self._prev = prev
-        self._set_box(delta)
+        self._velocity = vel
+        self._set_box(self.contract.dt)
 
-    def _set_box(self, delta: np.ndarray) -> None:
-        """Feasible box around self._prev; outside [lower, upper] the rate limit wins."""
-        c, vs, prev, lo, hi = self.contract, self._vstep, self._prev, self._lo, self._hi
+    def _period(self, elapsed) -> float:
+        """The time one step may use: `elapsed` capped at one control period (never negative)."""
+        if elapsed is None:
+            return self.contract.dt
+        return min(max(float(elapsed), 0.0), self.contract.dt)
+
+    def _set_box(self, h: float) -> None:
+        """Feasible box around self._prev for a step of h seconds; outside the bounds the rate
+        limit wins, and the acceleration box never overrides position or velocity."""
+        c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
+        vs = self._vstep if h == c.dt else c.max_velocity * h
         np.maximum(c.lower, np.subtract(prev, vs, out=lo), out=lo)
         np.minimum(c.upper, np.add(prev, vs, out=hi), out=hi)
         inside = bool(np.all(prev >= c.lower) and np.all(prev <= c.upper))
         if not inside:
             np.minimum(lo, prev + vs, out=lo)
             np.maximum(hi, prev - vs, out=hi)
-        if self._astep is not None:
-            self._prev_delta = delta
-            centre = prev + delta
-            a_lo = np.minimum(np.maximum(centre - self._astep, lo), hi)
-            a_hi = np.minimum(np.maximum(centre + self._astep, lo), hi)
+        if c.max_acceleration is not None:
+            centre = prev + self._velocity * h
+            astep = c.max_acceleration * h * h
+            a_lo = np.minimum(np.maximum(centre - astep, lo), hi)
+            a_hi = np.minimum(np.maximum(centre + astep, lo), hi)
             lo[:], hi[:] = a_lo, a_hi
+        self._box_h = h
         # With prev inside the bounds and no acceleration limit, a feasible action keeps it inside.
-        self._simple_box = inside and self._astep is None
+        self._simple_box = inside and c.max_acceleration is None and h == c.dt
 
-    def step(self, action) -> tuple[np.ndarray, tuple[Event, ...]]:
-        """Guard one requested action; returns (command to execute, interventions)."""
+    def _advance(self, out: np.ndarray, h: float) -> None:
+        """Make `out` the last executed command, reached in h seconds."""
+        if h > 0:
+            self._velocity = (out - self._prev) / h
+        self._prev = out.copy()
+        self._set_box(self.contract.dt)
+
+    def step(self, action, elapsed: float | None = None) -> tuple[np.ndarray, tuple[Event, ...]]:
+        """Guard one requested action `elapsed` s after the last command (default: dt).
+
+        Returns (command to execute, interventions).
+        """
         if self._prev is None:
             raise RuntimeError('Guard.step called before reset(): seed it with the executed command')
         k = self.step_index
         self.step_index = k + 1
+        h = self._period(elapsed)
+        if h != self._box_h:
+            self._set_box(h)
         try:
             a = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError):
-            return self._reject(k, 'shape', np.nan)
+            return self._reject(k, 'shape', np.nan, h)
         if a.shape != self._shape:
-            return self._reject(k, 'shape', float(a.size))
+            return self._reject(k, 'shape', float(a.size), h)
         lo, hi = self._lo, self._hi
         if self._uniform_scaling:
             out = self._uniform(a)
@@ -179,34 +216,53 @@ class Guard:
             np.minimum(out, hi, out=out)
         # out - a is exactly zero everywhere iff a was feasible and finite (NaN/Inf leave a non-zero).
         if self._simple_box and not np.count_nonzero(np.subtract(out, a, out=self._diff)):
-            self._prev[:] = out
             vs, c = self._vstep, self.contract
+            np.divide(np.subtract(out, self._prev, out=self._velocity), c.dt, out=self._velocity)
+            self._prev[:] = out
             np.maximum(c.lower, np.subtract(out, vs, out=lo), out=lo)
             np.minimum(c.upper, np.add(out, vs, out=hi), out=hi)
             return out, ()
         if not np.all(np.isfinite(a)):
             bad = int(np.flatnonzero(~np.isfinite(a))[0])
-            return self._reject(k, 'nonfinite', float(a[bad]), bad)
-        events = self._events(k, a, out)
+            return self._reject(k, 'nonfinite', float(a[bad]), h, bad)
+        events = self._events(k, a, out, h)
         if self.contract.mode == 'monitor_only':
             out = a.copy()
-        delta = out - self._prev
-        self._prev = out.copy()
-        self._set_box(delta)
+        self._advance(out, h)
         return out, events
 
+    def hold(self, elapsed: float | None = None) -> np.ndarray:
+        """Hold the last executed command: brake within the acceleration box (if any) and move
+        back toward the bounds if outside them; no event (the caller reports why it holds)."""
+        if self._prev is None:
+            raise RuntimeError('Guard.hold called before reset(): seed it with the executed command')
+        self.step_index += 1
+        h = self._period(elapsed)
+        if h != self._box_h:
+            self._set_box(h)
+        out = np.minimum(np.maximum(self._prev, self._lo), self._hi)
+        self._advance(out, h)
+        return out
+
     def _uniform(self, a: np.ndarray) -> np.ndarray:
-        """Scale the whole step by one factor so the direction of motion is kept."""
+        """Scale the whole step by one factor so the direction of motion is kept; a request
+        inside the feasible box passes unchanged (bit for bit)."""
+        lo, hi = self._lo, self._hi
+        if np.all(a >= lo) and np.all(a <= hi):
+            return a.copy()
         c, prev = self.contract, self._prev
         target = np.minimum(np.maximum(a, c.lower), c.upper)
         delta = target - prev
-        ratio = self._vstep / np.maximum(np.abs(delta), self._vstep)
-        out = prev + delta * float(ratio.min())
-        return np.minimum(np.maximum(out, self._lo), self._hi)
+        vs = c.max_velocity * self._box_h
+        over = np.abs(delta) > vs
+        factor = float(np.min(vs[over] / np.abs(delta[over]))) if over.any() else 1.0
+        out = prev + delta * factor
+        return np.minimum(np.maximum(out, lo), hi)
 
-    def _events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
+    def _events(self, k: int, a: np.ndarray, out: np.ndarray, h: float) -> tuple[Event, ...]:
         c = self.contract
-        reach_lo, reach_hi = self._prev - self._vstep, self._prev + self._vstep
+        reach = c.max_velocity * h
+        reach_lo, reach_hi = self._prev - reach, self._prev + reach
         events = []
         for j in np.flatnonzero(out != a):
             if a[j] < c.lower[j] or a[j] > c.upper[j]:
@@ -220,15 +276,15 @@ class Guard:
                                 abs(float(a[j]) - float(out[j]))))
         return tuple(events)
 
-    def _reject(self, k: int, reason: str, requested: float, joint: int | None = None):
-        """Hold the last executed command; the rejected input is reported, never executed."""
+    def _reject(self, k: int, reason: str, requested: float, h: float, joint: int | None = None):
+        """Hold (braking within the box); the rejected input is reported, never executed."""
         self.counts[reason] += 1
-        hold = self._prev.copy()
+        hold = np.minimum(np.maximum(self._prev, self._lo), self._hi)
+        self._advance(hold, h)
         if joint is None:
             name, held = '*', float('nan')
         else:
             name, held = self.contract.joint_names[joint], float(hold[joint])
-        self._set_box(np.zeros(self.contract.dim))
         return hold, (Event(k, name, reason, requested, held, float('inf')),)
 
     def run(self, actions: Sequence) -> tuple[np.ndarray, list[Event]]:
@@ -241,11 +297,15 @@ class Guard:
         return executed, events
 
 
-def audit(contract: Contract, seed, commands, tol: float = 1e-9) -> dict:
+def audit(contract: Contract, seed, commands, times=None, tol: float = 1e-9,
+          time_slack: float = 1e-4) -> dict:
     """Check an executed command stream [N, D] against the contract, starting from `seed`.
 
     Counts commands with any joint outside [lower, upper] and consecutive commands (the first one
     against the seed) that moved a joint more than vmax*dt: what a reviewer asks of a recording.
+    With the commands' `times` (seconds, N values) it also checks velocity over elapsed time,
+    |dq| <= vmax * dt_elapsed, and with an acceleration limit |dv| <= amax * dt_elapsed, allowing
+    `time_slack` seconds of timestamp jitter per interval.
     """
     commands = np.asarray(commands, dtype=np.float64).reshape(-1, contract.dim)
     previous = np.vstack([np.asarray(seed, dtype=np.float64).reshape(1, contract.dim), commands])
@@ -253,6 +313,26 @@ def audit(contract: Contract, seed, commands, tol: float = 1e-9) -> dict:
     finite = np.isfinite(commands).all(axis=1)
     outside = ((commands < contract.lower - tol) | (commands > contract.upper + tol)).any(axis=1)
     too_fast = (steps > contract.max_step() + tol).any(axis=1)
-    return {'commands': int(len(commands)), 'non_finite': int((~finite).sum()),
-            'outside_bounds': int(outside.sum()), 'over_rate_limit': int(too_fast.sum()),
-            'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands) else 0.0}
+    report = {'commands': int(len(commands)), 'non_finite': int((~finite).sum()),
+              'outside_bounds': int(outside.sum()), 'over_rate_limit': int(too_fast.sum()),
+              'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands) else 0.0}
+    if times is not None and len(commands) > 1:
+        report.update(_audit_over_time(contract, commands, np.asarray(times, float), time_slack))
+    return report
+
+
+def _audit_over_time(contract: Contract, commands: np.ndarray, times: np.ndarray,
+                     slack: float) -> dict:
+    """Velocity and acceleration between consecutive commands over their elapsed time."""
+    if times.shape != (len(commands),) or np.any(np.diff(times) < 0):
+        raise InputError('audit times must be one non-decreasing time per command')
+    dt = np.diff(times)[:, None] + slack
+    velocity = np.diff(commands, axis=0) / dt
+    speed_ratio = np.abs(velocity) / contract.max_velocity
+    report = {'max_speed_ratio': float(speed_ratio.max()),
+              'over_speed': int((speed_ratio > 1.0 + 1e-9).any(axis=1).sum())}
+    if contract.max_acceleration is not None and len(velocity) > 1:
+        accel_ratio = np.abs(np.diff(velocity, axis=0)) / dt[1:] / contract.max_acceleration
+        report.update(max_accel_ratio=float(accel_ratio.max()),
+                      over_acceleration=int((accel_ratio > 1.0 + 1e-9).any(axis=1).sum()))
+    return report

@@ -1,13 +1,23 @@
-"""What the safety_filter node does each control tick: pick the due target, guard it, run the watchdog.
+"""What the safety_filter node does each control tick: plan, guard, watchdog, latch, resume.
 
-Time is passed in (seconds, any monotonic clock) so the logic is tested without ROS. A new chunk
-replaces the queue (receding horizon); each point is a target to reach at its time_from_start, and
-the guard rate-limits every tick toward the point that is due. No fresh input for
-`command_timeout` -> hold the last executed command; past twice that -> stop publishing. A latched
-stop (e.g. from the monitor) stops publishing until `reset_latch()`.
+Time is passed in (seconds of one monotonic clock) so the logic is tested without ROS.
+- A chunk is a plan: points due at the chunk's stamp + time_from_start. A new chunk replaces the
+  plan (receding horizon); each tick the target is the plan interpolated at that time, starting
+  from the last executed command, so a point due in 5 s is approached at the planned speed, not
+  chased at vmax. The command published at a tick is the plan one control period ahead: the
+  position the controller should reach by the next tick. A chunk older than `command_timeout` when it arrives is refused as stale.
+- The guard limits every step by the time elapsed since the last command (core.contract.Guard).
+- Watchdog: no fresh input for `command_timeout` after the plan's last point -> hold (braking
+  within the acceleration box); past twice that -> stop publishing. After the end of an episode
+  (`end_episode`) the filter holds quietly: idle, not an error.
+- A latched stop publishes nothing until `reset_latch`, which is refused while the stop is still
+  asserted or without a fresh measured position.
+- Every resume (after a stop, a latch or activation) re-seeds the guard at rest from a measured
+  position no older than `state_timeout`; without one the filter stays stopped.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,7 +26,11 @@ import numpy as np
 from .contract import Contract, Event, Guard
 from .errors import InputError
 
-RUNNING, HOLDING, STOPPED, LATCHED = 'running', 'holding', 'stopped', 'latched'
+RUNNING, HOLDING, STOPPED, LATCHED, IDLE = 'running', 'holding', 'stopped', 'latched', 'idle'
+#: Fastest control rate the executive accepts (Hz): above it one tick's work cannot be promised.
+MAX_CONTROL_RATE_HZ = 2000.0
+#: Longest timeout accepted (s): a watchdog slower than this is no watchdog.
+MAX_TIMEOUT = 10.0
 
 
 class Tick(NamedTuple):
@@ -27,44 +41,82 @@ class Tick(NamedTuple):
     events: tuple[Event, ...]
 
 
+def _timeout(name: str, value) -> float:
+    """A timeout parameter: finite, > 0 and at most MAX_TIMEOUT seconds."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f'{name} must be a number of seconds, got {value!r}') from None
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise InputError(f'{name} must be > 0 and <= {MAX_TIMEOUT:g} s, got {value!r}')
+    return value
+
+
 @dataclass
 class Executive:
-    """Chunk queue + guard + watchdog + latch for one contract."""
+    """Plan + guard + watchdog + latch + resume for one contract."""
 
     contract: Contract
     command_timeout: float = 0.1
+    state_timeout: float = 0.5
 
     def __post_init__(self):
-        if not self.command_timeout > 0:
-            raise InputError(f'command_timeout must be > 0, got {self.command_timeout!r}')
+        self.command_timeout = _timeout('command_timeout', self.command_timeout)
+        self.state_timeout = _timeout('joint_states_timeout', self.state_timeout)
+        if self.contract.dt < 1.0 / MAX_CONTROL_RATE_HZ:
+            raise InputError(f'control rate {1 / self.contract.dt:g} Hz is above the supported '
+                             f'{MAX_CONTROL_RATE_HZ:g} Hz')
         self.guard = Guard(self.contract)
-        self._targets = np.empty((0, self.contract.dim))
-        self._due = np.empty(0)
-        self._last_input = -np.inf
+        self._measured: tuple[float, np.ndarray] | None = None
         self._latched: str | None = None
+        self._stop_asserted = False
+        self._clear_plan()
+        self._last_command = None
+        self._needs_seed = True
+        self.waiting = ''
         self.state = STOPPED
 
+    # ---- inputs ------------------------------------------------------------------------------
     @property
     def latched_reason(self) -> str | None:
         return self._latched
 
-    def start(self, executed, now: float, velocity=None) -> None:
-        """Seed from the measured joint positions at activation; nothing is due until input arrives."""
-        self.guard.reset(executed, velocity)
-        self._targets = np.empty((0, self.contract.dim))
-        self._due = np.empty(0)
-        self._last_input = -np.inf
+    def observe(self, positions, now: float) -> None:
+        """A measured joint position in contract order (e.g. from /joint_states)."""
+        pos = np.array(positions, dtype=np.float64).reshape(-1)
+        if pos.size != self.contract.dim or not np.all(np.isfinite(pos)):
+            raise InputError(f'a measured position needs {self.contract.dim} finite values')
+        self._measured = (now, pos)
+
+    def _fresh_measurement(self, now: float) -> np.ndarray | None:
+        if self._measured is None or now - self._measured[0] > self.state_timeout:
+            return None
+        return self._measured[1]
+
+    def start(self, now: float) -> None:
+        """Activation: needs a fresh measured position; nothing moves until input arrives."""
+        measured = self._fresh_measurement(now)
+        if measured is None:
+            raise InputError(f'no /joint_states younger than {self.state_timeout:g} s')
+        self.guard.reset(measured)
+        self._clear_plan()
+        self._last_command = None
+        self._needs_seed = True
+        self._idle = False
         self.state = STOPPED
 
-    def on_chunk(self, targets, offsets, now: float) -> tuple[Event, ...]:
-        """Replace the queue with a chunk: targets [K, D] due at now + offsets [K] (seconds).
+    def on_chunk(self, targets, offsets, now: float, age: float = 0.0) -> tuple[Event, ...]:
+        """Make a chunk the plan: targets [K, D] due at (now - age) + offsets [K] (seconds).
 
-        A malformed chunk (wrong shape, non-finite value, times not strictly increasing) is refused
+        `age` is how old the chunk's stamp is on arrival (0 for an unstamped chunk: it starts
+        now). A malformed chunk (wrong shape, non-finite value, times not strictly increasing), a
+        stale one (age > command_timeout) or one stamped in the future beyond that is refused
         as a whole: the filter holds the last executed command and reports one event.
         """
         try:
             targets = np.asarray(targets, dtype=np.float64)
             offsets = np.asarray(offsets, dtype=np.float64).reshape(-1)
+            age = float(age)
         except (TypeError, ValueError):
             return (self.reject('shape', now),)
         if targets.ndim != 2 or targets.shape[1] != self.contract.dim or targets.shape[0] == 0 \
@@ -72,47 +124,128 @@ class Executive:
             return (self.reject('shape', now),)
         if not np.all(np.isfinite(targets)):
             return (self.reject('nonfinite', now),)
-        if not np.all(np.isfinite(offsets)) or np.any(offsets < 0) or np.any(np.diff(offsets) <= 0):
+        if not np.all(np.isfinite(offsets)) or np.any(offsets < 0) or np.any(np.diff(offsets) <= 0) \
+                or not math.isfinite(age) or age < -self.command_timeout:
             return (self.reject('bad_timing', now),)
-        self._targets, self._due = targets, now + offsets
-        self._last_input = now
+        if age > self.command_timeout:
+            return (self.reject('stale', now),)
+        self._plan_t0, self._plan_q0 = now, self.guard.prev
+        self._due, self._goals = now - age + offsets, targets
+        self._fresh_until = max(now, self._due[-1])
+        self._hold_plan = False
+        self._idle = False
         return ()
 
     def reject(self, reason: str, now: float) -> Event:
         """Refuse an input: hold the last executed command (input age is not refreshed)."""
         counts = self.guard.counts
         counts[reason] = counts.get(reason, 0) + 1
-        hold = self.guard.prev
-        if hold is not None:
-            self._targets, self._due = hold[None, :], np.array([now])
+        self._hold_plan = True
         return Event(self.guard.step_index, '*', reason, float('nan'), float('nan'), float('inf'))
+
+    def end_episode(self) -> None:
+        """The policy finished its episode: hold quietly (idle) until the next input."""
+        self._idle = True
+
+    def set_stop(self, asserted: bool, reason: str = '') -> None:
+        """A stop request (True latches) or its release (False allows a reset)."""
+        self._stop_asserted = bool(asserted)
+        if asserted and self._latched is None:
+            self._latched = reason or 'safety stop'
 
     def latch(self, reason: str) -> None:
         """Stop until reset_latch(); the controller keeps (holds) the last command it received."""
         if self._latched is None:
             self._latched = reason or 'safety stop'
 
-    def reset_latch(self) -> bool:
-        """Clear a latched stop; input must be fresh again before commands flow."""
-        was = self._latched is not None
+    def reset_latch(self, now: float) -> tuple[bool, str]:
+        """Clear a latched stop; refused while the stop is asserted or without a fresh measured
+        position. Input must be fresh again before commands flow, and they start from it."""
+        if self._latched is None:
+            return True, 'no latched stop'
+        if self._stop_asserted:
+            return False, f'stop still asserted ({self._latched}): release it first'
+        if self._fresh_measurement(now) is None:
+            return False, f'no /joint_states younger than {self.state_timeout:g} s to resume from'
         self._latched = None
-        self._targets = np.empty((0, self.contract.dim))
-        self._last_input = -np.inf
-        return was
+        self._clear_plan()
+        self._needs_seed = True
+        return True, 'latched stop cleared; resumes from /joint_states on fresh input'
 
+    # ---- the tick ----------------------------------------------------------------------------
     def tick(self, now: float) -> Tick:
         """One control period: the guarded command, a hold, or nothing (stopped/latched)."""
+        elapsed = None if self._last_command is None else now - self._last_command
+        events: tuple[Event, ...] = ()
+        self.waiting = ''
         if self._latched is not None:
-            self.state = LATCHED
-            return Tick(None, LATCHED, ())
-        age = now - self._last_input
-        if age > 2.0 * self.command_timeout or len(self._targets) == 0:
-            self.state = STOPPED
-            return Tick(None, STOPPED, ())
-        if age > self.command_timeout:
-            self.state = HOLDING
-            return Tick(self.guard.prev, HOLDING, ())
-        k = min(int(np.searchsorted(self._due, now, side='left')), len(self._due) - 1)
-        command, events = self.guard.step(self._targets[k])
-        self.state = RUNNING
-        return Tick(command, RUNNING, events)
+            return self._silent(LATCHED)
+        if self._idle:
+            if self._needs_seed:
+                return self._silent(IDLE)
+            state, command = IDLE, self.guard.hold(elapsed)
+        else:
+            age = now - self._fresh_until
+            if age > 2.0 * self.command_timeout:
+                return self._silent(STOPPED)
+            if self._needs_seed:
+                if not self._reseed(now):
+                    return self._silent(STOPPED)
+                elapsed = None
+            if age > self.command_timeout:
+                if self.state != HOLDING:
+                    self.guard.counts['hold'] += 1
+                    events = (Event(self.guard.step_index, '*', 'hold', float('nan'),
+                                    float('nan'), 0.0),)
+                state, command = HOLDING, self.guard.hold(elapsed)
+            elif self._hold_plan:
+                state, command = RUNNING, self.guard.hold(elapsed)
+            else:
+                # the command is the position to reach one control period from now
+                command, events = self.guard.step(self._target(now + self.contract.dt), elapsed)
+                state = RUNNING
+        self._last_command = now
+        self.state = state
+        return Tick(command, state, events)
+
+    def _silent(self, state: str) -> Tick:
+        """Publish nothing; the next command is a resume from a fresh measured position."""
+        self._needs_seed = True
+        self._last_command = None
+        self.state = state
+        return Tick(None, state, ())
+
+    def _reseed(self, now: float) -> bool:
+        """Resume at rest from a fresh measured position (the arm may have moved meanwhile)."""
+        measured = self._fresh_measurement(now)
+        if measured is None:
+            self.waiting = f'no /joint_states younger than {self.state_timeout:g} s to resume from'
+            return False
+        self.guard.reset(measured)
+        self._plan_t0, self._plan_q0 = now, measured
+        self._needs_seed = False
+        return True
+
+    def _target(self, now: float) -> np.ndarray:
+        """The plan at `now`: linear from the start (last executed command when the chunk came)
+        through the points still ahead; the last point once it is due."""
+        due, goals = self._due, self._goals
+        if now >= due[-1]:
+            return goals[-1]
+        k = int(np.searchsorted(due, now, side='right'))
+        if k == 0 or due[k - 1] <= self._plan_t0:
+            t_prev, q_prev = self._plan_t0, self._plan_q0
+        else:
+            t_prev, q_prev = due[k - 1], goals[k - 1]
+        if due[k] <= t_prev:
+            return goals[k]
+        w = (now - t_prev) / (due[k] - t_prev)
+        return q_prev + w * (goals[k] - q_prev)
+
+    def _clear_plan(self) -> None:
+        self._plan_t0, self._plan_q0 = -np.inf, None
+        self._due = np.empty(0)
+        self._goals = np.empty((0, self.contract.dim))
+        self._fresh_until = -np.inf
+        self._hold_plan = False
+        self._idle = False

@@ -13,13 +13,13 @@ class JointMap:
 
     def __init__(self, target: Sequence[str]):
         self.target = tuple(target)
-        self._cache: tuple[tuple[str, ...], np.ndarray] | None = None
+        self._cache: tuple[tuple[str, ...], bool, np.ndarray] | None = None
 
     def indices(self, names: Sequence[str], allow_extra: bool = False) -> np.ndarray:
         """Index into `names` for each target joint; unknown, missing or duplicate names raise."""
         names = tuple(names)
-        if self._cache is not None and self._cache[0] == names:
-            return self._cache[1]
+        if self._cache is not None and self._cache[:2] == (names, allow_extra):
+            return self._cache[2]
         if len(set(names)) != len(names):
             raise InputError(f'duplicate joint names in {list(names)}')
         where = {n: i for i, n in enumerate(names)}
@@ -31,7 +31,7 @@ class JointMap:
             if unknown:
                 raise InputError(f'unknown joint(s) {unknown}; expected {list(self.target)}')
         idx = np.array([where[n] for n in self.target], dtype=np.intp)
-        self._cache = (names, idx)
+        self._cache = (names, allow_extra, idx)
         return idx
 
     def reorder(self, names: Sequence[str], values, allow_extra: bool = False) -> np.ndarray:
