@@ -1,6 +1,10 @@
 """Safety cost budget escalation and summary; monitor profiles and their selection by name."""
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vla_safety_filter.core.costs import ERROR, OK, WARN, CostBudget, CostModel, budget_summary
 from vla_safety_filter.core.errors import InputError
@@ -19,10 +23,40 @@ def test_budget_escalates_ok_warn_error():
     budget.charge('intervention.position', count=2)  # 5.5 > 5
     assert budget.level == ERROR and budget.over_budget
     assert budget.by_kind == {'intervention.position': 1.5, 'alarm.jerk': 4.0}
-    budget.charge('alarm.unknown')                    # unpriced kinds cost nothing
-    assert budget.total == pytest.approx(5.5)
+    budget.charge('alarm.unknown')                    # unpriced: the dearest alarm (2.0)
+    assert budget.total == pytest.approx(7.5)
     budget.reset()
     assert budget.total == 0.0 and budget.level == OK
+
+
+FILTER_REASONS = ('position', 'velocity', 'acceleration', 'shape', 'nonfinite', 'unknown_joint',
+                  'bad_timing', 'stale', 'hold')
+REFUSALS = ('shape', 'nonfinite', 'unknown_joint', 'bad_timing', 'stale')
+
+
+def test_every_filter_reason_costs_and_refusals_cost_the_most():
+    """Regression: `unknown_joint` and `bad_timing` refusals were charged 0 to the budget."""
+    model = CostModel()
+    costs = {reason: model.cost_of('intervention.' + reason) for reason in FILTER_REASONS}
+    assert all(cost > 0 for cost in costs.values()), costs
+    dearest = max(costs.values())
+    assert all(costs[reason] == dearest for reason in REFUSALS)
+    assert model.cost_of('intervention.never_heard_of') >= dearest
+    assert model.cost_of('alarm.never_heard_of') >= max(
+        model.cost_of('alarm.' + kind) for kind in ('cusum', 'stall', 'nonfinite'))
+
+
+@given(st.dictionaries(st.sampled_from(['intervention.position', 'intervention.shape',
+                                        'alarm.jerk', 'alarm.cusum']),
+                       st.floats(0.0, 100.0), max_size=4),
+       st.text(min_size=1, max_size=12))
+def test_an_unpriced_kind_is_never_cheaper_than_its_priced_family(costs, name):
+    model = CostModel(costs=costs)
+    for family in ('intervention.', 'alarm.'):
+        priced = [c for k, c in costs.items() if k.startswith(family)]
+        kind = family + 'x' + name
+        if kind not in costs:
+            assert model.cost_of(kind) >= max(priced + [0.0]) and model.cost_of(kind) > 0
 
 
 def test_budget_summary_safevla_style():
@@ -37,6 +71,9 @@ def test_budget_summary_safevla_style():
 def test_bad_cost_model():
     with pytest.raises(InputError, match='budget'):
         CostModel(budget=0.0)
+    for bad in (math.inf, math.nan):
+        with pytest.raises(InputError, match='budget'):
+            CostModel(budget=bad)
     with pytest.raises(InputError, match='alarm.jerk'):
         CostModel(costs={'alarm.jerk': float('nan')})
     with pytest.raises(InputError, match='alarm.jerk'):

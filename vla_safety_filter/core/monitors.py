@@ -15,6 +15,7 @@ exact); the same code computes a whole episode at once (`episode_metrics`).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -229,6 +230,15 @@ class ActionMonitor:
         active = any(self._active.values())
         self._level = max(self.budget.level, WARN if active else OK)
 
+    def active_alarms(self) -> list[str]:
+        """Kinds whose alarm condition holds now (non-finite input, a metric past its limit)."""
+        return [kind for kind, on in self._active.items() if on]
+
+    def set_budget(self, budget: float) -> None:
+        """Apply a new episode cost budget now (validated by CostModel)."""
+        self.budget.model = replace(self.budget.model, budget=budget)
+        self._refresh_level()
+
     def record_interventions(self, reasons) -> None:
         """Charge the filter's interventions of one step (an iterable of reasons, e.g. 'position')."""
         for reason in set(reasons):
@@ -424,3 +434,75 @@ def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float
     values['score'] = scorer.scores_of(actions)
     values['p_value'] = np.where(np.isfinite(values['score']), scorer.p_value(values['score']), np.nan)
     return values
+
+
+STOP_ON = ('none', 'alarm', 'budget')
+CLEAR_CUSUM_FRACTION = 0.5  # the stop clears only with the CUSUM at or below this share of h
+
+
+class SafetyStop:
+    """When the monitor asserts the safety stop (/vla/safety_stop true) and when it withdraws it.
+
+    stop_on 'alarm': asserted again at every alarm onset. Its condition has *cleared* when, for
+    `hold_off_steps` consecutive monitored steps, no alarm started and no alarm condition held
+    (`ActionMonitor.active_alarms()` empty), and the CUSUM statistic is at most
+    CLEAR_CUSUM_FRACTION of its threshold. stop_on 'budget': asserted at the first budget overrun
+    of an episode, until the next episode. stop_on 'none': never asserted (a stop still asserted
+    when the mode is switched to 'none' is withdrawn at the next step). The filter refuses its
+    `~/reset` while the stop is asserted.
+    """
+
+    def __init__(self, mode: str, hold_off_steps: int, asserted: str = ''):
+        self.mode = check_stop_on(mode)
+        if not hold_off_steps >= 1:
+            raise InputError(f'stop hold-off must be at least one step, got {hold_off_steps!r}')
+        self.hold_off_steps = int(hold_off_steps)
+        self.reason = asserted     # why the stop is asserted ('' = not asserted)
+        self._quiet = 0            # consecutive steps without any alarm condition
+
+    @property
+    def asserted(self) -> bool:
+        return bool(self.reason)
+
+    def after_step(self, monitor: 'ActionMonitor', step: StepStatus) -> bool | None:
+        """True: publish an assertion now; False: publish the withdrawal now; None: no change."""
+        if step.alarms or monitor.active_alarms():
+            self._quiet = 0
+        else:
+            self._quiet += 1
+        if self.mode == 'alarm' and step.alarms:
+            self.reason = 'alarm ' + ', '.join(f'{a.kind}@{a.step}' for a in step.alarms)
+            return True
+        if self.after_charge(monitor):
+            return True
+        if self.asserted and (self.mode == 'none' or self.mode == 'alarm'
+                              and self._cleared(monitor)):
+            self.reason = ''
+            return False
+        return None
+
+    def after_charge(self, monitor: 'ActionMonitor') -> bool | None:
+        """After costs were charged: True when this first overrun of the budget asserts the stop."""
+        if self.mode == 'budget' and not self.asserted and monitor.budget.over_budget:
+            self.reason = f'cost {monitor.budget.total:.3g} over budget'
+            return True
+        return None
+
+    def on_episode(self) -> bool | None:
+        """A new episode: a budget stop is withdrawn (False); an alarm stop needs quiet steps."""
+        if self.asserted and self.mode == 'budget':
+            self.reason = ''
+            return False
+        return None
+
+    def _cleared(self, monitor: 'ActionMonitor') -> bool:
+        cusum = monitor.cusum
+        return (self._quiet >= self.hold_off_steps
+                and cusum.statistic <= CLEAR_CUSUM_FRACTION * cusum.design.h)
+
+
+def check_stop_on(mode) -> str:
+    """The stop_on value if known, else InputError."""
+    if mode not in STOP_ON:
+        raise InputError(f'stop_on must be one of {", ".join(STOP_ON)}, got {mode!r}')
+    return mode

@@ -7,6 +7,7 @@ scores the monitor turns into conformal p-values.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,23 +39,59 @@ class CalibrationData:
 
     @classmethod
     def load(cls, path: str) -> 'CalibrationData':
+        """Read and validate a calibration file; any defect is one InputError naming the field."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                data = cls(tuple(str(n) for n in z['joint_names']), z['mu'], z['sigma'],
-                           np.sort(z['scores']), z['velocity_scale'], float(z['q']),
-                           float(z['alpha']), float(z['dt']))
+                arrays = {key: z[key] for key in CALIBRATION_FIELDS}
         except FileNotFoundError:
             raise InputError(f'{path}: calibration file not found') from None
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f'{path}: not a calibration file ({exc})') from None
-        d = len(data.joint_names)
-        for key in ('mu', 'sigma', 'velocity_scale'):
-            value = getattr(data, key)
-            if value.shape != (d,) or not np.all(np.isfinite(value)):
-                raise InputError(f'{path}: field {key!r} must hold {d} finite values')
-        if data.scores.size == 0 or not np.all(np.isfinite(data.scores)):
-            raise InputError(f'{path}: field \'scores\' must be a non-empty finite array')
-        return data
+        names = _joint_names(path, arrays['joint_names'])
+        d = len(names)
+        vectors = {key: _finite_vector(path, key, arrays[key], d)
+                   for key in ('mu', 'sigma', 'velocity_scale', 'scores')}
+        for key in ('sigma', 'velocity_scale'):
+            if not np.all(vectors[key] > 0):
+                raise InputError(f'{path}: field {key!r} must be > 0 for every joint')
+        q, alpha, dt = (_finite_scalar(path, key, arrays[key]) for key in ('q', 'alpha', 'dt'))
+        if not 0.0 < alpha < 1.0:
+            raise InputError(f'{path}: field \'alpha\' must be in (0, 1), got {alpha}')
+        if not dt > 0:
+            raise InputError(f'{path}: field \'dt\' must be > 0, got {dt}')
+        return cls(names, vectors['mu'], vectors['sigma'], np.sort(vectors['scores']),
+                   vectors['velocity_scale'], q, alpha, dt)
+
+
+CALIBRATION_FIELDS = ('joint_names', 'mu', 'sigma', 'scores', 'velocity_scale', 'q', 'alpha', 'dt')
+
+
+def _joint_names(path: str, value: np.ndarray) -> tuple[str, ...]:
+    """Non-empty, unique joint names from a 1-D string array."""
+    if value.ndim != 1 or value.size == 0 or value.dtype.kind != 'U':
+        raise InputError(f'{path}: field \'joint_names\' must be a non-empty 1-D array of names')
+    names = tuple(str(n) for n in value)
+    if len(set(names)) != len(names) or not all(names):
+        raise InputError(f'{path}: joint names must be unique and non-empty: {list(names)}')
+    return names
+
+
+def _finite_vector(path: str, key: str, value: np.ndarray, dim: int) -> np.ndarray:
+    """A finite float64 vector: D values per joint, or (scores) any non-empty 1-D array."""
+    ok = value.dtype.kind in 'iuf' and value.ndim == 1 and value.size > 0
+    if ok and key != 'scores':
+        ok = value.shape == (dim,)
+    if not ok or not np.all(np.isfinite(value)):
+        want = 'a non-empty 1-D array of finite numbers' if key == 'scores' else \
+            f'{dim} finite values (one per joint)'
+        raise InputError(f'{path}: field {key!r} must be {want}, got {value.dtype} {value.shape}')
+    return value.astype(np.float64)
+
+
+def _finite_scalar(path: str, key: str, value: np.ndarray) -> float:
+    if value.dtype.kind not in 'iuf' or value.shape != () or not np.isfinite(value):
+        raise InputError(f'{path}: field {key!r} must be one finite number, got {value!r}')
+    return float(value)
 
 
 def _floats(values) -> list[float]:

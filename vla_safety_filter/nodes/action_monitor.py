@@ -1,31 +1,43 @@
 """action_monitor: health metrics, conformal CUSUM and cost budget of the policy's actions on /diagnostics.
 
-A thin shell over core.monitors.ActionMonitor: each /vla/raw_action's first point (the action due
-now) is one update; /vla/filter_events charge the cost budget; /vla/episode resets the episode.
-With `stop_on: alarm` every alarm onset latches /vla/safety_stop for the filter (again after a
-`~/reset` of the filter); with `stop_on: budget` the first budget overrun of an episode does.
+A thin shell over core.monitors: each /vla/raw_action's first point (the action due now) is one
+update; /vla/filter_events charge the cost budget; /vla/episode resets the episode.
+core.monitors.SafetyStop decides /vla/safety_stop: `true` at each alarm onset (`stop_on: alarm`)
+or budget overrun (`stop_on: budget`), `false` once that condition has cleared; the filter refuses
+its `~/reset` while the stop is asserted.
+
+Parameters: `calibration_file`, `rate_hz`, `profile`, `diagnostic_period` and `stop_clear_s` shape
+what configure builds and are read-only (set them at startup). `cost_budget`, `stop_on` and
+`hardware_id` may be set at any time: validated in a parameter callback and applied at once.
 """
 from __future__ import annotations
 
+import math
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
-from ..core.costs import ERROR as LEVEL_ERROR
 from ..core.costs import CostModel
 from ..core.errors import InputError
 from ..core.joints import JointMap
-from ..core.monitors import ActionMonitor
+from ..core.monitors import ActionMonitor, SafetyStop, check_stop_on
 from ..core.params import CalibrationData
-from ..core.profiles import profile_names
-from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, STALE, Diagnostics, GatedLifecycleNode, declare,
-                     require_valid_parameters, run, status)
+from ..core.profiles import get_profile, profile_names
+from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, STALE, Diagnostics, GatedLifecycleNode,
+                     declare, require_valid_parameters, run, status)
 
-STOP_ON = ('none', 'alarm', 'budget')
 STATUS_NAME = 'vla_safety/monitor'
+DEFAULT_DIAGNOSTIC_PERIOD = 1.0
+
+
+def _positive_finite(name: str, value) -> float:
+    if not (isinstance(value, float) and math.isfinite(value) and value > 0):
+        raise InputError(f'{name} must be a finite number > 0, got {value!r}')
+    return value
 
 
 class ActionMonitorNode(GatedLifecycleNode):
@@ -34,53 +46,152 @@ class ActionMonitorNode(GatedLifecycleNode):
     def __init__(self, name: str = 'action_monitor', **kwargs):
         super().__init__(name, **kwargs)
         self.calibration_file = declare(self, 'calibration_file', '',
-                                        'calibration .npz written by `vla-safety calibrate`')
-        self.rate_hz = declare(self, 'rate_hz', 0.0, 'action rate; 0 = the calibration rate')
+                                        'calibration .npz written by `vla-safety calibrate`', True)
+        self.rate_hz = declare(self, 'rate_hz', 0.0, 'action rate; 0 = the calibration rate', True)
         self.profile = declare(self, 'profile', 'generic',
-                               f'monitor profile: {", ".join(profile_names())}')
-        self.budget = declare(self, 'cost_budget', 10.0, 'episode safety-cost budget')
-        self.stop_on = declare(self, 'stop_on', 'none', 'latch /vla/safety_stop on: none, alarm, budget')
-        self.period = declare(self, 'diagnostic_period', 1.0, '/diagnostics period (s)')
-        self.hardware_id = declare(self, 'hardware_id', 'vla_policy', 'hardware_id in /diagnostics')
+                               f'monitor profile: {", ".join(profile_names())}', True)
+        self.period = declare(self, 'diagnostic_period', DEFAULT_DIAGNOSTIC_PERIOD,
+                              '/diagnostics period (s)', True)
+        self.clear_s = declare(self, 'stop_clear_s', 0.3, 'alarm-free time (s) before the '
+                               'monitor withdraws an alarm stop', True)
+        self.budget = declare(self, 'cost_budget', 10.0, 'episode safety-cost budget (live)')
+        self.stop_on = declare(self, 'stop_on', 'none',
+                               'assert /vla/safety_stop on: none, alarm, budget (live)')
+        self.hardware_id = declare(self, 'hardware_id', 'vla_policy',
+                                   'hardware_id in /diagnostics (live)')
         self._lock = threading.Lock()
         self._monitor: ActionMonitor | None = None
-        self._over_budget = False
+        self._stop: SafetyStop | None = None
+        self._stop_reason = ''      # an asserted stop outlives cleanup: withdrawn only when cleared
+        self._entities: list = []
         self._refusal = ''
-        self._diagnostics = Diagnostics(self, self.period, self.diagnostic_status)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diagnostics = Diagnostics(self, self._usable_period(), self.diagnostic_status)
 
+    def _usable_period(self) -> float:
+        """diagnostic_period if valid; else the default, and configure refuses with the reason."""
+        try:
+            return _positive_finite('diagnostic_period', self.period)
+        except InputError as exc:
+            self.parameter_errors = [*getattr(self, 'parameter_errors', []), str(exc)]
+            return DEFAULT_DIAGNOSTIC_PERIOD
+
+    # ---- parameters ----------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Validate-and-apply the live parameters (read-only ones are refused by rclpy)."""
+        try:
+            updates = {p.name: p.value for p in params}
+            if 'stop_on' in updates:
+                check_stop_on(updates['stop_on'])
+            if 'cost_budget' in updates:
+                CostModel(budget=_positive_finite('cost_budget', updates['cost_budget']))
+        except InputError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self._lock:
+            self.stop_on = updates.get('stop_on', self.stop_on)
+            self.budget = updates.get('cost_budget', self.budget)
+            self.hardware_id = updates.get('hardware_id', self.hardware_id)
+            if self._stop is not None:
+                self._stop.mode = self.stop_on
+            if self._monitor is not None:
+                self._monitor.set_budget(self.budget)
+        return SetParametersResult(successful=True)
+
+    def _validated(self) -> CalibrationData:
+        """Check every parameter range and load the calibration (InputError on the first fault)."""
+        require_valid_parameters(self)
+        check_stop_on(self.stop_on)
+        get_profile(self.profile)
+        _positive_finite('cost_budget', self.budget)
+        if not (math.isfinite(self.rate_hz) and self.rate_hz >= 0):
+            raise InputError(f'rate_hz must be a finite number >= 0, got {self.rate_hz!r}')
+        if not (math.isfinite(self.clear_s) and self.clear_s >= 0):
+            raise InputError(f'stop_clear_s must be a finite number >= 0, got {self.clear_s!r}')
+        if not self.calibration_file:
+            raise InputError('parameter calibration_file is required')
+        return CalibrationData.load(self.calibration_file)
+
+    # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         try:
-            require_valid_parameters(self)
-            if self.stop_on not in STOP_ON:
-                raise InputError(f'stop_on must be one of {STOP_ON}, got {self.stop_on!r}')
-            if not self.calibration_file:
-                raise InputError('parameter calibration_file is required')
-            cal = CalibrationData.load(self.calibration_file)
+            cal = self._validated()
             dt = 1.0 / self.rate_hz if self.rate_hz > 0 else cal.dt
-            self._monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget))
+            monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget))
+            stop = SafetyStop(self.stop_on, max(1, math.ceil(self.clear_s / dt)),
+                              self._stop_reason)
             self._map = JointMap(cal.joint_names)
-        except InputError as exc:
-            self._refusal = f'configure refused: {exc}'
-            self.get_logger().error(self._refusal)
-            self._diagnostics.publish()
-            return TransitionCallbackReturn.FAILURE
-        self._refusal = ''
-        self._stop_pub = self.create_lifecycle_publisher(Bool, '/vla/safety_stop', LATCHED_QOS)
-        self._subs = [
-            self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action, COMMAND_QOS),
-            self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events, 100),
-            self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS),
-        ]
+            self._create_entities()
+        except Exception as exc:  # every failure is a refusal with its reason, never a crash
+            self._destroy_entities()
+            return self._refuse('configure', exc)
+        with self._lock:
+            self._monitor, self._stop, self._refusal = monitor, stop, ''
         self.get_logger().info(f'configured: {len(cal.joint_names)} joints, profile {self.profile}, '
                                f'stop_on {self.stop_on}')
+        self._diagnostics.publish()
         return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        if self._stop.asserted:        # re-announce a stop carried over from before a cleanup
+            self._stop_pub.publish(Bool(data=True))
+        self._diagnostics.publish()
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        result = super().on_deactivate(state)
+        self._diagnostics.publish()
+        return result
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        for sub in self._subs:
-            sub.destroy()
-        self._subs, self._monitor = [], None
+        self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._teardown()
+        self._refusal = self._refusal or 'error during a transition; torn down'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _refuse(self, transition: str, exc: Exception) -> TransitionCallbackReturn:
+        reason = str(exc) if isinstance(exc, InputError) else f'{type(exc).__name__}: {exc}'
+        self._refusal = f'{transition} refused: {reason}'
+        self.get_logger().error(self._refusal)
+        self._diagnostics.publish()
+        return TransitionCallbackReturn.FAILURE
+
+    def _create_entities(self) -> None:
+        """The publisher and subscriptions of one configured period (created exactly once)."""
+        self._stop_pub = self.create_lifecycle_publisher(Bool, '/vla/safety_stop', LATCHED_QOS)
+        self._entities = [self._stop_pub]
+        self._entities += [
+            self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action,
+                                     COMMAND_QOS),
+            self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events, 100),
+            self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS)]
+
+    def _destroy_entities(self) -> None:
+        """Destroy through the node (the executor may hold them), each exactly once."""
+        entities, self._entities = self._entities, []
+        for entity in entities:
+            if entity is self._stop_pub:
+                self.destroy_lifecycle_publisher(entity)
+            else:
+                self.destroy_subscription(entity)
+
+    def _teardown(self) -> None:
+        self.active = False
+        self._destroy_entities()
+        with self._lock:
+            if self._stop is not None:
+                self._stop_reason = self._stop.reason
+            self._monitor, self._stop = None, None
+        self._diagnostics.publish()
+
+    # ---- callbacks -----------------------------------------------------------------------
     def _on_action(self, msg: JointTrajectory) -> None:
         if not self.active or not msg.points:
             return
@@ -90,44 +201,63 @@ class ActionMonitorNode(GatedLifecycleNode):
             action = ()  # counted by the monitor as a shape fault
         with self._lock:
             step = self._monitor.update(action)
+            decision = self._stop.after_step(self._monitor, step)
+            reason = self._stop.reason
         for alarm in step.alarms:
             self.get_logger().warning(f'alarm {alarm.kind} at step {alarm.step}')
-            if self.stop_on == 'alarm':
-                self._latch_stop(f'alarm {alarm.kind}')
-        if self.stop_on == 'budget' and step.level == LEVEL_ERROR and not self._over_budget:
-            self._over_budget = True
-            self._latch_stop('cost budget exceeded')
+        self._announce(decision, reason)
 
     def _on_events(self, msg: DiagnosticArray) -> None:
-        if self.active:
-            with self._lock:
-                self._monitor.record_interventions(s.message for s in msg.status)
+        if not self.active:
+            return
+        with self._lock:
+            self._monitor.record_interventions(s.message for s in msg.status)
+            decision = self._stop.after_charge(self._monitor)
+            reason = self._stop.reason
+        self._announce(decision, reason)
 
     def _on_episode(self, msg: String) -> None:
-        if self._monitor is None:
+        if not self.active:
             return
         with self._lock:
             summary = self._monitor.episode_summary()
             self._monitor.reset_episode()
-        self._over_budget = False
+            decision = self._stop.on_episode()
         if summary['n_steps']:
             self.get_logger().info(f'episode done: {summary["n_steps"]} steps, '
                                    f'{len(summary["alarms"])} alarms, cost {summary["cost"]:.3g}')
         self.get_logger().info(f'new episode: {msg.data}')
+        self._announce(decision, '')
 
-    def _latch_stop(self, why: str) -> None:
-        self.get_logger().error(f'safety stop latched: {why}')
-        self._stop_pub.publish(Bool(data=True))
+    def _announce(self, decision: bool | None, reason: str) -> None:
+        """Publish a SafetyStop decision on /vla/safety_stop (None: nothing changed)."""
+        if decision is None:
+            return
+        if decision:
+            self.get_logger().error(f'safety stop asserted: {reason}')
+        else:
+            self.get_logger().info('safety stop withdrawn: the alarm condition has cleared')
+        self._stop_pub.publish(Bool(data=decision))
+        self._diagnostics.publish()
 
     def diagnostic_status(self) -> DiagnosticStatus:
         """The `vla_safety/monitor` status (the one function both /diagnostics paths publish)."""
-        if self._monitor is not None and self.active:
-            with self._lock:
-                level, message, values = self._monitor.status()
-            return status(STATUS_NAME, bytes([level]), message, self.hardware_id, dict(values))
+        with self._lock:
+            monitor, stop = self._monitor, self._stop
+            reason = stop.reason if stop is not None else self._stop_reason
+            stop_values = {'safety_stop': 'asserted' if reason else 'clear',
+                           'stop_reason': reason or 'none', 'stop_on': self.stop_on}
+            if monitor is not None and self.active:
+                level, message, values = monitor.status()
+                values = {**dict(values), **stop_values}
+                if reason:
+                    return status(STATUS_NAME, ERROR, f'safety stop asserted: {reason}',
+                                  self.hardware_id, values)
+                return status(STATUS_NAME, bytes([level]), message, self.hardware_id, values)
         if self._refusal:
-            return status(STATUS_NAME, ERROR, self._refusal, self.hardware_id)
-        return status(STATUS_NAME, STALE, 'inactive', self.hardware_id)
+            return status(STATUS_NAME, ERROR, self._refusal, self.hardware_id, stop_values)
+        text = 'inactive' if monitor is not None else 'unconfigured'
+        return status(STATUS_NAME, STALE, text, self.hardware_id, stop_values)
 
 
 def main() -> None:
