@@ -1,14 +1,20 @@
-"""safety_filter + sim_arm over real rclpy/DDS: activation, guarding, refusals, watchdog, latch."""
+"""safety_filter over real rclpy/DDS, driven only through topics, services, lifecycle transitions,
+parameters and /diagnostics: activation, guarding, refusals, watchdog, latch, resume, shadow runs."""
 import time
 
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
-from rclpy.lifecycle import TransitionCallbackReturn
-from std_msgs.msg import Bool, Float64MultiArray
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-from diagnostic_msgs.msg import DiagnosticArray
 
 from ros_harness import wait_for
 from vla_safety_filter.nodes.common import LATCHED_QOS
@@ -18,39 +24,114 @@ from vla_safety_filter.nodes.sim_arm import SimArm
 JOINTS = ['j0', 'j1', 'j2']
 CONTRACT = dict(joint_names=JOINTS, lower=[-1.0, -1.0, -1.0], upper=[1.0, 1.0, 1.0],
                 max_velocity=[2.0, 2.0, 2.0], control_rate_hz=100.0)
+VMAX, DT = 2.0, 0.01
+OK, WARN, ERROR = b'\x00', b'\x01', b'\x02'
+
+
+def call(node, srv_type, name, request, timeout=10.0):
+    """Call a service from the test thread (the harness spins the probe in the background)."""
+    client = node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout), name
+    future = client.call_async(request)
+    assert wait_for(future.done, timeout=timeout), f'{name} did not answer'
+    node.destroy_client(client)
+    return future.result()
 
 
 class Probe:
-    """Publishes raw actions and records what reaches the controller topics."""
+    """Publishes raw actions, stops and episodes; records commands (with arrival times),
+    /vla/safe_action, events and the filter's /diagnostics."""
 
     def __init__(self, ros, controller='arm'):
         self.node = ros.node('probe')
         self.raw = self.node.create_publisher(JointTrajectory, '/vla/raw_action', 10)
         self.stop = self.node.create_publisher(Bool, '/vla/safety_stop', LATCHED_QOS)
-        self.commands, self.trajectories, self.events = [], [], []
+        self.episode = self.node.create_publisher(String, '/vla/episode', LATCHED_QOS)
+        self.commands, self.times, self.trajectories, self.safe, self.events = [], [], [], [], []
+        self.status = None
         self.node.create_subscription(Float64MultiArray, f'/{controller}/commands',
-                                      lambda m: self.commands.append(list(m.data)), 100)
+                                      self._on_command, 1000)
         self.node.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory',
                                       self.trajectories.append, 100)
+        self.node.create_subscription(JointTrajectory, '/vla/safe_action', self.safe.append, 1000)
         self.node.create_subscription(DiagnosticArray, '/vla/filter_events',
-                                      lambda m: self.events.extend(s.message for s in m.status), 100)
+                                      lambda m: self.events.extend(s.message for s in m.status),
+                                      100)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 100)
 
-    def send(self, positions, names=JOINTS, dt=0.01):
-        points = [JointTrajectoryPoint(positions=list(p), time_from_start=Duration(
+    def _on_command(self, msg):
+        self.times.append(time.monotonic())
+        self.commands.append(list(msg.data))
+
+    def _on_diag(self, msg):
+        for s in msg.status:
+            if s.name == 'vla_safety/filter':
+                self.status = s
+
+    def state(self):
+        """The filter's state as /diagnostics reports it."""
+        if self.status is None:
+            return None
+        return {kv.key: kv.value for kv in self.status.values}.get('state')
+
+    def send(self, positions, names=JOINTS, dt=DT, stamp=None):
+        points = [JointTrajectoryPoint(positions=[float(x) for x in p], time_from_start=Duration(
             nanosec=int((k + 1) * dt * 1e9))) for k, p in enumerate(np.atleast_2d(positions))]
-        self.raw.publish(JointTrajectory(joint_names=list(names), points=points))
+        msg = JointTrajectory(joint_names=list(names), points=points)
+        if stamp is not None:
+            msg.header.stamp = stamp
+        self.raw.publish(msg)
+
+    def transition(self, transition_id, name='safety_filter'):
+        return call(self.node, ChangeState, f'/{name}/change_state',
+                    ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    def lifecycle_state(self, name='safety_filter'):
+        return call(self.node, GetState, f'/{name}/get_state', GetState.Request()).current_state.id
+
+    def reset(self):
+        return call(self.node, Trigger, '/safety_filter/reset', Trigger.Request())
 
 
-def _pipeline(ros, output='forward_command', **extra):
-    arm = ros.add(SimArm, 'sim_arm', joint_names=JOINTS, controller_name='arm',
-                  initial_positions=[0.0, 0.5, 1.5])
-    filt = ros.add(SafetyFilter, 'safety_filter', controller_name='arm', output=output,
-                   command_timeout=0.2, **CONTRACT, **extra)
+class FakeArm:
+    """A perfectly tracking arm: /joint_states at 100 Hz = the last command, unless moved by hand."""
+
+    def __init__(self, ros, start, controller='arm', names=JOINTS):
+        self.node = ros.node('fake_arm')
+        self.names, self.position = list(names), np.array(start, dtype=float)
+        self.follow = True
+        self.pub = self.node.create_publisher(JointState, '/joint_states', 10)
+        self.node.create_subscription(Float64MultiArray, f'/{controller}/commands',
+                                      self._on_command, 100)
+        self.node.create_timer(0.01, self._publish)
+
+    def _on_command(self, msg):
+        if self.follow:
+            self.position = np.array(msg.data)
+
+    def move_by_hand(self, position):
+        self.follow, self.position = False, np.array(position, dtype=float)
+
+    def _publish(self):
+        self.pub.publish(JointState(name=self.names, position=self.position.tolist()))
+
+
+def _filter(ros, **extra):
+    params = {**CONTRACT, 'controller_name': 'arm', 'command_timeout': 0.2, **extra}
+    return ros.add(SafetyFilter, 'safety_filter', **params)
+
+
+def _pipeline(ros, output='forward_command', arm='sim', **extra):
+    if arm == 'sim':
+        ros.add(SimArm, 'sim_arm', joint_names=JOINTS, controller_name='arm',
+                initial_positions=[0.0, 0.5, 1.5])
+    else:
+        arm = FakeArm(ros, [0.0, 0.5, 0.9])
+    _filter(ros, output=output, **extra)
     probe = Probe(ros)
-    assert filt.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: filt._joint_state is not None)
-    assert filt.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    return arm, filt, probe
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
+    return arm, probe
 
 
 def _stream(probe, targets, period=0.01):
@@ -59,85 +140,237 @@ def _stream(probe, targets, period=0.01):
         time.sleep(period)
 
 
+def _speed_over_elapsed_time(times, commands, window=0.3):
+    """Largest |dq| / dt over windows of at least `window` s of received commands."""
+    times, commands = np.asarray(times), np.asarray(commands)
+    worst = 0.0
+    for i in range(len(times)):
+        j = np.searchsorted(times, times[i] + window)
+        if j < len(times):
+            worst = max(worst, np.max(np.abs(commands[j] - commands[i])) / (times[j] - times[i]))
+    return worst
+
+
 def test_activation_refused_without_joint_states(ros):
-    filt = ros.add(SafetyFilter, 'safety_filter', **CONTRACT)
-    probe = Probe(ros, controller='forward_position_controller')
-    assert filt.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert filt.trigger_activate() == TransitionCallbackReturn.FAILURE
+    _filter(ros)
+    probe = Probe(ros)
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert not probe.transition(Transition.TRANSITION_ACTIVATE)
     probe.send([0.1, 0.1, 0.1])
     time.sleep(0.3)
-    assert probe.commands == []
-    status = filt.diagnostic_status()          # reported until a transition succeeds
-    assert status.level == b'\x02' and status.message.startswith('activation refused: no recent')
+    assert probe.commands == [] and probe.lifecycle_state() == State.PRIMARY_STATE_INACTIVE
+    assert wait_for(lambda: probe.status is not None and probe.status.level == ERROR)
+    assert probe.status.message.startswith('activate refused: no /joint_states younger')
 
 
 def test_commands_stay_in_contract_and_rate_limit_starting_out_of_bounds(ros):
-    arm, filt, probe = _pipeline(ros)
+    arm, probe = _pipeline(ros)
     _stream(probe, [[0.9, -3.0, 0.9]] * 60)     # j1 asks outside bounds; j2 starts at 1.5 > upper
     assert wait_for(lambda: len(probe.commands) > 40)
     cmds = np.array(probe.commands)
-    step = 2.0 / 100.0
+    step = VMAX * DT
     assert np.all(np.abs(np.diff(cmds, axis=0)) <= step + 1e-9)
     assert np.all(cmds[:, :2] >= -1.0) and np.all(cmds[:, :2] <= 1.0)
-    assert cmds[0][2] == pytest.approx(1.5 - step, abs=0.02)   # moved toward bounds, no jump
+    assert cmds[0][2] == pytest.approx(1.5 - step, abs=0.03)   # moved toward bounds, no jump
     assert 'position' in probe.events and 'velocity' in probe.events
 
 
-def test_nan_wrong_length_and_unknown_joint_hold_with_events(ros):
-    arm, filt, probe = _pipeline(ros)
+def test_nan_wrong_length_unknown_joint_and_stale_chunks_hold_with_events(ros):
+    arm, probe = _pipeline(ros)
     _stream(probe, [[0.05, 0.5, 1.0]] * 20)
     wait_for(lambda: len(probe.commands) > 5)
     probe.send([np.nan, 0.5, 1.0])
     probe.send([0.1, 0.2])
     probe.send([0.1, 0.2, 0.3], names=['j0', 'j1', 'elbow'])
-    assert wait_for(lambda: {'nonfinite', 'shape', 'unknown_joint'} <= set(probe.events))
-    assert np.all(np.isfinite(np.array(probe.commands)))
-    assert arm.rejected == 0
+    old = probe.node.get_clock().now() - rclpy_duration(1.0)
+    probe.send([0.9, 0.9, 0.9], stamp=old.to_msg())          # queued for a second: stale
+    assert wait_for(lambda: {'nonfinite', 'shape', 'unknown_joint', 'stale'} <= set(probe.events))
+    cmds = np.array(probe.commands)
+    assert np.all(np.isfinite(cmds)) and np.max(cmds[:, 0]) < 0.2   # the stale 0.9 never ran
+
+
+def test_unknown_joint_is_refused_even_when_joint_states_carry_it(ros):
+    """A joint known from /joint_states (extra joints allowed there) is still unknown in an action."""
+    ros.add(SimArm, 'sim_arm', joint_names=JOINTS + ['elbow'], controller_name='other',
+            initial_positions=[0.0, 0.5, 0.5, 0.0])
+    _filter(ros)
+    probe = Probe(ros)
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
+    probe.send([0.1, 0.2, 0.3, 0.0], names=JOINTS + ['elbow'])
+    assert wait_for(lambda: 'unknown_joint' in probe.events)
 
 
 def test_stale_input_holds_then_stops_publishing(ros):
-    arm, filt, probe = _pipeline(ros)
+    arm, probe = _pipeline(ros)
     assert wait_for(lambda: probe.send([0.1, 0.5, 1.0]) or len(probe.commands) > 5)
     sent = len(probe.commands)
-    assert wait_for(lambda: filt._executive.state == 'stopped', timeout=2.0)  # > 2 x timeout
+    assert wait_for(lambda: probe.state() == 'stopped', timeout=3.0)  # > 2 x timeout
+    assert probe.status.level == ERROR                                 # unexplained silence
     time.sleep(0.1)
     count = len(probe.commands)
     time.sleep(0.3)
     assert len(probe.commands) == count                     # stopped: nothing published
     assert count - sent >= 10                               # ~0.2 s of holds at 100 Hz came first
     assert np.allclose(probe.commands[-10:], probe.commands[-1])   # ... all the same command
+    assert 'hold' in probe.events
 
 
-def test_latched_stop_until_reset(ros):
-    arm, filt, probe = _pipeline(ros)
-    _stream(probe, [[0.1, 0.5, 1.0]] * 5)
-    probe.stop.publish(Bool(data=True))
-    assert wait_for(lambda: filt._executive.state == 'latched' or
-                    (probe.send([0.1, 0.5, 1.0]) and False))
+def test_after_the_episode_is_done_the_filter_idles_at_ok(ros):
+    arm, probe = _pipeline(ros)
+    _stream(probe, [[0.1, 0.5, 1.0]] * 10)
+    probe.episode.publish(String(data='done'))
+    time.sleep(0.6)                                         # well past 2 x command_timeout
+    assert wait_for(lambda: probe.state() == 'idle')
+    assert probe.status.level == OK
     count = len(probe.commands)
-    _stream(probe, [[0.1, 0.5, 1.0]] * 10)
+    time.sleep(0.2)
+    assert len(probe.commands) > count                      # holding, not silent
+    assert 'hold' not in probe.events
+
+
+def test_latched_stop_until_released_and_reset_resumes_from_the_moved_arm(ros):
+    arm, probe = _pipeline(ros, arm='fake')
+    _stream(probe, [[0.3, 0.5, 0.9]] * 40)
+    volatile = probe.node.create_publisher(Bool, '/vla/safety_stop', 10)   # a plain stop button
+    assert wait_for(lambda: volatile.get_subscription_count() >= 1)
+    volatile.publish(Bool(data=True))
+    assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.3, 0.5, 0.9]) and 0))
+    count = len(probe.commands)
+    _stream(probe, [[0.3, 0.5, 0.9]] * 10)
     assert len(probe.commands) == count
-    client = probe.node.create_client(Trigger, '/safety_filter/reset')
-    assert client.wait_for_service(timeout_sec=5)
-    future = client.call_async(Trigger.Request())
-    assert wait_for(future.done) and future.result().success
-    _stream(probe, [[0.1, 0.5, 1.0]] * 10)
-    assert len(probe.commands) > count
+    arm.move_by_hand([-0.5, 0.0, 0.2])                      # moved by hand while stopped
+    refused = probe.reset()
+    assert not refused.success and 'asserted' in refused.message
+    volatile.publish(Bool(data=False))                      # the button is released
+    assert wait_for(lambda: probe.reset().success, timeout=3)
+    time.sleep(0.1)
+    arm.follow = True
+    _stream(probe, [[0.3, 0.5, 0.9]] * 20)
+    first = np.array(probe.commands[count])
+    assert np.all(np.abs(first - [-0.5, 0.0, 0.2]) <= VMAX * DT + 1e-9)   # no jump back
+
+
+def test_reset_refused_without_fresh_joint_states(ros):
+    arm = FakeArm(ros, [0.0, 0.0, 0.0])
+    _filter(ros)
+    probe = Probe(ros)
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
+    probe.stop.publish(Bool(data=True))
+    probe.stop.publish(Bool(data=False))
+    assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.0, 0.0, 0.0]) and 0))
+    arm.node.destroy_node()                                 # the driver died
+    time.sleep(0.7)
+    answer = probe.reset()
+    assert not answer.success and 'joint_states' in answer.message
+
+
+def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
+    """A /joint_states with fewer positions than names (legal) is refused, not a live timer."""
+    _filter(ros)
+    probe = Probe(ros)
+    states = probe.node.create_publisher(JointState, '/joint_states', 10)
+    position = [0.0, 0.0, 0.0]
+    names = JOINTS
+    timer = probe.node.create_timer(0.01, lambda: states.publish(
+        JointState(name=names, position=position)))
+    position = []
+    for _ in range(2):
+        assert probe.transition(Transition.TRANSITION_CONFIGURE)
+        time.sleep(0.1)
+        assert not probe.transition(Transition.TRANSITION_ACTIVATE)
+        assert probe.lifecycle_state() == State.PRIMARY_STATE_INACTIVE
+        assert probe.transition(Transition.TRANSITION_CLEANUP)
+    assert wait_for(lambda: probe.status is not None and probe.status.level in (ERROR, b'\x03'))
+    position = [0.0, 0.0, 0.0]
+    time.sleep(0.1)
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5:                  # far target: runs at vmax
+        probe.send([1.0, -1.0, 1.0])
+        time.sleep(0.01)
+    probe.node.destroy_timer(timer)
+    assert len(probe.commands) > 50
+    rate = (len(probe.commands) - 1) / (probe.times[-1] - probe.times[0])
+    assert rate < 1.3 / DT                                  # one control timer, not two or three
+    assert _speed_over_elapsed_time(probe.times, probe.commands) <= VMAX * 1.25
+
+
+def test_configure_cleanup_configure_activate_keeps_one_timer(ros):
+    arm, probe = _pipeline(ros)
+    assert probe.transition(Transition.TRANSITION_DEACTIVATE)
+    assert probe.transition(Transition.TRANSITION_CLEANUP)
+    assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert probe.transition(Transition.TRANSITION_ACTIVATE)
+    probe.commands.clear(), probe.times.clear()
+    start = time.monotonic()
+    while time.monotonic() - start < 1.0:
+        probe.send([1.0, -1.0, 1.0])
+        time.sleep(0.01)
+    rate = (len(probe.commands) - 1) / (probe.times[-1] - probe.times[0])
+    assert 0.5 / DT < rate < 1.3 / DT
+    assert _speed_over_elapsed_time(probe.times, probe.commands) <= VMAX * 1.25
+
+
+def test_monitor_only_never_commands_the_controller(ros):
+    arm, probe = _pipeline(ros, mode='monitor_only')
+    _stream(probe, [[5.0, 5.0, 5.0]] * 30)
+    assert wait_for(lambda: len(probe.safe) > 10)
+    assert probe.commands == []                              # shadow topic only
+    assert wait_for(lambda: probe.status is not None and probe.status.level == WARN and
+                    'monitor_only' in probe.status.message)
 
 
 def test_joint_trajectory_output_in_controller_order(ros):
-    arm, filt, probe = _pipeline(ros, output='joint_trajectory',
-                                 controller_joints=['j2', 'j0', 'j1'])
+    arm, probe = _pipeline(ros, output='joint_trajectory', controller_joints=['j2', 'j0', 'j1'])
     _stream(probe, [[0.2, 0.5, 1.0]] * 30)
     assert wait_for(lambda: len(probe.trajectories) > 10)
     msg = probe.trajectories[-1]
     assert msg.joint_names == ['j2', 'j0', 'j1']
     assert msg.points[0].time_from_start.nanosec == 10_000_000    # dt, never 0
-    assert wait_for(lambda: abs(arm.position[0] - 0.2) < 0.05)     # the arm got there by name
 
 
-def test_contract_parameters_are_read_only(ros):
-    arm, filt, probe = _pipeline(ros)
-    from rclpy.parameter import Parameter
-    result = filt.set_parameters([Parameter('upper', value=[5.0, 5.0, 5.0])])
-    assert not result[0].successful
+@pytest.mark.parametrize('name, value', [
+    ('upper', [5.0, 5.0, 5.0]), ('command_timeout', 10.0), ('controller_name', 'other'),
+    ('output', 'joint_trajectory'), ('controller_joints', ['j2', 'j1', 'j0']),
+    ('joint_states_timeout', 100.0)])
+def test_parameters_are_read_only(ros, name, value):
+    arm, probe = _pipeline(ros)
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    result = call(probe.node, SetParameters, '/safety_filter/set_parameters', request)
+    assert not result.results[0].successful
+
+
+@pytest.mark.parametrize('extra, why', [
+    (dict(joint_states_timeout=float('nan')), 'joint_states_timeout'),
+    (dict(command_timeout=float('inf')), 'command_timeout'),
+    (dict(control_rate_hz=1e6), 'control rate'),
+    (dict(controller_name='bad name!'), 'controller_name')])
+def test_invalid_parameter_values_refuse_configure(ros, extra, why):
+    _filter(ros, **extra)
+    probe = Probe(ros)
+    assert not probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
+    assert wait_for(lambda: probe.status is not None and probe.status.level == ERROR)
+    assert why in probe.status.message
+
+
+def test_control_timer_runs_on_steady_time_under_use_sim_time(ros):
+    """With use_sim_time and no /clock, the ROS clock never advances: the filter still ticks."""
+    ros.add(SimArm, 'sim_arm', joint_names=JOINTS, controller_name='arm',
+            initial_positions=[0.0, 0.5, 0.5])
+    _filter(ros, use_sim_time=True)
+    probe = Probe(ros)
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
+    _stream(probe, [[0.2, 0.5, 0.5]] * 30)
+    assert wait_for(lambda: len(probe.commands) > 10)
+
+
+def rclpy_duration(seconds):
+    from rclpy.duration import Duration as RosDuration
+    return RosDuration(seconds=seconds)
+

@@ -81,6 +81,16 @@ class Executive:
     def latched_reason(self) -> str | None:
         return self._latched
 
+    @property
+    def stop_asserted(self) -> bool:
+        """True while the last stop request has not been released."""
+        return self._stop_asserted
+
+    @property
+    def silence_explained(self) -> bool:
+        """Publishing nothing is expected: idle after an episode, or no input since (re)start."""
+        return self.state == IDLE or (self.state == STOPPED and self._fresh_until == -np.inf)
+
     def observe(self, positions, now: float) -> None:
         """A measured joint position in contract order (e.g. from /joint_states)."""
         pos = np.array(positions, dtype=np.float64).reshape(-1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from typing import Any
 
 import rclpy
@@ -11,10 +12,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode
+from rclpy.client import Client
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
+from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 
 from ..core.errors import InputError
 from .compat import harden_change_state
@@ -27,32 +33,141 @@ except ImportError:
 OK, WARN, ERROR, STALE = (bytes([v]) for v in (0, 1, 2, 3))
 LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
 
-#: Latched topics (/vla/safety_stop): late joiners get the last value.
+#: Latched topics (/vla/safety_stop, /vla/episode): late joiners get the last value.
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL,
                          history=HistoryPolicy.KEEP_LAST)
 #: Commands and actions: reliable, shallow (a stale command is worse than a dropped one).
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+#: Hears every publisher of a topic, reliable or best effort, volatile or latched (live only).
+ANY_PUBLISHER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+                               durability=DurabilityPolicy.VOLATILE,
+                               history=HistoryPolicy.KEEP_LAST)
 #: /joint_states: best effort receives from both reliable and best-effort drivers.
 STATE_QOS = qos_profile_sensor_data
 
 
 class GatedLifecycleNode(LifecycleNode):
-    """A lifecycle node whose callbacks check `self.active` (rclpy gates only its publishers)."""
+    """A lifecycle node whose transitions cannot fail open.
+
+    Subclasses implement the hooks `configure_node`, `activate_node`, `deactivate_node` and
+    `cleanup_node` and raise InputError (or anything else) to refuse; the base turns every
+    exception into a refusal reported at ERROR (`self.refusal`, kept until the next successful
+    transition), never into rclpy's silent error path. Entities made in `configure_node` are
+    registered with `own()` and destroyed through the node exactly once at cleanup, shutdown,
+    error or a refused configure. rclpy gates only lifecycle publishers, so callbacks check
+    `self.active`; deactivation and cleanup always succeed.
+    """
 
     active = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         harden_change_state(self)
+        self.refusal = ''
+        self._owned: list = []
 
-    def on_activate(self, state):
-        self.active = True
-        return super().on_activate(state)
+    # ---- hooks for subclasses --------------------------------------------------------------
+    def configure_node(self) -> None:
+        """Read parameters, build the core objects, create (and `own`) entities."""
 
-    def on_deactivate(self, state):
+    def activate_node(self) -> None:
+        """Check the preconditions of going live (raise to refuse)."""
+
+    def deactivate_node(self) -> None:
+        """Stop acting (called with `active` already False)."""
+
+    def cleanup_node(self) -> None:
+        """Drop core objects; owned entities are destroyed by the base."""
+
+    def report_state(self) -> None:
+        """Publish the node's status now (e.g. on /diagnostics); called after each transition."""
+
+    # ---- entities ----------------------------------------------------------------------------
+    def own(self, entity):
+        """Register an entity made during configure for destruction at cleanup."""
+        self._owned.append(entity)
+        return entity
+
+    def _release(self) -> None:
+        """Destroy owned entities through the node (never entity.destroy() under an executor)."""
+        for entity in reversed(self._owned):
+            if isinstance(entity, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(entity)
+            elif isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            elif isinstance(entity, Subscription):
+                self.destroy_subscription(entity)
+            elif isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            elif isinstance(entity, Service):
+                self.destroy_service(entity)
+            elif isinstance(entity, Client):
+                self.destroy_client(entity)
+        self._owned = []
+
+    # ---- transitions -------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        result = self._attempt('configure', self.configure_node)
+        if result != TransitionCallbackReturn.SUCCESS:
+            self._attempt('cleanup', self.cleanup_node, quiet=True)
+            self._release()
+        return self._reported(result)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        result = self._attempt('activate', self.activate_node)
+        if result == TransitionCallbackReturn.SUCCESS:
+            result = super().on_activate(state)
+            self.active = result == TransitionCallbackReturn.SUCCESS
+        return self._reported(result)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
         self.active = False
-        return super().on_deactivate(state)
+        self._attempt('deactivate', self.deactivate_node, quiet=True)
+        super().on_deactivate(state)
+        return self._reported(TransitionCallbackReturn.SUCCESS)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        return self._reported(self._drop('cleanup'))
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        return self._reported(self._drop('shutdown'))
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._drop('error')
+        self.refusal = self.refusal or 'a transition raised: cleaned up, now unconfigured'
+        return self._reported(TransitionCallbackReturn.SUCCESS)
+
+    def _drop(self, what: str) -> TransitionCallbackReturn:
+        self.active = False
+        self._attempt(what, self.cleanup_node, quiet=True)
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _attempt(self, what: str, hook, quiet: bool = False) -> TransitionCallbackReturn:
+        """Run a hook; any exception is a refusal with its reason (logged at ERROR)."""
+        try:
+            hook()
+        except InputError as exc:
+            why = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a transition must never fail open
+            why = f'{type(exc).__name__}: {exc}'
+            self.get_logger().error(traceback.format_exc())
+        else:
+            if not quiet:
+                self.refusal = ''
+            return TransitionCallbackReturn.SUCCESS
+        self.get_logger().error(f'{what} refused: {why}')
+        if not quiet:
+            self.refusal = f'{what} refused: {why}'
+        return TransitionCallbackReturn.FAILURE
+
+    def _reported(self, result: TransitionCallbackReturn) -> TransitionCallbackReturn:
+        try:
+            self.report_state()
+        except Exception:  # noqa: BLE001 - reporting must not change the transition's outcome
+            self.get_logger().error(traceback.format_exc())
+        return result
 
 
 def declare(node, name: str, default: Any, description: str, read_only: bool = False) -> Any:

@@ -1,6 +1,9 @@
 """safety_filter: guards /vla/raw_action against the contract and commands the ros2_control controller.
 
-A thin shell over core.executive: messages in, one Executive.tick() per control period, messages out.
+A thin shell over core.executive: messages in, one Executive.tick() per control period on a steady
+clock (also under use_sim_time), messages out. Every parameter is read-only: what the filter
+enforces cannot change under a running arm. In `mode: monitor_only` nothing is ever published on
+the controller topic; the guarded stream goes to /vla/safe_action only (a shadow run).
 """
 from __future__ import annotations
 
@@ -9,26 +12,32 @@ import threading
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.parameter import Parameter
+from rclpy.time import Time
+from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..core.errors import InputError
-from ..core.executive import HOLDING, LATCHED, RUNNING, STOPPED, Executive
+from ..core.executive import HOLDING, IDLE, LATCHED, RUNNING, STOPPED, Executive
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from .common import (GatedLifecycleNode, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STALE, STATE_QOS, WARN,
-                     Diagnostics, declare, duration, monotonic, require_valid_parameters, run, status)
+from .common import (ANY_PUBLISHER_QOS, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STALE, STATE_QOS,
+                     WARN, Diagnostics, GatedLifecycleNode, declare, duration, monotonic,
+                     require_valid_parameters, run, status)
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
-LEVEL_OF_STATE = {RUNNING: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
+LEVEL_OF_STATE = {RUNNING: OK, IDLE: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
+#: /vla/episode value the bridge sends when the policy has finished (the filter then idles).
+EPISODE_DONE = 'done'
 
 
 class SafetyFilter(GatedLifecycleNode):
-    """Lifecycle node: configure reads the contract, activate seeds from /joint_states."""
+    """Lifecycle node: configure reads the contract, activate needs a fresh /joint_states."""
 
     def __init__(self, name: str = 'safety_filter', **kwargs):
         super().__init__(name, **kwargs)
@@ -42,119 +51,116 @@ class SafetyFilter(GatedLifecycleNode):
                                     'per-joint velocity limit (units/s)', **ro),
             'max_acceleration': declare(self, 'max_acceleration', Parameter.Type.DOUBLE_ARRAY,
                                         'optional per-joint acceleration limit', **ro),
-            'control_rate_hz': declare(self, 'control_rate_hz', 100.0, 'guard/command rate', **ro),
+            'control_rate_hz': declare(self, 'control_rate_hz', 100.0,
+                                       'guard/command rate (at most 2000 Hz)', **ro),
             'velocity_scaling': declare(self, 'velocity_scaling', 'per_joint',
                                         'per_joint clamps each joint; uniform keeps direction', **ro),
-            'mode': declare(self, 'mode', 'enforce', 'enforce or monitor_only (dry run)', **ro),
+            'mode': declare(self, 'mode', 'enforce',
+                            'enforce, or monitor_only (shadow run: never commands the controller)',
+                            **ro),
         }
         self.controller = declare(self, 'controller_name', 'forward_position_controller',
-                                  'ros2_control controller to command')
+                                  'ros2_control controller to command', **ro)
         self.output = declare(self, 'output', 'forward_command',
-                              'forward_command (Float64MultiArray) or joint_trajectory')
+                              'forward_command (Float64MultiArray) or joint_trajectory', **ro)
         self.controller_joints = declare(self, 'controller_joints', Parameter.Type.STRING_ARRAY,
-                                         'controller joint order (default: joint_names)')
+                                         'controller joint order (default: joint_names)', **ro)
         self.command_timeout = declare(self, 'command_timeout', 0.1,
-                                       'no fresh action for this long -> hold; twice -> stop (s)')
+                                       'no fresh action for this long -> hold; twice -> stop (s); '
+                                       'older chunks are refused', **ro)
         self.state_timeout = declare(self, 'joint_states_timeout', 0.5,
-                                     'activation needs /joint_states younger than this (s)')
-        declare(self, 'calibration_file', '', 'calibration file of the contract (for the monitor)')
+                                     'activation, reset and every resume need /joint_states '
+                                     'younger than this (s)', **ro)
+        declare(self, 'calibration_file', '', 'calibration file of the contract (for the monitor)',
+                **ro)
         self._lock = threading.Lock()
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._executive: Executive | None = None
         self._last_state = STOPPED
-        self._joint_state = None  # (monotonic time, names, positions, velocities)
-        self._entities: list = []
-        self._refusal = ''
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
-        self._state_sub = self.create_subscription(JointState, '/joint_states', self._on_joint_state,
-                                                   STATE_QOS)
+        self.create_subscription(JointState, '/joint_states', self._on_joint_state, STATE_QOS)
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def on_configure(self, state) -> TransitionCallbackReturn:
+    def configure_node(self) -> None:
+        require_valid_parameters(self)
+        params = {k: v for k, v in self.p.items() if v is not None}
+        contract = contract_from_params(params, source=f'{self.get_name()} parameters')
+        if self.output not in OUTPUTS:
+            raise InputError(f'output must be one of {OUTPUTS}, got {self.output!r}')
+        topic = f'/{self.controller}/' + ('commands' if self.output == 'forward_command'
+                                          else 'joint_trajectory')
         try:
-            require_valid_parameters(self)
-            params = {k: v for k, v in self.p.items() if v is not None}
-            contract = contract_from_params(params, source=f'{self.get_name()} parameters')
-            if self.output not in OUTPUTS:
-                raise InputError(f'output must be one of {OUTPUTS}, got {self.output!r}')
-            self._executive = Executive(contract, float(self.command_timeout))
-            self._contract_map = JointMap(contract.joint_names)
-            out_names = tuple(self.controller_joints or contract.joint_names)
-            self._out_names = out_names
-            self._out_index = JointMap(out_names).indices(contract.joint_names)
-        except InputError as exc:
-            return self._refuse_transition(f'configure refused: {exc}')
-        self._refusal = ''
-        if self.output == 'forward_command':
-            self._cmd_pub = self.create_lifecycle_publisher(
-                Float64MultiArray, f'/{self.controller}/commands', COMMAND_QOS)
-        else:
-            self._cmd_pub = self.create_lifecycle_publisher(
-                JointTrajectory, f'/{self.controller}/joint_trajectory', COMMAND_QOS)
-        self._safe_pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/safe_action',
-                                                         COMMAND_QOS)
-        self._event_pub = self.create_publisher(DiagnosticArray, '/vla/filter_events', 100)
-        self._entities = [
-            self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw_action,
-                                     COMMAND_QOS),
-            self.create_subscription(Bool, '/vla/safety_stop', self._on_stop, LATCHED_QOS),
-            self.create_service(Trigger, '~/reset', self._on_reset),
-            self.create_timer(contract.dt, self._on_tick,
-                              callback_group=MutuallyExclusiveCallbackGroup()),
-        ]
+            validate_topic_name(topic)
+        except InvalidTopicNameException as exc:
+            raise InputError(f'controller_name {self.controller!r} gives an invalid topic: '
+                             f'{exc}') from None
+        executive = Executive(contract, self.command_timeout, self.state_timeout)
+        self._out_names = tuple(self.controller_joints or contract.joint_names)
+        self._out_index = JointMap(self._out_names).indices(contract.joint_names)
+        self._action_map = JointMap(contract.joint_names)
+        self._state_map = JointMap(contract.joint_names)
+        with self._lock:
+            self._executive = executive
+        self._cmd_pub = None
+        if contract.mode == 'enforce':
+            msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
+            self._cmd_pub = self.own(self.create_lifecycle_publisher(msg_type, topic, COMMAND_QOS))
+        self._safe_pub = self.own(self.create_lifecycle_publisher(
+            JointTrajectory, '/vla/safe_action', COMMAND_QOS))
+        self._event_pub = self.own(self.create_publisher(DiagnosticArray, '/vla/filter_events',
+                                                         100))
+        for qos in (LATCHED_QOS, ANY_PUBLISHER_QOS):   # a latched supervisor and a plain button
+            self.own(self.create_subscription(Bool, '/vla/safety_stop', self._on_stop, qos))
+        self.own(self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw_action,
+                                          COMMAND_QOS))
+        self.own(self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS))
+        self.own(self.create_service(Trigger, '~/reset', self._on_reset))
+        self.own(self.create_timer(contract.dt, self._on_tick, clock=self._steady,
+                                   callback_group=MutuallyExclusiveCallbackGroup()))
         self.get_logger().info(
             f'configured: {contract.dim} joints at {1 / contract.dt:g} Hz, mode {contract.mode}, '
-            f'output {self.output} on /{self.controller}')
-        return TransitionCallbackReturn.SUCCESS
+            + (f'output {self.output} on {topic}' if self._cmd_pub else
+               'shadow run: /vla/safe_action only, the controller is never commanded'))
 
-    def on_activate(self, state) -> TransitionCallbackReturn:
-        js = self._joint_state
-        if js is None or monotonic() - js[0] > self.state_timeout:
-            return self._refuse_transition('activation refused: no recent /joint_states '
-                                           f'(need one younger than {self.state_timeout:g} s)')
-        try:
-            idx = self._contract_map.indices(js[1], allow_extra=True)
-            velocity = js[3][idx] if len(js[3]) == len(js[1]) else None
-            with self._lock:
-                self._executive.start(js[2][idx], monotonic(), velocity)
-        except InputError as exc:
-            return self._refuse_transition(f'activation refused: /joint_states {exc}')
-        self._refusal = ''
+    def activate_node(self) -> None:
+        with self._lock:
+            try:
+                self._executive.start(monotonic())
+            except InputError as exc:
+                raise InputError(f'{exc} covering joints {list(self._action_map.target)}') \
+                    from None
+        self._last_state = STOPPED
         self.get_logger().info('active: seeded from /joint_states')
-        return super().on_activate(state)
 
-    def _refuse_transition(self, why: str) -> TransitionCallbackReturn:
-        """Log and report (ERROR on /diagnostics until the next success) a refused transition."""
-        self._refusal = why
-        self.get_logger().error(why)
+    def cleanup_node(self) -> None:
+        with self._lock:
+            self._executive = None
+
+    def report_state(self) -> None:
         self._diagnostics.publish()
-        return TransitionCallbackReturn.FAILURE
-
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self.active = False
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _teardown(self) -> None:
-        for entity in self._entities:
-            entity.destroy()
-        self._entities = []
-        self._executive = None
 
     # ---- inputs ----------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
-        self._joint_state = (monotonic(), tuple(msg.name), np.asarray(msg.position, dtype=float),
-                             np.asarray(msg.velocity, dtype=float))
+        """Every usable /joint_states sample updates the measured position (any state)."""
+        with self._lock:
+            executive = self._executive
+            if executive is None:
+                return
+            try:
+                if len(msg.position) != len(msg.name):
+                    raise InputError(f'{len(msg.position)} positions for {len(msg.name)} names')
+                idx = self._state_map.indices(msg.name, allow_extra=True)
+                executive.observe(np.asarray(msg.position, dtype=float)[idx], monotonic())
+            except InputError as exc:
+                self.get_logger().warning(f'/joint_states ignored: {exc}',
+                                          throttle_duration_sec=1.0)
 
     def _on_raw_action(self, msg: JointTrajectory) -> None:
         if not self.active:
             return
         now = monotonic()
         try:
-            idx = self._contract_map.indices(msg.joint_names)
+            idx = self._action_map.indices(msg.joint_names)
         except InputError as exc:
             self._refuse('unknown_joint', exc, now)
             return
@@ -165,33 +171,58 @@ class SafetyFilter(GatedLifecycleNode):
             len(msg.points), len(msg.joint_names))[:, idx]
         offsets = [p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec for p in msg.points]
         with self._lock:
-            events = self._executive.on_chunk(targets, offsets, now)
+            if self._executive is None:
+                return
+            events = self._executive.on_chunk(targets, offsets, now, self._age(msg))
         if events:
             self.get_logger().warning(f'/vla/raw_action refused ({events[0].reason}), holding',
-                                   throttle_duration_sec=1.0)
+                                      throttle_duration_sec=1.0)
             self._publish_events(events)
+
+    def _age(self, msg: JointTrajectory) -> float:
+        """Seconds since the chunk's stamp (0 for an unstamped chunk: it starts on arrival)."""
+        stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
+        if stamp.nanoseconds == 0:
+            return 0.0
+        return (self.get_clock().now() - stamp).nanoseconds * 1e-9
 
     def _refuse(self, reason: str, why, now: float) -> None:
         with self._lock:
+            if self._executive is None:
+                return
             event = self._executive.reject(reason, now)
-        self.get_logger().warning(f'/vla/raw_action refused, holding: {why}', throttle_duration_sec=1.0)
+        self.get_logger().warning(f'/vla/raw_action refused, holding: {why}',
+                                  throttle_duration_sec=1.0)
         self._publish_events((event,))
 
     def _on_stop(self, msg: Bool) -> None:
-        if msg.data and self._executive is not None:
-            with self._lock:
-                self._executive.latch('/vla/safety_stop')
-            self.get_logger().error('latched stop from /vla/safety_stop: call ~/reset to resume')
+        with self._lock:
+            if self._executive is None:
+                return
+            self._executive.set_stop(msg.data, '/vla/safety_stop')
+        if msg.data:
+            self.get_logger().error('latched stop from /vla/safety_stop: release it, then call '
+                                    '~/reset', throttle_duration_sec=1.0)
+        self._diagnostics.publish()
+
+    def _on_episode(self, msg: String) -> None:
+        if msg.data != EPISODE_DONE:
+            return
+        with self._lock:
+            if self._executive is not None:
+                self._executive.end_episode()
 
     def _on_reset(self, request, response):
-        if self._executive is None:
-            response.success, response.message = False, 'not configured'
-            return response
         with self._lock:
-            was = self._executive.reset_latch()
-        response.success = True
-        response.message = 'latched stop cleared' if was else 'no latched stop'
-        self.get_logger().info(response.message)
+            if self._executive is None or not self.active:
+                response.success, response.message = False, 'not active'
+                return response
+            response.success, response.message = self._executive.reset_latch(monotonic())
+        if response.success:
+            self.get_logger().info(f'~/reset: {response.message}')
+        else:
+            self.get_logger().warning(f'~/reset refused: {response.message}')
+        self._diagnostics.publish()
         return response
 
     # ---- control tick ----------------------------------------------------------------------
@@ -199,27 +230,33 @@ class SafetyFilter(GatedLifecycleNode):
         if not self.active:
             return
         with self._lock:
+            if self._executive is None:
+                return
             tick = self._executive.tick(monotonic())
         if tick.command is not None:
             self._publish_command(tick.command)
         if tick.events:
             self._publish_events(tick.events)
         if tick.state != self._last_state:
-            if tick.state == RUNNING:
-                self.get_logger().info(f'filter state {self._last_state} -> {tick.state}')
+            change = f'filter state {self._last_state} -> {tick.state}'
+            if tick.state in (RUNNING, IDLE):
+                self.get_logger().info(change)
             else:
-                self.get_logger().warning(f'filter state {self._last_state} -> {tick.state}')
+                self.get_logger().warning(change)
             self._last_state = tick.state
-            self._publish_status()
+            self._diagnostics.publish()
 
     def _publish_command(self, command: np.ndarray) -> None:
-        ordered = command[self._out_index].tolist()
         dt = self._executive.contract.dt
-        if self.output == 'forward_command':
-            self._cmd_pub.publish(Float64MultiArray(data=ordered))
-        else:
-            self._cmd_pub.publish(_trajectory(self._out_names, ordered, dt))
-        self._safe_pub.publish(_trajectory(self._executive.contract.joint_names, command.tolist(), dt))
+        if self._cmd_pub is not None:
+            ordered = command[self._out_index].tolist()
+            if self.output == 'forward_command':
+                self._cmd_pub.publish(Float64MultiArray(data=ordered))
+            else:
+                self._cmd_pub.publish(_trajectory(self._out_names, ordered, dt))
+        safe = _trajectory(self._executive.contract.joint_names, command.tolist(), dt)
+        safe.header.stamp = self.get_clock().now().to_msg()
+        self._safe_pub.publish(safe)
 
     def _publish_events(self, events) -> None:
         msg = DiagnosticArray()
@@ -229,22 +266,28 @@ class SafetyFilter(GatedLifecycleNode):
             'executed': e.executed, 'magnitude': e.magnitude}) for e in events]
         self._event_pub.publish(msg)
 
-    def _publish_status(self) -> None:
-        self._diagnostics.publish()
-
     def diagnostic_status(self) -> DiagnosticStatus:
         """The `vla_safety/filter` status (the one function both /diagnostics paths publish)."""
         ex = self._executive
         if ex is None:
-            level, text = (ERROR, self._refusal) if self._refusal else (STALE, 'unconfigured')
-            return status('vla_safety/filter', level, text, self.get_name(), {'state': 'unconfigured'})
-        level = LEVEL_OF_STATE[ex.state] if self.active else OK
-        text = ex.state if self.active else 'inactive'
+            level, text = (ERROR, self.refusal) if self.refusal else (STALE, 'unconfigured')
+            return status('vla_safety/filter', level, text, self.get_name(),
+                          {'state': 'unconfigured'})
+        state = ex.state if self.active else 'inactive'
+        level, text = (LEVEL_OF_STATE[ex.state], ex.state) if self.active else (OK, 'inactive')
+        if self.active and ex.state == STOPPED:
+            if ex.silence_explained:
+                level, text = WARN, 'waiting for /vla/raw_action'
+            elif ex.waiting:
+                text = f'stopped: {ex.waiting}'
         if ex.state == LATCHED:
-            text = f'latched stop ({ex.latched_reason}); call ~/reset'
-        if self._refusal and not self.active:
-            level, text = ERROR, self._refusal
-        values = {'state': ex.state if self.active else 'inactive',
+            text = f'latched stop ({ex.latched_reason}); release it, then call ~/reset'
+        if ex.contract.mode == 'monitor_only':
+            level = max(level, WARN)
+            text = f'monitor_only (controller not commanded): {text}'
+        if self.refusal:
+            level, text = ERROR, self.refusal
+        values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()}}
         return status('vla_safety/filter', level, text, self.get_name(), values)
 
