@@ -59,11 +59,55 @@ def test_filter_runs_the_guard_per_episode_and_counts_interventions(tmp_path, ca
     guard = Guard(contract)
     guard.reset(raw['observation.state'][rows][0])
     expected, _ = guard.run(raw['actions'][rows].astype(np.float64))
-    np.testing.assert_array_equal(result['executed'][rows], expected)
+    # the executive limits by elapsed simulated time (t * dt differences): equal up to round-off
+    np.testing.assert_allclose(result['executed'][rows], expected, rtol=0, atol=1e-9)
     step = np.abs(np.diff(result['executed'][rows], axis=0))
     assert np.all(step <= contract.max_velocity * contract.dt + 1e-9)
     counts = {r: int(result[f'count_{r}']) for r in REASONS}
     assert counts['velocity'] > 0 and counts['nonfinite'] == 0
+    assert set(result['state']) == {'running'}
+
+
+def test_filter_replays_a_log_with_nonfinite_rows_as_holds_and_lists_them(tmp_path, calibrated,
+                                                                          capsys):
+    """Regression (defect 14): one NaN row made `vla-safety filter` refuse the whole log."""
+    params, _ = calibrated
+    raw = dict(np.load(SO101))
+    actions = raw['actions'].astype(np.float64)
+    start = int(np.flatnonzero(raw['episode_index'] == 1)[0])
+    bad = [start + 40, start + 41, start + 42, start + 90]
+    actions[bad[:3]] = np.nan
+    actions[bad[3], 2] = np.inf
+    log = tmp_path / 'policy_log.npz'
+    np.savez(log, **{**raw, 'actions': actions})
+    out = tmp_path / 'filtered.npz'
+    assert main(['filter', str(log), '--params', str(params), '--output', str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = np.load(out)
+    assert int(result['count_nonfinite']) == 4
+    nonfinite = result['event_row'][result['event_reason'] == 'nonfinite']
+    assert sorted(nonfinite.tolist()) == bad
+    assert f'refused/held (nonfinite): 4 at rows (episode:row) 1:{bad[0]}' in printed
+    executed = result['executed']
+    assert np.all(np.isfinite(executed)) and executed.shape == actions.shape
+    contract, _ = load_calibration_for(str(params))
+    rows = raw['episode_index'] == 1
+    step = np.abs(np.diff(executed[rows], axis=0))
+    assert np.all(step <= contract.max_velocity * contract.dt + 1e-9)   # holds brake, no jump
+    assert np.all(executed >= contract.lower - 1e-9) and np.all(executed <= contract.upper + 1e-9)
+    for row in bad:                                  # a held row never takes the NaN request
+        assert np.all(np.abs(executed[row] - executed[row - 1])
+                      <= contract.max_velocity * contract.dt + 1e-9)
+
+
+def test_calibrate_still_refuses_nonfinite_demonstrations(tmp_path, capsys):
+    raw = dict(np.load(SO101))
+    actions = raw['actions'].astype(np.float64)
+    actions[7, 1] = np.nan
+    log = tmp_path / 'demos.npz'
+    np.savez(log, **{**raw, 'actions': actions})
+    assert main(['calibrate', str(log), '--output', str(tmp_path / 'p.yaml')]) == 2
+    assert 'step 7: action[1] is not finite' in capsys.readouterr().err
 
 
 def test_filter_refuses_params_of_another_dimension(tmp_path, calibrated, capsys):

@@ -199,3 +199,22 @@ def test_read_many_concatenates_and_renumbers(tmp_path):
         read_many([SO101, ALOHA])
     with pytest.raises(InputError, match='no input'):
         read_many([])
+
+
+def test_policy_logs_may_keep_nonfinite_action_rows_when_asked(tmp_path):
+    """`vla-safety filter` replays logs whose NaN rows it must show (defect 14); calibration keeps
+    refusing them (the default)."""
+    actions = np.arange(24, dtype=float).reshape(12, 2)
+    actions[3] = np.nan
+    actions[8, 1] = -np.inf
+    npz = tmp_path / 'log.npz'
+    np.savez(npz, actions=actions, episode_index=np.repeat([0, 1], 6))
+    csv_path = tmp_path / 'log.csv'
+    csv_path.write_text('episode_index,a,b\n' + ''.join(
+        f'{e},{x},{y}\n' for e, (x, y) in zip(np.repeat([0, 1], 6), actions)))
+    for path in (npz, csv_path):
+        with pytest.raises(InputError, match='not finite'):
+            read_episodes(str(path))
+        episodes = read_episodes(str(path), allow_nonfinite=True).episodes
+        got = np.concatenate([ep.actions for ep in episodes])
+        np.testing.assert_array_equal(got, actions)   # NaN compares equal position by position

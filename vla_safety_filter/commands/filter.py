@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import sys
+from typing import NamedTuple
+
+import numpy as np
 
 from ..core.errors import InputError
+from ..core.executive import Executive
 
 
 def register(subparsers) -> None:
@@ -12,13 +16,15 @@ def register(subparsers) -> None:
         description='Replay every episode of INPUT through the safety guard of a calibrated '
                     'contract (the same per-step guard the safety_filter node runs) and save what '
                     'would have been executed, with the interventions counted per reason. Each '
-                    'action is treated as one control period of the contract.')
+                    'action is one control period of the contract, run through the node\'s '
+                    'executive in simulated time: a non-finite row is held, counted and listed.')
     p.add_argument('input', metavar='INPUT', help='.npz, .csv or LeRobot dataset directory')
     p.add_argument('--params', required=True, metavar='PARAMS.yaml',
                    help='parameter YAML written by `vla-safety calibrate`')
     p.add_argument('--output', required=True, metavar='OUT.npz',
-                   help='writes executed [T, D], requested [T, D], episode_index [T], joint_names '
-                        'and count_<reason> scalars')
+                   help='writes executed [T, D], requested [T, D], episode_index [T], state [T], '
+                        'event_row/event_joint/event_reason [E], joint_names and count_<reason> '
+                        'scalars')
     p.set_defaults(func=run)
 
 
@@ -43,73 +49,132 @@ def column_order(input_names, contract_names, source: str, params_path: str):
 
 
 def run(args) -> int:
-    import numpy as np
 
-    from ..core.contract import REASONS, Guard
+    from ..core.contract import REASONS, REFUSALS
     from ..core.episodes import read_episodes
     from ..core.params import load_filter_params
 
-    contract, _ = load_filter_params(args.params)
-    episodes = read_episodes(args.input)
+    contract, params = load_filter_params(args.params)
+    episodes = read_episodes(args.input, allow_nonfinite=True)
     order = column_order(episodes.joint_names, contract.joint_names, episodes.source, args.params)
     if episodes.fps is not None and not np.isclose(episodes.fps, 1.0 / contract.dt, rtol=1e-3):
         print(f'vla-safety filter: note: {args.input} was recorded at {episodes.fps:g} fps but the '
               f'contract runs at {1.0 / contract.dt:g} Hz; each action is treated as one control '
               f'period', file=sys.stderr)
-    totals = dict.fromkeys(REASONS, 0)
-    per_joint = {name: dict.fromkeys(REASONS, 0) for name in contract.joint_names + ('*',)}
-    executed, requested, index = [], [], []
-    steps_touched = 0
+    timeout = params.get('command_timeout', DEFAULT_COMMAND_TIMEOUT)
+    replays, row0 = [], 0
     for ep in episodes.episodes:
         actions = ep.actions if order is None else ep.actions[:, order]
-        guard = Guard(contract)
-        guard.reset(_seed(ep, actions, order, contract))
-        out, events = guard.run(actions)
-        for reason, count in guard.counts.items():
-            totals[reason] += count
-        for event in events:
-            per_joint[event.joint][event.reason] += 1
-        steps_touched += len({event.step for event in events})
-        executed.append(out)
-        requested.append(actions)
-        index.append(np.full(len(actions), ep.index, dtype=np.int64))
-    arrays = {'executed': np.concatenate(executed), 'requested': np.concatenate(requested),
-              'episode_index': np.concatenate(index),
+        replays.append(replay(contract, timeout, actions, _states(ep, actions, order, contract),
+                              row0))
+        row0 += len(actions)
+    events = [event for r in replays for event in r.events]
+    counts = dict.fromkeys(REASONS + REFUSALS, 0)
+    for _, _, reason in events:
+        counts[reason] = counts.get(reason, 0) + 1
+    arrays = {'executed': np.concatenate([r.executed for r in replays]),
+              'requested': np.concatenate([ep.actions if order is None else ep.actions[:, order]
+                                           for ep in episodes.episodes]),
+              'episode_index': np.concatenate([np.full(len(ep.actions), ep.index, dtype=np.int64)
+                                               for ep in episodes.episodes]),
+              'state': np.concatenate([r.states for r in replays]),
+              'event_row': np.array([row for row, _, _ in events], dtype=np.int64),
+              'event_joint': np.array([joint for _, joint, _ in events], dtype=str),
+              'event_reason': np.array([reason for _, _, reason in events], dtype=str),
               'joint_names': np.array(contract.joint_names)}
-    arrays.update({f'count_{reason}': np.int64(totals[reason]) for reason in REASONS})
+    arrays.update({f'count_{reason}': np.int64(count) for reason, count in counts.items()})
     try:
         np.savez(args.output, **arrays)
     except OSError as exc:
         raise InputError(f'{args.output}: cannot write ({exc})') from None
-    _summary(args, contract, per_joint, totals, steps_touched, len(arrays['episode_index']),
-             len(episodes.episodes))
+    _summary(args, contract, events, counts, arrays, len(episodes.episodes))
     return 0
 
 
-def _seed(ep, actions, order, contract):
-    """First executed command: observation.state at step 0 if it has D values, else the first
-    action projected into the bounds."""
+DEFAULT_COMMAND_TIMEOUT = 0.1   # the safety_filter node's default
+
+
+class Replay(NamedTuple):
+    """One episode through the executive: executed [T, D], tick state [T], (row, joint, reason)."""
+
+    executed: np.ndarray
+    states: np.ndarray
+    events: list
+
+
+def replay(contract, command_timeout: float, actions, measured, row0: int = 0) -> Replay:
+    """Run the node's executive over one episode in simulated time.
+
+    Row t is a one-point chunk arriving at t * dt, due one control period later, and the tick at
+    t * dt publishes the plan one period ahead: that row, guarded. A refused row (non-finite,
+    wrong shape) is a hold with its event, as in the node. `measured` [T, D] is the arm position
+    the executive sees (for seeding and resumes). A tick that publishes nothing (stopped) leaves
+    the controller at its last command, which is what `executed` records.
+    """
+    executive = Executive(contract, command_timeout)
+    dt = contract.dt
+    executed = np.empty_like(actions, dtype=np.float64)
+    states, events = [], []
+    last = np.asarray(measured[0], dtype=np.float64)
+    for t, row in enumerate(actions):
+        now = t * dt
+        executive.observe(measured[t] if measured is not None else last, now)
+        if t == 0:
+            executive.start(now)
+        refused = executive.on_chunk(row[None, :], [dt], now)
+        tick = executive.tick(now)
+        if tick.command is not None:
+            last = np.array(tick.command, dtype=np.float64)
+        executed[t] = last
+        states.append(tick.state)
+        events += [(row0 + t, e.joint, e.reason) for e in refused + tuple(tick.events)]
+    return Replay(executed, np.array(states, dtype=str), events)
+
+
+def _states(ep, actions, order, contract):
+    """Measured positions [T, D]: observation.state when it has D values, else the first action
+    projected into the bounds, held (an arm that tracks its commands exactly)."""
     if ep.state is not None and ep.state.shape[1] == contract.dim:
-        return ep.state[0] if order is None else ep.state[0, order]
-    return contract.project_into_bounds(actions[0])
+        return ep.state if order is None else ep.state[:, order]
+    first = actions[0] if np.all(np.isfinite(actions[0])) else contract.lower + 0.5 * (
+        contract.upper - contract.lower)
+    return np.repeat(contract.project_into_bounds(first)[None, :], len(actions), axis=0)
 
 
-def _summary(args, contract, per_joint, totals, steps_touched, steps, n_episodes) -> None:
+MAX_ROWS_LISTED = 10
+
+
+def _summary(args, contract, events, counts, arrays, n_episodes) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = Console()
+    steps = len(arrays['episode_index'])
+    per_joint = {name: dict.fromkeys(REASON_COLUMNS, 0) for name in contract.joint_names}
+    for _, joint, reason in events:
+        if joint in per_joint and reason in REASON_COLUMNS:
+            per_joint[joint][reason] += 1
     table = Table(title=f'interventions over {n_episodes} episodes, {steps} steps')
     table.add_column('joint')
-    for reason in ('position', 'velocity', 'acceleration'):
+    for reason in REASON_COLUMNS:
         table.add_column(reason, justify='right')
     for name in contract.joint_names:
-        counts = per_joint[name]
-        table.add_row(Text(name), *(str(counts[r]) for r in ('position', 'velocity', 'acceleration')))
+        table.add_row(Text(name), *(str(per_joint[name][r]) for r in REASON_COLUMNS))
     console.print(table)
-    console.print(f'rejected inputs: shape {totals["shape"]}, nonfinite {totals["nonfinite"]}')
-    share = steps_touched / steps if steps else 0.0
-    console.print(f'steps with any intervention: {steps_touched} of {steps} ({share:.1%}); '
-                  f'mode {contract.mode}', highlight=False)
+    for reason, count in counts.items():
+        if reason in REASON_COLUMNS or not count:
+            continue
+        rows = sorted({row for row, _, r in events if r == reason})
+        listed = ', '.join(f'{arrays["episode_index"][row]}:{row}' for row in rows[:MAX_ROWS_LISTED])
+        more = f' and {len(rows) - MAX_ROWS_LISTED} more' if len(rows) > MAX_ROWS_LISTED else ''
+        console.print(f'refused/held ({reason}): {count} at rows (episode:row) {listed}{more}',
+                      markup=False, highlight=False)
+    touched = len({row for row, _, _ in events})
+    share = touched / steps if steps else 0.0
+    console.print(f'rows with any event: {touched} of {steps} ({share:.1%}); mode {contract.mode}',
+                  highlight=False)
     console.print(f'wrote {args.output}', markup=False, highlight=False)
+
+
+REASON_COLUMNS = ('position', 'velocity', 'acceleration')

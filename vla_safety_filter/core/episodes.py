@@ -2,6 +2,9 @@
 
 Every reader returns whole episodes in time order and refuses bad input with a one-line
 `InputError` naming the file, episode and step: non-finite rows are reported, never dropped.
+Replaying a policy log (`vla-safety filter`) asks for `allow_nonfinite=True`: non-finite *action*
+rows are then kept as they are (the filter must show what it does with them); calibration never
+asks, so demonstrations stay finite.
 """
 from __future__ import annotations
 
@@ -54,22 +57,23 @@ def generic_names(dim: int) -> tuple[str, ...]:
     return tuple(f'joint_{j}' for j in range(dim))
 
 
-def read_episodes(path: str, fps: float | None = None) -> EpisodeSet:
+def read_episodes(path: str, fps: float | None = None, allow_nonfinite: bool = False) -> EpisodeSet:
     """Read one source, detected from the path: LeRobot dataset directory, `.npz` or `.csv`.
 
-    `fps` overrides the rate the source carries (LeRobot info.json, npz/csv timestamps).
+    `fps` overrides the rate the source carries (LeRobot info.json, npz/csv timestamps);
+    `allow_nonfinite` keeps non-finite action values instead of refusing the source.
     """
     if fps is not None and not (np.isfinite(fps) and fps > 0):
         raise InputError(f'fps must be a positive number, got {fps!r}')
     if os.path.isdir(path):
-        return _read_lerobot(path, fps)
+        return _read_lerobot(path, fps, allow_nonfinite)
     if not os.path.exists(path):
         raise InputError(f'{path}: file not found')
     ext = os.path.splitext(path)[1].lower()
     if ext == '.npz':
-        return _read_npz(path, fps)
+        return _read_npz(path, fps, allow_nonfinite)
     if ext == '.csv':
-        return _read_csv(path, fps)
+        return _read_csv(path, fps, allow_nonfinite)
     raise InputError(f'{path}: unsupported input (expected a .npz, a .csv or a LeRobot dataset '
                      f'directory)')
 
@@ -113,11 +117,14 @@ def read_many(paths: list[str], fps: float | None = None,
 # shared checks
 
 
-def _check_actions(source: str, index: int, actions: np.ndarray, field: str = 'action') -> None:
-    """Episode must be [T >= 4, D] and finite; the first bad step is named."""
+def _check_actions(source: str, index: int, actions: np.ndarray, field: str = 'action',
+                   allow_nonfinite: bool = False) -> None:
+    """Episode must be [T >= 4, D] and (unless allowed) finite; the first bad step is named."""
     if actions.shape[0] < MIN_EPISODE_STEPS:
         raise InputError(f'{source}: episode {index} has {actions.shape[0]} steps (need at least '
                          f'{MIN_EPISODE_STEPS})')
+    if allow_nonfinite:
+        return
     finite = np.isfinite(actions)
     if not finite.all():
         step, joint = np.argwhere(~finite)[0]
@@ -135,7 +142,8 @@ def _fps_from_timestamps(source: str, timestamps: np.ndarray, episode_index: np.
 
 
 def _group(source: str, actions: np.ndarray, episode_index: np.ndarray,
-           frame_index: np.ndarray | None, state: np.ndarray | None) -> list[Episode]:
+           frame_index: np.ndarray | None, state: np.ndarray | None,
+           allow_nonfinite: bool = False) -> list[Episode]:
     """Split rows into episodes (sorted by index), each ordered by frame_index when given."""
     order_key = np.arange(len(episode_index)) if frame_index is None else frame_index
     order = np.lexsort((order_key, episode_index))
@@ -147,7 +155,7 @@ def _group(source: str, actions: np.ndarray, episode_index: np.ndarray,
         rows = order[s:e]
         index = int(ids[s])
         acts = np.ascontiguousarray(actions[rows], dtype=np.float64)
-        _check_actions(source, index, acts)
+        _check_actions(source, index, acts, allow_nonfinite=allow_nonfinite)
         st = None
         if state is not None:
             st = np.ascontiguousarray(state[rows], dtype=np.float64)
@@ -183,7 +191,7 @@ def _int_column(source: str, name: str, values: np.ndarray, rows: int) -> np.nda
 # npz
 
 
-def _read_npz(path: str, fps: float | None) -> EpisodeSet:
+def _read_npz(path: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
     """npz layout of shared/data: actions [T, D], episode_index [T] (absent: one episode),
     optional frame_index, timestamps, observation.state [T, Ds] and action_names [D]."""
     try:
@@ -205,7 +213,7 @@ def _read_npz(path: str, fps: float | None) -> EpisodeSet:
     state = arrays.get('observation.state')
     if state is not None and (state.ndim != 2 or state.shape[0] != rows):
         raise InputError(f'{path}: `observation.state` has shape {state.shape}, expected ({rows}, Ds)')
-    episodes = _group(path, actions, episode_index, frame_index, state)
+    episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite)
     if fps is None and 'timestamps' in arrays:
         ts = arrays['timestamps']
         if ts.shape != (rows,):
@@ -220,7 +228,7 @@ def _read_npz(path: str, fps: float | None) -> EpisodeSet:
 # csv
 
 
-def _read_csv(path: str, fps: float | None) -> EpisodeSet:
+def _read_csv(path: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
     """csv with a header row, one row per step.
 
     Action columns: the columns named `action.<joint>` / `action_<joint>` if there are any (joint
@@ -289,7 +297,7 @@ def _read_csv(path: str, fps: float | None) -> EpisodeSet:
     fr = optional(('frame_index',))
     frame_index = None if fr is None else _int_column(path, 'frame_index', fr, count)
     state = column_block(state_cols) if state_cols else None
-    episodes = _group(path, actions, episode_index, frame_index, state)
+    episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite)
     ts = optional(('timestamp', 'timestamps'))
     if fps is None and ts is not None:
         order = np.lexsort((np.arange(count) if frame_index is None else frame_index, episode_index))
@@ -338,7 +346,7 @@ def _list_column(source: str, table, name: str):
     return flat.reshape(len(col), width)
 
 
-def _read_lerobot(root: str, fps: float | None) -> EpisodeSet:
+def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
     """LeRobot dataset: meta/info.json and data/chunk-*/episode_*.parquet (v2.x, one episode per
     file) or data/chunk-*/file-*.parquet (v3.0, episodes grouped by `episode_index`)."""
     info_path = os.path.join(root, 'meta', 'info.json')
@@ -404,7 +412,7 @@ def _read_lerobot(root: str, fps: float | None) -> EpisodeSet:
     if len(states) == len(files) and len({s.shape[1] for s in states}) == 1:
         state = np.concatenate(states)
     frame = None if any(f is None for f in frames) else np.concatenate(frames)
-    grouped = _group(root, action, np.concatenate(episodes), frame, state)
+    grouped = _group(root, action, np.concatenate(episodes), frame, state, allow_nonfinite)
     if fps is None:
         rate = info.get('fps')
         fps = float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
