@@ -151,3 +151,50 @@ def test_calibrate_with_hardware_limits_and_bad_inputs(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and 'Traceback' not in err
+
+
+URDF_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wrist_roll', 'gripper')
+
+
+@pytest.mark.parametrize('spec', [','.join(URDF_NAMES),
+                                  ','.join(f'{n}.pos={n}' for n in URDF_NAMES)])
+def test_calibrate_renames_joints_to_the_urdf_names(tmp_path, spec, capsys):
+    """Regression (defect 15): LeRobot feature names (shoulder_pan.pos) never match a real
+    /joint_states; --joint-names maps them, and hardware limits are found under the new names."""
+    limits = tmp_path / 'limits.yaml'
+    limits.write_text('joint_limits:\n  gripper: {has_position_limits: true, '
+                      'min_position: 0.0, max_position: 30.0}\n')
+    params = tmp_path / 'p.yaml'
+    assert main(['calibrate', SO101, '--joint-names', spec, '--hardware-limits', str(limits),
+                 '--output', str(params), '--report', str(tmp_path / 'r.json')]) == 0
+    contract, cal = load_calibration_for(str(params))
+    assert contract.joint_names == URDF_NAMES and cal.joint_names == URDF_NAMES
+    assert contract.upper[5] == 30.0
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['input_joint_names'][0] == 'shoulder_pan.pos'
+    assert 'no hardware limits for: shoulder_pan,' in capsys.readouterr().out
+
+
+def test_calibrate_joint_names_partial_pairs_and_bad_specs(tmp_path, capsys):
+    params = tmp_path / 'p.yaml'
+    assert main(['calibrate', SO101, '--joint-names', 'gripper.pos=gripper',
+                 '--output', str(params)]) == 0
+    contract, _ = load_calibration_for(str(params))
+    assert contract.joint_names[0] == 'shoulder_pan.pos' and contract.joint_names[5] == 'gripper'
+    capsys.readouterr()
+    for spec, message in (('a,b,c', 'gives 3 names but the input has 6'),
+                          ('elbow=arm', "['elbow'] are not joints"),
+                          ('a,a,b,c,d,e', 'unique'),
+                          ('gripper.pos=', 'not an old=new pair'),
+                          ('gripper.pos=wrist_roll.pos', 'unique')):
+        assert main(['calibrate', SO101, '--joint-names', spec, '--output', str(params)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and 'Traceback' not in err, (spec, err)
+
+
+def test_shipped_so101_config_uses_urdf_joint_names():
+    from vla_safety_filter.core.params import read_node_params
+    path = os.path.join(os.path.dirname(__file__), '..', 'config', 'so101_pipeline.yaml')
+    assert tuple(read_node_params(path)['joint_names']) == URDF_NAMES
+    assert tuple(read_node_params(path, 'policy_bridge')['joint_names']) == URDF_NAMES
+    assert '--joint-names' in open(path).read()

@@ -25,6 +25,11 @@ def register(subparsers) -> None:
     p.add_argument('--seed', type=int, default=0, help='seed of the episode split (default 0)')
     p.add_argument('--hardware-limits', metavar='FILE',
                    help='URDF or ros2_control joint_limits YAML; bounds never exceed these')
+    p.add_argument('--joint-names', metavar='NAMES',
+                   help='rename the contract\'s joints to the names /joint_states carries: '
+                        'either every name in order (a,b,c) or old=new pairs '
+                        '(shoulder_pan.pos=shoulder_pan,...); hardware limits are looked up by '
+                        'the new names')
     p.add_argument('--output', required=True, metavar='PARAMS.yaml',
                    help='parameter YAML to write; the calibration file goes next to it as '
                         '<stem>_calibration.npz')
@@ -46,6 +51,35 @@ def _read(inputs: list[str], fps: float | None):
         return read_many(inputs, fps, progress=lambda path: progress.advance(task))
 
 
+def rename_joints(names, spec: str | None) -> tuple[str, ...]:
+    """The joint names after `--joint-names`: a full ordered list, or old=new pairs."""
+    names = tuple(names)
+    if spec is None:
+        return names
+    items = [item.strip() for item in spec.split(',')]
+    if any('=' in item for item in items):
+        mapping = dict(_pair(item) for item in items)
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise InputError(f'--joint-names: {unknown} are not joints of the input {list(names)}')
+        renamed = tuple(mapping.get(n, n) for n in names)
+    elif len(items) != len(names):
+        raise InputError(f'--joint-names gives {len(items)} names but the input has {len(names)} '
+                         f'joints {list(names)}')
+    else:
+        renamed = tuple(items)
+    if not all(renamed) or len(set(renamed)) != len(renamed):
+        raise InputError(f'--joint-names: names must be unique and non-empty, got {list(renamed)}')
+    return renamed
+
+
+def _pair(item: str) -> tuple[str, str]:
+    old, sep, new = item.partition('=')
+    if not (sep and old.strip() and new.strip()):
+        raise InputError(f'--joint-names: {item!r} is not an old=new pair')
+    return old.strip(), new.strip()
+
+
 def calibration_path(output: str) -> tuple[str, str]:
     """(name written into the YAML, path on disk) of the calibration file next to PARAMS.yaml."""
     name = os.path.splitext(os.path.basename(output))[0] + '_calibration.npz'
@@ -63,14 +97,17 @@ def run(args) -> int:
     episodes = _read(args.inputs, args.fps)
     if episodes.fps is None:
         raise InputError(f'{episodes.source}: the input carries no frame rate; pass --fps')
-    hardware = (read_hardware_limits(args.hardware_limits, episodes.joint_names)
+    names = rename_joints(episodes.joint_names, args.joint_names)
+    hardware = (read_hardware_limits(args.hardware_limits, names)
                 if args.hardware_limits else None)
-    result = calibrate([ep.actions for ep in episodes.episodes], episodes.joint_names,
+    result = calibrate([ep.actions for ep in episodes.episodes], names,
                        1.0 / episodes.fps, alpha=args.alpha, holdout=args.holdout, seed=args.seed,
                        hardware=hardware)
     report = dict(result.report)
     report['inputs'] = list(args.inputs)
     report['fps'] = episodes.fps
+    if names != episodes.joint_names:
+        report['input_joint_names'] = list(episodes.joint_names)
     for key in ('calibration_episodes', 'fit_episodes', 'holdout_episodes'):
         report[key] = [episodes.episodes[i].index for i in report[key]]
 
