@@ -1,5 +1,5 @@
 """action_monitor over real rclpy/DDS, through its public interfaces only: lifecycle services,
-parameters, /vla/raw_action, /vla/filter_events, /vla/episode, /vla/safety_stop and /diagnostics."""
+parameters, /vla/raw_action, /vla/filter_events, /vla/episode, /vla/safety_stop, /diagnostics."""
 import math
 import time
 
@@ -14,7 +14,6 @@ from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import wait_for
-from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
 from vla_safety_filter.nodes.common import LATCHED_QOS
 

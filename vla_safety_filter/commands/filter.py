@@ -166,7 +166,8 @@ def _summary(args, contract, events, counts, arrays, n_episodes) -> None:
         if reason in REASON_COLUMNS or not count:
             continue
         rows = sorted({row for row, _, r in events if r == reason})
-        listed = ', '.join(f'{arrays["episode_index"][row]}:{row}' for row in rows[:MAX_ROWS_LISTED])
+        listed = ', '.join(f'{arrays["episode_index"][row]}:{row}'
+                           for row in rows[:MAX_ROWS_LISTED])
         more = f' and {len(rows) - MAX_ROWS_LISTED} more' if len(rows) > MAX_ROWS_LISTED else ''
         console.print(f'refused/held ({reason}): {count} at rows (episode:row) {listed}{more}',
                       markup=False, highlight=False)

@@ -44,14 +44,14 @@ class CostModel:
 
     def __post_init__(self):
         if not (np.isfinite(self.budget) and self.budget > 0) or not 0 < self.warn_fraction <= 1:
-            raise InputError(f'cost budget must be finite and > 0 and warn_fraction in (0, 1], got '
-                             f'{self.budget}, {self.warn_fraction}')
+            raise InputError(f'cost budget must be finite and > 0 and warn_fraction in (0, 1], '
+                             f'got {self.budget}, {self.warn_fraction}')
         for kind, cost in self.costs.items():
             if not (np.isfinite(cost) and cost >= 0):
                 raise InputError(f'cost of {kind!r} must be a finite number >= 0, got {cost!r}')
 
     def cost_of(self, kind: str) -> float:
-        """The priced cost of `kind`; an unpriced kind costs the dearest of its family (never 0)."""
+        """The priced cost of `kind`; an unpriced one costs the dearest of its family (never 0)."""
         if kind in self.costs:
             return float(self.costs[kind])
         family = kind.split('.', 1)[0] + '.'

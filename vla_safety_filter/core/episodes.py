@@ -57,7 +57,8 @@ def generic_names(dim: int) -> tuple[str, ...]:
     return tuple(f'joint_{j}' for j in range(dim))
 
 
-def read_episodes(path: str, fps: float | None = None, allow_nonfinite: bool = False) -> EpisodeSet:
+def read_episodes(path: str, fps: float | None = None,
+                  allow_nonfinite: bool = False) -> EpisodeSet:
     """Read one source, detected from the path: LeRobot dataset directory, `.npz` or `.csv`.
 
     `fps` overrides the rate the source carries (LeRobot info.json, npz/csv timestamps);

@@ -482,7 +482,7 @@ class SafetyStop:
         return None
 
     def after_charge(self, monitor: 'ActionMonitor') -> bool | None:
-        """After costs were charged: True when this first overrun of the budget asserts the stop."""
+        """After costs were charged: True when a first budget overrun asserts the stop."""
         if self.mode == 'budget' and not self.asserted and monitor.budget.over_budget:
             self.reason = f'cost {monitor.budget.total:.3g} over budget'
             return True

@@ -62,7 +62,7 @@ class ActionMonitorNode(GatedLifecycleNode):
         self._lock = threading.Lock()
         self._monitor: ActionMonitor | None = None
         self._stop: SafetyStop | None = None
-        self._stop_reason = ''      # an asserted stop outlives cleanup: withdrawn only when cleared
+        self._stop_reason = ''  # an asserted stop outlives cleanup: withdrawn only once cleared
         self._entities: list = []
         self._refusal = ''
         self.add_on_set_parameters_callback(self._on_set_parameters)
