@@ -297,15 +297,17 @@ class Guard:
         return executed, events
 
 
-def audit(contract: Contract, seed, commands, times=None, tol: float = 1e-9,
-          time_slack: float = 1e-4) -> dict:
+def audit(contract: Contract, seed, commands, times=None, window: float = 0.0,
+          time_slack: float = 1e-4, tol: float = 1e-9) -> dict:
     """Check an executed command stream [N, D] against the contract, starting from `seed`.
 
     Counts commands with any joint outside [lower, upper] and consecutive commands (the first one
     against the seed) that moved a joint more than vmax*dt: what a reviewer asks of a recording.
     With the commands' `times` (seconds, N values) it also checks velocity over elapsed time,
-    |dq| <= vmax * dt_elapsed, and with an acceleration limit |dv| <= amax * dt_elapsed, allowing
-    `time_slack` seconds of timestamp jitter per interval.
+    |q_j - q_i| <= vmax * (t_j - t_i + time_slack) for each command i and the first j at least
+    `window` s later (0: the next one), and with an acceleration limit the change between
+    consecutive such velocities against amax times their elapsed time. Use a window of a few
+    periods for arrival times (delivery jitter), 0 for publish stamps.
     """
     commands = np.asarray(commands, dtype=np.float64).reshape(-1, contract.dim)
     previous = np.vstack([np.asarray(seed, dtype=np.float64).reshape(1, contract.dim), commands])
@@ -317,22 +319,29 @@ def audit(contract: Contract, seed, commands, times=None, tol: float = 1e-9,
               'outside_bounds': int(outside.sum()), 'over_rate_limit': int(too_fast.sum()),
               'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands) else 0.0}
     if times is not None and len(commands) > 1:
-        report.update(_audit_over_time(contract, commands, np.asarray(times, float), time_slack))
+        report.update(_audit_over_time(contract, commands, np.asarray(times, float), window,
+                                       time_slack))
     return report
 
 
-def _audit_over_time(contract: Contract, commands: np.ndarray, times: np.ndarray,
+def _audit_over_time(contract: Contract, commands: np.ndarray, times: np.ndarray, window: float,
                      slack: float) -> dict:
-    """Velocity and acceleration between consecutive commands over their elapsed time."""
+    """Velocity and acceleration over elapsed time (see `audit`)."""
     if times.shape != (len(commands),) or np.any(np.diff(times) < 0):
         raise InputError('audit times must be one non-decreasing time per command')
-    dt = np.diff(times)[:, None] + slack
-    velocity = np.diff(commands, axis=0) / dt
+    later = np.searchsorted(times, times + max(window, 0.0), side='left' if window > 0 else 'right')
+    start = np.flatnonzero(later < len(times))
+    end = later[start]
+    span = (times[end] - times[start])[:, None] + slack
+    velocity = (commands[end] - commands[start]) / span
     speed_ratio = np.abs(velocity) / contract.max_velocity
-    report = {'max_speed_ratio': float(speed_ratio.max()),
+    report = {'max_speed_ratio': float(speed_ratio.max()) if len(start) else 0.0,
               'over_speed': int((speed_ratio > 1.0 + 1e-9).any(axis=1).sum())}
-    if contract.max_acceleration is not None and len(velocity) > 1:
-        accel_ratio = np.abs(np.diff(velocity, axis=0)) / dt[1:] / contract.max_acceleration
-        report.update(max_accel_ratio=float(accel_ratio.max()),
-                      over_acceleration=int((accel_ratio > 1.0 + 1e-9).any(axis=1).sum()))
+    if contract.max_acceleration is not None:
+        chained = np.flatnonzero(np.isin(end, start))      # velocity i followed by one from end
+        nxt = np.searchsorted(start, end[chained])
+        elapsed = (times[end[nxt]] - times[start[chained]])[:, None] / 2 + slack
+        accel = np.abs(velocity[nxt] - velocity[chained]) / elapsed / contract.max_acceleration
+        report.update(max_accel_ratio=float(accel.max()) if len(chained) else 0.0,
+                      over_acceleration=int((accel > 1.0 + 1e-9).any(axis=1).sum()))
     return report

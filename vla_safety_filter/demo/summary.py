@@ -16,7 +16,11 @@ GRACE_S = 2.0
 def summarize(seen: Observed, scenario) -> dict:
     """The demo's verdict as a JSON-able dict (see `ok` for the pass/fail line)."""
     commands = np.array(seen.commands).reshape(-1, scenario.contract.dim)
-    check = audit(scenario.contract, scenario.seed_pose, commands)
+    # velocity over elapsed time from arrival times: spans of >= 5 control periods, one period
+    # of slack for delivery jitter
+    dt = scenario.contract.dt
+    check = audit(scenario.contract, scenario.seed_pose, commands, seen.command_times,
+                  window=5 * dt, time_slack=dt)
     faults = [_fault_response(seen, scenario, k) for k in range(len(scenario.drill))]
     answered = sum(f['holds'] for f in faults)
     execspec = seen.statuses.get('vla_safety/execspec', (3, 'no verdict seen', {}))
@@ -38,7 +42,7 @@ def summarize(seen: Observed, scenario) -> dict:
         'cost_budget': float(monitor.get('cost_budget', 'nan')),
     }
     contract_kept = check['outside_bounds'] == 0 and check['over_rate_limit'] == 0 \
-        and check['non_finite'] == 0
+        and check['non_finite'] == 0 and check.get('over_speed', 0) == 0
     if activated:
         summary['ok'] = contract_kept and all(f['answered'] for f in faults)
     else:   # refused: the proof is that nothing moved

@@ -42,8 +42,9 @@ def print_summary(console, summary: dict) -> None:
         audit = summary['contract_audit']
         console.print(f'commands sent to the controller: {audit["commands"]}; outside the bounds: '
                       f'{audit["outside_bounds"]}; over the rate limit: {audit["over_rate_limit"]} '
-                      f'(largest step {audit["max_step_ratio"]:.2f} x vmax*dt); non-finite: '
-                      f'{audit["non_finite"]}')
+                      f'(largest step {audit["max_step_ratio"]:.2f} x vmax*dt; fastest over '
+                      f'elapsed time {audit.get("max_speed_ratio", 0.0):.2f} x vmax); '
+                      f'non-finite: {audit["non_finite"]}')
         reasons = ', '.join(f'{k} {v}' for k, v in sorted(summary['interventions_by_reason'].items()))
         console.print(f'interventions by reason: {reasons or "none"} '
                       f'({summary["interventions_outside_faults"]} outside the injected faults)')
