@@ -21,6 +21,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ros_harness import wait_for
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.nodes.common import COMMAND_QOS, LATCHED_QOS, STATE_QOS
+from vla_safety_filter.nodes.compat import ros_distro
 from vla_safety_filter.nodes.flight_recorder import FlightRecorder
 from vla_safety_filter.record.bag import BagWriter
 from vla_safety_filter.record.definitions import full_definition
@@ -87,7 +88,7 @@ def test_records_pipeline_topics_in_rosbag2_mcap(ros, tmp_path):
                 '/vla/safety_stop': ('std_msgs/msg/Bool', 1)}
     meta = _metadata(out)
     assert len(meta['relative_file_paths']) >= 2  # split at 0.3 s
-    assert meta['storage_identifier'] == 'mcap' and meta['ros_distro'] == 'kilted'
+    assert meta['storage_identifier'] == 'mcap' and meta['ros_distro'] == ros_distro()
     listed = {t['topic_metadata']['name']: (t['topic_metadata']['type'], t['message_count'])
               for t in meta['topics_with_message_count']}
     # the pipeline's own topics are subscribed up front and listed even when nothing came

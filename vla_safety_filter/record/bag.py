@@ -16,10 +16,10 @@ import yaml
 from mcap.writer import LIBRARY_IDENTIFIER, CompressionType, Writer
 
 from ..core.errors import InputError
+from ..nodes.compat import ros_distro
 
 #: Newest rosbag2 metadata version that rosbags 0.11.9 reads (v9: QoS profiles as YAML lists).
 METADATA_VERSION = 9
-ROS_DISTRO = 'kilted'
 METADATA_FILE = 'metadata.yaml'
 LIBRARY = f'vla_safety_filter flight_recorder; {LIBRARY_IDENTIFIER}'
 
@@ -69,6 +69,7 @@ class BagWriter:
         self._files: list[dict] = []
         self._segment: _Segment | None = None
         self._closed = False
+        self._distro = ros_distro()
         self._write_metadata()
 
     def add_topic(self, topic: str, type_name: str, definition_text: str,
@@ -169,7 +170,7 @@ class BagWriter:
             'relative_file_paths': [f['path'] for f in self._files],
             'files': self._files,
             'custom_data': {},
-            'ros_distro': ROS_DISTRO,
+            'ros_distro': self._distro,
         }
         tmp = self.path / f'.{METADATA_FILE}.tmp'
         with open(tmp, 'w', encoding='utf-8') as fh:
