@@ -6,17 +6,19 @@ import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import State
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Float64MultiArray
 
-from ros_harness import wait_for
+from ros_harness import next_domain, wait_for
 from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.checkpoints import write_params_yaml
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.execspec import Metadata, metadata_to_params
 from vla_safety_filter.core.params import contract_to_params, write_filter_params
 from vla_safety_filter.nodes.bringup import pipeline_nodes
+from vla_safety_filter.nodes.execspec_check import LifecycleClient
 
 
 def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
@@ -44,7 +46,8 @@ def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
         'policy_bridge': {'episodes_file': episodes_file, 'episode': int(first.index), 'loop': True,
                           **metadata_to_params(meta)},
         'action_monitor': {'calibration_file': cal},
-        'execspec_check': {'checkpoint': str(checkpoint), 'format': 'yaml'},
+        'execspec_check': {'checkpoint': str(checkpoint), 'format': 'yaml',
+                           'policy_outputs_normalized': False},   # recorded actions, not outputs
     }
 
 
@@ -55,14 +58,14 @@ def _param_files(tmp_path, shared_data):
     del params['safety_filter']
     pipeline = tmp_path / 'pipeline.yaml'
     pipeline.write_text(yaml.safe_dump({n: {'ros__parameters': p} for n, p in params.items()}))
-    return [str(filt), str(pipeline)]
+    return contract, [str(filt), str(pipeline)]
 
 
 def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
-    files = _param_files(tmp_path, shared_data)
+    contract, files = _param_files(tmp_path, shared_data)
     args = ['bringup', '--ros-args'] + [x for f in files for x in ('--params-file', f)]
     context = Context()
-    rclpy.init(context=context, args=args, domain_id=211)
+    rclpy.init(context=context, args=args, domain_id=next_domain())
     executor = SingleThreadedExecutor(context=context)
     nodes = pipeline_nodes(True, context)
     probe = rclpy.create_node('probe', context=context)
@@ -76,12 +79,13 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     try:
-        manager = nodes[-1]
-        assert wait_for(lambda: manager.pipeline_active, timeout=20), manager._status
+        managed = [LifecycleClient(probe, n, None, 10.0)
+                   for n in ('action_monitor', 'safety_filter', 'policy_bridge')]
+        assert wait_for(lambda: all(c.state() == State.PRIMARY_STATE_ACTIVE for c in managed),
+                        timeout=20, period=0.2), diags.get('vla_safety/execspec')
         assert wait_for(lambda: len(commands) > 30, timeout=10)
         assert wait_for(lambda: {'vla_safety/monitor', 'vla_safety/filter',
                                  'vla_safety/execspec'} <= set(diags), timeout=5)
-        contract = nodes[2]._executive.contract
         cmds = np.array(commands)
         assert np.all(cmds >= contract.lower - 1e-9) and np.all(cmds <= contract.upper + 1e-9)
         assert np.all(np.abs(np.diff(cmds, axis=0)) <= contract.max_step() + 1e-9)

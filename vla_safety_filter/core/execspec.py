@@ -98,7 +98,11 @@ class Metadata:
         return {k: getattr(self, k) for k in ('low', 'high', 'mean', 'std') if getattr(self, k) is not None}
 
     def problems(self) -> list[str]:
-        """Non-finite statistics anywhere and degenerate ranges on normalized dims, one line each."""
+        """Non-finite statistics anywhere and inverted ranges on normalized dims, one line each.
+
+        A constant dimension (q99 == q01, std == 0: e.g. a gripper that never moved) is valid: it
+        unnormalizes to the constant, as the policy's runtime does, and the check compares it exactly.
+        """
         found = []
         for field_name, arr in self.stats().items():
             for j in np.flatnonzero(~np.isfinite(arr)):
@@ -106,16 +110,16 @@ class Metadata:
         if found:
             return found
         if self.mode in BOUND_MODES:
-            for j in np.flatnonzero(self.mask & (self.high <= self.low)):
-                found.append(f'{self.source}: {self.stat_label("high")}[{j}] = {self.high[j]:.9g} <= '
-                             f'{self.stat_label("low")}[{j}] = {self.low[j]:.9g} (degenerate range)')
+            for j in np.flatnonzero(self.mask & (self.high < self.low)):
+                found.append(f'{self.source}: {self.stat_label("high")}[{j}] = {self.high[j]:.9g} < '
+                             f'{self.stat_label("low")}[{j}] = {self.low[j]:.9g} (inverted range)')
         elif self.mode == 'mean_std':
-            for j in np.flatnonzero(self.mask & (self.std <= 0)):
-                found.append(f'{self.source}: std[{j}] = {self.std[j]:.9g} is not positive (degenerate)')
+            for j in np.flatnonzero(self.mask & (self.std < 0)):
+                found.append(f'{self.source}: std[{j}] = {self.std[j]:.9g} is negative')
         return found
 
     def require_valid(self) -> 'Metadata':
-        """Raise InputError naming the first non-finite or degenerate statistic; return self."""
+        """Raise InputError naming the first non-finite statistic or inverted range; return self."""
         found = self.problems()
         if found:
             more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
@@ -146,6 +150,10 @@ def normalize(meta: Metadata, a) -> np.ndarray:
         raise InputError(f'{meta.source}: action of shape {list(a.shape)} does not match '
                          f'{meta.dim} dimensions (expected [{meta.dim}] or [T, {meta.dim}])')
     slope, offset = _affine(meta.require_valid())
+    constant = np.flatnonzero(slope == 0)
+    if constant.size:
+        raise InputError(f'{meta.source}: dims {_dims(constant)} are constant in the statistics; '
+                         'a value in action units has no normalized preimage there')
     return (a - offset) / slope
 
 
@@ -195,7 +203,11 @@ class Certificate:
 
 
 def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
-    """The drift certificate of DESIGN §6, generalised to any pair of modes and masks of equal dimension."""
+    """The drift certificate of DESIGN §6, generalised to any pair of modes and masks of equal dimension.
+
+    A dimension constant in the reference (half-range 0) has no relative scale: its drift is 0 when
+    the deployed unnormalizer is the same constant and infinite otherwise (exact comparison).
+    """
     if reference.dim != deployed.dim:
         raise InputError(f'cannot certify {deployed.source} ({deployed.dim} dims) against '
                          f'{reference.source} ({reference.dim} dims)')
@@ -203,9 +215,15 @@ def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
     ref_slope, ref_offset = _affine(reference)
     dep_slope, dep_offset = _affine(deployed)
     half_range = ref_slope * radius
-    scale = dep_slope / ref_slope
-    shift = (dep_offset - ref_offset) / half_range
-    drift = expected_abs_affine(scale - 1.0, shift)
+    constant = half_range == 0
+    unit = np.where(constant, 1.0, half_range)
+    scale = np.where(constant, np.where(dep_slope == 0, 1.0, np.inf), dep_slope * radius / unit)
+    offset_delta = dep_offset - ref_offset
+    shift = np.where(constant, np.where(offset_delta == 0, 0.0, np.copysign(np.inf, offset_delta)),
+                     offset_delta / unit)
+    exact = (dep_slope == 0) & (offset_delta == 0)
+    regular = expected_abs_affine(np.where(constant, 0.0, scale - 1.0), np.where(constant, 0.0, shift))
+    drift = np.where(constant, np.where(exact, 0.0, np.inf), regular)
     mask = reference.mask | deployed.mask
     certified = drift[mask]
     return Certificate(mode=reference.mode, mask=mask, radius=radius, half_range=half_range,
@@ -218,6 +236,20 @@ def _dims(indices) -> str:
     return ','.join(str(int(j)) for j in indices)
 
 
+def name_differences(reference: tuple, deployed, what: str) -> list[str]:
+    """Why `deployed` dimension names are not the checkpoint's, in order (empty when equal).
+
+    The same names in another order are called a permutation: dimension j would drive another joint.
+    """
+    deployed = tuple(deployed)
+    if deployed == tuple(reference):
+        return []
+    if sorted(deployed) == sorted(reference):
+        return [f'dimension order differs (a permutation): checkpoint {list(reference)}, '
+                f'{what} {list(deployed)}']
+    return [f'dimension names differ: checkpoint {list(reference)}, {what} {list(deployed)}']
+
+
 def _differences(reference: Metadata, deployed: Metadata, tol: float) -> list[str]:
     """Why the deployed unnormalizer is not the reference one (empty when identical within tol)."""
     reasons = []
@@ -228,8 +260,8 @@ def _differences(reference: Metadata, deployed: Metadata, tol: float) -> list[st
     if reference.dim != deployed.dim:
         reasons.append(f'dimension differs: checkpoint {reference.dim}, deployed {deployed.dim}')
         return reasons
-    if reference.names and deployed.names and reference.names != deployed.names:
-        reasons.append(f'dimension names differ: checkpoint {list(reference.names)}, deployed {list(deployed.names)}')
+    if reference.names and deployed.names:
+        reasons += name_differences(reference.names, deployed.names, 'deployed')
     if not np.array_equal(reference.mask, deployed.mask):
         diff = np.flatnonzero(reference.mask != deployed.mask)
         reasons.append(f'mask differs on dims {_dims(diff)}: checkpoint {reference.mask.tolist()}, '
@@ -257,6 +289,7 @@ class CheckResult:
     certificate: Certificate | None = None
     reference: Metadata | None = None
     deployed: Metadata | None = None
+    notes: tuple = ()    # what was checked beyond the statistics, or why it was not
 
     def to_report(self) -> dict:
         """JSON-serializable report (verdict, reasons, mode, mask, drift, scale, shift, ...)."""
@@ -283,6 +316,7 @@ class CheckResult:
             'radius': cert.radius if cert else None,
             'reference': describe(self.reference),
             'deployed': describe(self.deployed),
+            'notes': list(self.notes),
         }
 
 
@@ -296,6 +330,67 @@ def check_metadata(reference: Metadata, deployed: Metadata, tol: float = DEFAULT
     reasons = _differences(reference, deployed, tol)
     certificate = drift_certificate(reference, deployed) if reference.dim == deployed.dim else None
     return CheckResult('mismatch' if reasons else 'identical', reasons, certificate, reference, deployed)
+
+
+def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
+                 tol: float = DEFAULT_TOL) -> CheckResult:
+    """Check what a bridge loaded at its last configure against the checkpoint.
+
+    `loaded` is the bridge's report: `configured`, `parameters` (its `unnormalizer.*` values),
+    `normalized_input`, `joint_names` (the order its actions are published in) and
+    `pending_changes` (parameters changed since). `outputs_normalized` says whether the source
+    emits normalized policy outputs, i.e. whether the bridge must unnormalize.
+    """
+    source = str(loaded.get('source', 'bridge'))
+    if not loaded.get('configured'):
+        return CheckResult('cannot_check', [f'{source} is not configured (nothing loaded to check)'])
+    try:
+        deployed = metadata_from_params(loaded.get('parameters') or {}, f'{source} (loaded)')
+    except InputError as exc:
+        return CheckResult('cannot_check', [str(exc)], reference=reference)
+    result = check_metadata(reference, deployed, tol)
+    if result.verdict == 'cannot_check':
+        return result
+    reasons, notes = list(result.reasons), []
+    pending = list(loaded.get('pending_changes') or [])
+    if pending:
+        reasons.append(f'{source}: {", ".join(pending)} changed since configure (not loaded)')
+    reasons += _normalization_reasons(reference, bool(loaded.get('normalized_input')),
+                                      outputs_normalized, source, notes)
+    reasons += _joint_name_reasons(reference, list(loaded.get('joint_names') or []), source, notes)
+    verdict = 'mismatch' if reasons else 'identical'
+    return CheckResult(verdict, reasons, result.certificate, reference, deployed, tuple(notes))
+
+
+def _normalization_reasons(reference: Metadata, normalized_input: bool, outputs_normalized: bool,
+                           source: str, notes: list) -> list[str]:
+    """Whether the bridge unnormalizes exactly when the source's outputs are normalized."""
+    if reference.mode == 'identity':
+        notes.append('normalized_input: not checked (identity unnormalizer: no-op either way)')
+        return []
+    if normalized_input == outputs_normalized:
+        notes.append(f'normalized_input: checked ({str(normalized_input).lower()})')
+        return []
+    if outputs_normalized:
+        return [f'{source}: normalized_input is false, but the policy outputs normalized actions '
+                f'(mode {reference.mode}): they would reach the arm un-unnormalized']
+    return [f'{source}: normalized_input is true, but the source emits actions in action units: '
+            'they would be unnormalized a second time']
+
+
+def _joint_name_reasons(reference: Metadata, joint_names: list, source: str,
+                        notes: list) -> list[str]:
+    """The bridge's published joint order against the checkpoint's dimension names."""
+    if len(joint_names) != reference.dim:
+        return [f'{source} publishes {len(joint_names)} joints for the checkpoint\'s '
+                f'{reference.dim} action dimensions']
+    if not reference.names:
+        notes.append('dimension names: not checked (the checkpoint names none)')
+        return []
+    found = name_differences(reference.names, joint_names, f'{source} joint_names')
+    if not found:
+        notes.append('dimension names: checked (joint_names in checkpoint order)')
+    return found
 
 
 def metadata_to_params(meta: Metadata) -> dict:

@@ -1,13 +1,29 @@
 """execspec_check: the pipeline manager. Nothing moves until the bridge's unnormalizer matches the checkpoint.
 
-It reads policy_bridge's live `unnormalizer.*` parameters, loads the checkpoint's metadata, and
-only if core.execspec.check_metadata says `identical` configures and activates the managed nodes in
-order (monitor -> filter -> bridge), confirming each transition with GetState. Any refusal rolls
-back what is already active, in reverse order. A change of the bridge's unnormalizer parameters
-while active deactivates the pipeline. The verdict and drift certificate go to /diagnostics.
+Bringup (at startup with `autostart`, or on `~/bringup`, std_srvs/Trigger): configure every
+managed node that is unconfigured; ask the bridge (`/<bridge>/loaded_unnormalizer`) what its last
+configure loaded, reconfiguring an inactive bridge first if its parameters changed since; check
+that with core.execspec.check_loaded against the checkpoint's metadata (statistics, mode, key, mask,
+dimension, `normalized_input`, and dimension names/order where the checkpoint names them; the
+report's notes say what was not checked); only if identical, activate in order (monitor -> filter
+-> bridge). Every transition is confirmed with GetState. Any refusal, or any change of the
+bridge's `unnormalizer.*` / `normalized_input` parameters during bringup, rolls back (deactivates
+in reverse order) and reports ERROR on /diagnostics with the reason. The same change while the
+pipeline is active deactivates it; `~/bringup` is the recovery after review. `~/teardown`
+deactivates on request. Both services answer success only when GetState confirms every managed node
+in the expected state (active, resp. not active), otherwise success=False with the reason.
+
+Parameter `policy_outputs_normalized` (default true) states whether the source emits normalized
+policy outputs, as a VLA checkpoint with statistics does: then the bridge must run with
+`normalized_input: true`. Set it false to replay recordings already in action units.
+
+The services, the parameter watch and autostart are coroutines that await their service calls, so
+the executor keeps serving every other callback (also other nodes on a shared single-threaded
+executor) meanwhile; every wait is bounded by `transition_timeout` on the steady clock.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -15,17 +31,21 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import ParameterEvent
-from rcl_interfaces.srv import GetParameters
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.parameter import parameter_value_to_python
+from rclpy.task import Future
 from std_srvs.srv import Trigger
 
 from ..core.checkpoints import load_metadata
 from ..core.errors import InputError
-from ..core.execspec import PARAM_PREFIX, check_metadata, metadata_from_params
+from ..core.execspec import check_loaded
 from .common import ERROR, OK, WARN, Diagnostics, declare, require_valid_parameters, run, status
-from .policy_bridge import unnormalizer_parameter_names
+from .policy_bridge import loaded_parameter_names
+
+STATE_NAMES = {State.PRIMARY_STATE_UNCONFIGURED: 'unconfigured',
+               State.PRIMARY_STATE_INACTIVE: 'inactive', State.PRIMARY_STATE_ACTIVE: 'active',
+               State.PRIMARY_STATE_FINALIZED: 'finalized'}
 
 
 class ManagerError(RuntimeError):
@@ -33,10 +53,10 @@ class ManagerError(RuntimeError):
 
 
 def call(client, request, timeout: float, attempts: int = 3):
-    """Call a service and wait from a worker thread, retrying an unanswered request.
+    """Call a service and wait, from a thread that is not spinning the client's node.
 
-    Right after discovery the response can be lost (the server's reply writer is not yet matched
-    with this client), so each attempt waits timeout / attempts before asking again.
+    For scripts and tests; callbacks use `call_async`. Right after discovery a response can be
+    lost, so each attempt waits timeout / attempts before asking again.
     """
     if not client.wait_for_service(timeout_sec=timeout):
         raise ManagerError(f'service {client.srv_name} not available')
@@ -51,37 +71,95 @@ def call(client, request, timeout: float, attempts: int = 3):
     raise ManagerError(f'service {client.srv_name} did not answer in {timeout:g} s')
 
 
+class Waiter:
+    """Awaitable, bounded waits inside a node's coroutine callbacks (steady-clock timers)."""
+
+    def __init__(self, node: Node, group):
+        self.node, self.group = node, group
+        self.clock = Clock(clock_type=ClockType.STEADY_TIME)
+
+    async def first(self, future: Future | None, timeout: float) -> bool:
+        """Wait until `future` is done or `timeout` s pass (future None: just sleep); True if done."""
+        if future is not None and future.done():
+            return True
+        wake = Future()
+
+        def finish(_=None):
+            if not wake.done():
+                wake.set_result(None)
+        if future is not None:
+            future.add_done_callback(finish)
+        timer = self.node.create_timer(timeout, finish, self.group, clock=self.clock)
+        try:
+            await wake
+        finally:
+            self.node.destroy_timer(timer)
+        return future is not None and future.done()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.first(None, seconds)
+
+    async def call(self, client, request, timeout: float, attempts: int = 3):
+        """Call a service, retrying an unanswered request; ManagerError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while not client.service_is_ready():
+            if time.monotonic() >= deadline:
+                raise ManagerError(f'service {client.srv_name} not available')
+            await self.sleep(0.05)
+        for _ in range(attempts):
+            future = client.call_async(request)
+            left = max(deadline - time.monotonic(), 0.0)
+            if await self.first(future, max(left / attempts, 0.05)):
+                return future.result()
+            client.remove_pending_request(future)
+        raise ManagerError(f'service {client.srv_name} did not answer in {timeout:g} s')
+
+
 class LifecycleClient:
-    """GetState/ChangeState of one managed node, waited on from a worker thread."""
+    """GetState/ChangeState of one managed node: awaited by the manager, `state()` for scripts."""
 
     def __init__(self, node: Node, target: str, group, timeout: float):
         self.target, self.timeout = target, timeout
         self._get = node.create_client(GetState, f'/{target}/get_state', callback_group=group)
-        self._change = node.create_client(ChangeState, f'/{target}/change_state', callback_group=group)
+        self._change = node.create_client(ChangeState, f'/{target}/change_state',
+                                          callback_group=group)
 
     def state(self) -> int:
+        """Current state id, waited for from a thread that is not spinning the node."""
         try:
             return call(self._get, GetState.Request(), self.timeout).current_state.id
         except ManagerError as exc:
             raise ManagerError(f'{self.target}: {exc}') from None
 
-    def transition(self, transition_id: int, expected: int, attempts: int = 3) -> None:
-        """Request a transition and confirm the resulting state (ChangeState.success is not enough).
+    async def get_state(self, waiter: Waiter) -> int:
+        try:
+            answer = await waiter.call(self._get, GetState.Request(), self.timeout)
+        except ManagerError as exc:
+            raise ManagerError(f'{self.target}: {exc}') from None
+        return answer.current_state.id
 
-        An unanswered request is asked again only while GetState shows it has not taken effect.
+    async def transition(self, waiter: Waiter, transition_id: int, expected: int,
+                         attempts: int = 2) -> None:
+        """Request a transition and confirm the resulting state with GetState.
+
+        An unanswered request is asked again only while GetState shows it has not taken effect
+        (asking twice would be an invalid transition).
         """
         request = ChangeState.Request(transition=Transition(id=transition_id))
+        failure = ''
         for _ in range(attempts):
             try:
-                call(self._change, request, self.timeout / attempts, attempts=1)
+                await waiter.call(self._change, request, self.timeout / attempts, attempts=1)
                 break
-            except ManagerError:
-                if self.state() == expected:
+            except ManagerError as exc:
+                failure = f' ({exc})'
+                if await self.get_state(waiter) == expected:
                     return
-        got = self.state()
+        got = await self.get_state(waiter)
         if got != expected:
-            raise ManagerError(f'{self.target}: transition {transition_id} left it in state {got}, '
-                               f'expected {expected}')
+            raise ManagerError(f'{self.target}: transition {transition_id} left it '
+                               f'{STATE_NAMES.get(got, got)}, expected '
+                               f'{STATE_NAMES.get(expected, expected)}{failure}')
 
 
 class ExecSpecCheck(Node):
@@ -94,18 +172,27 @@ class ExecSpecCheck(Node):
         self.unnorm_key = declare(self, 'unnorm_key', '', 'checkpoint statistics key (OpenVLA)')
         self.normalization_type = declare(self, 'normalization_type', '',
                                           'OpenVLA-OFT: BOUNDS or BOUNDS_Q99')
+        self.outputs_normalized = declare(
+            self, 'policy_outputs_normalized', True,
+            'the source emits normalized policy outputs, so the bridge must unnormalize '
+            '(normalized_input true); false to replay actions already in action units')
         self.bridge = declare(self, 'bridge_node', 'policy_bridge', 'node carrying unnormalizer.*')
         self.managed = list(declare(self, 'managed_nodes',
                                     ['action_monitor', 'safety_filter', 'policy_bridge'],
                                     'activation order (deactivation is the reverse)'))
         self.autostart = declare(self, 'autostart', True, 'check and activate at startup')
-        timeout = declare(self, 'transition_timeout', 5.0, 'per service call (s)')
+        self._timeout = declare(self, 'transition_timeout', 5.0, 'per service call (s)')
         group = ReentrantCallbackGroup()
-        self.clients_ = {n: LifecycleClient(self, n, group, timeout) for n in self.managed}
-        self._params = self.create_client(GetParameters, f'/{self.bridge}/get_parameters',
-                                          callback_group=group)
-        self._timeout = timeout
+        self._waiter = Waiter(self, group)
+        self.clients_ = {n: LifecycleClient(self, n, group, self._timeout) for n in self.managed}
+        bridge = self.bridge.strip('/')
+        self._bridge_client = self.clients_.get(bridge) or \
+            LifecycleClient(self, bridge, group, self._timeout)
+        self._loaded_client = self.create_client(Trigger, f'/{bridge}/loaded_unnormalizer',
+                                                 callback_group=group)
         self._work = threading.Lock()
+        self._abort: str | None = None
+        self._bringing_up = False
         self.pipeline_active = False
         self.last_report: dict = {}
         self._status = ('vla_safety/execspec', WARN, 'waiting for the first check', {})
@@ -114,125 +201,205 @@ class ExecSpecCheck(Node):
         self.create_service(Trigger, '~/bringup', self._on_bringup, callback_group=group)
         self.create_service(Trigger, '~/teardown', self._on_teardown, callback_group=group)
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
-        if self.autostart:
-            threading.Thread(target=self.bringup, daemon=True).start()
+        self._autostart_timer = self.create_timer(0.1, self._on_autostart, group,
+                                                  clock=self._waiter.clock) \
+            if self.autostart else None
 
-    # ---- check -----------------------------------------------------------------------------
-    def _bridge_params(self) -> dict:
-        """The bridge's unnormalizer parameters that are set (asked one by one: rclpy answers a
-        GetParameters request that names an uninitialized parameter with no values at all)."""
-        values = {}
-        for name in unnormalizer_parameter_names():
-            try:
-                answer = call(self._params, GetParameters.Request(names=[name]),
-                              self._timeout).values
-            except ManagerError as exc:
-                raise ManagerError(f'{self.bridge}: {exc}') from None
-            py = parameter_value_to_python(answer[0]) if answer else None
-            if py is not None and py != '':
-                values[name] = py if isinstance(py, (str, int)) else list(py)
-        return values
+    # ---- serialization ---------------------------------------------------------------------
+    async def _exclusive(self, operation):
+        """Run one bringup/teardown at a time (others wait without blocking the executor)."""
+        while not self._work.acquire(blocking=False):
+            await self._waiter.sleep(0.02)
+        try:
+            return await operation()
+        finally:
+            self._work.release()
 
-    def check(self):
-        """The verdict of core.execspec for the live bridge parameters against the checkpoint."""
-        require_valid_parameters(self)
-        if not self.checkpoint:
-            raise InputError('parameter checkpoint is not set')
-        reference = load_metadata(self.checkpoint, self.format, self.unnorm_key or None,
-                                  self.normalization_type or None)
-        deployed = metadata_from_params(self._bridge_params(), f'/{self.bridge} parameters')
-        return check_metadata(reference, deployed)
+    def _check_abort(self) -> None:
+        if self._abort:
+            raise ManagerError(self._abort)
 
-    # ---- pipeline --------------------------------------------------------------------------
-    def bringup(self) -> bool:
-        """Check, then configure all and activate all in order; roll back on any refusal."""
-        with self._work:
-            try:
-                result = self.check()
-            except (InputError, ManagerError) as exc:
-                self._report(ERROR, f'cannot check: {exc}', {'verdict': 'cannot_check'})
-                self._rollback()
-                return False
-            report = result.to_report()
-            self.last_report = report
-            values = {k: report[k] for k in ('verdict', 'mean_drift', 'max_drift', 'mode')}
-            values.update({'reasons': '; '.join(report['reasons'])})
-            if result.verdict != 'identical':
-                self._report(ERROR, f'refusing to activate: {result.verdict}: '
-                             f'{report["reasons"][0] if report["reasons"] else ""}', values)
-                self._rollback()
-                return False
-            try:
-                for name in self.managed:
-                    if self.clients_[name].state() == State.PRIMARY_STATE_UNCONFIGURED:
-                        self.clients_[name].transition(Transition.TRANSITION_CONFIGURE,
-                                                       State.PRIMARY_STATE_INACTIVE)
-                for name in self.managed:
-                    if self.clients_[name].state() == State.PRIMARY_STATE_INACTIVE:
-                        self.clients_[name].transition(Transition.TRANSITION_ACTIVATE,
-                                                       State.PRIMARY_STATE_ACTIVE)
-            except ManagerError as exc:
-                self._report(ERROR, f'activation failed, rolled back: {exc}', values)
-                self._rollback()
-                return False
-            self.pipeline_active = True
-            self._report(OK, 'metadata identical; pipeline active', values)
-            return True
+    # ---- bringup ---------------------------------------------------------------------------
+    async def bringup(self) -> tuple[bool, str]:
+        """Configure, check what the bridge loaded, activate; roll back on any refusal or change."""
+        self._abort, self._bringing_up, self.last_report = None, True, {}
+        try:
+            ok = await self._bringup_steps()
+        except ManagerError as exc:
+            await self._rollback()
+            self._report(ERROR, f'bringup aborted, rolled back: {exc}',
+                         {**self._verdict_values(), 'pipeline_active': False})
+            ok = False
+        finally:
+            self._bringing_up = False
+        return ok, self._status[2]
 
-    def _rollback(self) -> None:
-        """Deactivate every active managed node in reverse order (best effort, logged)."""
+    async def _bringup_steps(self) -> bool:
+        try:
+            require_valid_parameters(self)
+            if not self.checkpoint:
+                raise InputError('parameter checkpoint is not set')
+            reference = load_metadata(self.checkpoint, self.format, self.unnorm_key or None,
+                                      self.normalization_type or None)
+        except InputError as exc:
+            self.last_report = {'verdict': 'cannot_check', 'reasons': [str(exc)]}
+            await self._rollback()
+            self._report(ERROR, f'cannot check: {exc}', self._verdict_values())
+            return False
+        await self._configure_all()
+        loaded = await self._loaded_unnormalizer()
+        result = check_loaded(reference, loaded, self.outputs_normalized)
+        self.last_report = {**result.to_report(), 'generation': loaded.get('generation')}
+        if result.verdict != 'identical':
+            await self._rollback()
+            first = result.reasons[0] if result.reasons else ''
+            self._report(ERROR, f'refusing to activate: {result.verdict}: {first}',
+                         self._verdict_values())
+            return False
+        await self._activate_all(loaded.get('generation'))
+        self.pipeline_active = True
+        self._report(OK, 'metadata identical; pipeline active', self._verdict_values())
+        return True
+
+    async def _configure_all(self) -> None:
+        """Configure unconfigured nodes; reload an inactive bridge whose parameters changed."""
+        for name in self.managed:
+            self._check_abort()
+            client = self.clients_[name]
+            if await client.get_state(self._waiter) == State.PRIMARY_STATE_UNCONFIGURED:
+                await client.transition(self._waiter, Transition.TRANSITION_CONFIGURE,
+                                        State.PRIMARY_STATE_INACTIVE)
+        loaded = await self._loaded_unnormalizer()
+        bridge = self._bridge_client
+        if loaded.get('pending_changes') and \
+                await bridge.get_state(self._waiter) == State.PRIMARY_STATE_INACTIVE:
+            self.get_logger().info(f'reconfiguring /{bridge.target}: '
+                                   f'{", ".join(loaded["pending_changes"])} changed since configure')
+            await bridge.transition(self._waiter, Transition.TRANSITION_CLEANUP,
+                                    State.PRIMARY_STATE_UNCONFIGURED)
+            await bridge.transition(self._waiter, Transition.TRANSITION_CONFIGURE,
+                                    State.PRIMARY_STATE_INACTIVE)
+        self._check_abort()
+
+    async def _activate_all(self, generation) -> None:
+        """Activate in order, then confirm all active and the checked configuration still loaded."""
+        for name in self.managed:
+            self._check_abort()
+            client = self.clients_[name]
+            if await client.get_state(self._waiter) == State.PRIMARY_STATE_INACTIVE:
+                await client.transition(self._waiter, Transition.TRANSITION_ACTIVATE,
+                                        State.PRIMARY_STATE_ACTIVE)
+        for name in self.managed:
+            got = await self.clients_[name].get_state(self._waiter)
+            if got != State.PRIMARY_STATE_ACTIVE:
+                raise ManagerError(f'{name} is {STATE_NAMES.get(got, got)}, expected active')
+        loaded = await self._loaded_unnormalizer()
+        if loaded.get('generation') != generation or loaded.get('pending_changes'):
+            raise ManagerError(f'/{self._bridge_client.target} was reconfigured or its unnormalizer '
+                               'parameters changed during bringup')
+        self._check_abort()
+
+    async def _loaded_unnormalizer(self) -> dict:
+        """The bridge's report of what its last configure loaded (JSON in a Trigger reply)."""
+        answer = await self._waiter.call(self._loaded_client, Trigger.Request(), self._timeout)
+        try:
+            report = json.loads(answer.message)
+        except ValueError:
+            raise ManagerError(f'{self._loaded_client.srv_name} answered no JSON report') from None
+        if not isinstance(report, dict):
+            raise ManagerError(f'{self._loaded_client.srv_name} answered no JSON object')
+        return report
+
+    # ---- teardown --------------------------------------------------------------------------
+    async def _rollback(self) -> list[str]:
+        """Deactivate every active managed node in reverse order; the problems, if any."""
         self.pipeline_active = False
+        problems = []
         for name in reversed(self.managed):
+            client = self.clients_[name]
             try:
-                if self.clients_[name].state() == State.PRIMARY_STATE_ACTIVE:
-                    self.clients_[name].transition(Transition.TRANSITION_DEACTIVATE,
-                                                   State.PRIMARY_STATE_INACTIVE)
+                if await client.get_state(self._waiter) == State.PRIMARY_STATE_ACTIVE:
+                    await client.transition(self._waiter, Transition.TRANSITION_DEACTIVATE,
+                                            State.PRIMARY_STATE_INACTIVE)
             except ManagerError as exc:
                 self.get_logger().error(f'rollback: {exc}')
+                problems.append(str(exc))
+        return problems
 
-    def teardown(self, why: str) -> None:
-        with self._work:
-            self._rollback()
-            self._report(ERROR, why, {'verdict': 'deactivated'})
+    async def teardown(self, why: str) -> tuple[bool, str]:
+        """Deactivate the pipeline; success only if GetState shows no managed node active."""
+        problems = await self._rollback()
+        for name in self.managed:
+            try:
+                if await self.clients_[name].get_state(self._waiter) == State.PRIMARY_STATE_ACTIVE:
+                    problems.append(f'{name} is still active')
+            except ManagerError as exc:
+                problems.append(str(exc))
+        message = why if not problems else f'{why}; teardown incomplete: {"; ".join(problems)}'
+        self._report(ERROR, message, {'verdict': 'deactivated'})
+        return not problems, message
 
-    def _on_parameter_event(self, event: ParameterEvent) -> None:
-        if event.node.lstrip('/') != self.bridge.lstrip('/') or not self.pipeline_active:
+    # ---- callbacks -------------------------------------------------------------------------
+    async def _on_autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        await self._exclusive(self.bringup)
+
+    async def _on_parameter_event(self, event: ParameterEvent) -> None:
+        """A change of what the bridge unnormalizes with aborts a bringup or tears down."""
+        if event.node.strip('/') != self.bridge.strip('/'):
             return
+        watched = set(loaded_parameter_names())
         changed = [p.name for p in (*event.new_parameters, *event.changed_parameters,
-                                    *event.deleted_parameters) if p.name.startswith(PARAM_PREFIX)]
-        if changed:
+                                    *event.deleted_parameters) if p.name in watched]
+        if not changed:
+            return
+        what = f'parameter(s) {", ".join(changed)} of /{self.bridge.strip("/")} changed'
+        if self._bringing_up:
+            self._abort = f'{what} during bringup'
+        elif self.pipeline_active:
             self.pipeline_active = False
-            threading.Thread(target=self.teardown, daemon=True, args=(
-                f'unnormalizer parameter(s) {", ".join(changed)} of /{self.bridge} changed while '
-                'active: pipeline deactivated; call ~/bringup after review',)).start()
 
-    def _on_bringup(self, request, response):
-        response.success = self.bringup()
-        response.message = self._status[2]
+            async def deactivate():
+                return await self.teardown(f'{what} while active: pipeline deactivated; '
+                                           'call ~/bringup after review')
+            await self._exclusive(deactivate)
+
+    async def _on_bringup(self, request, response):
+        response.success, response.message = await self._exclusive(self.bringup)
         return response
 
-    def _on_teardown(self, request, response):
-        self.teardown('pipeline deactivated on request')
-        response.success, response.message = True, self._status[2]
+    async def _on_teardown(self, request, response):
+        if self._bringing_up:
+            self._abort = 'teardown requested'
+
+        async def deactivate():
+            return await self.teardown('pipeline deactivated on request')
+        response.success, response.message = await self._exclusive(deactivate)
         return response
 
     # ---- diagnostics -----------------------------------------------------------------------
+    def _verdict_values(self) -> dict:
+        report = self.last_report
+        values = {k: report.get(k) for k in ('verdict', 'mean_drift', 'max_drift', 'mode',
+                                             'generation')}
+        values['reasons'] = '; '.join(report.get('reasons') or [])
+        values['notes'] = '; '.join(report.get('notes') or [])
+        return values
+
     def _report(self, level: bytes, message: str, values: dict) -> None:
         if level == OK:
             self.get_logger().info(message)
         else:
             self.get_logger().error(message)
         self._status = ('vla_safety/execspec', level, message, values)
-        self._publish_status()
-
-    def _publish_status(self) -> None:
         self._diagnostics.publish()
 
     def diagnostic_status(self) -> DiagnosticStatus:
         """The `vla_safety/execspec` status (the one function both /diagnostics paths publish)."""
         name, level, message, values = self._status
         return status(name, level, message, self.get_name(),
-                      {'checkpoint': self.checkpoint, 'pipeline_active': self.pipeline_active, **values})
+                      {'checkpoint': self.checkpoint, 'pipeline_active': self.pipeline_active,
+                       **values})
 
 
 def main() -> None:

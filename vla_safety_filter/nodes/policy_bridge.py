@@ -2,16 +2,28 @@
 
 Source `replay` plays recorded episodes (npz, LeRobot dataset, csv) at their frame rate; with
 `normalized_input` the recorded values are policy outputs in normalized units and are unnormalized
-with the `unnormalizer.*` parameters, the same parameters execspec_check verifies. `faults` turns a
-replay into a drill: time-limited faults (core.faults.parse_drill) are applied to every episode, to
-rehearse what the filter and the monitor do about them. Never drill without the filter in the loop.
+with the `unnormalizer.*` parameters. `faults` turns a replay into a drill: time-limited faults
+(core.faults.parse_drill) are applied to every episode, to rehearse what the filter and the monitor
+do about them. Never drill without the filter in the loop.
+
+Configure reads the source, `normalized_input` and `unnormalizer.*` once; later parameter changes
+take effect only at the next configure. `~/loaded_unnormalizer` (std_srvs/Trigger) answers with a
+JSON report of what the last configure loaded (the `unnormalizer.*` values, `normalized_input`, the
+published joint order, a configure `generation` counter, and `pending_changes`: parameters changed
+since), which execspec_check verifies before activation. Each message carries the node-clock time
+of publishing in `header.stamp` (for replay, the observation time) and `chunk <n>` in
+`header.frame_id`. Configure creates the publishers and the timer, cleanup/shutdown/error destroy
+them through the node, once each.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..core.episodes import read_episodes
@@ -36,8 +48,13 @@ UNNORMALIZER_PARAMS = {
 
 
 def unnormalizer_parameter_names() -> list[str]:
-    """Fully qualified names of the unnormalizer parameters (watched by execspec_check)."""
+    """Fully qualified names of the unnormalizer parameters."""
     return [PARAM_PREFIX + name for name in UNNORMALIZER_PARAMS]
+
+
+def loaded_parameter_names() -> list[str]:
+    """Parameters that decide how actions are unnormalized (watched by execspec_check)."""
+    return [*unnormalizer_parameter_names(), 'normalized_input']
 
 
 class PolicyBridge(GatedLifecycleNode):
@@ -52,19 +69,22 @@ class PolicyBridge(GatedLifecycleNode):
         self.chunk_size = declare(self, 'chunk_size', 1, 'points per /vla/raw_action message')
         self.joint_names = declare(self, 'joint_names', Parameter.Type.STRING_ARRAY,
                                    'names to publish (default: the source names)')
-        self.normalized_input = declare(self, 'normalized_input', False,
-                                        'recorded values are normalized policy outputs')
+        declare(self, 'normalized_input', False,
+                'recorded values are normalized policy outputs (read at configure)')
         self.loop = declare(self, 'loop', False, 'start over after the last episode')
         self.faults = declare(self, 'faults', Parameter.Type.STRING_ARRAY,
                               'drill: faults family@start_s[+duration_s] applied to every episode')
         self.fault_seed = declare(self, 'fault_seed', 0, 'drill: seed of the injected faults')
         for name, (default, text) in UNNORMALIZER_PARAMS.items():
             declare(self, PARAM_PREFIX + name, default, text)
-        self._timer = None
+        self._timer = self._pub = self._episode_pub = None
         self._queue: list[tuple[int, np.ndarray]] = []
+        self._generation = 0
+        self._loaded: dict | None = None
+        self.create_service(Trigger, '~/loaded_unnormalizer', self._on_loaded_unnormalizer)
 
     def unnormalizer_params(self) -> dict:
-        """The live unnormalizer parameters that are set (as execspec_check reads them)."""
+        """The live unnormalizer parameters that are set."""
         values = {}
         for name in unnormalizer_parameter_names():
             param = self.get_parameter_or(name, None)   # typed parameters may be unset
@@ -74,17 +94,26 @@ class PolicyBridge(GatedLifecycleNode):
         return values
 
     def on_configure(self, state) -> TransitionCallbackReturn:
+        self._release()
         try:
-            self._queue, self._dt, self._names = self._load()
+            self._queue, self._dt, self._names, loaded = self._load()
         except InputError as exc:
             self.get_logger().error(f'configure refused: {exc}')
             return TransitionCallbackReturn.FAILURE
+        self._generation += 1
+        self._loaded = {**loaded, 'generation': self._generation}
+        self._chunks = 0
         self._pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action', COMMAND_QOS)
         self._episode_pub = self.create_lifecycle_publisher(String, '/vla/episode', LATCHED_QOS)
         self._timer = self.create_timer(self._dt, self._on_timer)
         self.get_logger().info(f'configured: {len(self._queue)} episode(s) of {len(self._names)} '
                                f'joints at {1 / self._dt:g} Hz, chunk {self.chunk_size}')
         return TransitionCallbackReturn.SUCCESS
+
+    def _live_loaded_values(self) -> dict:
+        """The live values of the parameters configure loads (unset ones left out)."""
+        return {**self.unnormalizer_params(),
+                'normalized_input': bool(self.get_parameter('normalized_input').value)}
 
     def _load(self):
         require_valid_parameters(self)
@@ -105,8 +134,10 @@ class PolicyBridge(GatedLifecycleNode):
         if self.chunk_size < 1:
             raise InputError('chunk_size must be >= 1')
         dt = 1.0 / float(rate)
-        meta = metadata_from_params(self.unnormalizer_params(), f'{self.get_name()} parameters') \
-            .require_valid() if self.normalized_input else None
+        live = self._live_loaded_values()
+        params = {k: v for k, v in live.items() if k != 'normalized_input'}
+        meta = metadata_from_params(params, f'{self.get_name()} parameters').require_valid() \
+            if live['normalized_input'] else None
         played = []
         for e in episodes:
             normalized = None
@@ -119,19 +150,53 @@ class PolicyBridge(GatedLifecycleNode):
                 self.get_logger().warning(f'DRILL: episode {e.index} carries injected faults '
                                           f'{[f.to_dict() for f in drill]}')
             played.append((e.index, actions))
-        return played, dt, names
+        loaded = {'configured': True, 'source': f'/{self.get_name()}', 'values': live,
+                  'parameters': params, 'normalized_input': live['normalized_input'],
+                  'joint_names': list(names)}
+        return played, dt, names, loaded
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._cursor = (0, 0)
         self._announced = False
         return super().on_activate(state)
 
-
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        if self._timer is not None:
-            self._timer.destroy()
-            self._timer = None
+        self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_error(state)
+
+    def _release(self) -> None:
+        """Destroy the timer and publishers through the node (the executor may hold them)."""
+        self.active = False
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        for pub in (self._pub, self._episode_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._timer = self._pub = self._episode_pub = None
+        self._loaded = None
+
+    def _on_loaded_unnormalizer(self, request, response):
+        """Report what the last configure loaded, and which of those parameters changed since."""
+        if self._loaded is None:
+            report = {'configured': False, 'source': f'/{self.get_name()}',
+                      'generation': self._generation}
+        else:
+            live = self._live_loaded_values()
+            names = sorted(set(live) | set(self._loaded['values']))
+            pending = [n for n in names if live.get(n) != self._loaded['values'].get(n)]
+            report = {k: v for k, v in self._loaded.items() if k != 'values'}
+            report['pending_changes'] = pending
+        response.success = bool(report['configured'])
+        response.message = json.dumps(report)
+        return response
 
     def _on_timer(self) -> None:
         if not self.active:
@@ -146,7 +211,11 @@ class PolicyBridge(GatedLifecycleNode):
             self._announced = True
             return
         chunk = actions[t:t + self.chunk_size]
-        self._pub.publish(_chunk_message(self._names, chunk, self._dt))
+        message = _chunk_message(self._names, chunk, self._dt)
+        message.header.stamp = self.get_clock().now().to_msg()
+        message.header.frame_id = f'chunk {self._chunks}'
+        self._chunks += 1
+        self._pub.publish(message)
         t += 1
         if t >= len(actions):
             ep, t = ep + 1, 0
