@@ -8,6 +8,7 @@ import pytest
 
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.checkpoints import load_metadata, write_params_yaml
+from vla_safety_filter.core.execspec import Metadata
 
 from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
@@ -114,3 +115,22 @@ def test_console_script_truncated_checkpoint_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert 'Traceback' not in proc.stderr and proc.stderr.count('\n') == 1
     assert 'config.json: not valid JSON' in proc.stderr
+
+
+def test_names_not_carried_by_the_checkpoint_are_reported_as_not_checked(tmp_path, capsys,
+                                                                         checkpoint):
+    code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                             '--params', bridge_params(tmp_path))
+    assert code == 0 and 'note: dimension names: not checked (the checkpoint names none)' in out
+
+
+def test_a_permuted_yaml_deployment_exits_1_naming_the_permutation(tmp_path, capsys):
+    meta = load_metadata(STATS_FILE, unnorm_key='bridge_orig')
+    named = Metadata(meta.mode, meta.mask, low=meta.low, high=meta.high, names=list('xyzrpwg'))
+    permuted = Metadata(meta.mode, meta.mask, low=meta.low, high=meta.high,
+                        names=list('yxzrpwg'))
+    ckpt, params = str(tmp_path / 'ckpt.yaml'), str(tmp_path / 'params.yaml')
+    write_params_yaml(ckpt, named)
+    write_params_yaml(params, permuted)
+    code, out, _ = run_check(capsys, '--checkpoint', ckpt, '--params', params)
+    assert code == 1 and 'permutation' in out

@@ -93,7 +93,8 @@ def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
     (lambda a: a.pop('q99'), r"\['k'\]\.action has no 'q99'"),
     (lambda a: a.__setitem__('q01', a['q01'][:6]), 'statistics have different lengths'),
     (lambda a: a.__setitem__('std', [float('nan')] * 7), r"\['k'\]\.action\.std\[0\] is not finite"),
-    (lambda a: a.__setitem__('q99', a['q01']), r"\['k'\]\.action: q99\[0\] = .* <= q01\[0\]"),
+    (lambda a: a.__setitem__('q99', [v - 1.0 for v in a['q01']]),
+     r"\['k'\]\.action: q99\[0\] = .* < q01\[0\] = .* \(inverted range\)"),
     (lambda a: a.__setitem__('mask', [1] * 7), r'action\.mask must be a list of 7 booleans'),
     (lambda a: a.__setitem__('q01', 'abc'), r'action\.q01 must be a list of numbers'),
 ])
@@ -104,6 +105,13 @@ def test_bad_openvla_entries_name_the_file_and_field(tmp_path, edit, message):
     with pytest.raises(InputError, match=message) as info:
         load_metadata(path)
     assert str(info.value).startswith(path) and '\n' not in str(info.value)
+
+
+def test_a_constant_dimension_loads_and_unnormalizes_to_its_constant(tmp_path):
+    action = dict(real_stats()['bridge_orig']['action'])
+    action['q99'] = [action['q01'][0], *action['q99'][1:]]   # dimension 0 never moved
+    meta = load_metadata(write_json(tmp_path / 'stats.json', {'k': {'action': action}}))
+    assert meta.low[0] == meta.high[0] == action['q01'][0]
 
 
 def test_entry_without_action_and_nan_in_json_are_refused(tmp_path):

@@ -7,9 +7,11 @@ import pytest
 from scipy import integrate
 
 from vla_safety_filter.core.errors import InputError
+from hypothesis import given
+from hypothesis import strategies as st
 from vla_safety_filter.core.execspec import (
-    CheckResult, Metadata, check_metadata, drift_certificate, expected_abs_affine, metadata_from_params,
-    metadata_to_params, unnormalize)
+    CheckResult, Metadata, check_loaded, check_metadata, drift_certificate, expected_abs_affine,
+    metadata_from_params, metadata_to_params, name_differences, normalize, unnormalize)
 
 from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
@@ -88,19 +90,21 @@ def test_structurally_bad_metadata_is_refused(changes, message):
         replace(real('bridge_orig'), **changes)
 
 
-def test_problems_name_non_finite_and_degenerate_fields_but_ignore_unnormalized_dims():
+def test_problems_name_non_finite_and_inverted_fields_but_ignore_unnormalized_dims():
     meta = real('bridge_orig')
     low = meta.low.copy()
     low[2] = np.nan
     assert replace(meta, low=low).problems() == ['bridge_orig: q01[2] is not finite (nan)']
     high = meta.high.copy()
-    high[4] = meta.low[4]
+    high[4] = meta.low[4] - 0.5
     assert 'q99[4]' in replace(meta, high=high).problems()[0]
+    high[4] = meta.low[4]                      # constant: valid, compared exactly by the check
+    assert replace(meta, high=high).problems() == []
     high[4] = meta.high[4]
     high[6] = -1.0   # gripper is passed through: its range is never used
     assert replace(meta, high=high).problems() == []
-    std = Metadata(mode='mean_std', mask=np.array([True]), mean=[0.0], std=[0.0], source='s')
-    assert std.problems() == ['s: std[0] = 0 is not positive (degenerate)']
+    std = Metadata(mode='mean_std', mask=np.array([True]), mean=[0.0], std=[-1.0], source='s')
+    assert std.problems() == ['s: std[0] = -1 is negative']
     with pytest.raises(InputError, match='std'):
         std.require_valid()
 
@@ -313,3 +317,86 @@ def test_certificate_predicts_the_mean_drift_over_openvla_bin_centres():
     x = np.tile(BIN_CENTRES, (7, 1)).T
     empirical = np.abs(unnormalize(dep, x) - unnormalize(ref, x)).mean(axis=0)
     np.testing.assert_allclose(drift_certificate(ref, dep).per_dim_drift_abs, empirical, rtol=1e-4, atol=1e-12)
+
+
+# ---- constant dimensions, dimension names, what a bridge loaded ---------------------------------
+
+def _constant(meta: Metadata, j: int, value: float) -> Metadata:
+    low, high = meta.low.copy(), meta.high.copy()
+    low[j] = high[j] = value
+    return replace(meta, low=low, high=high)
+
+
+@given(st.floats(-10, 10), st.floats(1e-9, 1.0))
+def test_a_constant_dimension_is_compared_exactly_not_refused(value, delta):
+    ref = _constant(real('bridge_orig'), 2, value)       # e.g. a gripper that never moved
+    same = check_metadata(ref, _constant(real('bridge_orig'), 2, value))
+    assert same.verdict == 'identical' and same.certificate.per_dim_drift[2] == 0.0
+    moved = check_metadata(ref, _constant(real('bridge_orig'), 2, value + delta))
+    assert moved.verdict == 'mismatch' and 'dims 2' in moved.reasons[0]
+    assert moved.certificate.per_dim_drift[2] == np.inf
+    opened = ref.high.copy()
+    opened[2] += delta                                    # no longer constant
+    assert check_metadata(ref, replace(ref, high=opened)).verdict == 'mismatch'
+    assert np.allclose(unnormalize(ref, np.zeros(7))[2], value)
+
+
+def test_a_constant_mean_std_dimension_is_compared_exactly():
+    ref = Metadata('mean_std', np.array([True, True]), mean=[0.5, 1.0], std=[0.0, 2.0], source='r')
+    assert check_metadata(ref, ref).verdict == 'identical'
+    moved = Metadata('mean_std', ref.mask, mean=[0.5 + 1e-12, 1.0], std=[0.0, 2.0], source='d')
+    assert check_metadata(ref, moved).verdict == 'mismatch'
+    with pytest.raises(InputError, match='constant'):
+        normalize(ref, [0.5, 1.0])
+
+
+def test_a_permutation_of_dimension_names_is_called_one():
+    ref = replace(real('bridge_orig'), names=tuple('xyzrpwg'))
+    reasons = check_metadata(ref, replace(ref, names=tuple('yxzrpwg'))).reasons
+    assert reasons and 'permutation' in reasons[0]
+    assert name_differences(('a', 'b'), ['a', 'c'], 'bridge')[0].startswith('dimension names')
+
+
+def _loaded(meta: Metadata, **changes) -> dict:
+    report = {'configured': True, 'source': '/policy_bridge', 'normalized_input': True,
+              'parameters': metadata_to_params(meta), 'pending_changes': [],
+              'joint_names': list(meta.names or [f'j{i}' for i in range(meta.dim)])}
+    report.update(changes)
+    return report
+
+
+def test_check_loaded_verifies_normalized_input_both_ways():
+    ref = real('bridge_orig')
+    assert check_loaded(ref, _loaded(ref), True).verdict == 'identical'
+    off = check_loaded(ref, _loaded(ref, normalized_input=False), True)
+    assert off.verdict == 'mismatch' and 'normalized_input is false' in off.reasons[0]
+    twice = check_loaded(ref, _loaded(ref), False)
+    assert twice.verdict == 'mismatch' and 'second time' in twice.reasons[0]
+    assert 'normalized_input: checked (true)' in check_loaded(ref, _loaded(ref), True).notes
+    identity = Metadata('identity', np.zeros(3, dtype=bool), source='i')
+    result = check_loaded(identity, _loaded(identity, normalized_input=False), True)
+    assert result.verdict == 'identical' and 'not checked' in result.notes[0]
+
+
+def test_check_loaded_compares_joint_order_where_the_checkpoint_names_dimensions():
+    ref = real('bridge_orig')
+    unnamed = check_loaded(ref, _loaded(ref), True)
+    assert 'dimension names: not checked (the checkpoint names none)' in unnamed.notes
+    named = replace(ref, names=tuple('xyzrpwg'))
+    same = check_loaded(named, _loaded(named), True)
+    assert same.verdict == 'identical' and 'joint order: checked' in same.notes[-1]
+    permuted = check_loaded(named, _loaded(named, joint_names=list('yxzrpwg')), True)
+    assert permuted.verdict == 'mismatch' and 'permutation' in permuted.reasons[0]
+    short = check_loaded(ref, _loaded(ref, joint_names=['a']), True)
+    assert short.verdict == 'mismatch' and 'publishes 1 joints' in short.reasons[0]
+
+
+def test_check_loaded_refuses_unconfigured_pending_and_different_statistics():
+    ref = real('bridge_orig')
+    assert check_loaded(ref, {'configured': False}, True).verdict == 'cannot_check'
+    pending = check_loaded(ref, _loaded(ref, pending_changes=['unnormalizer.high']), True)
+    assert pending.verdict == 'mismatch' and 'changed since configure' in pending.reasons[0]
+    other = check_loaded(ref, _loaded(real('fractal20220817_data')), True)
+    assert other.verdict == 'mismatch' and other.certificate.max_drift > 0
+    broken = check_loaded(ref, _loaded(ref, parameters={'unnormalizer.dim': 7}), True)
+    assert broken.verdict == 'cannot_check'

@@ -24,8 +24,7 @@ from ros_harness import wait_for
 from test_bringup import pipeline_setup
 from vla_safety_filter.core.checkpoints import write_params_yaml
 from vla_safety_filter.core.episodes import read_episodes
-from vla_safety_filter.core.execspec import (Metadata, metadata_from_params, metadata_to_params,
-                                             unnormalize)
+from vla_safety_filter.core.execspec import Metadata, metadata_from_params, unnormalize
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
 from vla_safety_filter.nodes.execspec_check import ExecSpecCheck, LifecycleClient, call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge

@@ -61,6 +61,7 @@ def format_result(result: CheckResult) -> str:
     lines.append(f'verdict:    {result.verdict.upper()}')
     if result.verdict != 'cannot_check':   # cannot_check reasons go to stderr as errors
         lines += [f'  - {reason}' for reason in result.reasons]
+    lines += [f'  note: {note}' for note in result.notes]
     cert = result.certificate
     if cert is None:
         return '\n'.join(lines)

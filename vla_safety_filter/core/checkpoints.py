@@ -246,7 +246,8 @@ def load_lerobot(path: str) -> Metadata:
 def load_params_yaml(path: str, node: str = BRIDGE_NODE) -> Metadata:
     """The unnormalizer a bridge would run with, from `policy_bridge: ros__parameters: unnormalizer:`.
 
-    Not validated for finiteness: the check reports non-finite or degenerate values as cannot_check.
+    Not validated for finiteness: the check reports non-finite values or inverted ranges as
+    cannot_check.
     """
     return metadata_from_params(read_node_params(path, node), source=path)
 
@@ -291,7 +292,9 @@ def detect_format(path: str, normalization_type: str | None = None) -> str:
 
 def load_metadata(path: str, fmt: str = 'auto', unnorm_key: str | None = None,
                   normalization_type: str | None = None) -> Metadata:
-    """The checkpoint's action unnormalizer, validated (finite, non-degenerate) or an InputError."""
+    """The checkpoint's action unnormalizer, validated (finite, no inverted range), or InputError.
+
+    A constant dimension (q99 == q01) is valid: the check compares it exactly."""
     if fmt not in FORMATS:
         raise InputError(f'unknown format {fmt!r} (expected one of {", ".join(FORMATS)})')
     if fmt == 'auto':

@@ -329,7 +329,17 @@ def check_metadata(reference: Metadata, deployed: Metadata, tol: float = DEFAULT
         return CheckResult('cannot_check', invalid, None, reference, deployed)
     reasons = _differences(reference, deployed, tol)
     certificate = drift_certificate(reference, deployed) if reference.dim == deployed.dim else None
-    return CheckResult('mismatch' if reasons else 'identical', reasons, certificate, reference, deployed)
+    return CheckResult('mismatch' if reasons else 'identical', reasons, certificate, reference,
+                       deployed, (_names_note(reference, deployed),))
+
+
+def _names_note(reference: Metadata, deployed: Metadata) -> str:
+    """Whether the dimension names could be compared (only where both sides carry them)."""
+    if not reference.names:
+        return 'dimension names: not checked (the checkpoint names none)'
+    if not deployed.names:
+        return 'dimension names: not checked (the deployed unnormalizer names none)'
+    return 'dimension names: checked'
 
 
 def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
@@ -351,7 +361,7 @@ def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
     result = check_metadata(reference, deployed, tol)
     if result.verdict == 'cannot_check':
         return result
-    reasons, notes = list(result.reasons), []
+    reasons, notes = list(result.reasons), list(result.notes)
     pending = list(loaded.get('pending_changes') or [])
     if pending:
         reasons.append(f'{source}: {", ".join(pending)} changed since configure (not loaded)')
@@ -385,11 +395,10 @@ def _joint_name_reasons(reference: Metadata, joint_names: list, source: str,
         return [f'{source} publishes {len(joint_names)} joints for the checkpoint\'s '
                 f'{reference.dim} action dimensions']
     if not reference.names:
-        notes.append('dimension names: not checked (the checkpoint names none)')
         return []
     found = name_differences(reference.names, joint_names, f'{source} joint_names')
     if not found:
-        notes.append('dimension names: checked (joint_names in checkpoint order)')
+        notes.append('joint order: checked (joint_names in the checkpoint\'s order)')
     return found
 
 

@@ -1,12 +1,12 @@
-"""execspec_check: the pipeline manager. Nothing moves until the bridge's unnormalizer matches the checkpoint.
+"""execspec_check: the pipeline manager; nothing moves until the bridge's unnormalizer is checked.
 
 Bringup (at startup with `autostart`, or on `~/bringup`, std_srvs/Trigger): configure every
 managed node that is unconfigured; ask the bridge (`/<bridge>/loaded_unnormalizer`) what its last
 configure loaded, reconfiguring an inactive bridge first if its parameters changed since; check
-that with core.execspec.check_loaded against the checkpoint's metadata (statistics, mode, key, mask,
-dimension, `normalized_input`, and dimension names/order where the checkpoint names them; the
-report's notes say what was not checked); only if identical, activate in order (monitor -> filter
--> bridge). Every transition is confirmed with GetState. Any refusal, or any change of the
+that with core.execspec.check_loaded against the checkpoint's metadata (statistics, mode, key,
+mask, dimension, `normalized_input`, and dimension names/order where the checkpoint names them;
+the report's notes say what was not checked); only if identical, activate in order (monitor ->
+filter -> bridge). Every transition is confirmed with GetState. Any refusal, or any change of the
 bridge's `unnormalizer.*` / `normalized_input` parameters during bringup, rolls back (deactivates
 in reverse order) and reports ERROR on /diagnostics with the reason. The same change while the
 pipeline is active deactivates it; `~/bringup` is the recovery after review. `~/teardown`
@@ -79,7 +79,7 @@ class Waiter:
         self.clock = Clock(clock_type=ClockType.STEADY_TIME)
 
     async def first(self, future: Future | None, timeout: float) -> bool:
-        """Wait until `future` is done or `timeout` s pass (future None: just sleep); True if done."""
+        """Wait until `future` is done or `timeout` s pass (None: just sleep); True if done."""
         if future is not None and future.done():
             return True
         wake = Future()
@@ -168,7 +168,8 @@ class ExecSpecCheck(Node):
     def __init__(self, name: str = 'execspec_check', **kwargs):
         super().__init__(name, **kwargs)
         self.checkpoint = declare(self, 'checkpoint', '', 'checkpoint directory or metadata file')
-        self.format = declare(self, 'format', 'auto', 'auto, openvla, openvla-oft, lerobot or yaml')
+        self.format = declare(self, 'format', 'auto',
+                              'auto, openvla, openvla-oft, lerobot or yaml')
         self.unnorm_key = declare(self, 'unnorm_key', '', 'checkpoint statistics key (OpenVLA)')
         self.normalization_type = declare(self, 'normalization_type', '',
                                           'OpenVLA-OFT: BOUNDS or BOUNDS_Q99')
@@ -196,8 +197,8 @@ class ExecSpecCheck(Node):
         self.pipeline_active = False
         self.last_report: dict = {}
         self._status = ('vla_safety/execspec', WARN, 'waiting for the first check', {})
-        self.create_subscription(ParameterEvent, '/parameter_events', self._on_parameter_event, 100,
-                                 callback_group=group)
+        self.create_subscription(ParameterEvent, '/parameter_events', self._on_parameter_event,
+                                 100, callback_group=group)
         self.create_service(Trigger, '~/bringup', self._on_bringup, callback_group=group)
         self.create_service(Trigger, '~/teardown', self._on_teardown, callback_group=group)
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
@@ -221,7 +222,7 @@ class ExecSpecCheck(Node):
 
     # ---- bringup ---------------------------------------------------------------------------
     async def bringup(self) -> tuple[bool, str]:
-        """Configure, check what the bridge loaded, activate; roll back on any refusal or change."""
+        """Configure, check what the bridge loaded, activate; roll back on a refusal or change."""
         self._abort, self._bringing_up, self.last_report = None, True, {}
         try:
             ok = await self._bringup_steps()
@@ -273,8 +274,9 @@ class ExecSpecCheck(Node):
         bridge = self._bridge_client
         if loaded.get('pending_changes') and \
                 await bridge.get_state(self._waiter) == State.PRIMARY_STATE_INACTIVE:
-            self.get_logger().info(f'reconfiguring /{bridge.target}: '
-                                   f'{", ".join(loaded["pending_changes"])} changed since configure')
+            changed = ', '.join(loaded['pending_changes'])
+            self.get_logger().info(f'reconfiguring /{bridge.target}: {changed} changed since '
+                                   'configure')
             await bridge.transition(self._waiter, Transition.TRANSITION_CLEANUP,
                                     State.PRIMARY_STATE_UNCONFIGURED)
             await bridge.transition(self._waiter, Transition.TRANSITION_CONFIGURE,
@@ -282,7 +284,7 @@ class ExecSpecCheck(Node):
         self._check_abort()
 
     async def _activate_all(self, generation) -> None:
-        """Activate in order, then confirm all active and the checked configuration still loaded."""
+        """Activate in order; confirm all active and the checked configuration still loaded."""
         for name in self.managed:
             self._check_abort()
             client = self.clients_[name]
@@ -295,8 +297,8 @@ class ExecSpecCheck(Node):
                 raise ManagerError(f'{name} is {STATE_NAMES.get(got, got)}, expected active')
         loaded = await self._loaded_unnormalizer()
         if loaded.get('generation') != generation or loaded.get('pending_changes'):
-            raise ManagerError(f'/{self._bridge_client.target} was reconfigured or its unnormalizer '
-                               'parameters changed during bringup')
+            raise ManagerError(f'/{self._bridge_client.target} was reconfigured or its '
+                               'unnormalizer parameters changed during bringup')
         self._check_abort()
 
     async def _loaded_unnormalizer(self) -> dict:

@@ -1,4 +1,4 @@
-"""policy_bridge: publishes a policy's actions on /vla/raw_action (JointTrajectory, one point or a chunk).
+"""policy_bridge: a policy's actions on /vla/raw_action (JointTrajectory, one point or a chunk).
 
 Source `replay` plays recorded episodes (npz, LeRobot dataset, csv) at their frame rate; with
 `normalized_input` the recorded values are policy outputs in normalized units and are unnormalized
@@ -6,11 +6,12 @@ with the `unnormalizer.*` parameters. `faults` turns a replay into a drill: time
 (core.faults.parse_drill) are applied to every episode, to rehearse what the filter and the monitor
 do about them. Never drill without the filter in the loop.
 
-Configure reads the source, `normalized_input` and `unnormalizer.*` once; later parameter changes
-take effect only at the next configure. `~/loaded_unnormalizer` (std_srvs/Trigger) answers with a
-JSON report of what the last configure loaded (the `unnormalizer.*` values, `normalized_input`, the
-published joint order, a configure `generation` counter, and `pending_changes`: parameters changed
-since), which execspec_check verifies before activation. Each message carries the node-clock time
+Configure loads the episodes and reads `normalized_input` and `unnormalizer.*` (other parameters
+are read at construction); changes to those two take effect at the next configure.
+`~/loaded_unnormalizer` (std_srvs/Trigger) answers with a JSON report of what the last configure
+loaded (the `unnormalizer.*` values, `normalized_input`, the published joint order, a configure
+`generation` counter, and `pending_changes`: parameters changed since), which execspec_check
+verifies before activation. Each message carries the node-clock time
 of publishing in `header.stamp` (for replay, the observation time) and `chunk <n>` in
 `header.frame_id`. Configure creates the publishers and the timer, cleanup/shutdown/error destroy
 them through the node, once each.
@@ -63,7 +64,8 @@ class PolicyBridge(GatedLifecycleNode):
     def __init__(self, name: str = 'policy_bridge', **kwargs):
         super().__init__(name, **kwargs)
         self.source = declare(self, 'source', 'replay', f'action source: {", ".join(SOURCES)}')
-        self.episodes_file = declare(self, 'episodes_file', '', 'replay: npz, LeRobot dataset or csv')
+        self.episodes_file = declare(self, 'episodes_file', '',
+                                     'replay: npz, LeRobot dataset or csv')
         self.episode = declare(self, 'episode', -1, 'replay: episode index, -1 plays all in order')
         self.rate_hz = declare(self, 'rate_hz', 0.0, 'publish rate; 0 = the recording fps')
         self.chunk_size = declare(self, 'chunk_size', 1, 'points per /vla/raw_action message')
@@ -103,7 +105,8 @@ class PolicyBridge(GatedLifecycleNode):
         self._generation += 1
         self._loaded = {**loaded, 'generation': self._generation}
         self._chunks = 0
-        self._pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action', COMMAND_QOS)
+        self._pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
+                                                    COMMAND_QOS)
         self._episode_pub = self.create_lifecycle_publisher(String, '/vla/episode', LATCHED_QOS)
         self._timer = self.create_timer(self._dt, self._on_timer)
         self.get_logger().info(f'configured: {len(self._queue)} episode(s) of {len(self._names)} '
