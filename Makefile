@@ -1,12 +1,22 @@
 # Fresh-machine entry points: `make demo` (set up + run the main job) and `make test`.
-# Everything installs into .venv from PyPI wheels (ROS 2 Kilted: real rclpy and Fast DDS).
+# Everything installs from PyPI wheels (real rclpy and Fast DDS) into one virtualenv per ROS 2
+# distribution, .venv-$(ROS_DISTRO). ROS_DISTRO is jazzy (the LTS most robots run) unless given
+# on the command line: `make test ROS_DISTRO=kilted`. A sourced ROS environment's $ROS_DISTRO
+# does not choose it; the tests see the chosen one.
 PYTHON ?= python3
-VENV := .venv
+DISTROS := jazzy kilted
+ROS_DISTRO = jazzy
+ifeq ($(filter $(ROS_DISTRO),$(DISTROS)),)
+$(error ROS_DISTRO=$(ROS_DISTRO) is not supported; choose one of: $(DISTROS))
+endif
+export ROS_DISTRO
+VENV := .venv-$(ROS_DISTRO)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ROS_WHEELS := ros-rclpy ros-rmw-fastrtps-cpp ros-rcl-interfaces ros-builtin-interfaces \
-	ros-sensor-msgs ros-trajectory-msgs ros-std-msgs ros-std-srvs ros-diagnostic-msgs \
-	ros-lifecycle-msgs ros-ament-package
+# ros-<distro>-* wheels pin one distribution; the unversioned ros-* ones follow the newest.
+ROS_PACKAGES := rclpy rmw-fastrtps-cpp rcl-interfaces builtin-interfaces sensor-msgs \
+	trajectory-msgs std-msgs std-srvs diagnostic-msgs lifecycle-msgs ament-package
+ROS_WHEELS := $(addprefix ros-$(ROS_DISTRO)-,$(ROS_PACKAGES))
 TOOLS := colcon-common-extensions mcap mcap-ros2-support rosbags matplotlib
 DEMO_OUT := out/demo
 
@@ -16,6 +26,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.py package.xml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	echo '*' > $(VENV)/.gitignore
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(ROS_WHEELS) $(TOOLS)
 	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints]'
@@ -37,4 +48,4 @@ colcon-test: setup
 		colcon test-result --verbose
 
 clean:
-	rm -rf $(VENV) build install log out .pytest_cache .hypothesis
+	rm -rf $(DISTROS:%=.venv-%) build install log out .pytest_cache .hypothesis
