@@ -1,6 +1,7 @@
 """`vla-safety bringup`'s node set over real DDS: all five nodes from parameter files, sim arm moving."""
 import os
 import threading
+import time
 
 import numpy as np
 import rclpy
@@ -10,6 +11,7 @@ from lifecycle_msgs.msg import State
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
 
 from ros_harness import next_domain, wait_for
 from vla_safety_filter.core.calibration import calibrate
@@ -18,7 +20,7 @@ from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.execspec import Metadata, metadata_to_params
 from vla_safety_filter.core.params import contract_to_params, write_filter_params
 from vla_safety_filter.nodes.bringup import pipeline_nodes
-from vla_safety_filter.nodes.execspec_check import LifecycleClient
+from vla_safety_filter.nodes.execspec_check import LifecycleClient, call
 
 
 def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
@@ -69,9 +71,13 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
     executor = SingleThreadedExecutor(context=context)
     nodes = pipeline_nodes(True, context)
     probe = rclpy.create_node('probe', context=context)
-    commands, diags = [], {}
+    commands, diags, arrivals = [], {}, []
+
+    def on_command(msg):
+        commands.append(list(msg.data))
+        arrivals.append(time.monotonic())
     probe.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
-                              lambda m: commands.append(list(m.data)), 100)
+                              on_command, 100)
     probe.create_subscription(DiagnosticArray, '/diagnostics',
                               lambda m: diags.update({s.name: s for s in m.status}), 100)
     for node in nodes + [probe]:
@@ -92,7 +98,28 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
         monitor = diags['vla_safety/monitor']
         assert monitor.hardware_id and {kv.key for kv in monitor.values} >= {'reversal_rate',
                                                                            'cusum_statistic'}
+        _manager_services_keep_the_executor_serving(probe, managed, arrivals)
     finally:
         executor.shutdown()
         context.try_shutdown()
         thread.join(timeout=5)
+
+
+def _manager_services_keep_the_executor_serving(probe, managed, arrivals):
+    """~/bringup while active keeps commands flowing (no stall of the shared executor);
+    ~/teardown then ~/bringup end with every node as GetState says they should be."""
+    bringup = probe.create_client(Trigger, '/execspec_check/bringup')
+    start = time.monotonic()
+    for _ in range(3):
+        answer = call(bringup, Trigger.Request(), 30.0, attempts=1)
+        assert answer.success, answer.message
+    time.sleep(0.3)
+    window = [start] + [t for t in arrivals if t >= start] + [time.monotonic()]
+    assert max(np.diff(window)) < 1.0
+    teardown = call(probe.create_client(Trigger, '/execspec_check/teardown'), Trigger.Request(),
+                    30.0, attempts=1)
+    assert teardown.success, teardown.message
+    assert all(c.state() == State.PRIMARY_STATE_INACTIVE for c in managed)
+    answer = call(bringup, Trigger.Request(), 30.0, attempts=1)
+    assert answer.success, answer.message
+    assert all(c.state() == State.PRIMARY_STATE_ACTIVE for c in managed)
