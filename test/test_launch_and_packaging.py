@@ -56,3 +56,32 @@ def test_bringup_with_missing_params_file_is_a_one_line_error(tmp_path):
                           str(tmp_path / 'nope.yaml')], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip().count('\n') == 0 and 'nope.yaml' in out.stderr
+
+
+def _make_dry_run(*args, **environ):
+    """`make -n ARGS` in the repository, outside any calling make (its MAKEFLAGS would leak)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL')}
+    return subprocess.run(['make', '-n', *args], cwd=ROOT, env={**env, **environ},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize('distro', ['jazzy', 'kilted'])
+def test_make_setup_pins_the_chosen_distro_in_its_own_virtualenv(distro):
+    """`make ... ROS_DISTRO=X` installs only ros-X-* wheels into .venv-X."""
+    out = _make_dry_run('-B', 'setup', f'ROS_DISTRO={distro}')
+    assert out.returncode == 0, out.stderr
+    ros_wheels = set(re.findall(r'\s(ros-[\w-]+)', out.stdout))
+    assert f'ros-{distro}-rclpy' in ros_wheels and f'ros-{distro}-rmw-fastrtps-cpp' in ros_wheels
+    assert all(w.startswith(f'ros-{distro}-') for w in ros_wheels), ros_wheels
+    assert f'.venv-{distro}/bin/pip install' in out.stdout
+
+
+def test_make_defaults_to_jazzy_whatever_ros_environment_is_sourced():
+    out = _make_dry_run('-B', 'setup', ROS_DISTRO='kilted')
+    assert out.returncode == 0, out.stderr
+    assert '.venv-jazzy/bin/pip install --quiet ros-jazzy-rclpy ' in out.stdout
+
+
+def test_make_refuses_an_unsupported_distro():
+    out = _make_dry_run('setup', 'ROS_DISTRO=humble')
+    assert out.returncode != 0 and 'ROS_DISTRO=humble is not supported' in out.stderr
