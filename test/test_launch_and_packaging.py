@@ -20,7 +20,8 @@ def _launch_executables():
     tree = ast.parse(open(LAUNCH).read())
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == 'LIFECYCLE_NODES':
+        if isinstance(node, ast.Assign) and \
+                getattr(node.targets[0], 'id', '') == 'LIFECYCLE_NODES':
             names |= set(ast.literal_eval(node.value))
         if isinstance(node, ast.keyword) and node.arg == 'executable' and \
                 isinstance(node.value, ast.Constant):
