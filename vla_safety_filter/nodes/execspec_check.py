@@ -193,7 +193,7 @@ class ExecSpecCheck(Node):
                                                  callback_group=group)
         self._work = threading.Lock()
         self._abort: str | None = None
-        self._bringing_up = False
+        self._bringing_up = self._bridge_loaded = False
         self.pipeline_active = False
         self.last_report: dict = {}
         self._status = ('vla_safety/execspec', WARN, 'waiting for the first check', {})
@@ -224,6 +224,7 @@ class ExecSpecCheck(Node):
     async def bringup(self) -> tuple[bool, str]:
         """Configure, check what the bridge loaded, activate; roll back on a refusal or change."""
         self._abort, self._bringing_up, self.last_report = None, True, {}
+        self._bridge_loaded = False
         try:
             ok = await self._bringup_steps()
         except ManagerError as exc:
@@ -310,6 +311,7 @@ class ExecSpecCheck(Node):
             raise ManagerError(f'{self._loaded_client.srv_name} answered no JSON report') from None
         if not isinstance(report, dict):
             raise ManagerError(f'{self._loaded_client.srv_name} answered no JSON object')
+        self._bridge_loaded = self._bridge_loaded or bool(report.get('configured'))
         return report
 
     # ---- teardown --------------------------------------------------------------------------
@@ -347,12 +349,17 @@ class ExecSpecCheck(Node):
         await self._exclusive(self.bringup)
 
     async def _on_parameter_event(self, event: ParameterEvent) -> None:
-        """A change of what the bridge unnormalizes with aborts a bringup or tears down."""
+        """A change of what the bridge unnormalizes with aborts a bringup or tears down.
+
+        `new_parameters` (a parameter without a value set) count once this bringup has seen the
+        bridge configured; before, they may be the declarations of a bridge that is starting.
+        """
         if event.node.strip('/') != self.bridge.strip('/'):
             return
         watched = set(loaded_parameter_names())
-        changed = [p.name for p in (*event.new_parameters, *event.changed_parameters,
-                                    *event.deleted_parameters) if p.name in watched]
+        new = event.new_parameters if self._bridge_loaded or not self._bringing_up else ()
+        changed = [p.name for p in (*new, *event.changed_parameters, *event.deleted_parameters)
+                   if p.name in watched]
         if not changed:
             return
         what = f'parameter(s) {", ".join(changed)} of /{self.bridge.strip("/")} changed'
