@@ -13,15 +13,15 @@ loaded (the `unnormalizer.*` values, `normalized_input`, the published joint ord
 `generation` counter, and `pending_changes`: parameters changed since), which execspec_check
 verifies before activation. Each message carries the node-clock time
 of publishing in `header.stamp` (for replay, the observation time) and `chunk <n>` in
-`header.frame_id`. Configure creates the publishers and the timer, cleanup/shutdown/error destroy
-them through the node, once each.
+`header.frame_id`. Configure creates the publishers and the timer; GatedLifecycleNode destroys
+them through the node, once, at cleanup, shutdown or error, and turns any exception in a
+transition into a refusal reported at ERROR.
 """
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -79,7 +79,7 @@ class PolicyBridge(GatedLifecycleNode):
         self.fault_seed = declare(self, 'fault_seed', 0, 'drill: seed of the injected faults')
         for name, (default, text) in UNNORMALIZER_PARAMS.items():
             declare(self, PARAM_PREFIX + name, default, text)
-        self._timer = self._pub = self._episode_pub = None
+        self._pub = self._episode_pub = None
         self._queue: list[tuple[int, np.ndarray]] = []
         self._generation = 0
         self._loaded: dict | None = None
@@ -95,23 +95,19 @@ class PolicyBridge(GatedLifecycleNode):
                 values[name] = value if isinstance(value, (str, int)) else list(value)
         return values
 
-    def on_configure(self, state) -> TransitionCallbackReturn:
-        self._release()
-        try:
-            self._queue, self._dt, self._names, loaded = self._load()
-        except InputError as exc:
-            self.get_logger().error(f'configure refused: {exc}')
-            return TransitionCallbackReturn.FAILURE
+    def configure_node(self) -> None:
+        """Load the episodes and the unnormalizer; create (and own) the publishers and timer."""
+        self._queue, self._dt, self._names, loaded = self._load()
         self._generation += 1
         self._loaded = {**loaded, 'generation': self._generation}
         self._chunks = 0
-        self._pub = self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
-                                                    COMMAND_QOS)
-        self._episode_pub = self.create_lifecycle_publisher(String, '/vla/episode', LATCHED_QOS)
-        self._timer = self.create_timer(self._dt, self._on_timer)
+        self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
+                                                             COMMAND_QOS))
+        self._episode_pub = self.own(self.create_lifecycle_publisher(String, '/vla/episode',
+                                                                     LATCHED_QOS))
+        self.own(self.create_timer(self._dt, self._on_timer))
         self.get_logger().info(f'configured: {len(self._queue)} episode(s) of {len(self._names)} '
                                f'joints at {1 / self._dt:g} Hz, chunk {self.chunk_size}')
-        return TransitionCallbackReturn.SUCCESS
 
     def _live_loaded_values(self) -> dict:
         """The live values of the parameters configure loads (unset ones left out)."""
@@ -158,33 +154,15 @@ class PolicyBridge(GatedLifecycleNode):
                   'joint_names': list(names)}
         return played, dt, names, loaded
 
-    def on_activate(self, state) -> TransitionCallbackReturn:
+    def activate_node(self) -> None:
+        """Start from the first episode."""
         self._cursor = (0, 0)
         self._announced = False
-        return super().on_activate(state)
 
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self._release()
-        return super().on_error(state)
-
-    def _release(self) -> None:
-        """Destroy the timer and publishers through the node (the executor may hold them)."""
-        self.active = False
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-        for pub in (self._pub, self._episode_pub):
-            if pub is not None:
-                self.destroy_lifecycle_publisher(pub)
-        self._timer = self._pub = self._episode_pub = None
+    def cleanup_node(self) -> None:
+        """Forget what was loaded (the base destroys the owned entities)."""
         self._loaded = None
+        self._queue = []
 
     def _on_loaded_unnormalizer(self, request, response):
         """Report what the last configure loaded, and which of those parameters changed since."""
