@@ -16,6 +16,8 @@ from .errors import InputError
 MODES = ('enforce', 'monitor_only')
 VELOCITY_SCALINGS = ('per_joint', 'uniform')
 REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration')
+#: A late command may move for at most this many control periods (a stall is never caught up).
+MAX_STEP_PERIODS = 2.0
 #: Why the executive refuses a whole input or holds (see core.executive); counted with REASONS.
 REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold')
 
@@ -106,9 +108,11 @@ class Guard:
     """Stateful per-step guard of one contract; state is the last executed command and velocity.
 
     Each step may be given the time `elapsed` since the previous command (monotonic seconds): the
-    reachable box is then `vmax * h` around the last command with `h = min(elapsed, dt)`, so two
-    commands close together never add up to more than `vmax` over the time between them, and a late
-    command never catches up with a jump. Without `elapsed` a step is one control period `dt`.
+    reachable box is then `vmax * h` (and the acceleration box `amax * h^2`) around the last
+    command with `h = min(elapsed, MAX_STEP_PERIODS * dt)`, so two commands close together never
+    add up to more than `vmax` over the time between them, a tick that is a little late keeps the
+    velocity (and so the acceleration) continuous, and after a stall the arm never catches up with
+    a jump. Without `elapsed` a step is one control period `dt`.
     The feasible box is kept in preallocated buffers and updated in place, so the common case (a
     feasible action one period after the last) costs a handful of vector operations.
     """
@@ -123,6 +127,7 @@ class Guard:
         self._shape = (c.dim,)
         self._prev: np.ndarray | None = None
         self._velocity = np.zeros(c.dim)
+        self._last_h: float | None = None   # duration of the last executed step
         self._box_h = c.dt
         self._lo, self._hi, self._diff = np.empty(c.dim), np.empty(c.dim), np.empty(c.dim)
         self._simple_box = False
@@ -154,13 +159,14 @@ class Guard:
                 vel = np.clip(given, -self.contract.max_velocity, self.contract.max_velocity)
         self._prev = prev
         self._velocity = vel
+        self._last_h = None
         self._set_box(self.contract.dt)
 
     def _period(self, elapsed) -> float:
-        """The time one step may use: `elapsed` capped at one control period (never negative)."""
+        """The time one step may use: `elapsed`, at most MAX_STEP_PERIODS control periods."""
         if elapsed is None:
             return self.contract.dt
-        return min(max(float(elapsed), 0.0), self.contract.dt)
+        return min(max(float(elapsed), 0.0), MAX_STEP_PERIODS * self.contract.dt)
 
     def _set_box(self, h: float) -> None:
         """Feasible box around self._prev for a step of h seconds; outside the bounds the rate
@@ -174,8 +180,10 @@ class Guard:
             np.minimum(lo, prev + vs, out=lo)
             np.maximum(hi, prev - vs, out=hi)
         if c.max_acceleration is not None:
+            # velocities are averages over their steps: their change is spread over the time
+            # between the two steps' midpoints, (h + h_last) / 2
             centre = prev + self._velocity * h
-            astep = c.max_acceleration * h * h
+            astep = c.max_acceleration * h * 0.5 * (h + (self._last_h or h))
             a_lo = np.minimum(np.maximum(centre - astep, lo), hi)
             a_hi = np.minimum(np.maximum(centre + astep, lo), hi)
             lo[:], hi[:] = a_lo, a_hi
@@ -187,6 +195,7 @@ class Guard:
         """Make `out` the last executed command, reached in h seconds."""
         if h > 0:
             self._velocity = (out - self._prev) / h
+            self._last_h = h
         self._prev = out.copy()
         self._set_box(self.contract.dt)
 
@@ -218,6 +227,7 @@ class Guard:
         if self._simple_box and not np.count_nonzero(np.subtract(out, a, out=self._diff)):
             vs, c = self._vstep, self.contract
             np.divide(np.subtract(out, self._prev, out=self._velocity), c.dt, out=self._velocity)
+            self._last_h = c.dt
             self._prev[:] = out
             np.maximum(c.lower, np.subtract(out, vs, out=lo), out=lo)
             np.minimum(c.upper, np.add(out, vs, out=hi), out=hi)
@@ -302,7 +312,8 @@ def audit(contract: Contract, seed, commands, times=None, window: float = 0.0,
     """Check an executed command stream [N, D] against the contract, starting from `seed`.
 
     Counts commands with any joint outside [lower, upper] and consecutive commands (the first one
-    against the seed) that moved a joint more than vmax*dt: what a reviewer asks of a recording.
+    against the seed) that moved a joint more than vmax*dt (with `times`: vmax * MAX_STEP_PERIODS
+    * dt, the most a late command may move): what a reviewer asks of a recording.
     With the commands' `times` (seconds, N values) it also checks velocity over elapsed time,
     |q_j - q_i| <= vmax * (t_j - t_i + time_slack) for each command i and the first j at least
     `window` s later (0: the next one), and with an acceleration limit the change between
@@ -314,7 +325,8 @@ def audit(contract: Contract, seed, commands, times=None, window: float = 0.0,
     steps = np.abs(np.diff(previous, axis=0))
     finite = np.isfinite(commands).all(axis=1)
     outside = ((commands < contract.lower - tol) | (commands > contract.upper + tol)).any(axis=1)
-    too_fast = (steps > contract.max_step() + tol).any(axis=1)
+    most = contract.max_step() * (1.0 if times is None else MAX_STEP_PERIODS)
+    too_fast = (steps > most + tol).any(axis=1)
     report = {'commands': int(len(commands)), 'non_finite': int((~finite).sum()),
               'outside_bounds': int(outside.sum()), 'over_rate_limit': int(too_fast.sum()),
               'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands) else 0.0}

@@ -123,6 +123,7 @@ class SafetyFilter(GatedLifecycleNode):
                'shadow run: /vla/safe_action only, the controller is never commanded'))
 
     def activate_node(self) -> None:
+        self._stamp_origin = self.get_clock().now().nanoseconds * 1e-9 - monotonic()
         with self._lock:
             try:
                 self._executive.start(monotonic())
@@ -232,9 +233,14 @@ class SafetyFilter(GatedLifecycleNode):
         with self._lock:
             if self._executive is None:
                 return
-            tick = self._executive.tick(monotonic())
+            now = monotonic()
+            tick = self._executive.tick(now)
+        # /vla/safe_action is stamped with the tick's own time (ROS clock at activation + the
+        # steady time since), so audits of velocity over time see exactly what the guard saw
+        stamp = Time(nanoseconds=int(round((self._stamp_origin + now) * 1e9)),
+                     clock_type=self.get_clock().clock_type)
         if tick.command is not None:
-            self._publish_command(tick.command)
+            self._publish_command(tick.command, stamp)
         if tick.events:
             self._publish_events(tick.events)
         if tick.state != self._last_state:
@@ -246,7 +252,7 @@ class SafetyFilter(GatedLifecycleNode):
             self._last_state = tick.state
             self._diagnostics.publish()
 
-    def _publish_command(self, command: np.ndarray) -> None:
+    def _publish_command(self, command: np.ndarray, stamp) -> None:
         dt = self._executive.contract.dt
         if self._cmd_pub is not None:
             ordered = command[self._out_index].tolist()
@@ -255,7 +261,7 @@ class SafetyFilter(GatedLifecycleNode):
             else:
                 self._cmd_pub.publish(_trajectory(self._out_names, ordered, dt))
         safe = _trajectory(self._executive.contract.joint_names, command.tolist(), dt)
-        safe.header.stamp = self.get_clock().now().to_msg()
+        safe.header.stamp = stamp.to_msg()
         self._safe_pub.publish(safe)
 
     def _publish_events(self, events) -> None:
