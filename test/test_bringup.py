@@ -1,4 +1,4 @@
-"""`vla-safety bringup`'s node set over real DDS: all five nodes from parameter files, sim arm moving."""
+"""`vla-safety bringup` node set over real DDS: five nodes from parameter files, sim arm moving."""
 import os
 import threading
 import time
@@ -45,8 +45,8 @@ def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
         'safety_filter': {**contract_to_params(result.contract, cal), 'command_timeout': 0.5},
         'sim_arm': {'joint_names': list(data.joint_names),
                     'initial_positions': [float(v) for v in first.actions[0]]},
-        'policy_bridge': {'episodes_file': episodes_file, 'episode': int(first.index), 'loop': True,
-                          **metadata_to_params(meta)},
+        'policy_bridge': {'episodes_file': episodes_file, 'episode': int(first.index),
+                          'loop': True, **metadata_to_params(meta)},
         'action_monitor': {'calibration_file': cal},
         'execspec_check': {'checkpoint': str(checkpoint), 'format': 'yaml',
                            'policy_outputs_normalized': False},   # recorded actions, not outputs
@@ -54,7 +54,8 @@ def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
 
 
 def _param_files(tmp_path, shared_data):
-    contract, params = pipeline_setup(tmp_path, os.path.join(shared_data, 'so101_record_test_4ep.npz'))
+    episodes = os.path.join(shared_data, 'so101_record_test_4ep.npz')
+    contract, params = pipeline_setup(tmp_path, episodes)
     filt = tmp_path / 'filter.yaml'
     write_filter_params(str(filt), contract, 'cal.npz', {'command_timeout': 0.5})
     del params['safety_filter']

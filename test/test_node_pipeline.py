@@ -1,4 +1,4 @@
-"""The managed pipeline over real DDS: execspec_check gates policy_bridge -> safety_filter -> sim_arm."""
+"""The managed pipeline over real DDS: execspec_check gates bridge -> safety_filter -> sim_arm."""
 import os
 import time
 
@@ -88,7 +88,7 @@ def test_unnormalizer_change_while_active_deactivates_within_200ms(ros, shared_d
     t0 = time.monotonic()
     assert call(set_params, change, 5.0).results[0].successful
     time.sleep(0.5)                            # anything still on the wire arrives
-    assert arrivals[-1] - t0 < 0.2             # the last command reached the controller within 200 ms
+    assert arrivals[-1] - t0 < 0.2             # the last command reached the controller in 200 ms
     count = len(arrivals)
     time.sleep(0.3)
     assert len(arrivals) == count              # and nothing since
