@@ -96,8 +96,9 @@ def test_invariants_hold_on_any_stream(case):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(contracts(accel=False, scaling='per_joint'), st.data())
+@given(contracts(accel=False), st.data())
 def test_feasible_action_passes_unchanged(c, data):
+    """... bit for bit, per joint and under uniform scaling (no round-off, no spurious event)."""
     frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
     prev = c.lower + frac * (c.upper - c.lower)
     guard = Guard(c)
@@ -265,19 +266,6 @@ def test_steps_are_limited_by_elapsed_time_not_per_call():
     assert stalled[0] == pytest.approx(0.04)
     same, events = guard.step([1.0], elapsed=0.0)   # two commands at one instant: no motion
     assert same[0] == pytest.approx(0.04) and events[0].reason == 'velocity'
-
-
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(contracts(accel=False, scaling='uniform'), st.data())
-def test_uniform_scaling_leaves_feasible_requests_bit_for_bit(c, data):
-    frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
-    prev = c.lower + frac * (c.upper - c.lower)
-    guard = Guard(c)
-    guard.reset(prev)
-    step = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=c.dim, max_size=c.dim)))
-    a = np.clip(prev + step * c.max_step(), c.lower, c.upper)
-    out, events = guard.step(a)
-    assert events == () and np.array_equal(out, a)
 
 
 def test_audit_checks_velocity_and_acceleration_over_elapsed_time():
