@@ -164,9 +164,11 @@ def test_replayed_aloha_episode_commands_stay_in_contract_and_rate_limit(ros, al
     time.sleep(0.5)   # sim_arm publishes /joint_states before the manager starts
     ros.add(ExecSpecCheck, 'execspec_check', **params['execspec_check'])
     assert wait_for(lambda: len(commands) >= 250, timeout=30)   # 5 s of the episode at 50 Hz
-    check = audit(contract, actions[0], commands, times, time_slack=0.01)
+    # arrival times: speed over spans of 5 periods with one period of delivery jitter
+    check = audit(contract, actions[0], commands, times, window=5 * contract.dt,
+                  time_slack=contract.dt)
     assert check['outside_bounds'] == check['over_rate_limit'] == check['non_finite'] == 0
-    assert check['max_speed_ratio'] <= 1.0
+    assert check['max_speed_ratio'] <= 1.05
     # The episode is not the calibration data: it asks for faster motion than the contract allows.
     assert wait_for(lambda: int(_values(diags['vla_safety/filter']).get(
         'interventions.velocity', 0)) > 0, timeout=5)
