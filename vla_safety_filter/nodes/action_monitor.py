@@ -17,7 +17,6 @@ import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
@@ -63,8 +62,6 @@ class ActionMonitorNode(GatedLifecycleNode):
         self._monitor: ActionMonitor | None = None
         self._stop: SafetyStop | None = None
         self._stop_reason = ''  # an asserted stop outlives cleanup: withdrawn only once cleared
-        self._entities: list = []
-        self._refusal = ''
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics = Diagnostics(self, self._usable_period(), self.diagnostic_status)
 
@@ -111,84 +108,38 @@ class ActionMonitorNode(GatedLifecycleNode):
             raise InputError('parameter calibration_file is required')
         return CalibrationData.load(self.calibration_file)
 
-    # ---- lifecycle -----------------------------------------------------------------------
-    def on_configure(self, state) -> TransitionCallbackReturn:
-        try:
-            cal = self._validated()
-            dt = 1.0 / self.rate_hz if self.rate_hz > 0 else cal.dt
-            monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget))
-            stop = SafetyStop(self.stop_on, max(1, math.ceil(self.clear_s / dt)),
-                              self._stop_reason)
-            self._map = JointMap(cal.joint_names)
-            self._create_entities()
-        except Exception as exc:  # every failure is a refusal with its reason, never a crash
-            self._destroy_entities()
-            return self._refuse('configure', exc)
+    # ---- lifecycle (GatedLifecycleNode hooks: every exception is a refusal) ----------------
+    def configure_node(self) -> None:
+        cal = self._validated()
+        dt = 1.0 / self.rate_hz if self.rate_hz > 0 else cal.dt
+        monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget))
+        stop = SafetyStop(self.stop_on, max(1, math.ceil(self.clear_s / dt)), self._stop_reason)
+        self._map = JointMap(cal.joint_names)
+        self._stop_pub = self.own(self.create_lifecycle_publisher(Bool, '/vla/safety_stop',
+                                                                  LATCHED_QOS))
+        self.own(self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action,
+                                          COMMAND_QOS))
+        self.own(self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events,
+                                          100))
+        self.own(self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS))
         with self._lock:
-            self._monitor, self._stop, self._refusal = monitor, stop, ''
+            self._monitor, self._stop = monitor, stop
         self.get_logger().info(f'configured: {len(cal.joint_names)} joints, profile {self.profile}, '
                                f'stop_on {self.stop_on}')
-        self._diagnostics.publish()
-        return TransitionCallbackReturn.SUCCESS
 
-    def on_activate(self, state) -> TransitionCallbackReturn:
+    def on_activate(self, state):
         result = super().on_activate(state)
-        if self._stop.asserted:        # re-announce a stop carried over from before a cleanup
+        if self.active and self._stop.asserted:   # re-announce a stop carried over a cleanup
             self._stop_pub.publish(Bool(data=True))
-        self._diagnostics.publish()
         return result
 
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        result = super().on_deactivate(state)
-        self._diagnostics.publish()
-        return result
-
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._teardown()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state) -> TransitionCallbackReturn:
-        self._teardown()
-        self._refusal = self._refusal or 'error during a transition; torn down'
-        return TransitionCallbackReturn.SUCCESS
-
-    def _refuse(self, transition: str, exc: Exception) -> TransitionCallbackReturn:
-        reason = str(exc) if isinstance(exc, InputError) else f'{type(exc).__name__}: {exc}'
-        self._refusal = f'{transition} refused: {reason}'
-        self.get_logger().error(self._refusal)
-        self._diagnostics.publish()
-        return TransitionCallbackReturn.FAILURE
-
-    def _create_entities(self) -> None:
-        """The publisher and subscriptions of one configured period (created exactly once)."""
-        self._stop_pub = self.create_lifecycle_publisher(Bool, '/vla/safety_stop', LATCHED_QOS)
-        self._entities = [self._stop_pub]
-        self._entities += [
-            self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action,
-                                     COMMAND_QOS),
-            self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events, 100),
-            self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS)]
-
-    def _destroy_entities(self) -> None:
-        """Destroy through the node (the executor may hold them), each exactly once."""
-        entities, self._entities = self._entities, []
-        for entity in entities:
-            if entity is self._stop_pub:
-                self.destroy_lifecycle_publisher(entity)
-            else:
-                self.destroy_subscription(entity)
-
-    def _teardown(self) -> None:
-        self.active = False
-        self._destroy_entities()
+    def cleanup_node(self) -> None:
         with self._lock:
             if self._stop is not None:
                 self._stop_reason = self._stop.reason
             self._monitor, self._stop = None, None
+
+    def report_state(self) -> None:
         self._diagnostics.publish()
 
     # ---- callbacks -----------------------------------------------------------------------
@@ -254,8 +205,8 @@ class ActionMonitorNode(GatedLifecycleNode):
                     return status(STATUS_NAME, ERROR, f'safety stop asserted: {reason}',
                                   self.hardware_id, values)
                 return status(STATUS_NAME, bytes([level]), message, self.hardware_id, values)
-        if self._refusal:
-            return status(STATUS_NAME, ERROR, self._refusal, self.hardware_id, stop_values)
+        if self.refusal:
+            return status(STATUS_NAME, ERROR, self.refusal, self.hardware_id, stop_values)
         text = 'inactive' if monitor is not None else 'unconfigured'
         return status(STATUS_NAME, STALE, text, self.hardware_id, stop_values)
 
