@@ -299,6 +299,20 @@ def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
     assert _speed_over_elapsed_time(probe.times, probe.commands) <= VMAX * 1.25
 
 
+@pytest.mark.parametrize('position', [[0.0, float('nan'), 0.0], [0.0, float('inf'), 0.0]])
+def test_non_finite_joint_states_are_ignored_so_activation_is_refused(ros, position):
+    _filter(ros)
+    probe = Probe(ros)
+    states = probe.node.create_publisher(JointState, '/joint_states', 10)
+    probe.node.create_timer(0.01, lambda: states.publish(JointState(name=JOINTS,
+                                                                    position=position)))
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    time.sleep(0.2)
+    assert not probe.transition(Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: probe.status is not None and probe.status.level == ERROR)
+    assert 'joint_states' in probe.status.message
+
+
 def test_configure_cleanup_configure_activate_keeps_one_timer(ros):
     arm, probe = _pipeline(ros)
     assert probe.transition(Transition.TRANSITION_DEACTIVATE)
