@@ -1,0 +1,1 @@
+"""Closed-loop drills: a gymnasium world, a policy in the loop, paired conditions and measures."""
