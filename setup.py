@@ -22,6 +22,8 @@ setup(
         'test': ['pytest', 'hypothesis', 'pyarrow', 'safetensors'],
         'datasets': ['pyarrow'],
         'checkpoints': ['safetensors'],
+        # openpi websocket (msgpack-numpy) and OpenVLA REST (json-numpy) policy clients.
+        'remote': ['openpi-client', 'websockets', 'msgpack', 'json-numpy'],
     },
     zip_safe=True,
     maintainer='vla_safety_filter maintainers',
