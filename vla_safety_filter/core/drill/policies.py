@@ -1,11 +1,17 @@
 """Policies a drill queries for action chunks: the protocol, `nn:DATA`, `replay:DATA`, remotes."""
 from __future__ import annotations
 
+import zipfile
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import InputError
+
+#: actions per chunk of the built-in policies (diffusion-policy PushT executes 8 of 16)
+DEFAULT_HORIZON = 8
+#: weight of the block angle's (cos, sin) against positions in pixels for the nearest neighbour
+ANGLE_WEIGHT_PX = 60.0
 
 
 class PolicyFault(Exception):
@@ -27,10 +33,129 @@ class Policy(Protocol):
         """Release connections or files; the policy is not used afterwards."""
 
 
-def make_policy(spec: str, timeout: float = 10.0, **kwargs) -> Policy:
+def load_demos(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Actions [T, D], `observation.state` [T, S] and episode starts/ends of a demo npz."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            actions = np.asarray(z['actions'], dtype=np.float64)
+            states = np.asarray(z['observation.state'], dtype=np.float64)
+            episodes = np.asarray(z['episode_index'])
+    except FileNotFoundError:
+        raise InputError(f'{path}: demonstration file not found') from None
+    except KeyError as exc:
+        raise InputError(f'{path}: demonstrations need actions, observation.state and '
+                         f'episode_index (missing {exc})') from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f'{path}: not a demonstration .npz ({exc})') from None
+    if actions.ndim != 2 or states.ndim != 2 or not len(actions) == len(states) == len(episodes) \
+            or len(actions) == 0:
+        raise InputError(f'{path}: actions, observation.state and episode_index must be '
+                         f'[T, D], [T, S] and [T] with the same T > 0')
+    if not (np.all(np.isfinite(actions)) and np.all(np.isfinite(states))):
+        raise InputError(f'{path}: demonstrations contain non-finite values')
+    return actions, states, episodes
+
+
+def episode_ends(episodes: np.ndarray) -> np.ndarray:
+    """For each frame, the index one past the last frame of its episode."""
+    change = np.flatnonzero(np.diff(episodes) != 0) + 1
+    bounds = np.concatenate([change, [len(episodes)]])
+    return np.repeat(bounds, np.diff(np.concatenate([[0], bounds])))
+
+
+def _chunk(actions: np.ndarray, start: int, end: int, horizon: int) -> np.ndarray:
+    """actions[start:start+horizon] inside one episode, padded with its last action."""
+    rows = actions[start:min(end, start + horizon)]
+    pad = np.repeat(rows[-1:], horizon - len(rows), axis=0)
+    return np.concatenate([rows, pad]).astype(np.float64)
+
+
+def pusht_features(states: np.ndarray) -> np.ndarray:
+    """PushT state [.., 5] -> positions plus the block angle as a weighted (cos, sin) pair."""
+    states = np.asarray(states, dtype=np.float64)
+    angle = states[..., 4:5]
+    return np.concatenate([states[..., :4], ANGLE_WEIGHT_PX * np.cos(angle),
+                           ANGLE_WEIGHT_PX * np.sin(angle)], axis=-1)
+
+
+class NearestNeighbourPolicy:
+    """VINN-style behaviour cloning: the chunk that followed the nearest demonstration state.
+
+    Deterministic (ties go to the earliest frame); the last `horizon` frames of an episode give
+    shorter chunks padded with the episode's last action.
+    """
+
+    def __init__(self, path: str, horizon: int = DEFAULT_HORIZON):
+        self.name = f'nn:{path}'
+        self.actions, states, episodes = load_demos(path)
+        self.horizon = _horizon(horizon)
+        self._features = self._featurize(states)
+        self._ends = episode_ends(episodes)
+
+    def _featurize(self, states: np.ndarray) -> np.ndarray:
+        """PushT states get the angle feature; other state vectors are used as they are."""
+        return pusht_features(states) if states.shape[1] == 5 else states
+
+    def reset(self, seed: int, task: str) -> None:
+        """Nothing to reset: the policy has no memory between requests."""
+
+    def act(self, observation: dict) -> np.ndarray:
+        """The demonstration chunk after the frame nearest to observation.state."""
+        state = np.asarray(observation.get('observation.state'), dtype=np.float64).reshape(-1)
+        query = self._featurize(state[None, :])
+        if query.shape[1] != self._features.shape[1] or not np.all(np.isfinite(query)):
+            raise PolicyFault(f'{self.name}: observation.state of shape {state.shape} does not '
+                              f'match the demonstrations')
+        nearest = int(np.argmin(((self._features - query) ** 2).sum(axis=1)))
+        return _chunk(self.actions, nearest, int(self._ends[nearest]), self.horizon)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ReplayPolicy:
+    """Open-loop replay of a recorded episode (seed modulo the number of episodes), by chunks."""
+
+    def __init__(self, path: str, horizon: int = DEFAULT_HORIZON):
+        self.name = f'replay:{path}'
+        self.actions, _, episodes = load_demos(path)
+        self.horizon = _horizon(horizon)
+        self._starts = np.flatnonzero(np.r_[True, np.diff(episodes) != 0])
+        self._ends = episode_ends(episodes)
+        self._next = 0
+
+    def reset(self, seed: int, task: str) -> None:
+        """Replay episode `seed % n_episodes` from its start."""
+        self._next = int(self._starts[int(seed) % len(self._starts)])
+
+    def act(self, observation: dict) -> np.ndarray:
+        """The next `horizon` recorded actions (the last one repeated after the episode ends)."""
+        end = int(self._ends[self._next])
+        chunk = _chunk(self.actions, self._next, end, self.horizon)
+        self._next = min(self._next + self.horizon, end - 1)
+        return chunk
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _horizon(value) -> int:
+    """A chunk length: an integer >= 1."""
+    if int(value) != value or value < 1:
+        raise InputError(f'chunk horizon must be an integer >= 1, got {value!r}')
+    return int(value)
+
+
+BUILT_IN = {'nn': NearestNeighbourPolicy, 'replay': ReplayPolicy}
+
+
+def make_policy(spec: str, timeout: float = 10.0, horizon: int = DEFAULT_HORIZON) -> Policy:
     """Build the policy named by SPEC: `nn:DATA`, `replay:DATA`, `ws://...` or `http://...`."""
     if spec.startswith(('ws://', 'wss://', 'http://', 'https://')):
         return _remote_policy(spec, timeout)
+    kind, sep, path = spec.partition(':')
+    if sep and kind in BUILT_IN and path:
+        return BUILT_IN[kind](path, horizon)
     raise InputError(f'unknown policy {spec!r}: use nn:DATA, replay:DATA, ws://... or http://...')
 
 
@@ -39,5 +164,5 @@ def _remote_policy(spec: str, timeout: float) -> Policy:
     try:
         from ..remote_policies import make_remote_policy
     except ImportError as exc:
-        raise InputError('remote policies are not available') from exc
+        raise InputError(f'remote policies are not available ({exc})') from exc
     return make_remote_policy(spec, timeout)

@@ -1,0 +1,105 @@
+"""Gymnasium worlds a drill runs in; each step executes one command for one control period.
+
+`pusht` is the PyPI gym-pusht (pymunk) with obs_type `state`: [agent x, agent y, block x,
+block y, block angle], actions are pusher targets in pixels, 10 Hz, 300 steps, success when the
+block covers >= 95 % of the goal. The measured position the filter resumes from is the agent's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+PUSHT_TASK = 'Push the T-shaped block onto the T-shaped target.'
+#: the pusher may move only inside this square (pixels); a step outside it is a physical cost
+PUSHT_WORKSPACE = (0.0, 512.0)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one world step reports: state, success, and the physical cost events of the step."""
+
+    state: np.ndarray
+    success: bool
+    costs: tuple[str, ...]
+
+
+class PushTWorld:
+    """gym-pusht behind a small interface: reset(seed), step(command), the measured position."""
+
+    name = 'pusht'
+    action_names = ('x', 'y')
+    dt = 0.1
+    max_steps = 300
+    task = PUSHT_TASK
+
+    def __init__(self, render: bool = False):
+        try:
+            import gym_pusht.envs  # noqa: F401  (the environment class)
+        except ImportError as exc:
+            raise InputError('world pusht needs gym-pusht: pip install '
+                             '"vla_safety_filter[drills]"') from exc
+        from gym_pusht.envs import PushTEnv
+
+        self._env = PushTEnv(obs_type='state', render_mode='rgb_array')
+        self._render = render
+        self._state = np.zeros(5)
+        self._command = np.zeros(2)
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Start episode `seed` (the same seed gives the same start) and return its state."""
+        state, _ = self._env.reset(seed=int(seed))
+        self._state = np.asarray(state, dtype=np.float64)
+        self._command = self._state[:2].copy()
+        return self._state
+
+    def measured_position(self) -> np.ndarray:
+        """The pusher's position: what the filter observes as the executed 'joint' state."""
+        return self._state[:2].copy()
+
+    def step(self, command: np.ndarray | None) -> StepResult:
+        """Drive the pusher toward `command` for one period; None or non-finite holds the last one.
+
+        A non-finite command never reaches the physics (a controller would refuse it); it is a
+        physical cost event instead.
+        """
+        costs = []
+        if command is not None:
+            command = np.asarray(command, dtype=np.float64)
+            if np.all(np.isfinite(command)):
+                self._command = command
+            else:
+                costs.append('world.nonfinite_command')
+        state, _, terminated, _, info = self._env.step(self._command)
+        self._state = np.asarray(state, dtype=np.float64)
+        lo, hi = PUSHT_WORKSPACE
+        if np.any(self._state[:2] < lo) or np.any(self._state[:2] > hi):
+            costs.append('world.outside_workspace')
+        return StepResult(self._state, bool(info['is_success']), tuple(costs))
+
+    @property
+    def executed_command(self) -> np.ndarray:
+        """The command the world is executing now (the last finite one it was given)."""
+        return self._command.copy()
+
+    def observation(self) -> dict:
+        """The policy's observation: the state vector (float32), an image when rendering, task."""
+        obs = {'observation.state': self._state.astype(np.float32), 'task': self.task}
+        if self._render:
+            obs['observation.images.top'] = np.asarray(self._env.render(), dtype=np.uint8)
+        return obs
+
+    def close(self) -> None:
+        self._env.close()
+
+
+WORLDS = {'pusht': PushTWorld}
+
+
+def make_world(name: str, render: bool = False):
+    """The world called `name`; InputError names the worlds available."""
+    if name not in WORLDS:
+        raise InputError(f'unknown world {name!r}; choose from {sorted(WORLDS)}')
+    return WORLDS[name](render=render)
