@@ -23,7 +23,7 @@ setup(
         'datasets': ['pyarrow'],
         'checkpoints': ['safetensors'],
         # openpi websocket (msgpack-numpy) and OpenVLA REST (json-numpy) policy clients.
-        'remote': ['openpi-client', 'websockets', 'msgpack', 'json-numpy'],
+        'remote': ['openpi-client', 'websockets>=15', 'msgpack', 'json-numpy'],
     },
     zip_safe=True,
     maintainer='vla_safety_filter maintainers',
