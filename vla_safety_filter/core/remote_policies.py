@@ -35,6 +35,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 import json_numpy
@@ -198,23 +199,24 @@ class OpenpiPolicy(_RemotePolicy):
         _host_port(spec)
         self.server_metadata: dict = {}
         self._ws = None
+        self._session = ExitStack()
 
     def _connected(self) -> bool:
         return self._ws is not None
 
     def _drop(self):
         """Close and forget the websocket (its state is unknown after any fault)."""
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            ws.close()
+        self._ws = None
+        self._session.close()
 
     def _connect(self):
         """Handshake within the timeout and read the server's metadata frame."""
         try:
-            self._ws = connect(self.name, open_timeout=self.timeout, close_timeout=0.2,
-                               compression=None, max_size=MAX_REPLY_BYTES, proxy=None)
+            websocket = connect(self.name, open_timeout=self.timeout, close_timeout=0.2,
+                                compression=None, max_size=MAX_REPLY_BYTES, proxy=None)
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise PolicyFault(f'cannot connect ({_why(exc)})') from None
+        self._ws = self._session.enter_context(websocket)
         metadata = self._receive('metadata')
         if not isinstance(metadata, dict):
             raise PolicyFault(f'metadata frame is a {type(metadata).__name__}, not a map')
