@@ -1,0 +1,90 @@
+"""Drill conditions: what stands between the policy and the world, and which fault is elicited.
+
+A condition is `none`, `filter`, `filter+stop`, or a fault family of core.faults (plus
+`unnormalized`) alone, `+filter` or `+filter+stop`. The filter is core.executive.Executive, run
+as the safety_filter node runs it: it observes the measured position, takes one chunk per policy
+request as its plan and ticks once per world step on simulated time. `+stop` adds the node-side
+action monitor on the raw actions with stop_on alarm: an alarm latches the filter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..faults import FAULT_FAMILIES, UNNORMALIZED, action_range, inject
+
+FAULTS = (*FAULT_FAMILIES, UNNORMALIZED)
+GUARDS = ('', 'filter', 'filter+stop')
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One drill condition: an optional fault, the filter on or off, the monitor's stop on or off."""
+
+    name: str
+    fault: str | None
+    filtered: bool
+    stop: bool
+
+
+def parse_condition(name: str) -> Condition:
+    """`none`, `filter`, `filter+stop`, `FAULT`, `FAULT+filter`, `FAULT+filter+stop`."""
+    text = name.strip()
+    fault, _, guard = text.partition('+')
+    if fault in ('none', 'filter'):
+        fault, guard = None, '' if text == 'none' else text
+    if (fault is not None and fault not in FAULTS) or guard not in GUARDS:
+        raise InputError(f'unknown condition {name!r}: use none, filter, filter+stop, FAULT, '
+                         f'FAULT+filter or FAULT+filter+stop with FAULT one of {list(FAULTS)}')
+    return Condition(text, fault, guard.startswith('filter'), guard == 'filter+stop')
+
+
+def parse_conditions(text: str) -> list[Condition]:
+    """A comma-separated list of distinct conditions (at least one)."""
+    names = [n.strip() for n in str(text).split(',') if n.strip()]
+    if not names:
+        raise InputError('no condition given: e.g. --conditions none,filter')
+    if len(set(names)) != len(names):
+        raise InputError(f'condition listed twice in {text!r}')
+    return [parse_condition(n) for n in names]
+
+
+class ChunkFault:
+    """A fault injected between policy and filter, on chunks as they arrive during an episode.
+
+    The raw actions are kept per world step, so core.faults.inject sees the episode so far and
+    each family behaves as on a recorded stream (a drift keeps growing across chunks, a freeze
+    repeats the action planned for the onset step). `unnormalized` sends the policy's output in
+    normalized units (a - mu) / sigma from the onset on.
+    """
+
+    def __init__(self, family: str, at: int, seed: int, mu, sigma, dt: float):
+        if family not in FAULTS:
+            raise InputError(f'unknown fault {family!r}; choose from {list(FAULTS)}')
+        self.family, self.at, self.seed, self.dt = family, int(at), int(seed), float(dt)
+        self.mu = np.asarray(mu, dtype=np.float64)
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.span = action_range(self.sigma)
+        self._raw = np.zeros((0, self.mu.size))
+
+    def apply(self, chunk: np.ndarray, t0: int) -> np.ndarray:
+        """The chunk as it reaches the filter when its first row executes at world step t0."""
+        chunk = np.asarray(chunk, dtype=np.float64)
+        end = t0 + len(chunk)
+        if end > len(self._raw):
+            grown = np.zeros((max(end, 2 * len(self._raw)), self.mu.size))
+            grown[:len(self._raw)] = self._raw
+            self._raw = grown
+        self._raw[t0:end] = chunk
+        if end <= self.at:
+            return chunk.copy()
+        if self.family == UNNORMALIZED:
+            out = chunk.copy()
+            tail = slice(max(self.at - t0, 0), None)
+            out[tail] = (chunk[tail] - self.mu) / self.sigma
+            return out
+        faulty, _ = inject(self._raw[:end], self.family, self.at, self.seed, self.span,
+                           self.mu, self.dt)
+        return faulty[t0:end]

@@ -1,0 +1,332 @@
+"""Run a drill: every condition on the same seeds, one synchronous episode at a time, then measure.
+
+An episode: reset world and policy with seed S + k; ask the policy for a chunk whenever the last
+one is used up (or every `replan_every` steps); the fault (if any) corrupts the chunk; the filter
+(if any) takes it as its plan and ticks once per world step on simulated time k * dt; the world
+executes the command (a silent filter leaves the world holding its last command). The action
+monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
+lets its alarms latch the filter, which ends the episode as a stop. Costs per episode: filter
+interventions and monitor alarms by the cost model's weights plus the world's physical costs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..calibration import calibrate
+from ..contract import Contract
+from ..costs import DEFAULT_COSTS, CostModel
+from ..errors import InputError
+from ..executive import LATCHED, Executive
+from ..monitors import METRIC_NAMES, ActionMonitor, SafetyStop
+from ..params import CalibrationData, load_calibration_for
+from .conditions import ChunkFault, Condition
+from .measures import cost_summary, mcnemar_exact, roc_curve, score_aurocs, wilson_interval
+from .policies import Policy, PolicyFault, episode_ends, load_demos
+
+#: physical costs the worlds report, per step (SafeVLA: cost of unsafe states, not only actions)
+WORLD_COSTS = {'world.outside_workspace': 0.5, 'world.nonfinite_command': 1.0}
+#: alarm-free time before the monitor withdraws a stop (the action_monitor node's stop_clear_s)
+STOP_CLEAR_S = 0.3
+SCORES = (*METRIC_NAMES, 'exceedance_rate')
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What the filter and monitor need: the contract, the calibration data, the cost model."""
+
+    contract: Contract
+    calibration: CalibrationData
+    costs: CostModel
+    source: str
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    """One drill: seeds S..S+n-1, the conditions, when to replan and where faults start."""
+
+    episodes: int
+    seed: int
+    conditions: tuple[Condition, ...]
+    replan_every: int | None = None
+    fault_at_s: float = 2.0
+    early_steps: int = 50
+    max_steps: int | None = None
+    profile: str = 'generic'
+
+
+@dataclass
+class Episode:
+    """One executed episode: its outcome, cost, monitor summaries and per-step arrays."""
+
+    seed: int
+    condition: str
+    success: bool = False
+    policy_fault: str = ''
+    stopped: bool = False
+    cost: float = 0.0
+    cost_by_kind: dict = field(default_factory=dict)
+    interventions: int = 0
+    whole: dict = field(default_factory=dict)
+    early: dict = field(default_factory=dict)
+    raw: list = field(default_factory=list)
+    executed: list = field(default_factory=list)
+    states: list = field(default_factory=list)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.executed)
+
+
+def safety_from_params(path: str, world) -> Safety:
+    """Contract and calibration data from `vla-safety calibrate`'s parameter YAML."""
+    contract, calibration = load_calibration_for(path)
+    return _checked(Safety(contract, calibration, _cost_model(), path), world)
+
+
+def safety_from_demos(path: str, world, seed: int = 0) -> Safety:
+    """Calibrate contract and monitor on the demonstrations' actions (as `vla-safety calibrate`)."""
+    actions, _, episodes = load_demos(path)
+    starts = np.flatnonzero(np.r_[True, np.diff(episodes) != 0])
+    ends = episode_ends(episodes)[starts]
+    result = calibrate([actions[s:e] for s, e in zip(starts, ends)], world.action_names,
+                       world.dt, seed=seed)
+    return _checked(Safety(result.contract, result.data, _cost_model(), path), world)
+
+
+def _cost_model() -> CostModel:
+    return CostModel(costs={**DEFAULT_COSTS, **WORLD_COSTS})
+
+
+def _checked(safety: Safety, world) -> Safety:
+    """The contract must command this world: same dimension and control period."""
+    c = safety.contract
+    if c.dim != len(world.action_names) or not np.isclose(c.dt, world.dt):
+        raise InputError(f'{safety.source}: contract has {c.dim} joints at dt {c.dt:g} s; world '
+                         f'{world.name} needs {len(world.action_names)} at dt {world.dt:g} s')
+    return safety
+
+
+def check_chunk(chunk, dim: int) -> np.ndarray:
+    """A policy's chunk as float64 [H, dim] with finite values, else PolicyFault."""
+    try:
+        chunk = np.asarray(chunk, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PolicyFault('the policy replied with something that is not numbers') from None
+    if chunk.ndim == 1 and chunk.size == dim:
+        chunk = chunk[None, :]
+    if chunk.ndim != 2 or chunk.shape[1] != dim or chunk.shape[0] == 0:
+        raise PolicyFault(f'the policy replied with shape {chunk.shape}, expected [H, {dim}]')
+    if not np.all(np.isfinite(chunk)):
+        raise PolicyFault('the policy replied with non-finite actions')
+    return chunk
+
+
+class EpisodeRunner:
+    """Runs episodes of one world and policy under a condition; reusable across episodes."""
+
+    def __init__(self, world, policy: Policy, safety: Safety, settings: DrillSettings):
+        self.world, self.policy, self.safety, self.settings = world, policy, safety, settings
+        self.dt = world.dt
+        self.max_steps = settings.max_steps or world.max_steps
+        self.monitor = ActionMonitor(safety.calibration, self.dt, settings.profile, safety.costs)
+        self.hold_off = max(1, int(np.ceil(STOP_CLEAR_S / self.dt)))
+        self.fault_at = int(round(settings.fault_at_s / self.dt))
+
+    def run(self, condition: Condition, seed: int) -> Episode:
+        """One episode of `condition` on world seed `seed`."""
+        ep = Episode(seed, condition.name)
+        self.world.reset(seed)
+        self.policy.reset(seed, self.world.task)
+        self.monitor.reset_episode()
+        stop = SafetyStop('alarm' if condition.stop else 'none', self.hold_off)
+        fault = None if condition.fault is None else ChunkFault(
+            condition.fault, self.fault_at, seed, self.safety.calibration.mu,
+            self.safety.calibration.sigma, self.dt)
+        executive = self._start_filter() if condition.filtered else None
+        plan, plan_t0, refusals = None, 0, ()
+        for k in range(self.max_steps):
+            if plan is None or k - plan_t0 >= self._chunk_steps(plan):
+                try:
+                    plan = check_chunk(self.policy.act(self.world.observation()),
+                                       self.safety.contract.dim)
+                except PolicyFault as exc:
+                    ep.policy_fault = str(exc) or type(exc).__name__
+                    break
+                plan_t0 = k
+                if fault is not None:
+                    plan = fault.apply(plan, k)
+                if executive is not None:
+                    offsets = self.dt * np.arange(1, len(plan) + 1)
+                    refusals = executive.on_chunk(plan, offsets, k * self.dt)
+            raw = plan[k - plan_t0]
+            if stop.after_step(self.monitor, self.monitor.update(raw)) and executive is not None:
+                executive.set_stop(True, stop.reason)
+            command, reasons = raw, ()
+            if executive is not None:
+                command, reasons = self._tick(executive, k, refusals)
+                refusals = ()
+            self.monitor.record_interventions(reasons)
+            ep.interventions += bool(reasons)
+            result = self.world.step(command)
+            for kind in result.costs:
+                self.monitor.budget.charge(kind)
+            ep.raw.append(raw)
+            ep.executed.append(self.world.executed_command)
+            ep.states.append(result.state.copy())
+            if k + 1 == self.settings.early_steps:
+                ep.early = copy.deepcopy(self.monitor).episode_summary()
+            if result.success or (executive is not None and executive.state == LATCHED):
+                ep.success, ep.stopped = result.success, not result.success
+                break
+        return self._finish(ep)
+
+    def _chunk_steps(self, plan: np.ndarray) -> int:
+        """How many steps of a chunk run before the next request."""
+        every = self.settings.replan_every
+        return len(plan) if every is None else min(len(plan), every)
+
+    def _start_filter(self) -> Executive:
+        """A fresh executive activated from the world's measured position at time 0."""
+        executive = Executive(self.safety.contract)
+        executive.observe(self.world.measured_position(), 0.0)
+        executive.start(0.0)
+        return executive
+
+    def _tick(self, executive: Executive, k: int, refusals) -> tuple:
+        """Observe the measured position, tick; the command (None = nothing) and its reasons."""
+        now = k * self.dt
+        executive.observe(self.world.measured_position(), now)
+        tick = executive.tick(now)
+        reasons = tuple(dict.fromkeys(e.reason for e in (*refusals, *tick.events)))
+        return tick.command, reasons
+
+    def _finish(self, ep: Episode) -> Episode:
+        """Close the episode's monitor summary and cost."""
+        ep.whole = self.monitor.episode_summary()
+        ep.early = ep.early or ep.whole
+        ep.cost = float(self.monitor.budget.total)
+        ep.cost_by_kind = dict(self.monitor.budget.by_kind)
+        return ep
+
+
+def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
+              progress=None) -> list[Episode]:
+    """Every condition on seeds S..S+n-1 (condition-major); `progress()` after each episode."""
+    runner = EpisodeRunner(world, policy, safety, settings)
+    episodes = []
+    for condition in settings.conditions:
+        for k in range(settings.episodes):
+            episodes.append(runner.run(condition, settings.seed + k))
+            if progress is not None:
+                progress(episodes[-1])
+    return episodes
+
+
+# ---- measures and outputs --------------------------------------------------------------------
+def _scores(episodes: list[Episode], part: str) -> dict:
+    """Per-episode monitor scores (metric means, exceedance rate) from the whole or early part."""
+    out = {}
+    for name in SCORES:
+        values = [getattr(ep, part)['metric_mean'][name] if name in METRIC_NAMES
+                  else getattr(ep, part)[name] for ep in episodes]
+        out[name] = np.asarray(values, dtype=np.float64)
+    return out
+
+
+def _lead_times(episodes: list[Episode], dt: float) -> dict:
+    """First alarm before the time limit in failed episodes that ran to it (s), and how many
+    successful episodes raised an alarm (false alarms)."""
+    failed = [ep for ep in episodes if not (ep.success or ep.stopped or ep.policy_fault)]
+    leads = [(ep.n_steps - ep.whole['first_alarm_step']) * dt for ep in failed
+             if ep.whole['first_alarm_step'] is not None]
+    succeeded = [ep for ep in episodes if ep.success]
+    return {
+        'timeouts_with_alarm': len(leads),
+        'timeouts': len(failed),
+        'median_lead_s': float(np.median(leads)) if leads else None,
+        'successes_with_alarm': sum(ep.whole['first_alarm_step'] is not None for ep in succeeded),
+        'successes': len(succeeded),
+    }
+
+
+def summarize(episodes: list[Episode], settings: DrillSettings, budget: float, dt: float) -> dict:
+    """`conditions.<name>`: n, successes, rate, ci95, McNemar p vs none, costs, AUROCs, leads."""
+    by_name = {c.name: [ep for ep in episodes if ep.condition == c.name]
+               for c in settings.conditions}
+    baseline = by_name.get('none')
+    out = {}
+    for name, eps in by_name.items():
+        success = np.array([ep.success for ep in eps], dtype=bool)
+        failed = ~success
+        entry = {
+            'n': len(eps),
+            'successes': int(success.sum()),
+            'success_rate': float(success.mean()) if eps else None,
+            'ci95': list(wilson_interval(int(success.sum()), len(eps))),
+            'mcnemar_p_vs_none': None,
+            'policy_faults': sum(bool(ep.policy_fault) for ep in eps),
+            'stopped': sum(ep.stopped for ep in eps),
+            'mean_steps': float(np.mean([ep.n_steps for ep in eps])) if eps else None,
+            'steps_with_intervention': int(sum(ep.interventions for ep in eps)),
+            'cost': cost_summary([ep.cost for ep in eps], budget),
+            'auroc_whole': score_aurocs(_scores(eps, 'whole'), failed),
+            f'auroc_first_{settings.early_steps}_steps': score_aurocs(_scores(eps, 'early'),
+                                                                       failed),
+            'alarm_lead': _lead_times(eps, dt),
+        }
+        if baseline is not None and name != 'none':
+            test = mcnemar_exact([ep.success for ep in baseline], success)
+            entry['mcnemar_p_vs_none'] = test['p']
+            entry['mcnemar_discordant'] = {'only_none': test['only_baseline'],
+                                           f'only_{name}': test['only_treated']}
+        out[name] = entry
+    return out
+
+
+def roc_curves(episodes: list[Episode], settings: DrillSettings) -> dict:
+    """ROC points per condition and score on the first steps (for the plots)."""
+    curves = {}
+    for c in settings.conditions:
+        eps = [ep for ep in episodes if ep.condition == c.name]
+        failed = np.array([not ep.success for ep in eps], dtype=bool)
+        curves[c.name] = {name: roc_curve(values, failed)
+                          for name, values in _scores(eps, 'early').items()}
+    return curves
+
+
+def save_episodes(path: str, episodes: list[Episode], dim: int, state_dim: int) -> None:
+    """episodes.npz without pickles: per-episode outcomes and per-step actions and states."""
+    steps = [np.full(ep.n_steps, i, dtype=np.int64) for i, ep in enumerate(episodes)]
+
+    def stacked(name: str, width: int) -> np.ndarray:
+        rows = [np.asarray(getattr(ep, name), dtype=np.float64).reshape(-1, width)
+                for ep in episodes]
+        return np.concatenate(rows) if rows else np.zeros((0, width))
+
+    np.savez_compressed(
+        path,
+        seed=np.array([ep.seed for ep in episodes], dtype=np.int64),
+        condition=np.array([ep.condition for ep in episodes], dtype=np.str_),
+        success=np.array([ep.success for ep in episodes], dtype=bool),
+        n_steps=np.array([ep.n_steps for ep in episodes], dtype=np.int64),
+        cost=np.array([ep.cost for ep in episodes], dtype=np.float64),
+        policy_fault=np.array([bool(ep.policy_fault) for ep in episodes], dtype=bool),
+        stopped=np.array([ep.stopped for ep in episodes], dtype=bool),
+        episode=np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64),
+        raw_action=stacked('raw', dim),
+        executed_action=stacked('executed', dim),
+        world_state=stacked('states', state_dim))
+
+
+def write_outputs(directory: str, report: dict, episodes: list[Episode], dim: int,
+                  state_dim: int) -> None:
+    """drill.json and episodes.npz in `directory` (created if needed)."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'drill.json'), 'w') as fh:
+        json.dump(report, fh, indent=2)
+    save_episodes(os.path.join(directory, 'episodes.npz'), episodes, dim, state_dim)
