@@ -1,0 +1,155 @@
+"""`vla-safety drill`: a policy acting in a physics world under paired conditions, measured."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+from ..core.errors import InputError
+
+DEFAULT_CONDITIONS = 'none,filter'
+
+
+def register(subparsers) -> None:
+    from ..core.drill.policies import DEFAULT_HORIZON
+    from ..core.profiles import DEFAULT_PROFILE, profile_names
+
+    p = subparsers.add_parser(
+        'drill', help='closed-loop drill: a policy in a physics world with and without the filter '
+                      '(paired seeds, success, cost, monitor AUROC)',
+        description='Run a policy in a gymnasium world under each condition on the same seeds '
+                    '(episode k uses world seed S + k in every condition) and report success '
+                    'with Wilson intervals, the exact McNemar test against `none`, safety costs '
+                    'and the monitor\'s AUROC for failure. See doc/drills.md.')
+    p.add_argument('--world', default='pusht', help='world: pusht (default)')
+    p.add_argument('--policy', required=True, metavar='POLICY',
+                   help='nn:DEMOS.npz (nearest neighbour), replay:DEMOS.npz, ws://HOST:PORT '
+                        '(openpi) or http://HOST:PORT/act (OpenVLA REST)')
+    p.add_argument('--params', metavar='CONTRACT.yaml', help='parameter YAML from `vla-safety '
+                   'calibrate` (default: calibrate on the demonstrations)')
+    p.add_argument('--demos', metavar='DEMOS.npz', help='demonstrations to calibrate on when '
+                   '--params is not given (default: the nn:/replay: policy\'s data)')
+    p.add_argument('--episodes', type=int, default=20, help='episodes per condition (default 20)')
+    p.add_argument('--seed', type=int, default=0, help='world seed of episode 0 (default 0)')
+    p.add_argument('--conditions', default=DEFAULT_CONDITIONS,
+                   help='comma-separated: none, filter, filter+stop, FAULT, FAULT+filter, '
+                        f'FAULT+filter+stop (default {DEFAULT_CONDITIONS})')
+    p.add_argument('--replan-every', type=int, metavar='K',
+                   help='ask the policy again after K steps (default: execute each chunk whole)')
+    p.add_argument('--horizon', type=int, default=DEFAULT_HORIZON,
+                   help=f'chunk length of nn:/replay: policies (default {DEFAULT_HORIZON})')
+    p.add_argument('--fault-at', type=float, default=2.0, metavar='SECONDS',
+                   help='fault onset in every FAULT condition (default 2 s)')
+    p.add_argument('--early-steps', type=int, default=50, metavar='N',
+                   help='AUROC also on the monitor\'s metrics after the first N steps (default 50)')
+    p.add_argument('--max-steps', type=int, help='episode time limit in steps (default: the '
+                   'world\'s, 300 for pusht)')
+    p.add_argument('--profile', default=DEFAULT_PROFILE,
+                   help=f'monitor preset: {", ".join(profile_names())} (default {DEFAULT_PROFILE})')
+    p.add_argument('--timeout', type=float, default=10.0,
+                   help='remote policy reply timeout in seconds (default 10)')
+    p.add_argument('--render', action='store_true',
+                   help='send camera images to the policy (observation.images.top)')
+    p.add_argument('--output', required=True, metavar='DIR',
+                   help='write drill.json and episodes.npz here')
+    p.set_defaults(func=run)
+
+
+def _settings(args):
+    """Validated drill settings from the command line."""
+    from ..core.drill.conditions import parse_conditions
+    from ..core.drill.runner import DrillSettings
+
+    conditions = tuple(parse_conditions(args.conditions))
+    checks = [(args.episodes >= 1, '--episodes must be >= 1'),
+              (args.replan_every is None or args.replan_every >= 1, '--replan-every must be >= 1'),
+              (args.early_steps >= 1, '--early-steps must be >= 1'),
+              (args.max_steps is None or args.max_steps >= 1, '--max-steps must be >= 1'),
+              (math.isfinite(args.fault_at) and args.fault_at >= 0, '--fault-at must be >= 0 s'),
+              (args.timeout > 0, '--timeout must be > 0')]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+    return DrillSettings(episodes=args.episodes, seed=args.seed, conditions=conditions,
+                         replan_every=args.replan_every, fault_at_s=args.fault_at,
+                         early_steps=args.early_steps, max_steps=args.max_steps,
+                         profile=args.profile)
+
+
+def _safety(args, world):
+    """The contract and monitor calibration: from --params, else calibrated on demonstrations."""
+    from ..core.drill.runner import safety_from_demos, safety_from_params
+
+    if args.params:
+        return safety_from_params(args.params, world)
+    demos = args.demos
+    kind, sep, path = args.policy.partition(':')
+    if demos is None and sep and kind in ('nn', 'replay'):
+        demos = path
+    if demos is None:
+        raise InputError('give --params CONTRACT.yaml or --demos DEMOS.npz to calibrate on')
+    return safety_from_demos(demos, world)
+
+
+def _run_with_progress(world, policy, safety, settings):
+    """run_drill with a rich progress bar (on stderr) and one line per condition's first fault."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..core.drill.runner import run_drill
+
+    reported = set()
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task('drill', total=settings.episodes * len(settings.conditions))
+
+        def advance(ep):
+            if ep.policy_fault and ep.condition not in reported:
+                reported.add(ep.condition)
+                progress.console.print(f'vla-safety drill: policy fault ({ep.condition}, seed '
+                                       f'{ep.seed}): {ep.policy_fault}', markup=False)
+            progress.update(task, advance=1, description=f'{ep.condition} seed {ep.seed}')
+
+        return run_drill(world, policy, safety, settings, progress=advance)
+
+
+def _print_table(report: dict) -> None:
+    """One line per condition: success, interval, McNemar p, cost."""
+    print(f'{"condition":<24} {"success":>9} {"ci95":>15} {"p vs none":>9} {"mean cost":>9} '
+          f'{"max cost":>8}')
+    for name, c in report['conditions'].items():
+        p = '-' if c['mcnemar_p_vs_none'] is None else f'{c["mcnemar_p_vs_none"]:.3g}'
+        lo, hi = c['ci95']
+        print(f'{name:<24} {c["successes"]:>4}/{c["n"]:<4} {f"[{lo:.2f}, {hi:.2f}]":>15} '
+              f'{p:>9} {c["cost"]["mean_cost"]:>9.3g} {c["cost"]["max_cost"]:>8.3g}')
+
+
+def run(args) -> int:
+    from ..core.drill.policies import make_policy
+    from ..core.drill.runner import roc_curves, summarize, write_outputs
+    from ..core.drill.worlds import make_world
+
+    settings = _settings(args)
+    world = make_world(args.world, render=args.render)
+    try:
+        safety = _safety(args, world)
+        policy = make_policy(args.policy, timeout=args.timeout, horizon=args.horizon)
+        try:
+            episodes = _run_with_progress(world, policy, safety, settings)
+        finally:
+            policy.close()
+    finally:
+        world.close()
+    report = {
+        'world': args.world, 'policy': args.policy, 'contract': safety.source,
+        'episodes': settings.episodes, 'seed': settings.seed,
+        'replan_every': settings.replan_every, 'fault_at_s': settings.fault_at_s,
+        'early_steps': settings.early_steps, 'profile': settings.profile,
+        'cost_weights': dict(safety.costs.costs), 'budget': safety.costs.budget,
+        'conditions': summarize(episodes, settings, safety.costs.budget, world.dt),
+        'roc_first_steps': roc_curves(episodes, settings),
+    }
+    write_outputs(args.output, report, episodes, len(world.action_names),
+                  len(episodes[0].states[0]) if episodes and episodes[0].states else 0)
+    _print_table(report)
+    print(f'wrote {os.path.join(args.output, "drill.json")} and episodes.npz', file=sys.stderr)
+    return 0
