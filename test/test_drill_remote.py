@@ -218,8 +218,7 @@ def test_openpi_chunk_and_observation(openpi):
     np.testing.assert_array_equal(obs['observation.state'], STATE.astype(np.float32))
     np.testing.assert_array_equal(obs['observation.images.top'], IMAGE)
     assert obs['task'] == 'push the T'
-    assert policy.server_metadata == {b'server': b'test', b'action_horizon': 4} or \
-        policy.server_metadata == {'server': 'test', 'action_horizon': 4}
+    assert policy.server_metadata == {'server': 'test', 'action_horizon': 4}
     policy.act(observation(task='other'))
     assert openpi.received[1]['task'] == 'other' and len(openpi.connections) == 1
     policy.close()
@@ -271,7 +270,7 @@ def test_openpi_late_reply_is_dropped_never_returned_later(openpi):
     policy.close()
 
 
-def test_openpi_server_without_metadata_frame(silent_port):
+def test_openpi_server_without_metadata_frame():
     server = OpenpiServer(metadata=False)
     try:
         policy = make_remote_policy(server.uri, SHORT, action_dim=2)
@@ -430,3 +429,9 @@ def test_rest_state_only_observation_sends_no_image(rest):
 def test_bad_specs_are_input_errors(spec):
     with pytest.raises(InputError):
         make_remote_policy(spec, TIMEOUT)
+
+
+@pytest.mark.parametrize('timeout, action_dim', [(0.0, 2), (-1.0, 2), (TIMEOUT, 0)])
+def test_bad_settings_are_input_errors(timeout, action_dim):
+    with pytest.raises(InputError):
+        make_remote_policy(f'ws://{HOST}:1', timeout, action_dim=action_dim)

@@ -141,6 +141,8 @@ class _RemotePolicy:
     def __init__(self, spec: str, timeout: float, action_dim: int | None):
         self.name = spec
         self.timeout = float(timeout)
+        if action_dim is not None and action_dim < 1:
+            raise InputError(f'remote policy action_dim must be at least 1, got {action_dim}')
         self.action_dim = action_dim
         self.task = ''
         self._backoff = _Backoff()
@@ -192,7 +194,7 @@ class _RemotePolicy:
 
 
 class OpenpiPolicy(_RemotePolicy):
-    """A policy served over the openpi websocket protocol (pi0, pi0.5 or any server speaking it)."""
+    """A policy served over the openpi websocket protocol (pi0, pi0.5 or any such server)."""
 
     def __init__(self, spec: str, timeout: float, action_dim: int | None = None):
         super().__init__(spec, timeout, action_dim)
@@ -295,7 +297,7 @@ class OpenvlaRestPolicy(_RemotePolicy):
             conn.close()
 
     def _connect(self):
-        """Open a keep-alive connection within the timeout."""
+        """Open a connection within the timeout (one per request, see `_request`)."""
         kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
         conn = kind(self.host, self.port, timeout=self.timeout)
         try:
@@ -306,24 +308,34 @@ class OpenvlaRestPolicy(_RemotePolicy):
         self._conn = conn
 
     def _request(self, observation: dict):
-        """POST one observation; the decoded reply (one action or a list)."""
+        """POST one observation on a fresh connection; the decoded reply (action or list).
+
+        A fresh connection per request: servers close idle keep-alive connections (uvicorn
+        after 5 s), which would otherwise fail the next request of a healthy server.
+        """
         body = json_numpy.dumps(self._payload(observation)).encode()
+        deadline = time.monotonic() + self.timeout
         self._ensure_connected()
-        start = time.monotonic()
         try:
-            self._conn.request('POST', self.path, body=body,
-                               headers={'Content-Type': 'application/json'})
-            response = self._conn.getresponse()
-            data = response.read(MAX_REPLY_BYTES + 1)
-        except (OSError, http.client.HTTPException) as exc:
+            status, reason, data = self._exchange(body, deadline)
+        finally:
             self._drop()
-            if isinstance(exc, TimeoutError):
-                raise PolicyFault(f'no reply within {self.timeout:g} s') from None
-            raise PolicyFault(f'request failed ({_why(exc)})') from None
-        if time.monotonic() - start > self.timeout:
-            self._drop()
+        if time.monotonic() > deadline:
             raise PolicyFault(f'reply came later than {self.timeout:g} s')
-        return self._decode(response, data)
+        return self._decode(status, reason, data)
+
+    def _exchange(self, body: bytes, deadline: float) -> tuple[int, str, bytes]:
+        """Send the request and read the whole response, all before DEADLINE."""
+        try:
+            self._conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            self._conn.request('POST', self.path, body=body, headers={
+                'Content-Type': 'application/json', 'Connection': 'close'})
+            response = self._conn.getresponse()
+            return response.status, response.reason, response.read(MAX_REPLY_BYTES + 1)
+        except TimeoutError:
+            raise PolicyFault(f'no reply within {self.timeout:g} s') from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise PolicyFault(f'request failed ({_why(exc)})') from None
 
     def _payload(self, observation: dict) -> dict:
         """The request body: image, instruction, state, and unnorm_key when set."""
@@ -345,16 +357,12 @@ class OpenvlaRestPolicy(_RemotePolicy):
             return np.asarray(observation[key], dtype=np.uint8)
         return np.asarray(observation[keys[0]], dtype=np.uint8) if keys else None
 
-    def _decode(self, response, data: bytes):
+    def _decode(self, status: int, reason: str, data: bytes):
         """The reply's JSON, refusing HTTP errors, oversize bodies and the `"error"` body."""
-        if response.status != 200:
-            self._drop()
-            raise PolicyFault(f'HTTP {response.status} {response.reason}')
+        if status != 200:
+            raise PolicyFault(f'HTTP {status} {one_line(reason)}')
         if len(data) > MAX_REPLY_BYTES:
-            self._drop()
             raise PolicyFault(f'reply larger than {MAX_REPLY_BYTES} bytes')
-        if response.will_close:
-            self._drop()
         try:
             reply = json_numpy.loads(data.decode('utf-8'))
         except Exception as exc:  # noqa: BLE001 - any decoding error means a malformed body
