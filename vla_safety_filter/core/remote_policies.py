@@ -198,7 +198,7 @@ class OpenpiPolicy(_RemotePolicy):
 
     def __init__(self, spec: str, timeout: float, action_dim: int | None = None):
         super().__init__(spec, timeout, action_dim)
-        _host_port(spec)
+        _host_port(spec)  # refuse a bad URI now, not at the first act
         self.server_metadata: dict = {}
         self._ws = None
         self._session = ExitStack()
