@@ -18,14 +18,20 @@ Z95 = float(stats.norm.ppf(0.975))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (0, 1 when n is 0)."""
+    """Wilson score interval of a binomial proportion (0, 1 when n is 0).
+
+    The bound at 0 (or 1) is exact for 0 (or n) successes; round-off would otherwise leave it
+    a hair away and the interval would not contain the observed rate.
+    """
     if n == 0:
         return 0.0, 1.0
     p = successes / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def mcnemar_exact(baseline, treated) -> dict:

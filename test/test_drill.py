@@ -1,0 +1,254 @@
+"""Closed-loop drill core on the real gym-pusht world: determinism, pairing, the filter's
+guarantees over every executed step, faults across chunks, policy faults, and the measures."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from vla_safety_filter.core.drill.conditions import (ChunkFault, FAULTS, parse_condition,
+                                                     parse_conditions)
+from vla_safety_filter.core.drill.measures import (mcnemar_exact, roc_curve, score_aurocs,
+                                                   wilson_interval)
+from vla_safety_filter.core.drill.policies import PolicyFault, make_policy
+from vla_safety_filter.core.drill.runner import (DrillSettings, EpisodeRunner, run_drill,
+                                                 safety_from_demos, summarize)
+from vla_safety_filter.core.errors import InputError
+from vla_safety_filter.core.faults import action_range, inject
+
+pytest.importorskip('gym_pusht')
+
+PUSHT = 'pusht_cchi_v7_replay.npz'
+SHORT = 60  # steps per episode in these tests (6 s of the 30 s limit)
+
+
+@pytest.fixture(scope='module')
+def demos():
+    from data_paths import DATA
+    path = os.path.join(DATA, PUSHT)
+    if not os.path.exists(path):
+        pytest.skip(f'{path} not found')
+    return path
+
+
+@pytest.fixture(scope='module')
+def world():
+    from vla_safety_filter.core.drill.worlds import make_world
+    w = make_world('pusht')
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope='module')
+def safety(demos, world):
+    return safety_from_demos(demos, world)
+
+
+def drill(world, demos, safety, conditions, episodes=2, seed=0, **kw):
+    """Episodes of `conditions` with a fresh nn policy and runner."""
+    settings = DrillSettings(episodes=episodes, seed=seed, conditions=tuple(
+        parse_conditions(conditions)), max_steps=kw.pop('max_steps', SHORT), **kw)
+    return run_drill(world, make_policy(f'nn:{demos}'), safety, settings), settings
+
+
+def test_same_seed_gives_identical_episodes(world, demos, safety):
+    first, _ = drill(world, demos, safety, 'none,drift+filter,noise+filter+stop', seed=7)
+    second, _ = drill(world, demos, safety, 'none,drift+filter,noise+filter+stop', seed=7)
+    for a, b in zip(first, second):
+        assert (a.seed, a.condition, a.success, a.cost) == (b.seed, b.condition, b.success, b.cost)
+        assert np.array_equal(a.executed, b.executed) and np.array_equal(a.raw, b.raw)
+        assert np.array_equal(a.states, b.states)
+
+
+def test_conditions_are_paired_seed_by_seed(world, demos, safety):
+    episodes, _ = drill(world, demos, safety, 'none,filter,offset', episodes=3, seed=11)
+    by = {c: [ep for ep in episodes if ep.condition == c] for c in ('none', 'filter', 'offset')}
+    for eps in by.values():
+        assert [ep.seed for ep in eps] == [11, 12, 13]
+    for k in range(3):
+        # the same start: the policy's first request is answered identically in every condition
+        # (the offset fault starts at 2 s, after the first chunk)
+        first = [np.asarray(by[c][k].raw[:8]) for c in by]
+        assert all(np.array_equal(first[0], f) for f in first[1:])
+    # different seeds start differently
+    assert not np.array_equal(by['none'][0].raw[:8], by['none'][1].raw[:8])
+
+
+FILTERED = 'filter,drift+filter,offset+filter,spike+filter,unnormalized+filter,scale+filter'
+
+
+def test_filter_keeps_every_executed_command_in_the_contract(world, demos, safety):
+    """Over elapsed (simulated) time: each step moves at most vmax * dt from the last executed
+    command (the first from the measured start), and the distance outside the bounds never
+    grows and shrinks at the velocity limit until the command is inside."""
+    c = safety.contract
+    vstep = c.max_velocity * c.dt * (1 + 1e-9) + 1e-9
+    episodes, _ = drill(world, demos, safety, FILTERED, episodes=2, seed=3)
+    moved_by_filter = 0
+    for ep in episodes:
+        start = world.reset(ep.seed)[:2]
+        executed = np.vstack([start, ep.executed])
+        assert np.all(np.abs(np.diff(executed, axis=0)) <= vstep), ep.condition
+        outside = np.maximum(c.lower - executed, 0) + np.maximum(executed - c.upper, 0)
+        assert np.all(outside[1:] <= np.maximum(outside[:-1] - c.max_step(), 0) + 1e-9)
+        moved_by_filter += int(np.any(np.asarray(ep.raw) != np.asarray(ep.executed)))
+    assert moved_by_filter > 0  # the faults did ask for more than the contract allows
+
+
+def test_without_the_filter_faults_reach_the_world(world, demos, safety):
+    (ep,), _ = drill(world, demos, safety, 'unnormalized', episodes=1, seed=3)
+    raw, executed = np.asarray(ep.raw), np.asarray(ep.executed)
+    assert np.array_equal(raw, executed)
+    assert np.all(np.abs(executed[20:]) < 10)  # normalized units: the pusher heads for a corner
+
+
+def test_stop_on_alarm_latches_the_filter_and_ends_the_episode(world, demos, safety):
+    episodes, _ = drill(world, demos, safety, 'nan+filter+stop,nan+filter,nan', episodes=1,
+                        seed=5)
+    stopped, filtered, plain = episodes
+    assert stopped.stopped and not stopped.success and stopped.n_steps < SHORT
+    assert stopped.whole['alarm_counts'].get('nonfinite') == 1
+    assert not filtered.stopped and filtered.n_steps == SHORT
+    # without the filter the world refuses the non-finite commands itself, at a cost
+    assert plain.cost_by_kind.get('world.nonfinite_command', 0) > 0
+    assert np.all(np.isfinite(plain.executed))
+
+
+class FaultyPolicy:
+    """A policy whose k-th reply is bad in one way (the rest are the nn policy's)."""
+
+    name = 'faulty'
+
+    def __init__(self, inner, bad, at=2):
+        self.inner, self.bad, self.at, self.count = inner, bad, at, 0
+
+    def reset(self, seed, task):
+        self.count = 0
+        self.inner.reset(seed, task)
+
+    def act(self, observation):
+        self.count += 1
+        chunk = self.inner.act(observation)
+        if self.count < self.at:
+            return chunk
+        if self.bad == 'raise':
+            raise PolicyFault('server unreachable')
+        return {'nan': chunk * np.nan, 'shape': chunk[:, :1], 'text': 'error'}[self.bad]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize('bad', ['raise', 'nan', 'shape', 'text'])
+def test_a_bad_policy_reply_is_a_policy_fault_not_a_crash(world, demos, safety, bad):
+    policy = FaultyPolicy(make_policy(f'nn:{demos}'), bad)
+    settings = DrillSettings(episodes=1, seed=0, conditions=(parse_condition('filter'),),
+                             max_steps=SHORT)
+    ep = EpisodeRunner(world, policy, safety, settings).run(settings.conditions[0], 0)
+    assert ep.policy_fault and not ep.success and ep.n_steps == 8
+    report = summarize([ep], settings, safety.costs.budget, world.dt)
+    assert report['filter']['policy_faults'] == 1
+
+
+def test_replan_every_asks_the_policy_more_often(world, demos, safety):
+    calls = []
+
+    class Counting(FaultyPolicy):
+        def act(self, observation):
+            calls.append(1)
+            return self.inner.act(observation)
+
+    policy = Counting(make_policy(f'nn:{demos}'), None)
+    for every in (None, 2):
+        calls.clear()
+        settings = DrillSettings(episodes=1, seed=0, conditions=(parse_condition('none'),),
+                                 max_steps=20, replan_every=every)
+        EpisodeRunner(world, policy, safety, settings).run(settings.conditions[0], 1)
+        assert len(calls) == (3 if every is None else 10)
+
+
+# ---- faults across chunks --------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(family=st.sampled_from([f for f in FAULTS if f != 'unnormalized']),
+       at=st.integers(0, 30), seed=st.integers(0, 2**16),
+       lengths=st.lists(st.integers(1, 9), min_size=1, max_size=8))
+def test_a_fault_on_chunks_equals_the_fault_on_the_whole_stream(family, at, seed, lengths):
+    """Chunk by chunk as they arrive, each family corrupts exactly as on the recorded stream."""
+    rng = np.random.default_rng(seed)
+    stream = rng.normal(size=(sum(lengths) + 31, 2)) * 50 + 250
+    mu, sigma = np.array([250.0, 250.0]), np.array([50.0, 40.0])
+    fault = ChunkFault(family, at, seed, mu, sigma, 0.1)
+    out, t0 = [], 0
+    for n in lengths:
+        out.append(fault.apply(stream[t0:t0 + n], t0))
+        t0 += n
+    got = np.concatenate(out)
+    if at < t0:
+        expected, _ = inject(stream[:t0], family, at, seed, action_range(sigma), mu, 0.1)
+    else:
+        expected = stream[:t0]
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(expected), rtol=0, atol=1e-9)
+
+
+def test_unnormalized_sends_normalized_units_from_the_onset():
+    fault = ChunkFault('unnormalized', 3, 0, [100.0, 200.0], [10.0, 20.0], 0.1)
+    out = fault.apply(np.array([[110.0, 220.0]] * 5), 0)
+    np.testing.assert_array_equal(out, [[110, 220]] * 3 + [[1, 1]] * 2)
+
+
+@pytest.mark.parametrize('name', ['bogus', 'drift+stop', 'filter+filter', 'none+filter', ''])
+def test_unknown_conditions_are_refused(name):
+    with pytest.raises(InputError):
+        parse_conditions(name)
+
+
+def test_conditions_parse_into_fault_filter_and_stop():
+    got = [(c.fault, c.filtered, c.stop) for c in
+           parse_conditions('none,filter,filter+stop,drift,nan+filter,unnormalized+filter+stop')]
+    assert got == [(None, False, False), (None, True, False), (None, True, True),
+                   ('drift', False, False), ('nan', True, False), ('unnormalized', True, True)]
+
+
+# ---- measures against hand-computed values ----------------------------------------------------
+def test_wilson_interval_matches_the_closed_form():
+    # 6 of 20, z = 1.959964: centre (0.3 + z^2/40) / (1 + z^2/20),
+    # half z / (1 + z^2/20) * sqrt(0.3 * 0.7 / 20 + z^2 / 1600)
+    lo, hi = wilson_interval(6, 20)
+    assert lo == pytest.approx(0.145477, abs=1e-6) and hi == pytest.approx(0.518973, abs=1e-6)
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.277533, abs=1e-6))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_exact_mcnemar_uses_only_discordant_pairs():
+    # b = 3 (only baseline), c = 1: p = 2 * (1 + 4) / 16
+    test = mcnemar_exact([1, 1, 1, 0, 0, 1], [0, 0, 0, 0, 1, 1])
+    assert (test['only_baseline'], test['only_treated']) == (3, 1)
+    assert test['p'] == pytest.approx(0.625)
+    assert mcnemar_exact([1] * 5, [0] * 5)['p'] == pytest.approx(2 / 32)
+    assert mcnemar_exact([1, 0], [1, 0])['p'] == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=40))
+def test_mcnemar_is_symmetric_and_a_probability(pairs):
+    a, b = zip(*pairs)
+    p = mcnemar_exact(a, b)['p']
+    assert 0 < p <= 1 and p == mcnemar_exact(b, a)['p']
+
+
+def test_auroc_and_roc_against_hand_counts():
+    # failed {0.9, 0.3} vs succeeded {0.8, 0.1}: 3 of 4 pairs ordered right
+    scores, failed = [0.9, 0.8, 0.3, 0.1], [True, False, True, False]
+    assert score_aurocs({'m': scores}, failed) == {'m': 0.75}
+    fpr, tpr = roc_curve(scores, failed)
+    assert fpr == [0.0, 0.0, 0.5, 0.5, 1.0] and tpr == [0.0, 0.5, 0.5, 1.0, 1.0]
+    assert score_aurocs({'m': [1, 2]}, [True, True]) == {'m': None}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 200), st.integers(1, 200))
+def test_wilson_interval_contains_the_rate(k, n):
+    k = min(k, n)
+    lo, hi = wilson_interval(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1
