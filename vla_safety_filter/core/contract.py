@@ -140,7 +140,8 @@ class Guard:
 
     @property
     def velocity(self) -> np.ndarray:
-        """Velocity of the last executed step (units/s); zero after a reset at rest."""
+        """Velocity of the last executed step (units/s; kept up to date with an acceleration
+        limit, the only thing that uses it); zero after a reset at rest."""
         return self._velocity.copy()
 
     def reset(self, executed, velocity=None) -> None:
@@ -225,9 +226,7 @@ class Guard:
             np.minimum(out, hi, out=out)
         # out - a is exactly zero everywhere iff a was feasible and finite (NaN/Inf leave a non-zero).
         if self._simple_box and not np.count_nonzero(np.subtract(out, a, out=self._diff)):
-            vs, c = self._vstep, self.contract
-            np.divide(np.subtract(out, self._prev, out=self._velocity), c.dt, out=self._velocity)
-            self._last_h = c.dt
+            vs, c = self._vstep, self.contract   # no acceleration limit: velocity is not needed
             self._prev[:] = out
             np.maximum(c.lower, np.subtract(out, vs, out=lo), out=lo)
             np.minimum(c.upper, np.add(out, vs, out=hi), out=hi)
