@@ -131,9 +131,9 @@ def run(args) -> int:
     settings = _settings(args)
     world = make_world(args.world, render=args.render)
     try:
-        safety = _safety(args, world)
         policy = make_policy(args.policy, timeout=args.timeout, horizon=args.horizon)
         try:
+            safety = _safety(args, world)
             episodes = _run_with_progress(world, policy, safety, settings)
         finally:
             policy.close()

@@ -1,0 +1,132 @@
+"""`vla-safety drill` end to end on the real gym-pusht world: outputs, pairing, determinism,
+a contract from `vla-safety calibrate`, and one-line errors for bad input."""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vla_safety_filter.cli import main
+from vla_safety_filter.core.contract import Contract
+from vla_safety_filter.core.params import CalibrationData, write_filter_params
+
+from data_paths import DATA  # noqa: E402
+
+pytest.importorskip('gym_pusht')
+PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
+CONDITIONS = 'none,filter,filter+stop,offset+filter'
+
+
+def run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(['drill', *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope='module')
+def params(tmp_path_factory):
+    if not os.path.exists(PUSHT):
+        pytest.skip(f'{PUSHT} not found')
+    path = tmp_path_factory.mktemp('cal') / 'pusht.yaml'
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(['calibrate', PUSHT, '--joint-names', 'x,y', '--output', str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope='module')
+def drilled(params, tmp_path_factory):
+    """Two identical drills (3 paired seeds, 4 conditions, 50 steps) with the calibrated contract."""
+    outputs = []
+    for name in ('a', 'b'):
+        folder = tmp_path_factory.mktemp(name)
+        code, out, err = run('--policy', f'nn:{PUSHT}', '--params', str(params), '--episodes', '3',
+                             '--seed', '4', '--conditions', CONDITIONS, '--max-steps', '50',
+                             '--output', str(folder))
+        assert code == 0, err
+        outputs.append((folder, out))
+    return outputs
+
+
+def test_drill_json_reports_every_condition(drilled):
+    folder, out = drilled[0]
+    report = json.loads((folder / 'drill.json').read_text())
+    assert list(report['conditions']) == CONDITIONS.split(',')
+    for name, c in report['conditions'].items():
+        assert c['n'] == 3 and 0 <= c['successes'] <= 3
+        lo, hi = c['ci95']
+        assert 0 <= lo <= c['success_rate'] <= hi <= 1
+        assert (c['mcnemar_p_vs_none'] is None) == (name == 'none')
+        assert {'mean_cost', 'max_cost', 'share_over_budget', 'quantiles'} <= set(c['cost'])
+        assert set(c['auroc_whole']) == set(c['auroc_first_50_steps'])
+        assert name in out
+    assert report['contract'].endswith('pusht.yaml')
+
+
+def test_episodes_npz_holds_paired_replayable_episodes_without_pickles(drilled):
+    folder, _ = drilled[0]
+    with np.load(folder / 'episodes.npz', allow_pickle=False) as z:
+        data = {key: z[key] for key in z.files}
+    n = 3 * 4
+    assert data['seed'].tolist() == [4, 5, 6] * 4
+    assert data['condition'].tolist() == [c for c in CONDITIONS.split(',') for _ in range(3)]
+    assert data['success'].shape == data['n_steps'].shape == data['cost'].shape == (n,)
+    steps = int(data['n_steps'].sum())
+    assert data['episode'].shape == (steps,)
+    assert np.array_equal(np.bincount(data['episode'], minlength=n), data['n_steps'])
+    assert data['raw_action'].shape == data['executed_action'].shape == (steps, 2)
+    assert data['world_state'].shape == (steps, 5)
+
+
+def test_the_same_command_reproduces_every_episode(drilled):
+    (a, out_a), (b, out_b) = drilled
+    assert out_a == out_b
+    with np.load(a / 'episodes.npz') as za, np.load(b / 'episodes.npz') as zb:
+        for key in za.files:
+            assert np.array_equal(za[key], zb[key]), key
+
+
+def test_calibrating_on_the_nn_policys_demos_when_no_params(tmp_path):
+    code, out, err = run('--policy', f'nn:{PUSHT}', '--episodes', '1', '--max-steps', '10',
+                         '--output', str(tmp_path))
+    assert code == 0, err
+    report = json.loads((tmp_path / 'drill.json').read_text())
+    assert report['contract'] == PUSHT and list(report['conditions']) == ['none', 'filter']
+
+
+def contract_yaml(tmp_path, dim: int, dt: float) -> str:
+    """A contract and its calibration file for `dim` joints at period dt."""
+    names = tuple(f'j{i}' for i in range(dim))
+    ones = np.ones(dim)
+    CalibrationData(names, 250 * ones, 50 * ones, np.linspace(0, 3, 50), 80 * ones, 2.5, 0.05,
+                    dt).save(str(tmp_path / 'c_calibration.npz'))
+    contract = Contract(joint_names=names, lower=0 * ones, upper=500 * ones,
+                        max_velocity=100 * ones, dt=dt)
+    path = str(tmp_path / 'c.yaml')
+    write_filter_params(path, contract, 'c_calibration.npz')
+    return path
+
+
+@pytest.mark.parametrize('dim, dt', [(3, 0.1), (2, 1 / 30)])
+def test_a_contract_for_another_robot_or_rate_is_refused(tmp_path, dim, dt):
+    code, _, err = run('--policy', f'nn:{PUSHT}', '--params', contract_yaml(tmp_path, dim, dt),
+                       '--output', str(tmp_path / 'out'))
+    assert code == 2 and 'world pusht needs 2 at dt 0.1 s' in err, err
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--policy', 'nn:/nowhere/demos.npz'], 'demonstration file not found'),
+    (['--policy', f'nn:{PUSHT}', '--conditions', 'none,warp'], "unknown condition 'warp'"),
+    (['--policy', f'nn:{PUSHT}', '--conditions', 'none,none'], 'listed twice'),
+    (['--policy', 'magic:thing'], 'unknown policy'),
+    (['--policy', 'ws://127.0.0.1:9'], 'give --params'),
+    (['--policy', f'nn:{PUSHT}', '--world', 'mars'], "unknown world 'mars'"),
+    (['--policy', f'nn:{PUSHT}', '--episodes', '0'], '--episodes must be >= 1'),
+    (['--policy', f'nn:{PUSHT}', '--params', '/nowhere/c.yaml'], 'parameter file not found'),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
+    code, out, err = run(*argv, '--output', str(tmp_path / 'out'))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'out').exists()
