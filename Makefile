@@ -29,7 +29,7 @@ $(STAMP): setup.py package.xml Makefile
 	echo '*' > $(VENV)/.gitignore
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(ROS_WHEELS) $(TOOLS)
-	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints]'
+	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints,drills]'
 	touch $(STAMP)
 
 demo: setup

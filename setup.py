@@ -22,6 +22,8 @@ setup(
         'test': ['pytest', 'hypothesis', 'pyarrow', 'safetensors'],
         'datasets': ['pyarrow'],
         'checkpoints': ['safetensors'],
+        # `vla-safety drill` worlds: PushT (pymunk; pulls gymnasium, pygame, shapely, opencv)
+        'drills': ['gym-pusht>=0.1.8,<0.2'],
         # openpi websocket (msgpack-numpy) and OpenVLA REST (json-numpy) policy clients.
         'remote': ['openpi-client', 'websockets>=15', 'msgpack', 'json-numpy'],
     },
