@@ -20,9 +20,16 @@ transition into a refusal reported at ERROR.
 from __future__ import annotations
 
 import json
+import math
+import queue
+import re
+import threading
+from urllib.parse import urlsplit
 
 import numpy as np
 from rclpy.parameter import Parameter
+from rclpy.time import Time
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -30,11 +37,20 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ..core.episodes import read_episodes
 from ..core.errors import InputError
 from ..core.execspec import PARAM_PREFIX, metadata_from_params, unnormalize
+from ..core.drill.policies import PolicyFault
 from ..core.faults import apply_drill, parse_drill
-from .common import (GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, declare, duration,
-                     require_valid_parameters, run)
+from ..core.observation import image_rgb, state_vector
+from ..core.remote_policies import make_remote_policy
+from .common import (ERROR, OK, WARN, GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, STATE_QOS,
+                     Diagnostics, declare, duration, monotonic, require_valid_parameters, run,
+                     status)
 
-SOURCES = ('replay',)
+LIVE_SOURCES = {'openpi': ('ws', 'wss'), 'openvla_rest': ('http', 'https')}
+"""Live sources and the URI schemes their servers speak."""
+SOURCES = ('replay', *LIVE_SOURCES)
+BRIDGE_STATUS = 'vla_safety/bridge'
+DIAGNOSTIC_PERIOD = 1.0
+IMAGE_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 UNNORMALIZER_PARAMS = {
     'mode': ('identity', 'quantile, min_max, mean_std or identity'),
     'key': ('', 'dataset key of the statistics (OpenVLA unnorm_key)'),
@@ -67,7 +83,8 @@ class PolicyBridge(GatedLifecycleNode):
         self.episodes_file = declare(self, 'episodes_file', '',
                                      'replay: npz, LeRobot dataset or csv')
         self.episode = declare(self, 'episode', -1, 'replay: episode index, -1 plays all in order')
-        self.rate_hz = declare(self, 'rate_hz', 0.0, 'publish rate; 0 = the recording fps')
+        self.rate_hz = declare(self, 'rate_hz', 0.0, 'replay: publish rate, 0 = the recording '
+                               'fps; live: policy queries per second', read_only=True)
         self.chunk_size = declare(self, 'chunk_size', 1, 'points per /vla/raw_action message')
         self.joint_names = declare(self, 'joint_names', Parameter.Type.STRING_ARRAY,
                                    'names to publish (default: the source names)')
@@ -79,11 +96,38 @@ class PolicyBridge(GatedLifecycleNode):
         self.fault_seed = declare(self, 'fault_seed', 0, 'drill: seed of the injected faults')
         for name, (default, text) in UNNORMALIZER_PARAMS.items():
             declare(self, PARAM_PREFIX + name, default, text)
+        self._declare_live_parameters()
         self._pub = self._episode_pub = None
+        self._requests: _Requests | None = None
+        self._lock = threading.Lock()   # the worker's publishing and status against transitions
+        self._status = (OK, 'unconfigured')
+        self._status_dirty = False
+        self._failures = 0
+        self._diagnostics = (Diagnostics(self, DIAGNOSTIC_PERIOD, self._bridge_status)
+                             if self.source in LIVE_SOURCES else None)
         self._queue: list[tuple[int, np.ndarray]] = []
         self._generation = 0
         self._loaded: dict | None = None
         self.create_service(Trigger, '~/loaded_unnormalizer', self._on_loaded_unnormalizer)
+
+    def _declare_live_parameters(self) -> None:
+        """Parameters of the live sources (read-only: read once, at construction)."""
+        def ro(name, default, text):
+            return declare(self, name, default, text, read_only=True)
+        self.server_uri = ro('server_uri', '', 'live: openpi ws://HOST:PORT, openvla_rest '
+                             'http://HOST:PORT/act')
+        self.request_timeout = ro('request_timeout', 1.0, 'live: seconds a reply may take; '
+                                  'later ones are dropped')
+        self.task = ro('task', '', 'live: the instruction sent with every observation')
+        self.image_topics = ro('image_topics', Parameter.Type.STRING_ARRAY,
+                               'live: NAME=/topic sensor_msgs/Image (rgb8, bgr8, mono8) sent as '
+                               'observation.images.NAME')
+        self.state_topic = ro('state_topic', '/joint_states', 'live: JointState topic of the '
+                              'observation state')
+        self.state_joints = ro('state_joints', Parameter.Type.STRING_ARRAY,
+                               'live: joints read in this order into observation.state')
+        self.replan_every = ro('replan_every', 1, 'live: actions of each chunk published (the '
+                               'rest is replanned); points are 1 / (rate_hz * replan_every) apart')
 
     def unnormalizer_params(self) -> dict:
         """The live unnormalizer parameters that are set."""
@@ -96,7 +140,15 @@ class PolicyBridge(GatedLifecycleNode):
         return values
 
     def configure_node(self) -> None:
-        """Load the episodes and the unnormalizer; create (and own) the publishers and timer."""
+        """Load the source and the unnormalizer; create (and own) the publishers and timer."""
+        require_valid_parameters(self)
+        if self.source in LIVE_SOURCES:
+            self._configure_live()
+        else:
+            self._configure_replay()
+
+    def _configure_replay(self) -> None:
+        """Load the episodes; create (and own) the publishers and the timer."""
         self._queue, self._dt, self._names, loaded = self._load()
         self._generation += 1
         self._loaded = {**loaded, 'generation': self._generation}
@@ -115,7 +167,6 @@ class PolicyBridge(GatedLifecycleNode):
                 'normalized_input': bool(self.get_parameter('normalized_input').value)}
 
     def _load(self):
-        require_valid_parameters(self)
         if self.source not in SOURCES:
             raise InputError(f'source {self.source!r} is not available here; use one of {SOURCES}')
         if not self.episodes_file:
@@ -155,14 +206,195 @@ class PolicyBridge(GatedLifecycleNode):
         return played, dt, names, loaded
 
     def activate_node(self) -> None:
-        """Start from the first episode."""
+        """Start from the first episode (replay) or the first query (live)."""
         self._cursor = (0, 0)
         self._announced = False
+        self._set_status(OK, 'active: waiting for the first reply')
+
+    def deactivate_node(self) -> None:
+        """Live: a reply still in flight is dropped (the worker checks `active`)."""
+        self._set_status(OK, 'inactive')
 
     def cleanup_node(self) -> None:
-        """Forget what was loaded (the base destroys the owned entities)."""
+        """Forget what was loaded and stop the worker (the base destroys the owned entities)."""
+        with self._lock:
+            requests, self._requests = self._requests, None
+        if requests is not None:
+            requests.stop()
         self._loaded = None
         self._queue = []
+        self._set_status(OK, 'unconfigured')
+
+    def report_state(self) -> None:
+        """Live: publish the bridge status after every transition."""
+        if self._diagnostics is not None:
+            self._status_dirty = False
+            self._diagnostics.publish()
+
+    # ---- live sources ------------------------------------------------------------------------
+    def _configure_live(self) -> None:
+        """Check the live parameters, build the client and the worker, subscribe the inputs."""
+        cameras = self._check_live_parameters()
+        self._names = tuple(self.joint_names or self.state_joints)
+        live = self._live_loaded_values()
+        params = {k: v for k, v in live.items() if k != 'normalized_input'}
+        self._meta = metadata_from_params(params, f'{self.get_name()} parameters') \
+            .require_valid() if live['normalized_input'] else None
+        if self._meta is not None and self._meta.dim != len(self._names):
+            raise InputError(f'the unnormalizer has {self._meta.dim} dimensions for '
+                             f'{len(self._names)} joints')
+        policy = make_remote_policy(self.server_uri, self.request_timeout,
+                                    action_dim=len(self._names))
+        policy.reset(0, self.task)
+        self._dt = 1.0 / (self.rate_hz * self.replan_every)
+        self._chunks = 0
+        self._samples: dict[str, tuple] = {}
+        self._generation += 1
+        self._loaded = {'configured': True, 'source': f'/{self.get_name()}', 'values': live,
+                        'parameters': params, 'normalized_input': live['normalized_input'],
+                        'joint_names': list(self._names), 'generation': self._generation}
+        self._subscribe_inputs(cameras)
+        self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
+                                                             COMMAND_QOS))
+        self._episode_pub = self.own(self.create_lifecycle_publisher(String, '/vla/episode',
+                                                                     LATCHED_QOS))
+        self.own(self.create_timer(1.0 / self.rate_hz, self._on_query_tick))
+        with self._lock:
+            self._requests = _Requests(policy, self.request_timeout, self._deliver, self._fail)
+        self._set_status(OK, 'configured: waiting for activation')
+        self.get_logger().info(f'configured: {self.source} at {self.server_uri}, '
+                               f'{len(self._names)} joints, {self.rate_hz:g} queries/s')
+
+    def _check_live_parameters(self) -> dict[str, str]:
+        """Refuse live parameters that cannot work; the cameras as {name: topic}."""
+        schemes = LIVE_SOURCES[self.source]
+        if urlsplit(self.server_uri).scheme not in schemes:
+            raise InputError(f'server_uri {self.server_uri!r}: source {self.source} needs '
+                             f'{" or ".join(s + "://" for s in schemes)}')
+        for name in ('request_timeout', 'rate_hz'):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise InputError(f'{name} must be a positive number of seconds or Hz, '
+                                 f'got {value}')
+        if self.replan_every < 1:
+            raise InputError(f'replan_every must be at least 1, got {self.replan_every}')
+        if not self.state_joints:
+            raise InputError('state_joints is required: the joints of observation.state')
+        if not self.state_topic:
+            raise InputError('state_topic is empty')
+        if self.faults:
+            raise InputError('faults drill replays only; never inject faults into a live policy')
+        return _cameras(self.image_topics or [])
+
+    def _subscribe_inputs(self, cameras: dict[str, str]) -> None:
+        """Keep the latest state and image (with their arrival) for the next snapshot."""
+        self.own(self.create_subscription(
+            JointState, self.state_topic, lambda m: self._keep('state', m), STATE_QOS))
+        for name, topic in cameras.items():
+            self.own(self.create_subscription(
+                Image, topic, lambda m, key=name: self._keep(key, m), STATE_QOS))
+        self._cameras = cameras
+
+    def _keep(self, key: str, msg) -> None:
+        """The latest message of an input, with its arrival on the steady and the node clock."""
+        self._samples[key] = (msg, monotonic(), self.get_clock().now())
+
+    def _on_query_tick(self) -> None:
+        """Send one observation snapshot to the worker when it is idle; publish a new status."""
+        if self._status_dirty:
+            self.report_state()
+        if not self.active:
+            return
+        if not self._announced:
+            self._episode_pub.publish(String(data='episode live'))
+            self._announced = True
+            return
+        requests = self._requests
+        if requests is None or not requests.idle():
+            return
+        try:
+            observation, stamp = self._snapshot()
+        except InputError as exc:
+            self._set_status(WARN, f'no request: {exc}')
+            return
+        requests.submit(observation, stamp)
+
+    def _snapshot(self) -> tuple[dict, Time]:
+        """The observation now and its time (its oldest input's); InputError if one is missing
+        or older than request_timeout (its chunk would be stale)."""
+        observation = {'task': self.task}
+        stamps = []
+        inputs = [('state', self.state_topic), *self._cameras.items()]
+        for key, topic in inputs:
+            if key not in self._samples:
+                raise InputError(f'nothing received on {topic} yet')
+            msg, arrived, arrived_ros = self._samples[key]
+            age = monotonic() - arrived
+            if age > self.request_timeout:
+                raise InputError(f'{topic} is {age:.2f} s old (more than request_timeout)')
+            stamp = Time.from_msg(msg.header.stamp, clock_type=arrived_ros.clock_type)
+            stamps.append(stamp if stamp.nanoseconds > 0 else arrived_ros)
+            try:
+                self._observe(observation, key, msg)
+            except InputError as exc:
+                raise InputError(f'{topic}: {exc}') from None
+        return observation, min(stamps, key=lambda t: t.nanoseconds)
+
+    def _observe(self, observation: dict, key: str, msg) -> None:
+        """Add one input message to the observation."""
+        if key == 'state':
+            observation['observation.state'] = state_vector(self.state_joints, msg.name,
+                                                            msg.position)
+        else:
+            observation['observation.images.' + key] = image_rgb(
+                msg.height, msg.width, msg.encoding, msg.step, msg.data)
+
+    def _deliver(self, requests, chunk: np.ndarray, stamp: Time, elapsed: float) -> None:
+        """Worker: publish a reply's chunk, unless the bridge moved on meanwhile."""
+        try:
+            actions = unnormalize(self._meta, chunk) if self._meta is not None else chunk
+        except InputError as exc:
+            self._fail(requests, f'reply refused: {exc}')
+            return
+        message = _chunk_message(self._names, actions[:self.replan_every], self._dt)
+        message.header.stamp = stamp.to_msg()
+        with self._lock:
+            if not self.active or requests is not self._requests:
+                return
+            message.header.frame_id = f'chunk {self._chunks}'
+            self._chunks += 1
+            self._pub.publish(message)
+            self._status = (OK, f'{message.header.frame_id}: {len(chunk)} actions in '
+                                f'{elapsed:.3f} s')
+            self._status_dirty = True
+
+    def _fail(self, requests, reason: str) -> None:
+        """Worker: a request gave no chunk; ERROR with the reason (the next tick retries)."""
+        with self._lock:
+            if requests is not self._requests:
+                return
+            self._failures += 1
+            if self._status != (ERROR, reason):
+                self.get_logger().error(f'no actions: {reason}')
+            self._status = (ERROR, reason)
+            self._status_dirty = True
+
+    def _set_status(self, level: bytes, message: str) -> None:
+        """Set the bridge status; the next tick (or transition) publishes it."""
+        with self._lock:
+            if level == WARN and self._status != (level, message):
+                self.get_logger().warning(message)
+            self._status = (level, message)
+            self._status_dirty = True
+
+    def _bridge_status(self):
+        """The bridge's /diagnostics status: a refused transition, else the last outcome."""
+        level, message = self._status
+        if self.refusal:
+            level, message = ERROR, self.refusal
+        return status(BRIDGE_STATUS, level, message, self.get_name(), {
+            'source': self.source, 'server_uri': self.server_uri,
+            'chunks': getattr(self, '_chunks', 0), 'failures': self._failures})
 
     def _on_loaded_unnormalizer(self, request, response):
         """Report what the last configure loaded, and which of those parameters changed since."""
@@ -214,6 +446,76 @@ def _chunk_message(names, chunk: np.ndarray, dt: float) -> JointTrajectory:
     return JointTrajectory(joint_names=list(names), points=[
         JointTrajectoryPoint(positions=row.tolist(), time_from_start=duration((k + 1) * dt))
         for k, row in enumerate(chunk)])
+
+
+def _cameras(specs) -> dict[str, str]:
+    """image_topics entries NAME=/topic as {NAME: topic}, refusing malformed or repeated names."""
+    cameras = {}
+    for spec in specs:
+        name, sep, topic = spec.partition('=')
+        if not sep or not IMAGE_NAME.match(name) or not topic:
+            raise InputError(f'image_topics entry {spec!r}: use NAME=/topic (NAME of letters, '
+                             'digits and _)')
+        if name in cameras:
+            raise InputError(f'image_topics names {name!r} twice')
+        cameras[name] = topic
+    return cameras
+
+
+class _Requests:
+    """The worker thread of a live source: one request at a time, never in an executor callback.
+
+    The executor's timer `submit`s an observation when the worker is `idle`; the worker calls
+    the policy (bounded by its timeout), drops replies later than `timeout` and hands the chunk
+    to `deliver` or the one-line reason to `fail`, each called with this object so the bridge
+    can ignore a worker it has replaced.
+    """
+
+    def __init__(self, policy, timeout: float, deliver, fail):
+        self._policy, self._timeout = policy, timeout
+        self._deliver, self._fail = deliver, fail
+        self._jobs: queue.Queue = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name='policy_requests', daemon=True)
+        self._thread.start()
+
+    def idle(self) -> bool:
+        """No request in flight."""
+        return self._idle.is_set()
+
+    def submit(self, observation: dict, stamp) -> None:
+        """Queue one request (taken at once: callers submit only when idle)."""
+        self._idle.clear()
+        self._jobs.put((observation, stamp, monotonic()))
+
+    def stop(self) -> None:
+        """Stop after the request in flight (its reply is ignored); closes the connection."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._request(*job)
+            finally:
+                self._idle.set()
+        self._policy.close()
+
+    def _request(self, observation: dict, stamp, start: float) -> None:
+        try:
+            chunk = self._policy.act(observation)
+        except PolicyFault as fault:
+            self._fail(self, str(fault))
+            return
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive any client bug
+            self._fail(self, f'{type(exc).__name__}: {exc}')
+            return
+        elapsed = monotonic() - start
+        if elapsed > self._timeout:
+            self._fail(self, f'reply after {elapsed:.2f} s, later than request_timeout '
+                             f'{self._timeout:g} s: dropped')
+            return
+        self._deliver(self, chunk, stamp, elapsed)
 
 
 def main() -> None:
