@@ -65,6 +65,14 @@ def test_drill_json_reports_every_condition(drilled):
     assert report['contract'].endswith('pusht.yaml')
 
 
+def test_figures_and_html_page_are_written(drilled):
+    folder, _ = drilled[0]
+    for name in ('success.png', 'costs.png', 'roc.png'):
+        assert (folder / name).read_bytes()[:4] == b'\x89PNG'
+    page = (folder / 'index.html').read_text()
+    assert all(f'<td>{name}</td>' in page for name in CONDITIONS.split(','))
+
+
 def test_episodes_npz_holds_paired_replayable_episodes_without_pickles(drilled):
     folder, _ = drilled[0]
     with np.load(folder / 'episodes.npz', allow_pickle=False) as z:
@@ -90,10 +98,11 @@ def test_the_same_command_reproduces_every_episode(drilled):
 
 def test_calibrating_on_the_nn_policys_demos_when_no_params(tmp_path):
     code, out, err = run('--policy', f'nn:{PUSHT}', '--episodes', '1', '--max-steps', '10',
-                         '--output', str(tmp_path))
+                         '--no-plots', '--output', str(tmp_path))
     assert code == 0, err
     report = json.loads((tmp_path / 'drill.json').read_text())
     assert report['contract'] == PUSHT and list(report['conditions']) == ['none', 'filter']
+    assert sorted(os.listdir(tmp_path)) == ['drill.json', 'episodes.npz']
 
 
 def contract_yaml(tmp_path, dim: int, dt: float) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 from ..core.errors import InputError
@@ -50,8 +49,10 @@ def register(subparsers) -> None:
                    help='remote policy reply timeout in seconds (default 10)')
     p.add_argument('--render', action='store_true',
                    help='send camera images to the policy (observation.images.top)')
+    p.add_argument('--no-plots', action='store_true',
+                   help='skip the figures and index.html (drill.json and episodes.npz only)')
     p.add_argument('--output', required=True, metavar='DIR',
-                   help='write drill.json and episodes.npz here')
+                   help='write drill.json, episodes.npz, figures and index.html here')
     p.set_defaults(func=run)
 
 
@@ -150,6 +151,13 @@ def run(args) -> int:
     }
     write_outputs(args.output, report, episodes, len(world.action_names),
                   len(episodes[0].states[0]) if episodes and episodes[0].states else 0)
+    if not args.no_plots:
+        from ..core.drill.figures import render
+
+        costs = {name: [ep.cost for ep in episodes if ep.condition == name]
+                 for name in report['conditions']}
+        render(report, costs, report['roc_first_steps'], args.output)
     _print_table(report)
-    print(f'wrote {os.path.join(args.output, "drill.json")} and episodes.npz', file=sys.stderr)
+    print(f'wrote {args.output}: drill.json, episodes.npz'
+          + ('' if args.no_plots else ', index.html and figures'), file=sys.stderr)
     return 0
