@@ -6,6 +6,19 @@ with the `unnormalizer.*` parameters. `faults` turns a replay into a drill: time
 (core.faults.parse_drill) are applied to every episode, to rehearse what the filter and the monitor
 do about them. Never drill without the filter in the loop.
 
+Sources `openpi` (websocket, ws://HOST:PORT) and `openvla_rest` (POST http://HOST:PORT/act) ask a
+live policy server through core.remote_policies. At `rate_hz`, when no request is in flight, the
+timer takes one observation snapshot: `observation.state` (the `state_joints` of the latest
+JointState on `state_topic`, float32), `observation.images.<name>` (the latest image of each
+`image_topics` entry `name=/topic`, as HxWx3 uint8) and `task`. A missing input, or one older than
+`request_timeout`, means no request and WARN. A worker thread (never an executor callback) sends
+it; the reply's first `replan_every` actions go out 1 / (rate_hz * replan_every) s apart, stamped
+with the observation's time (its oldest input's header stamp, else arrival). A reply later than
+`request_timeout`, of the wrong dimension, with NaN, or a server error is dropped: no actions and
+ERROR with the reason on /diagnostics (`vla_safety/bridge`, live sources only); the next tick
+retries (the client backs off from a dead server). With `normalized_input` replies are
+unnormalized exactly as replayed values are. Live parameters are read-only.
+
 Configure loads the episodes and reads `normalized_input` and `unnormalizer.*` (other parameters
 are read at construction); changes to those two take effect at the next configure.
 `~/loaded_unnormalizer` (std_srvs/Trigger) answers with a JSON report of what the last configure
