@@ -252,3 +252,13 @@ def test_wilson_interval_contains_the_rate(k, n):
     k = min(k, n)
     lo, hi = wilson_interval(k, n)
     assert 0 <= lo <= k / n <= hi <= 1
+
+
+def test_replay_policy_executes_the_recorded_episode_in_order(world, demos, safety):
+    settings = DrillSettings(episodes=1, seed=0, conditions=(parse_condition('none'),),
+                             max_steps=30)
+    runner = EpisodeRunner(world, make_policy(f'replay:{demos}'), safety, settings)
+    ep = runner.run(settings.conditions[0], 207)  # episode 207 % 206 = 1
+    with np.load(demos) as z:
+        recorded = z['actions'][z['episode_index'] == 1][:30]
+    np.testing.assert_array_equal(np.asarray(ep.executed), recorded)

@@ -299,8 +299,15 @@ def roc_curves(episodes: list[Episode], settings: DrillSettings) -> dict:
     return curves
 
 
+def _first_alarm(ep: Episode) -> int:
+    """Step of the episode's first monitor alarm, -1 without one."""
+    step = ep.whole['first_alarm_step']
+    return -1 if step is None else int(step)
+
+
 def save_episodes(path: str, episodes: list[Episode], dim: int, state_dim: int) -> None:
-    """episodes.npz without pickles: per-episode outcomes and per-step actions and states."""
+    """episodes.npz without pickles: per-episode outcomes, monitor scores (whole episode and
+    first steps, columns named by score_names) and first alarm; per-step actions and states."""
     steps = [np.full(ep.n_steps, i, dtype=np.int64) for i, ep in enumerate(episodes)]
 
     def stacked(name: str, width: int) -> np.ndarray:
@@ -317,6 +324,10 @@ def save_episodes(path: str, episodes: list[Episode], dim: int, state_dim: int) 
         cost=np.array([ep.cost for ep in episodes], dtype=np.float64),
         policy_fault=np.array([bool(ep.policy_fault) for ep in episodes], dtype=bool),
         stopped=np.array([ep.stopped for ep in episodes], dtype=bool),
+        score_names=np.array(SCORES, dtype=np.str_),
+        scores_whole=np.stack([_scores(episodes, 'whole')[n] for n in SCORES], axis=1),
+        scores_early=np.stack([_scores(episodes, 'early')[n] for n in SCORES], axis=1),
+        first_alarm_step=np.array([_first_alarm(ep) for ep in episodes], dtype=np.int64),
         episode=np.concatenate(steps) if steps else np.zeros(0, dtype=np.int64),
         raw_action=stacked('raw', dim),
         executed_action=stacked('executed', dim),
