@@ -29,7 +29,9 @@ $(STAMP): setup.py package.xml Makefile
 	echo '*' > $(VENV)/.gitignore
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(ROS_WHEELS) $(TOOLS)
-	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints,drills]'
+	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints,drills,remote]'
+	# openpi-client pins numpy<2 (opencv for gym-pusht needs >=2); its wire format needs neither
+	$(BIN)/pip install --quiet --no-deps openpi-client
 	touch $(STAMP)
 
 demo: setup

@@ -24,8 +24,10 @@ setup(
         'checkpoints': ['safetensors'],
         # `vla-safety drill` worlds: PushT (pymunk; pulls gymnasium, pygame, shapely, opencv)
         'drills': ['gym-pusht>=0.1.8,<0.2'],
-        # openpi websocket (msgpack-numpy) and OpenVLA REST (json-numpy) policy clients.
-        'remote': ['openpi-client', 'websockets>=15', 'msgpack', 'json-numpy'],
+        # openpi websocket (msgpack-numpy) and OpenVLA REST (json-numpy) policy clients. Also
+        # install openpi-client without its dependencies (`make setup` does): it pins numpy < 2,
+        # which conflicts with opencv (gym-pusht); its msgpack_numpy runs unchanged on numpy 2.
+        'remote': ['websockets>=15', 'msgpack', 'json-numpy'],
     },
     zip_safe=True,
     maintainer='vla_safety_filter maintainers',
