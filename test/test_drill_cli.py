@@ -86,7 +86,7 @@ def test_episodes_npz_holds_paired_replayable_episodes_without_pickles(drilled):
     assert np.array_equal(np.bincount(data['episode'], minlength=n), data['n_steps'])
     assert data['raw_action'].shape == data['executed_action'].shape == (steps, 2)
     assert data['world_state'].shape == (steps, 5)
-    assert data['scores_whole'].shape == data['scores_early'].shape == (n, 6)
+    assert data['scores_whole'].shape == data['scores_early'].shape == (n, 7)
     assert 'reversal_rate' in data['score_names'].tolist()
     assert data['first_alarm_step'].shape == (n,)
 

@@ -32,7 +32,8 @@ from .policies import Policy, PolicyFault, episode_ends, load_demos
 WORLD_COSTS = {'world.outside_workspace': 0.5, 'world.nonfinite_command': 1.0}
 #: alarm-free time before the monitor withdraws a stop (the action_monitor node's stop_clear_s)
 STOP_CLEAR_S = 0.3
-SCORES = (*METRIC_NAMES, 'exceedance_rate')
+#: per-episode failure predictors: metric means, conformal exceedance rate, number of alarms
+SCORES = (*METRIC_NAMES, 'exceedance_rate', 'alarms')
 
 
 @dataclass(frozen=True)
@@ -229,12 +230,12 @@ def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
 
 # ---- measures and outputs --------------------------------------------------------------------
 def _scores(episodes: list[Episode], part: str) -> dict:
-    """Per-episode monitor scores (metric means, exceedance rate) from the whole or early part."""
-    out = {}
-    for name in SCORES:
-        values = [getattr(ep, part)['metric_mean'][name] if name in METRIC_NAMES
-                  else getattr(ep, part)[name] for ep in episodes]
-        out[name] = np.asarray(values, dtype=np.float64)
+    """Per-episode monitor scores (SCORES) from the whole episode or its first steps."""
+    summaries = [getattr(ep, part) for ep in episodes]
+    out = {name: np.array([s['metric_mean'][name] for s in summaries], dtype=np.float64)
+           for name in METRIC_NAMES}
+    out['exceedance_rate'] = np.array([s['exceedance_rate'] for s in summaries], dtype=np.float64)
+    out['alarms'] = np.array([len(s['alarms']) for s in summaries], dtype=np.float64)
     return out
 
 
