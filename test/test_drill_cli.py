@@ -108,6 +108,21 @@ def test_calibrating_on_the_nn_policys_demos_when_no_params(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['drill.json', 'episodes.npz']
 
 
+def test_a_policy_that_never_answers_is_counted_not_a_crash(tmp_path, params):
+    """Demonstrations of another state size: every request is a policy fault at step 0."""
+    other = os.path.join(DATA, 'pusht_lerobot_ep0_reward.npz')
+    code, out, err = run('--policy', f'nn:{other}', '--params', str(params), '--episodes', '2',
+                         '--conditions', 'none,filter', '--output', str(tmp_path))
+    assert code == 0, err
+    faults = [line for line in err.splitlines() if 'policy fault' in line]
+    assert len(faults) == 2 and all('does not match' in line for line in faults), err
+    report = json.loads((tmp_path / 'drill.json').read_text())
+    assert all(c['policy_faults'] == 2 and c['successes'] == 0
+               for c in report['conditions'].values())
+    with np.load(tmp_path / 'episodes.npz', allow_pickle=False) as z:
+        assert z['n_steps'].tolist() == [0] * 4 and z['world_state'].shape == (0, 5)
+
+
 def contract_yaml(tmp_path, dim: int, dt: float) -> str:
     """A contract and its calibration file for `dim` joints at period dt."""
     names = tuple(f'j{i}' for i in range(dim))

@@ -107,7 +107,8 @@ def _run_with_progress(world, policy, safety, settings):
             if ep.policy_fault and ep.condition not in reported:
                 reported.add(ep.condition)
                 progress.console.print(f'vla-safety drill: policy fault ({ep.condition}, seed '
-                                       f'{ep.seed}): {ep.policy_fault}', markup=False)
+                                       f'{ep.seed}): {ep.policy_fault}', markup=False,
+                                       highlight=False, soft_wrap=True)
             progress.update(task, advance=1, description=f'{ep.condition} seed {ep.seed}')
 
         return run_drill(world, policy, safety, settings, progress=advance)
@@ -149,8 +150,7 @@ def run(args) -> int:
         'conditions': summarize(episodes, settings, safety.costs.budget, world.dt),
         'roc_first_steps': roc_curves(episodes, settings),
     }
-    write_outputs(args.output, report, episodes, len(world.action_names),
-                  len(episodes[0].states[0]) if episodes and episodes[0].states else 0)
+    write_outputs(args.output, report, episodes, len(world.action_names), world.state_dim)
     if not args.no_plots:
         from ..core.drill.figures import render
 

@@ -31,6 +31,7 @@ class PushTWorld:
 
     name = 'pusht'
     action_names = ('x', 'y')
+    state_dim = 5
     dt = 0.1
     max_steps = 300
     task = PUSHT_TASK
