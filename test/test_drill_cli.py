@@ -61,6 +61,7 @@ def test_drill_json_reports_every_condition(drilled):
         assert (c['mcnemar_p_vs_none'] is None) == (name == 'none')
         assert {'mean_cost', 'max_cost', 'share_over_budget', 'quantiles'} <= set(c['cost'])
         assert set(c['auroc_whole']) == set(c['auroc_first_50_steps'])
+        assert sum(c['mean_cost_by_kind'].values()) == pytest.approx(c['cost']['mean_cost'])
         assert name in out
     assert report['contract'].endswith('pusht.yaml')
 

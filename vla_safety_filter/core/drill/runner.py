@@ -255,6 +255,15 @@ def _lead_times(episodes: list[Episode], dt: float) -> dict:
     }
 
 
+def _mean_by_kind(episodes: list[Episode]) -> dict:
+    """Mean cost per episode of each kind (interventions, alarms, the world's physical costs)."""
+    totals: dict[str, float] = {}
+    for ep in episodes:
+        for kind, cost in ep.cost_by_kind.items():
+            totals[kind] = totals.get(kind, 0.0) + cost
+    return {kind: total / len(episodes) for kind, total in sorted(totals.items())}
+
+
 def summarize(episodes: list[Episode], settings: DrillSettings, budget: float, dt: float) -> dict:
     """`conditions.<name>`: n, successes, rate, ci95, McNemar p vs none, costs, AUROCs, leads."""
     by_name = {c.name: [ep for ep in episodes if ep.condition == c.name]
@@ -275,6 +284,7 @@ def summarize(episodes: list[Episode], settings: DrillSettings, budget: float, d
             'mean_steps': float(np.mean([ep.n_steps for ep in eps])) if eps else None,
             'steps_with_intervention': int(sum(ep.interventions for ep in eps)),
             'cost': cost_summary([ep.cost for ep in eps], budget),
+            'mean_cost_by_kind': _mean_by_kind(eps),
             'auroc_whole': score_aurocs(_scores(eps, 'whole'), failed),
             f'auroc_first_{settings.early_steps}_steps': score_aurocs(_scores(eps, 'early'),
                                                                        failed),
