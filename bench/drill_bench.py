@@ -78,7 +78,8 @@ def main() -> None:
     world_step = time_world(world, plain)
     guard_step = time_filter_and_monitor(safety, plain, world.dt)
     result = {
-        'machine': f'{platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}',
+        'machine': f'{platform.machine()} {os.cpu_count()} cpus, '
+                   f'Python {platform.python_version()}',
         'episodes': len(episodes), 'steps': int(sum(ep.n_steps for ep in episodes)),
         'drill_s': total, 'world_step_us': 1e6 * world_step,
         'filter_monitor_step_us': 1e6 * guard_step, 'overhead_share': guard_step / world_step,

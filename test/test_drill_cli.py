@@ -38,7 +38,7 @@ def params(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def drilled(params, tmp_path_factory):
-    """Two identical drills (3 paired seeds, 4 conditions, 50 steps) with the calibrated contract."""
+    """Two identical drills (3 paired seeds, 4 conditions, 50 steps), calibrated contract."""
     outputs = []
     for name in ('a', 'b'):
         folder = tmp_path_factory.mktemp(name)

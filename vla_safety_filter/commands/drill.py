@@ -40,11 +40,13 @@ def register(subparsers) -> None:
     p.add_argument('--fault-at', type=float, default=2.0, metavar='SECONDS',
                    help='fault onset in every FAULT condition (default 2 s)')
     p.add_argument('--early-steps', type=int, default=50, metavar='N',
-                   help='AUROC also on the monitor\'s metrics after the first N steps (default 50)')
+                   help='AUROC also on the monitor\'s scores after the first N steps '
+                        '(default 50)')
     p.add_argument('--max-steps', type=int, help='episode time limit in steps (default: the '
                    'world\'s, 300 for pusht)')
     p.add_argument('--profile', default=DEFAULT_PROFILE,
-                   help=f'monitor preset: {", ".join(profile_names())} (default {DEFAULT_PROFILE})')
+                   help=f'monitor preset: {", ".join(profile_names())} '
+                        f'(default {DEFAULT_PROFILE})')
     p.add_argument('--timeout', type=float, default=10.0,
                    help='remote policy reply timeout in seconds (default 10)')
     p.add_argument('--render', action='store_true',

@@ -21,7 +21,7 @@ GUARDS = ('', 'filter', 'filter+stop')
 
 @dataclass(frozen=True)
 class Condition:
-    """One drill condition: an optional fault, the filter on or off, the monitor's stop on or off."""
+    """One drill condition: an optional fault, the filter on or off, the monitor's stop."""
 
     name: str
     fault: str | None

@@ -35,7 +35,8 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def mcnemar_exact(baseline, treated) -> dict:
-    """Two-sided exact McNemar test of paired booleans: b = only baseline succeeds, c = only treated.
+    """Two-sided exact McNemar test of paired booleans (b: only baseline succeeds, c: only
+    treated).
 
     p = min(1, 2 P(X <= min(b, c))) for X ~ Binomial(b + c, 1/2); 1 with no discordant pair.
     """

@@ -90,7 +90,7 @@ def safety_from_params(path: str, world) -> Safety:
 
 
 def safety_from_demos(path: str, world, seed: int = 0) -> Safety:
-    """Calibrate contract and monitor on the demonstrations' actions (as `vla-safety calibrate`)."""
+    """Calibrate contract and monitor on the demonstrations' actions (as `calibrate` does)."""
     actions, _, episodes = load_demos(path)
     starts = np.flatnonzero(np.r_[True, np.diff(episodes) != 0])
     ends = episode_ends(episodes)[starts]

@@ -38,11 +38,10 @@ class PushTWorld:
 
     def __init__(self, render: bool = False):
         try:
-            import gym_pusht.envs  # noqa: F401  (the environment class)
+            from gym_pusht.envs import PushTEnv
         except ImportError as exc:
             raise InputError('world pusht needs gym-pusht: pip install '
                              '"vla_safety_filter[drills]"') from exc
-        from gym_pusht.envs import PushTEnv
 
         self._env = PushTEnv(obs_type='state', render_mode='rgb_array')
         self._render = render
