@@ -127,6 +127,18 @@ def check_chunk(chunk, dim: int) -> np.ndarray:
     return chunk
 
 
+@dataclass
+class _Loop:
+    """Per-episode state of the loop: stop logic, fault, filter, the current plan."""
+
+    stop: SafetyStop
+    fault: ChunkFault | None
+    executive: Executive | None
+    plan: np.ndarray | None = None
+    plan_t0: int = 0
+    refusals: tuple = ()
+
+
 class EpisodeRunner:
     """Runs episodes of one world and policy under a condition; reusable across episodes."""
 
@@ -144,47 +156,61 @@ class EpisodeRunner:
         self.world.reset(seed)
         self.policy.reset(seed, self.world.task)
         self.monitor.reset_episode()
-        stop = SafetyStop('alarm' if condition.stop else 'none', self.hold_off)
-        fault = None if condition.fault is None else ChunkFault(
-            condition.fault, self.fault_at, seed, self.safety.calibration.mu,
-            self.safety.calibration.sigma, self.dt)
-        executive = self._start_filter() if condition.filtered else None
-        plan, plan_t0, refusals = None, 0, ()
+        loop = _Loop(SafetyStop('alarm' if condition.stop else 'none', self.hold_off),
+                     self._fault(condition, seed),
+                     self._start_filter() if condition.filtered else None)
         for k in range(self.max_steps):
-            if plan is None or k - plan_t0 >= self._chunk_steps(plan):
+            if loop.plan is None or k - loop.plan_t0 >= self._chunk_steps(loop.plan):
                 try:
-                    plan = check_chunk(self.policy.act(self.world.observation()),
-                                       self.safety.contract.dim)
+                    self._request(loop, k)
                 except PolicyFault as exc:
                     ep.policy_fault = str(exc) or type(exc).__name__
                     break
-                plan_t0 = k
-                if fault is not None:
-                    plan = fault.apply(plan, k)
-                if executive is not None:
-                    offsets = self.dt * np.arange(1, len(plan) + 1)
-                    refusals = executive.on_chunk(plan, offsets, k * self.dt)
-            raw = plan[k - plan_t0]
-            if stop.after_step(self.monitor, self.monitor.update(raw)) and executive is not None:
-                executive.set_stop(True, stop.reason)
-            command, reasons = raw, ()
-            if executive is not None:
-                command, reasons = self._tick(executive, k, refusals)
-                refusals = ()
-            self.monitor.record_interventions(reasons)
-            ep.interventions += bool(reasons)
-            result = self.world.step(command)
-            for kind in result.costs:
-                self.monitor.budget.charge(kind)
-            ep.raw.append(raw)
-            ep.executed.append(self.world.executed_command)
-            ep.states.append(result.state.copy())
+            success = self._step(loop, ep, k)
             if k + 1 == self.settings.early_steps:
                 ep.early = copy.deepcopy(self.monitor).episode_summary()
-            if result.success or (executive is not None and executive.state == LATCHED):
-                ep.success, ep.stopped = result.success, not result.success
+            latched = loop.executive is not None and loop.executive.state == LATCHED
+            if success or latched:
+                ep.success, ep.stopped = success, not success
                 break
         return self._finish(ep)
+
+    def _fault(self, condition: Condition, seed: int) -> ChunkFault | None:
+        """The condition's fault, seeded by the episode, starting at --fault-at."""
+        if condition.fault is None:
+            return None
+        cal = self.safety.calibration
+        return ChunkFault(condition.fault, self.fault_at, seed, cal.mu, cal.sigma, self.dt)
+
+    def _request(self, loop: '_Loop', k: int) -> None:
+        """Ask the policy for a chunk at step k; fault it, make it the filter's plan."""
+        plan = check_chunk(self.policy.act(self.world.observation()), self.safety.contract.dim)
+        if loop.fault is not None:
+            plan = loop.fault.apply(plan, k)
+        loop.plan, loop.plan_t0 = plan, k
+        if loop.executive is not None:
+            offsets = self.dt * np.arange(1, len(plan) + 1)
+            loop.refusals = loop.executive.on_chunk(plan, offsets, k * self.dt)
+
+    def _step(self, loop: '_Loop', ep: Episode, k: int) -> bool:
+        """Monitor the raw action, filter it, step the world, charge costs; True on success."""
+        raw = loop.plan[k - loop.plan_t0]
+        status = self.monitor.update(raw)
+        if loop.stop.after_step(self.monitor, status) and loop.executive is not None:
+            loop.executive.set_stop(True, loop.stop.reason)
+        command, reasons = raw, ()
+        if loop.executive is not None:
+            command, reasons = self._tick(loop.executive, k, loop.refusals)
+            loop.refusals = ()
+        self.monitor.record_interventions(reasons)
+        ep.interventions += bool(reasons)
+        result = self.world.step(command)
+        for kind in result.costs:
+            self.monitor.budget.charge(kind)
+        ep.raw.append(raw)
+        ep.executed.append(self.world.executed_command)
+        ep.states.append(result.state.copy())
+        return result.success
 
     def _chunk_steps(self, plan: np.ndarray) -> int:
         """How many steps of a chunk run before the next request."""
