@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vla_safety_filter.core.drill.conditions import (ChunkFault, FAULTS, parse_condition,
-                                                     parse_conditions)
+from vla_safety_filter.core.drill.conditions import ChunkFault, parse_condition, parse_conditions
 from vla_safety_filter.core.drill.measures import (mcnemar_exact, roc_curve, score_aurocs,
                                                    wilson_interval)
 from vla_safety_filter.core.drill.policies import PolicyFault, make_policy
 from vla_safety_filter.core.drill.runner import (DrillSettings, EpisodeRunner, run_drill,
                                                  safety_from_demos, summarize)
 from vla_safety_filter.core.errors import InputError
-from vla_safety_filter.core.faults import action_range, inject
+from vla_safety_filter.core.faults import FAULT_FAMILIES, action_range, inject
 
 pytest.importorskip('gym_pusht')
 
@@ -169,7 +168,7 @@ def test_replan_every_asks_the_policy_more_often(world, demos, safety):
 
 # ---- faults across chunks --------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
-@given(family=st.sampled_from([f for f in FAULTS if f != 'unnormalized']),
+@given(family=st.sampled_from(FAULT_FAMILIES),
        at=st.integers(0, 30), seed=st.integers(0, 2**16),
        lengths=st.lists(st.integers(1, 9), min_size=1, max_size=8))
 def test_a_fault_on_chunks_equals_the_fault_on_the_whole_stream(family, at, seed, lengths):
@@ -195,6 +194,15 @@ def test_unnormalized_sends_normalized_units_from_the_onset():
     fault = ChunkFault('unnormalized', 3, 0, [100.0, 200.0], [10.0, 20.0], 0.1)
     out = fault.apply(np.array([[110.0, 220.0]] * 5), 0)
     np.testing.assert_array_equal(out, [[110, 220]] * 3 + [[1, 1]] * 2)
+
+
+def test_wrong_unnormalizer_uses_the_siblings_statistics_from_the_onset():
+    fault = ChunkFault('wrong-unnormalizer', 2, 0, [100.0, 200.0], [10.0, 20.0], 0.1,
+                       sibling=(np.array([300.0, 400.0]), np.array([30.0, 10.0])))
+    out = fault.apply(np.array([[110.0, 220.0]] * 4), 0)
+    np.testing.assert_array_equal(out, [[110, 220]] * 2 + [[330, 410]] * 2)
+    with pytest.raises(InputError, match='sibling'):
+        ChunkFault('wrong-unnormalizer', 2, 0, [0.0], [1.0], 0.1)
 
 
 @pytest.mark.parametrize('name', ['bogus', 'drift+stop', 'filter+filter', 'none+filter', ''])

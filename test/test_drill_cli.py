@@ -152,6 +152,9 @@ def test_a_contract_for_another_robot_or_rate_is_refused(tmp_path, dim, dt):
     (['--policy', 'ws://127.0.0.1:9'], 'give --params'),
     (['--policy', f'nn:{PUSHT}', '--world', 'mars'], "unknown world 'mars'"),
     (['--policy', f'nn:{PUSHT}', '--episodes', '0'], '--episodes must be >= 1'),
+    (['--policy', f'nn:{PUSHT}', '--conditions', 'wrong-unnormalizer'], '--sibling DEMOS.npz'),
+    (['--policy', f'nn:{PUSHT}', '--conditions', 'wrong-unnormalizer',
+      '--sibling', os.path.join(DATA, 'so101_record_test_4ep.npz')], 'world pusht has 2'),
     (['--policy', f'nn:{PUSHT}', '--params', '/nowhere/c.yaml'], 'parameter file not found'),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 
 from ..core.errors import InputError
 
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
                    help=f'chunk length of nn:/replay: policies (default {DEFAULT_HORIZON})')
     p.add_argument('--fault-at', type=float, default=2.0, metavar='SECONDS',
                    help='fault onset in every FAULT condition (default 2 s)')
+    p.add_argument('--sibling', metavar='DEMOS.npz',
+                   help='a sibling dataset whose action statistics the wrong-unnormalizer fault '
+                        'uses (e.g. another PushT variant)')
     p.add_argument('--early-steps', type=int, default=50, metavar='N',
                    help='AUROC also on the monitor\'s scores after the first N steps '
                         '(default 50)')
@@ -118,23 +122,25 @@ def _run_with_progress(world, policy, safety, settings):
 
 def _print_table(report: dict) -> None:
     """One line per condition: success, interval, McNemar p, cost."""
-    print(f'{"condition":<24} {"success":>9} {"ci95":>15} {"p vs none":>9} {"mean cost":>9} '
+    print(f'{"condition":<32} {"success":>9} {"ci95":>15} {"p vs none":>9} {"mean cost":>9} '
           f'{"max cost":>8}')
     for name, c in report['conditions'].items():
         p = '-' if c['mcnemar_p_vs_none'] is None else f'{c["mcnemar_p_vs_none"]:.3g}'
         lo, hi = c['ci95']
-        print(f'{name:<24} {c["successes"]:>4}/{c["n"]:<4} {f"[{lo:.2f}, {hi:.2f}]":>15} '
+        print(f'{name:<32} {c["successes"]:>4}/{c["n"]:<4} {f"[{lo:.2f}, {hi:.2f}]":>15} '
               f'{p:>9} {c["cost"]["mean_cost"]:>9.3g} {c["cost"]["max_cost"]:>8.3g}')
 
 
 def run(args) -> int:
     from ..core.drill.policies import make_policy
-    from ..core.drill.runner import roc_curves, summarize, write_outputs
+    from ..core.drill.runner import roc_curves, sibling_statistics, summarize, write_outputs
     from ..core.drill.worlds import make_world
 
     settings = _settings(args)
     world = make_world(args.world, render=args.render)
     try:
+        if args.sibling:
+            settings = replace(settings, sibling=sibling_statistics(args.sibling, world))
         policy = make_policy(args.policy, timeout=args.timeout, horizon=args.horizon)
         try:
             safety = _safety(args, world)
@@ -147,6 +153,7 @@ def run(args) -> int:
         'world': args.world, 'policy': args.policy, 'contract': safety.source,
         'episodes': settings.episodes, 'seed': settings.seed,
         'replan_every': settings.replan_every, 'fault_at_s': settings.fault_at_s,
+        'sibling': args.sibling,
         'early_steps': settings.early_steps, 'profile': settings.profile,
         'cost_weights': dict(safety.costs.costs), 'budget': safety.costs.budget,
         'conditions': summarize(episodes, settings, safety.costs.budget, world.dt),

@@ -15,7 +15,9 @@ import numpy as np
 from ..errors import InputError
 from ..faults import FAULT_FAMILIES, UNNORMALIZED, action_range, inject
 
-FAULTS = (*FAULT_FAMILIES, UNNORMALIZED)
+#: the policy's output unnormalized with a sibling dataset's statistics instead of its own
+WRONG_UNNORMALIZER = 'wrong-unnormalizer'
+FAULTS = (*FAULT_FAMILIES, UNNORMALIZED, WRONG_UNNORMALIZER)
 GUARDS = ('', 'filter', 'filter+stop')
 
 
@@ -56,17 +58,23 @@ class ChunkFault:
 
     The raw actions are kept per world step, so core.faults.inject sees the episode so far and
     each family behaves as on a recorded stream (a drift keeps growing across chunks, a freeze
-    repeats the action planned for the onset step). `unnormalized` sends the policy's output in
-    normalized units (a - mu) / sigma from the onset on.
+    repeats the action planned for the onset step). From the onset on, `unnormalized` sends the
+    policy's output in normalized units (a - mu) / sigma, and `wrong-unnormalizer` unnormalizes
+    those with a sibling dataset's statistics: mu_s + sigma_s (a - mu) / sigma.
     """
 
-    def __init__(self, family: str, at: int, seed: int, mu, sigma, dt: float):
+    def __init__(self, family: str, at: int, seed: int, mu, sigma, dt: float,
+                 sibling: tuple | None = None):
         if family not in FAULTS:
             raise InputError(f'unknown fault {family!r}; choose from {list(FAULTS)}')
+        if family == WRONG_UNNORMALIZER and sibling is None:
+            raise InputError(f'fault {WRONG_UNNORMALIZER} needs a sibling dataset\'s statistics '
+                             f'(--sibling DEMOS.npz)')
         self.family, self.at, self.seed, self.dt = family, int(at), int(seed), float(dt)
         self.mu = np.asarray(mu, dtype=np.float64)
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.span = action_range(self.sigma)
+        self.sibling = sibling
         self._raw = np.zeros((0, self.mu.size))
 
     def apply(self, chunk: np.ndarray, t0: int) -> np.ndarray:
@@ -80,11 +88,18 @@ class ChunkFault:
         self._raw[t0:end] = chunk
         if end <= self.at:
             return chunk.copy()
-        if self.family == UNNORMALIZED:
-            out = chunk.copy()
-            tail = slice(max(self.at - t0, 0), None)
-            out[tail] = (chunk[tail] - self.mu) / self.sigma
-            return out
+        if self.family in (UNNORMALIZED, WRONG_UNNORMALIZER):
+            return self._renormalized(chunk, t0)
         faulty, _ = inject(self._raw[:end], self.family, self.at, self.seed, self.span,
                            self.mu, self.dt)
         return faulty[t0:end]
+
+    def _renormalized(self, chunk: np.ndarray, t0: int) -> np.ndarray:
+        """Rows from the onset on in normalized units, or unnormalized with the sibling's stats."""
+        out = chunk.copy()
+        tail = slice(max(self.at - t0, 0), None)
+        out[tail] = (chunk[tail] - self.mu) / self.sigma
+        if self.family == WRONG_UNNORMALIZER:
+            mu, sigma = self.sibling
+            out[tail] = mu + sigma * out[tail]
+        return out

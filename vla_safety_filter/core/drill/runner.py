@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..executive import LATCHED, Executive
 from ..monitors import METRIC_NAMES, ActionMonitor, SafetyStop
 from ..params import CalibrationData, load_calibration_for
-from .conditions import ChunkFault, Condition
+from .conditions import WRONG_UNNORMALIZER, ChunkFault, Condition
 from .measures import cost_summary, mcnemar_exact, roc_curve, score_aurocs, wilson_interval
 from .policies import Policy, PolicyFault, episode_ends, load_demos
 
@@ -58,6 +58,7 @@ class DrillSettings:
     early_steps: int = 50
     max_steps: int | None = None
     profile: str = 'generic'
+    sibling: tuple | None = None   # (mean, std) of a sibling dataset's actions
 
 
 @dataclass
@@ -97,6 +98,15 @@ def safety_from_demos(path: str, world, seed: int = 0) -> Safety:
     result = calibrate([actions[s:e] for s, e in zip(starts, ends)], world.action_names,
                        world.dt, seed=seed)
     return _checked(Safety(result.contract, result.data, _cost_model(), path), world)
+
+
+def sibling_statistics(path: str, world) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of a sibling dataset's actions: the wrong unnormalizer's statistics."""
+    actions, _, _ = load_demos(path)
+    if actions.shape[1] != len(world.action_names):
+        raise InputError(f'{path}: actions have {actions.shape[1]} dimensions, world '
+                         f'{world.name} has {len(world.action_names)}')
+    return actions.mean(axis=0), actions.std(axis=0)
 
 
 def _cost_model() -> CostModel:
@@ -149,6 +159,10 @@ class EpisodeRunner:
         self.monitor = ActionMonitor(safety.calibration, self.dt, settings.profile, safety.costs)
         self.hold_off = max(1, int(np.ceil(STOP_CLEAR_S / self.dt)))
         self.fault_at = int(round(settings.fault_at_s / self.dt))
+        if settings.sibling is None and any(c.fault == WRONG_UNNORMALIZER
+                                            for c in settings.conditions):
+            raise InputError(f'fault {WRONG_UNNORMALIZER} needs a sibling dataset\'s statistics '
+                             f'(--sibling DEMOS.npz)')
 
     def run(self, condition: Condition, seed: int) -> Episode:
         """One episode of `condition` on world seed `seed`."""
@@ -180,7 +194,8 @@ class EpisodeRunner:
         if condition.fault is None:
             return None
         cal = self.safety.calibration
-        return ChunkFault(condition.fault, self.fault_at, seed, cal.mu, cal.sigma, self.dt)
+        return ChunkFault(condition.fault, self.fault_at, seed, cal.mu, cal.sigma, self.dt,
+                          self.settings.sibling)
 
     def _request(self, loop: '_Loop', k: int) -> None:
         """Ask the policy for a chunk at step k; fault it, make it the filter's plan."""
