@@ -34,7 +34,7 @@ class Policy(Protocol):
 
 
 def load_demos(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Actions [T, D], `observation.state` [T, S] and episode starts/ends of a demo npz."""
+    """Actions [T, D], `observation.state` [T, S] and `episode_index` [T] of a demo .npz."""
     try:
         with np.load(path, allow_pickle=False) as z:
             actions = np.asarray(z['actions'], dtype=np.float64)
