@@ -110,6 +110,7 @@ def sibling_statistics(path: str, world) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cost_model() -> CostModel:
+    """The default weights (core.costs) plus the worlds' physical costs."""
     return CostModel(costs={**DEFAULT_COSTS, **WORLD_COSTS})
 
 
