@@ -1,0 +1,179 @@
+"""sim_world over real rclpy/DDS: the PushT world as the arm driver, through its topics and service.
+
+Everything through public interfaces: /joint_states, /world/state, /world/image, /vla/episode,
+the controller's command topics, the ~/reset service and /rosout.
+"""
+import time
+
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Log
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ros_harness import wait_for
+from vla_safety_filter.core.errors import InputError
+from vla_safety_filter.nodes.common import LATCHED_QOS
+
+pytest.importorskip('gym_pusht')
+from vla_safety_filter.nodes.sim_world import SimWorld  # noqa: E402
+
+CONTROLLER = 'arm'
+JOINTS = ['pusher_x', 'pusher_y']
+STATE_NAMES = ['agent_x', 'agent_y', 'block_x', 'block_y', 'block_angle']
+
+
+class Probe:
+    """Records what sim_world publishes and sends it commands."""
+
+    def __init__(self, ros):
+        self.node = ros.node('probe')
+        self.joints, self.world, self.images, self.episodes, self.errors = [], [], [], [], []
+        node = self.node
+        node.create_subscription(JointState, '/joint_states', self.joints.append, 100)
+        node.create_subscription(JointState, '/world/state', self.world.append, 100)
+        node.create_subscription(Image, '/world/image', self.images.append, 10)
+        node.create_subscription(String, '/vla/episode', lambda m: self.episodes.append(m.data),
+                                 LATCHED_QOS)
+        node.create_subscription(Log, '/rosout', self._on_log, 100)
+        self._forward = node.create_publisher(Float64MultiArray, f'/{CONTROLLER}/commands', 10)
+        self._trajectory = node.create_publisher(JointTrajectory,
+                                                 f'/{CONTROLLER}/joint_trajectory', 10)
+
+    def _on_log(self, msg: Log) -> None:
+        if msg.name == 'sim_world' and msg.level >= Log.ERROR:
+            self.errors.append(msg.msg)
+
+    def connected(self) -> bool:
+        """sim_world hears our commands and we hear its states."""
+        return (self._forward.get_subscription_count() > 0
+                and self._trajectory.get_subscription_count() > 0 and len(self.joints) > 0)
+
+    def forward(self, values) -> None:
+        self._forward.publish(Float64MultiArray(data=[float(v) for v in values]))
+
+    def trajectory(self, names, positions) -> None:
+        point = JointTrajectoryPoint(positions=[float(v) for v in positions])
+        self._trajectory.publish(JointTrajectory(joint_names=list(names), points=[point]))
+
+    def position(self) -> np.ndarray:
+        return np.array(self.joints[-1].position)
+
+    def reset(self) -> Trigger.Response:
+        client = self.node.create_client(Trigger, '/sim_world/reset')
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(Trigger.Request())
+        assert wait_for(future.done, timeout=10)
+        return future.result()
+
+
+def start(ros, **params) -> Probe:
+    ros.add(SimWorld, 'sim_world', controller_name=CONTROLLER, **params)
+    probe = Probe(ros)
+    assert wait_for(probe.connected, timeout=10)
+    return probe
+
+
+def drive_to(probe, target, send, timeout=8.0) -> float:
+    """Send `target` each 0.1 s until the pusher is within 2 px; returns the last distance."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        send(target)
+        if np.linalg.norm(probe.position() - target) < 2.0:
+            break
+        time.sleep(0.1)
+    return float(np.linalg.norm(probe.position() - target))
+
+
+def test_joint_and_world_state_are_published_at_the_rate(ros):
+    probe = start(ros, rate_hz=20.0, seed=3)
+    first_joints, first_world = len(probe.joints), len(probe.world)
+    time.sleep(2.0)
+    joints, world = probe.joints[first_joints:], probe.world[first_world:]
+    # 40 periods elapsed: allow a loaded machine to miss many, but never to invent periods
+    for received in (joints, world):
+        assert 15 <= len(received) <= 46
+    assert all(list(m.name) == JOINTS for m in joints)
+    assert all(list(m.name) == STATE_NAMES for m in world)
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in joints]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    # the joints are the agent's position in the full world state
+    last = probe.world[-1].position
+    assert np.allclose(probe.position(), last[:2], atol=50.0)
+    assert all(0.0 <= v <= 512.0 for v in last[:4])
+
+
+def test_forward_commands_and_trajectories_move_the_pusher(ros):
+    probe = start(ros, rate_hz=20.0, seed=0)
+    home = probe.position()
+    target = np.clip(home + [-60.0, 40.0], 60.0, 450.0)
+    assert drive_to(probe, target, probe.forward) < 2.0
+    # a trajectory names its joints: the reversed order must still reach (x, y)
+    second = np.clip(target + [40.0, -50.0], 60.0, 450.0)
+    assert drive_to(probe, second, lambda t: probe.trajectory(JOINTS[::-1], t[::-1])) < 2.0
+    assert probe.errors == []
+
+
+@pytest.mark.parametrize('bad', [[100.0], [100.0, 200.0, 300.0], [float('nan'), 200.0],
+                                 [200.0, float('inf')]])
+def test_bad_commands_are_rejected_and_the_world_keeps_stepping(ros, bad):
+    probe = start(ros, rate_hz=20.0, seed=1)
+    target = np.clip(probe.position() + [30.0, 30.0], 60.0, 450.0)
+    assert drive_to(probe, target, probe.forward) < 2.0
+    before = len(probe.joints)
+    for _ in range(5):
+        probe.forward(bad)
+        time.sleep(0.05)
+    assert wait_for(lambda: probe.errors, timeout=5)
+    assert 'rejected command' in probe.errors[0]
+    assert wait_for(lambda: len(probe.joints) >= before + 10, timeout=5)
+    # held at the last accepted target over every state published since
+    assert all(np.linalg.norm(np.array(m.position) - target) < 2.0
+               for m in probe.joints[before:])
+
+
+def test_episode_done_at_max_steps_then_holds_and_reset_starts_the_next_seed(ros):
+    probe = start(ros, rate_hz=20.0, seed=5, max_steps=10)
+    assert wait_for(lambda: probe.episodes, timeout=10)
+    assert probe.episodes == ['done success=false steps=10 seed=5']
+    held = probe.position()
+    start_state = list(probe.world[-1].position)
+    count = len(probe.joints)
+    for _ in range(5):      # the episode is over: commands no longer move the pusher
+        probe.forward(held + [40.0, 40.0])
+        time.sleep(0.05)
+    assert wait_for(lambda: len(probe.joints) >= count + 5, timeout=5)
+    assert all(np.allclose(m.position, held) for m in probe.joints[count:])
+
+    answer = probe.reset()
+    assert answer.success and answer.message == 'episode seed=6'
+    assert wait_for(lambda: len(probe.episodes) == 2, timeout=10)
+    assert probe.episodes[1] == 'done success=false steps=10 seed=6'
+    assert probe.world[-1].position != start_state
+
+
+def test_render_publishes_a_well_formed_rgb8_image(ros):
+    probe = start(ros, render=True)
+    assert wait_for(lambda: probe.images, timeout=10)
+    image = probe.images[-1]
+    assert image.encoding == 'rgb8' and image.is_bigendian == 0
+    assert image.height > 0 and image.width > 0 and image.step == image.width * 3
+    assert len(image.data) == image.height * image.step
+    pixels = np.frombuffer(bytes(image.data), np.uint8).reshape(image.height, image.width, 3)
+    assert pixels.std() > 0    # a drawn scene, not a blank frame
+
+
+def test_no_image_without_render(ros):
+    probe = start(ros)
+    time.sleep(0.5)
+    assert probe.images == []
+
+
+@pytest.mark.parametrize('params', [{'world': 'cartpole'}, {'joint_names': ['only_one']},
+                                    {'rate_hz': 0.0}, {'max_steps': 0}, {'seed': -1},
+                                    {'rate_hz': 'fast'}])
+def test_invalid_parameters_are_refused(ros, params):
+    with pytest.raises(InputError):
+        ros.add(SimWorld, 'sim_world', **params)
