@@ -1,4 +1,4 @@
-"""sim_world over real rclpy/DDS: the PushT world as the arm driver, through its topics and service.
+"""sim_world over real rclpy/DDS: the PushT world as the arm driver.
 
 Everything through public interfaces: /joint_states, /world/state, /world/image, /vla/episode,
 the controller's command topics, the ~/reset service and /rosout.
@@ -55,8 +55,10 @@ class Probe:
         self._forward.publish(Float64MultiArray(data=[float(v) for v in values]))
 
     def trajectory(self, names, positions) -> None:
-        point = JointTrajectoryPoint(positions=[float(v) for v in positions])
-        self._trajectory.publish(JointTrajectory(joint_names=list(names), points=[point]))
+        """A one-point trajectory to `positions` (None: a trajectory without points)."""
+        points = [] if positions is None else [
+            JointTrajectoryPoint(positions=[float(v) for v in positions])]
+        self._trajectory.publish(JointTrajectory(joint_names=list(names), points=points))
 
     def position(self) -> np.ndarray:
         return np.array(self.joints[-1].position)
@@ -99,10 +101,13 @@ def test_joint_and_world_state_are_published_at_the_rate(ros):
     assert all(list(m.name) == STATE_NAMES for m in world)
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in joints]
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
-    # the joints are the agent's position in the full world state
-    last = probe.world[-1].position
-    assert np.allclose(probe.position(), last[:2], atol=50.0)
-    assert all(0.0 <= v <= 512.0 for v in last[:4])
+    # the joints are the agent's position in the full world state of the same step
+    world_at = {(m.header.stamp.sec, m.header.stamp.nanosec): m.position for m in world}
+    paired = [(m.position, world_at[(m.header.stamp.sec, m.header.stamp.nanosec)])
+              for m in joints if (m.header.stamp.sec, m.header.stamp.nanosec) in world_at]
+    assert len(paired) >= 10
+    assert all(np.allclose(position, state[:2]) for position, state in paired)
+    assert all(0.0 <= v <= 512.0 for m in world for v in m.position[:4])
 
 
 def test_forward_commands_and_trajectories_move_the_pusher(ros):
@@ -116,18 +121,27 @@ def test_forward_commands_and_trajectories_move_the_pusher(ros):
     assert probe.errors == []
 
 
-@pytest.mark.parametrize('bad', [[100.0], [100.0, 200.0, 300.0], [float('nan'), 200.0],
-                                 [200.0, float('inf')]])
+BAD_COMMANDS = {
+    'short': lambda p: p.forward([100.0]),
+    'long': lambda p: p.forward([100.0, 200.0, 300.0]),
+    'nan': lambda p: p.forward([float('nan'), 200.0]),
+    'inf': lambda p: p.trajectory(JOINTS, [200.0, float('inf')]),
+    'unknown joint': lambda p: p.trajectory(['pusher_x', 'pusher_z'], [200.0, 200.0]),
+    'no points': lambda p: p.trajectory(JOINTS, None),
+}
+
+
+@pytest.mark.parametrize('bad', sorted(BAD_COMMANDS))
 def test_bad_commands_are_rejected_and_the_world_keeps_stepping(ros, bad):
     probe = start(ros, rate_hz=20.0, seed=1)
     target = np.clip(probe.position() + [30.0, 30.0], 60.0, 450.0)
     assert drive_to(probe, target, probe.forward) < 2.0
     before = len(probe.joints)
     for _ in range(5):
-        probe.forward(bad)
+        BAD_COMMANDS[bad](probe)
         time.sleep(0.05)
     assert wait_for(lambda: probe.errors, timeout=5)
-    assert 'rejected command' in probe.errors[0]
+    assert probe.errors[0].startswith('rejected')
     assert wait_for(lambda: len(probe.joints) >= before + 10, timeout=5)
     # held at the last accepted target over every state published since
     assert all(np.linalg.norm(np.array(m.position) - target) < 2.0

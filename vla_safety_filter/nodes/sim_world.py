@@ -39,7 +39,7 @@ class SimWorld(Node):
         world_name = declare(self, 'world', 'pusht', 'world to simulate: pusht')
         render = declare(self, 'render', False, 'publish the camera image on /world/image')
         self.world = make_world(world_name, render=render)
-        self.seed = declare(self, 'seed', 0, 'seed of the first episode; each reset takes the next')
+        self.seed = declare(self, 'seed', 0, 'first episode seed; each ~/reset takes the next')
         rate = declare(self, 'rate_hz', 1.0 / self.world.dt,
                        'world steps per second (each step is one world period of physics)')
         controller = declare(self, 'controller_name', 'forward_position_controller',
@@ -91,8 +91,8 @@ class SimWorld(Node):
     def _accept(self, values) -> None:
         values = np.asarray(values, dtype=float)
         if values.shape != self.position.shape or not np.all(np.isfinite(values)):
-            self.get_logger().error(f'rejected command of {values.size} values '
-                                    f'(need {self.position.size} finite)', throttle_duration_sec=1.0)
+            self.get_logger().error(f'rejected command of {values.size} values (need '
+                                    f'{self.position.size} finite)', throttle_duration_sec=1.0)
             return
         self._pending = values
 
@@ -101,7 +101,8 @@ class SimWorld(Node):
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         if not msg.points:
-            self.get_logger().error('rejected trajectory without points', throttle_duration_sec=1.0)
+            self.get_logger().error('rejected trajectory without points',
+                                    throttle_duration_sec=1.0)
             return
         try:
             self._accept(self._map.reorder(msg.joint_names, msg.points[-1].positions))
