@@ -42,6 +42,7 @@ setup(
             'action_monitor = vla_safety_filter.nodes.action_monitor:main',
             'execspec_check = vla_safety_filter.nodes.execspec_check:main',
             'sim_arm = vla_safety_filter.nodes.sim_arm:main',
+            'sim_world = vla_safety_filter.nodes.sim_world:main',
             'flight_recorder = vla_safety_filter.nodes.flight_recorder:main',
         ],
     },
