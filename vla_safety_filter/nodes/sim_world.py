@@ -54,7 +54,6 @@ class SimWorld(Node):
         self._check(rate)
         self.dt = 1.0 / rate
         self._map = JointMap(self.joints)
-        self._pending = None
         self._start_episode()
         self._joint_pub = self.create_publisher(JointState, '/joint_states', 10)
         self._state_pub = self.create_publisher(JointState, '/world/state', 10)
