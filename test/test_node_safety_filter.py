@@ -220,7 +220,7 @@ def test_stale_input_holds_then_stops_publishing(ros):
 def test_after_the_episode_is_done_the_filter_idles_at_ok(ros):
     arm, probe = _pipeline(ros)
     _stream(probe, [[0.1, 0.5, 1.0]] * 10)
-    probe.episode.publish(String(data='done'))
+    probe.episode.publish(String(data='done success=true steps=10'))   # as sim_world says it
     time.sleep(0.6)                                         # well past 2 x command_timeout
     assert wait_for(lambda: probe.state() == 'idle')
     assert probe.status.level == OK

@@ -3,6 +3,7 @@
 Everything through public interfaces: /joint_states, /world/state, /world/image, /vla/episode,
 the controller's command topics, the ~/reset service and /rosout.
 """
+import re
 import time
 
 import numpy as np
@@ -151,7 +152,8 @@ def test_bad_commands_are_rejected_and_the_world_keeps_stepping(ros, bad):
 def test_episode_done_at_max_steps_then_holds_and_reset_starts_the_next_seed(ros):
     probe = start(ros, rate_hz=20.0, seed=5, max_steps=10)
     assert wait_for(lambda: probe.episodes, timeout=10)
-    assert probe.episodes == ['done success=false steps=10 seed=5']
+    assert len(probe.episodes) == 1
+    assert re.fullmatch(r'done success=false steps=10 seed=5 coverage=0\.\d{3}', probe.episodes[0])
     held = probe.position()
     start_state = list(probe.world[-1].position)
     count = len(probe.joints)
@@ -164,7 +166,7 @@ def test_episode_done_at_max_steps_then_holds_and_reset_starts_the_next_seed(ros
     answer = probe.reset()
     assert answer.success and answer.message == 'episode seed=6'
     assert wait_for(lambda: len(probe.episodes) == 2, timeout=10)
-    assert probe.episodes[1] == 'done success=false steps=10 seed=6'
+    assert probe.episodes[1].startswith('done success=false steps=10 seed=6 coverage=')
     assert probe.world[-1].position != start_state
 
 

@@ -32,7 +32,8 @@ from .common import (ANY_PUBLISHER_QOS, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STA
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
 LEVEL_OF_STATE = {RUNNING: OK, IDLE: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
-#: /vla/episode value the bridge sends when the policy has finished (the filter then idles).
+#: /vla/episode value (alone, or followed by details after a space, as sim_world sends) that says
+#: the episode has finished: the filter then idles.
 EPISODE_DONE = 'done'
 
 
@@ -207,7 +208,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._diagnostics.publish()
 
     def _on_episode(self, msg: String) -> None:
-        if msg.data != EPISODE_DONE:
+        if msg.data.split(' ', 1)[0] != EPISODE_DONE:
             return
         with self._lock:
             if self._executive is not None:

@@ -6,7 +6,7 @@ period it steps the world once with the last accepted command (wrong-length or n
 are rejected and logged; the world keeps its last target) and publishes the pusher as
 `/joint_states`, the full world state as a JointState on `/world/state` (the drills'
 `observation.state`), an rgb8 camera image on `/world/image` when `render`, and, on success or at
-`max_steps`, `done success=<bool> steps=<n> seed=<seed>` on the latched `/vla/episode`; then it
+`max_steps`, `done success=<bool> steps=<n> seed=<seed> coverage=<c>` on the latched `/vla/episode`; then it
 holds (keeps publishing the frozen state) until `~/reset` starts the episode of the next seed.
 """
 from __future__ import annotations
@@ -136,7 +136,7 @@ class SimWorld(Node):
         if result.success or self.steps >= self.max_steps:
             self.done = True
             text = (f'done success={str(result.success).lower()} steps={self.steps} '
-                    f'seed={self.seed}')
+                    f'seed={self.seed} coverage={result.coverage:.3f}')
             self._episode_pub.publish(String(data=text))
             self.get_logger().info(f'episode {text}; holding until ~/reset')
 

@@ -24,6 +24,7 @@ class StepResult:
     state: np.ndarray
     success: bool
     costs: tuple[str, ...]
+    coverage: float = float('nan')   # share of the goal covered (PushT), nan where undefined
 
 
 class PushTWorld:
@@ -77,7 +78,8 @@ class PushTWorld:
         lo, hi = PUSHT_WORKSPACE
         if np.any(self._state[:2] < lo) or np.any(self._state[:2] > hi):
             costs.append('world.outside_workspace')
-        return StepResult(self._state, bool(info['is_success']), tuple(costs))
+        return StepResult(self._state, bool(info['is_success']), tuple(costs),
+                          float(info.get('coverage', float('nan'))))
 
     @property
     def executed_command(self) -> np.ndarray:
