@@ -1,12 +1,16 @@
-"""Split-conformal calibration of the action contract from demonstration episodes (DESIGN §4).
+"""Episode-level split-conformal calibration of the action contract (DESIGN §4).
 
 Episodes (never frames) are split into a calibration part and a held-out part; the calibration
 episodes are split again into a fit half (mu, sigma) and a score half, so the conformal scores are
-out-of-sample like a new action's score. Position bounds are `mu ± q sigma` with q the
-finite-sample conformal quantile of the score `max_j |a_j - mu_j| / sigma_j`;
-per-joint velocity limits are the conformal (1 - alpha/D) quantiles of within-episode |velocity|
-(a union bound, so all joints hold together with probability >= 1 - alpha). The held-out episodes
-measure the coverage actually reached.
+out-of-sample like a new action's score. Only whole episodes are exchangeable, so every quantile
+is taken over episodes: with `coverage='episode'` (the default) each score episode contributes its
+largest score, and a new demonstration stays *entirely* inside the contract with probability
+>= 1 - alpha; with `coverage='frame'` each of the K episodes' frames weigh 1/(K n_k) and the level
+is ceil((1 - alpha)(K + 1))/K, so a new episode's expected share of covered frames is >= 1 - alpha.
+Position bounds are `mu ± q sigma` with q that quantile of `max_j |a_j - mu_j| / sigma_j`;
+per-joint velocity limits are the same quantile at 1 - alpha/D of |velocity| over the calibration
+episodes (a union bound over joints). With fewer episodes than the level needs, no coverage is
+claimed. The held-out episodes measure the coverage actually reached.
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ SCORE_CHUNK_ROWS = 1 << 16
 HEURISTIC_MARGIN = 0.10  # the heuristic contract: data min/max widened by 10 % of the range
 RANK_TOLERANCE = 1e-9     # keeps ceil((n+1)(1-alpha)) from jumping on float round-off
 WIDE_BOUNDS_RATIO = 2.0   # bounds this many times wider than the heuristic are reported as loose
+COVERAGE_MODES = ('episode', 'frame')
+SINGLE_FRAME_TOLERANCE = 0.5  # a timestamp step within dt * (1 ± this) is one frame, else a gap
+HOLDOUT_WARN_P = 0.01         # held-out whole-episode coverage this unlikely under 1 - alpha warns
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,47 @@ class CalibrationResult:
     report: dict
 
 
+@dataclass(frozen=True)
+class Quantile:
+    """An episode-level conformal quantile: value, rank numerator, K, and whether it is valid."""
+
+    value: float
+    rank: int
+    n_episodes: int
+    claimed: bool
+
+
 def conformal_rank(n: int, alpha: float) -> int:
     """ceil((n+1)(1-alpha)): the rank (1-based) of the split-conformal quantile among n scores."""
     return math.ceil((n + 1) * (1.0 - alpha) - RANK_TOLERANCE)
+
+
+def min_episodes(alpha: float) -> int:
+    """Smallest K with ceil((K+1)(1-alpha)) <= K, i.e. K >= (1-alpha)/alpha: below, no guarantee."""
+    return math.ceil((1.0 - alpha) / alpha - RANK_TOLERANCE)
+
+
+def episode_quantile(groups: list[np.ndarray], alpha: float, coverage: str) -> Quantile:
+    """Conformal quantile of per-episode score arrays, each episode weighted 1/K.
+
+    'episode': the rank-th smallest of the K episode maxima. 'frame': the smallest score whose
+    weighted CDF (frame i of episode k weighs 1/(K n_k)) reaches rank/K. rank > K: the largest
+    score, and `claimed` is False.
+    """
+    k = len(groups)
+    rank = conformal_rank(k, alpha)
+    claimed = rank <= k
+    if coverage == 'episode':
+        maxima = np.sort([g.max() for g in groups])
+        return Quantile(float(maxima[min(rank, k) - 1]), rank, k, claimed)
+    if not claimed:
+        return Quantile(float(max(g.max() for g in groups)), rank, k, claimed)
+    values = np.concatenate(groups)
+    weights = np.concatenate([np.full(g.size, 1.0 / (k * g.size)) for g in groups])
+    order = np.argsort(values, kind='stable')
+    cdf = np.cumsum(weights[order])
+    index = min(int(np.searchsorted(cdf, rank / k - RANK_TOLERANCE)), values.size - 1)
+    return Quantile(float(values[order[index]]), rank, k, claimed)
 
 
 def _floor(scale: np.ndarray) -> np.ndarray:
@@ -64,13 +109,16 @@ def _split(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarra
             np.sort(perm[:n_hold]))
 
 
-def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float) -> list[np.ndarray]:
+def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float,
+              coverage: str) -> list[np.ndarray]:
     if not (0.0 < alpha < 1.0):
         raise InputError(f'alpha must be in (0, 1), got {alpha!r}')
     if not (0.0 <= holdout < 1.0):
         raise InputError(f'holdout must be in [0, 1), got {holdout!r}')
     if not (np.isfinite(dt) and dt > 0):
         raise InputError(f'dt must be a positive number, got {dt!r}')
+    if coverage not in COVERAGE_MODES:
+        raise InputError(f'coverage must be one of {COVERAGE_MODES}, got {coverage!r}')
     arrays = []
     for i, ep in enumerate(episodes):
         a = np.asarray(ep, dtype=np.float64)
@@ -82,6 +130,25 @@ def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float) -> li
             raise InputError(f'episode {i} contains a non-finite action')
         arrays.append(a)
     return arrays
+
+
+def _validate_stamps(timestamps, arrays: list[np.ndarray]) -> list[np.ndarray | None]:
+    """Per-episode timestamps [T] (s), strictly increasing; None (for all or one) = every dt."""
+    if timestamps is None:
+        return [None] * len(arrays)
+    if len(timestamps) != len(arrays):
+        raise InputError(f'{len(timestamps)} timestamp arrays for {len(arrays)} episodes')
+    stamps = []
+    for i, (ts, a) in enumerate(zip(timestamps, arrays)):
+        if ts is not None:
+            ts = np.asarray(ts, dtype=np.float64)
+            if ts.shape != (a.shape[0],) or not np.all(np.isfinite(ts)):
+                raise InputError(f'episode {i}: timestamps must be {a.shape[0]} finite numbers')
+            if np.any(np.diff(ts) <= 0):
+                raise InputError(f'episode {i}: timestamps do not increase at step '
+                                 f'{int(np.argmax(np.diff(ts) <= 0)) + 1}')
+        stamps.append(ts)
+    return stamps
 
 
 def _position_scores(frames: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -96,19 +163,24 @@ def _position_scores(frames: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> n
     return scores
 
 
-def _velocities(episodes: list[np.ndarray], dt: float) -> np.ndarray:
-    """Within-episode consecutive differences / dt, stacked [sum(T-1), D]."""
-    return np.concatenate([np.diff(ep, axis=0) for ep in episodes]) / dt
+def episode_velocity(actions: np.ndarray, dt: float, stamps: np.ndarray | None) -> np.ndarray:
+    """Within-episode velocities [m, D]: differences over the actual time step.
 
-
-def _per_joint_order_statistic(values: np.ndarray, rank: int) -> np.ndarray:
-    """The rank-th smallest (1-based) value of each column."""
-    cols = np.ascontiguousarray(values.T)
-    return np.partition(cols, rank - 1, axis=1)[:, rank - 1]
+    With timestamps, a step that is not a single frame (dropped frames, a pause) is skipped: its
+    difference spans an unknown motion and must not widen or narrow max_velocity.
+    """
+    diffs = np.diff(actions, axis=0)
+    if stamps is None:
+        return diffs / dt
+    steps = np.diff(stamps)
+    single = np.abs(steps / dt - 1.0) < SINGLE_FRAME_TOLERANCE
+    return diffs[single] / steps[single, None]
 
 
 def _share_inside(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
-    """Share of rows whose every joint lies in [lo, hi]."""
+    """Share of rows whose every joint lies in [lo, hi] (1 for no rows: nothing left the box)."""
+    if values.shape[0] == 0:
+        return 1.0
     return float(np.mean(np.all((values >= lo) & (values <= hi), axis=1)))
 
 
@@ -118,22 +190,46 @@ def _plain(value):
     return value if math.isfinite(value) else None
 
 
+def _velocity_limits(velocities: list[np.ndarray], alpha: float, coverage: str):
+    """Per-joint conformal quantile of |v| at 1 - alpha/D over the episodes that have steps."""
+    groups = [np.abs(v) for v in velocities if v.shape[0]]
+    if not groups:
+        raise InputError('no calibration episode has two consecutive frames one period apart: '
+                         'no velocity can be measured (check the timestamps or --fps)')
+    dim = groups[0].shape[1]
+    quantiles = [episode_quantile([g[:, j] for g in groups], alpha / dim, coverage)
+                 for j in range(dim)]
+    return np.array([qt.value for qt in quantiles]), quantiles[0]
+
+
+def _claim_warnings(name: str, quantile: Quantile, alpha: float) -> list[str]:
+    """The warning for a quantile with too few episodes to carry the conformal guarantee."""
+    if quantile.claimed:
+        return []
+    return [f'{name}: only {quantile.n_episodes} episodes; the conformal guarantee at level '
+            f'{1 - alpha:.4g} needs at least {min_episodes(alpha)}, so the limit is the largest '
+            f'score and NO coverage is claimed (add demonstrations)']
+
+
 def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float = 0.05,
-              holdout: float = 0.2, seed: int = 0,
-              hardware: HardwareLimits | None = None) -> CalibrationResult:
-    """Calibrate the contract from episodes [T, D] at control period dt (see the module docstring)."""
+              holdout: float = 0.2, seed: int = 0, hardware: HardwareLimits | None = None,
+              coverage: str = 'episode', timestamps=None) -> CalibrationResult:
+    """Calibrate the contract from episodes [T, D] at control period dt (see the module docstring).
+
+    `timestamps`: optional per-episode arrays [T] in seconds (None entries allowed); velocities
+    are then taken over the actual time steps and gaps of more than one frame are skipped.
+    """
     names = tuple(str(n) for n in joint_names)
     dim = len(names)
-    arrays = _validate(episodes, dim, dt, alpha, holdout)
+    arrays = _validate(episodes, dim, dt, alpha, holdout, coverage)
+    stamps = _validate_stamps(timestamps, arrays)
     fit_idx, score_idx, hold_idx = _split(len(arrays), holdout, seed)
     cal_idx = np.sort(np.concatenate([fit_idx, score_idx]))
-    cal_eps = [arrays[i] for i in cal_idx]
-    hold_eps = [arrays[i] for i in hold_idx]
     fit_frames = np.concatenate([arrays[i] for i in fit_idx])
     score_frames = np.concatenate([arrays[i] for i in score_idx])
     repairs, notes = [], []
 
-    # Position: centre/scale from the fit episodes, conformal quantile of the score episodes.
+    # Position: centre/scale from the fit episodes, episode-level quantile of the score episodes.
     mu = fit_frames.mean(axis=0)
     sigma = fit_frames.std(axis=0)
     floor = _floor(mu)
@@ -141,24 +237,24 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
         repairs.append(f'joint {names[j]!r}: position has zero variance in the fit episodes; '
                        f'sigma set to {floor[j]:.3g}')
     sigma = np.maximum(sigma, floor)
-    scores = np.sort(_position_scores(score_frames, mu, sigma))
+    frame_scores = _position_scores(score_frames, mu, sigma)
+    lengths = np.cumsum([arrays[i].shape[0] for i in score_idx])[:-1]
+    position = episode_quantile(np.split(frame_scores, lengths), alpha, coverage)
+    scores = np.sort(frame_scores)
     n = scores.size
-    rank = conformal_rank(n, alpha)
-    if rank > n:
-        notes.append(f'position: rank {rank} > n = {n} score frames; q set to the largest '
-                     f'score (coverage guarantee needs more data)')
-    q = float(scores[min(rank, n) - 1])
+    q = position.value
     lower, upper = mu - q * sigma, mu + q * sigma
 
-    # Velocity: per-joint conformal (1 - alpha/D) quantile of |v|.
-    velocity = _velocities(cal_eps, dt)
+    # Velocity: per-joint quantile of |v| at 1 - alpha/D over every calibration episode.
+    velocities = [episode_velocity(arrays[i], dt, stamps[i]) for i in cal_idx]
+    max_velocity, velocity_q = _velocity_limits(velocities, alpha, coverage)
+    velocity = np.concatenate(velocities)
     m = velocity.shape[0]
-    v_rank = conformal_rank(m, alpha / dim)
-    if v_rank > m:
-        notes.append(f'velocity: rank {v_rank} > m = {m} calibration steps; max_velocity set to '
-                     f'the largest |v| (coverage guarantee needs more data)')
-    max_velocity = _per_joint_order_statistic(np.abs(velocity), min(v_rank, m))
     velocity_scale = velocity.std(axis=0)
+    skipped = sum(arrays[i].shape[0] - 1 for i in cal_idx) - m
+    if skipped:
+        notes.append(f'velocity: {skipped} steps across timestamp gaps of more than one frame '
+                     f'skipped')
 
     hardware_report = None
     max_acceleration = None
@@ -184,24 +280,35 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     tightness = _tightness(names, (fit_frames, score_frames), lower, upper)
     loose = [name for name, ratio in tightness['per_joint'].items()
              if ratio is not None and ratio > WIDE_BOUNDS_RATIO]
+    hold_velocities = [episode_velocity(arrays[i], dt, stamps[i]) for i in hold_idx]
     report = {
         'joint_names': list(names),
         'alpha': float(alpha),
         'dt': float(dt),
+        'coverage': coverage,
+        'coverage_claimed': position.claimed and velocity_q.claimed,
+        'position_coverage_claimed': position.claimed,
+        'velocity_coverage_claimed': velocity_q.claimed,
+        'min_score_episodes': min_episodes(alpha),
         'q': q,
-        'q_rank': rank,
+        'q_rank': position.rank,
+        'position_quantile_level': position.rank / position.n_episodes,
         'velocity_quantile_level': 1.0 - alpha / dim,
-        'velocity_rank': v_rank,
+        'velocity_rank': velocity_q.rank,
         'n_calibration_episodes': int(cal_idx.size),
         'n_fit_episodes': int(fit_idx.size),
+        'n_score_episodes': int(score_idx.size),
+        'n_velocity_episodes': velocity_q.n_episodes,
         'n_holdout_episodes': int(hold_idx.size),
         'n_calibration_frames': int(fit_frames.shape[0] + n),
         'n_score_frames': int(n),
         'n_calibration_steps': int(m),
+        'n_skipped_velocity_steps': int(skipped),
         'calibration_episodes': cal_idx.tolist(),
         'fit_episodes': fit_idx.tolist(),
         'holdout_episodes': hold_idx.tolist(),
-        **_holdout_coverage(hold_eps, contract, alpha),
+        **_holdout_coverage([arrays[i] for i in hold_idx], hold_velocities, contract, alpha,
+                            coverage == 'episode'),
         'tightness_vs_heuristic': tightness,
         'lower': [float(v) for v in lower],
         'upper': [float(v) for v in upper],
@@ -210,6 +317,9 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
         'repairs': repairs,
         'notes': notes,
     }
+    report['warnings'] = (_claim_warnings('position', position, alpha)
+                          + _claim_warnings('velocity', velocity_q, alpha / dim)
+                          + report['warnings'])
     if loose:
         report['warnings'].append(
             f'bounds of {", ".join(loose)} are more than {WIDE_BOUNDS_RATIO:g}x wider than the '
@@ -239,20 +349,26 @@ def _intersect(names, lower, upper, max_velocity, hw: HardwareLimits):
     return new_lower, new_upper, new_vmax, report
 
 
-def _holdout_coverage(hold_eps: list[np.ndarray], contract: Contract, alpha: float) -> dict:
-    """Share of held-out frames (steps) with every joint inside the bounds (velocity limits).
+def _holdout_coverage(hold_eps: list[np.ndarray], hold_velocities: list[np.ndarray],
+                      contract: Contract, alpha: float, whole_episode: bool) -> dict:
+    """Held-out coverage: share of frames (steps) inside, and of episodes entirely inside.
 
     `*_coverage_slack` is the one-sided 99 % sampling margin of the per-episode coverage mean,
     t_{0.99, k-1} * sd / sqrt(k) over the k held-out episodes (0 when k < 2): coverage below
     1 - alpha - slack is more than episode-to-episode variation explains and is reported in
     `warnings` (the episodes are then probably not exchangeable: different tasks or operators).
+    `*_episode_coverage` is the share of held-out episodes with every frame (step) inside; a
+    count that a Binomial(k, 1 - alpha) reaches with probability < 1 % is a warning too when the
+    whole-episode guarantee was asked for.
     """
     if not hold_eps:
         return {'holdout_position_coverage': None, 'holdout_velocity_coverage': None,
+                'holdout_position_episode_coverage': None,
+                'holdout_velocity_episode_coverage': None,
                 'n_holdout_frames': 0, 'warnings': []}
     lo, hi, vmax = contract.lower, contract.upper, contract.max_velocity
     frames = np.concatenate(hold_eps)
-    velocity = _velocities(hold_eps, contract.dt)
+    velocity = np.concatenate(hold_velocities)
     per_joint = np.mean((frames >= lo) & (frames <= hi), axis=0)
     result = {
         'holdout_position_coverage': _share_inside(frames, lo, hi),
@@ -262,8 +378,7 @@ def _holdout_coverage(hold_eps: list[np.ndarray], contract: Contract, alpha: flo
     }
     per_episode = {
         'position': np.array([_share_inside(ep, lo, hi) for ep in hold_eps]),
-        'velocity': np.array([_share_inside(np.diff(ep, axis=0) / contract.dt, -vmax, vmax)
-                              for ep in hold_eps]),
+        'velocity': np.array([_share_inside(v, -vmax, vmax) for v in hold_velocities]),
     }
     warnings = []
     for kind, values in per_episode.items():
@@ -272,6 +387,8 @@ def _holdout_coverage(hold_eps: list[np.ndarray], contract: Contract, alpha: flo
                  if k >= 2 else 0.0)
         result[f'holdout_{kind}_coverage_per_episode'] = values.tolist()
         result[f'holdout_{kind}_coverage_slack'] = slack
+        inside = int(np.sum(values == 1.0))
+        result[f'holdout_{kind}_episode_coverage'] = inside / k
         if values.mean() < 1.0 - alpha - slack:
             over = (f'mean over {k} episodes' if k >= 2
                     else 'one held-out episode, no sampling margin can be estimated')
@@ -282,6 +399,10 @@ def _holdout_coverage(hold_eps: list[np.ndarray], contract: Contract, alpha: flo
                 warning += (f'; worst joint {contract.joint_names[worst]!r} inside on '
                             f'{per_joint[worst]:.1%} of held-out frames')
             warnings.append(warning + '. Are the demonstrations from the same task and setup?')
+        if whole_episode and stats.binom.cdf(inside, k, 1.0 - alpha) < HOLDOUT_WARN_P:
+            warnings.append(f'held-out {kind}: only {inside} of {k} episodes stay entirely '
+                            f'inside; under a whole-episode coverage of {1 - alpha:.3g} that has '
+                            f'probability < {HOLDOUT_WARN_P:g}')
     result['warnings'] = warnings
     return result
 
