@@ -19,7 +19,12 @@ def register(subparsers) -> None:
     p.add_argument('--fps', type=float, help='control rate of the episodes in Hz (default: from the '
                    'input: LeRobot info.json or timestamps)')
     p.add_argument('--alpha', type=float, default=0.05,
-                   help='allowed miss rate: bounds cover >= 1 - alpha of new actions (default 0.05)')
+                   help='allowed miss rate: a new demonstration stays entirely inside with '
+                        'probability >= 1 - alpha (default 0.05)')
+    p.add_argument('--coverage', choices=('episode', 'frame'), default='episode',
+                   help='episode (default): whole new episodes stay inside with probability '
+                        '>= 1 - alpha; frame: >= 1 - alpha of a new episode\'s frames on '
+                        'average (narrower bounds, clips some expert frames)')
     p.add_argument('--holdout', type=float, default=0.2,
                    help='share of episodes held out to measure coverage (default 0.2)')
     p.add_argument('--seed', type=int, default=0, help='seed of the episode split (default 0)')
@@ -100,9 +105,11 @@ def run(args) -> int:
     names = rename_joints(episodes.joint_names, args.joint_names)
     hardware = (read_hardware_limits(args.hardware_limits, names)
                 if args.hardware_limits else None)
+    # Per-step timestamps, where core/episodes.py carries them on the Episode.
+    stamps = [getattr(ep, 'timestamps', None) for ep in episodes.episodes]
     result = calibrate([ep.actions for ep in episodes.episodes], names,
                        1.0 / episodes.fps, alpha=args.alpha, holdout=args.holdout, seed=args.seed,
-                       hardware=hardware)
+                       hardware=hardware, coverage=args.coverage, timestamps=stamps)
     report = dict(result.report)
     report['inputs'] = list(args.inputs)
     report['fps'] = episodes.fps
@@ -142,15 +149,20 @@ def _summary(args, report: dict, cal_path: str) -> None:
                       f'{report["max_velocity"][j]:.4g}', '-' if ratio is None else f'{ratio:.2f}')
     console.print(table)
     console.print(f'episodes: {report["n_calibration_episodes"]} calibration '
-                  f'({report["n_fit_episodes"]} fit mu/sigma, the others give '
-                  f'{report["n_score_frames"]} conformal scores), '
-                  f'{report["n_holdout_episodes"]} held out', highlight=False)
+                  f'({report["n_fit_episodes"]} fit mu/sigma, {report["n_score_episodes"]} '
+                  f'score episodes = K), {report["n_holdout_episodes"]} held out; '
+                  f'{report["coverage"]}-level coverage '
+                  f'{"claimed" if report["coverage_claimed"] else "NOT claimed"}', highlight=False)
     if report['holdout_position_coverage'] is None:
         console.print('held-out coverage: no held-out episodes (--holdout 0 or too few episodes)')
     else:
-        console.print(f'held-out position coverage: {report["holdout_position_coverage"]:.3f}   '
-                      f'velocity coverage: {report["holdout_velocity_coverage"]:.3f}   '
-                      f'(target >= {1 - report["alpha"]:.3f})')
+        console.print(f'held-out coverage, frames: position '
+                      f'{report["holdout_position_coverage"]:.3f}, velocity '
+                      f'{report["holdout_velocity_coverage"]:.3f}; whole episodes: position '
+                      f'{report["holdout_position_episode_coverage"]:.3f}, velocity '
+                      f'{report["holdout_velocity_episode_coverage"]:.3f}   '
+                      f'(target >= {1 - report["alpha"]:.3f} for {report["coverage"]}s)',
+                      highlight=False)
     mean_tight = report['tightness_vs_heuristic']['mean']
     if mean_tight is not None:
         console.print(f'tightness vs min/max ± 10 %: {mean_tight:.2f} (mean width ratio, < 1 is tighter)')
