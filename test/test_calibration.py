@@ -1,12 +1,15 @@
-"""Split-conformal calibration and hardware limits: exact rules, coverage, repairs, real data."""
+"""Episode-level conformal calibration and hardware limits: rules, coverage, repairs, real data."""
 import json
 import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from vla_safety_filter.core.calibration import calibrate, conformal_rank
+from vla_safety_filter.core.calibration import (calibrate, conformal_rank, episode_quantile,
+                                                min_episodes)
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.limits import HardwareLimits, read_hardware_limits
@@ -18,47 +21,157 @@ def _nan(d):
     return np.full(d, np.nan)
 
 
-def test_conformal_rank_is_the_exact_order_statistic_on_a_hand_example():
+def test_conformal_rank_and_episode_quantiles_on_hand_examples():
     assert conformal_rank(19, 0.1) == 18 and conformal_rank(19, 0.05) == 19
     assert conformal_rank(19, 0.01) == 20  # > n: falls back to the largest score
-    # Two episodes: the fit episode (seed 0 -> episode 0) gives mu = 0, sigma = 1 exactly; the
-    # score episode 1..19 then has scores 1..19, so the 18th smallest (alpha 0.1) is q = 18.
-    fit = np.array([-1.0, 1.0, -1.0, 1.0])[:, None]
-    score = np.arange(1.0, 20.0)[:, None]
-    result = calibrate([fit, score], ['x'], dt=0.5, alpha=0.1, holdout=0.0, seed=0)
-    assert result.report['fit_episodes'] == [0] and result.report['n_score_frames'] == 19
-    assert result.data.q == 18.0 and result.data.mu[0] == 0.0 and result.data.sigma[0] == 1.0
-    assert result.contract.lower[0] == -18.0 and result.contract.upper[0] == 18.0
-    np.testing.assert_array_equal(result.data.scores, np.arange(1.0, 20.0))
-    # Velocity uses every calibration episode: |diff|/dt = 4 (x3) and 2 (x18); m = 21, D = 1,
-    # rank ceil(22 * 0.9) = 20 -> 4.
-    assert result.report['velocity_rank'] == 20 and result.contract.max_velocity[0] == 4.0
-    capped = calibrate([fit, score], ['x'], dt=0.5, alpha=0.01, holdout=0.0, seed=0)
-    assert capped.data.q == 19.0
-    assert any('rank 20 > n = 19' in note for note in capped.report['notes'])
+    assert min_episodes(0.05) == 19 and min_episodes(0.1) == 9 and min_episodes(0.01) == 99
+    # Nine episodes [0, m] with m = 1..9, alpha 0.2: rank ceil(10 * 0.8) = 8.
+    groups = [np.array([0.0, m]) for m in range(1, 10)]
+    whole = episode_quantile(groups, 0.2, 'episode')
+    assert (whole.value, whole.rank, whole.n_episodes, whole.claimed) == (8.0, 8, 9, True)
+    # Per frame each frame weighs 1/18: the nine zeros reach 0.5, then m reaches 0.5 + m/18,
+    # which first reaches the level 8/9 at m = 7.
+    assert episode_quantile(groups, 0.2, 'frame').value == 7.0
+    for mode in ('episode', 'frame'):
+        few = episode_quantile(groups[:5], 0.05, mode)
+        assert few.value == 5.0 and not few.claimed  # K = 5 < 19: the largest, no claim
 
 
-def test_velocity_limit_is_per_joint_conformal_quantile_at_level_1_minus_alpha_over_d():
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 100), min_size=1, max_size=6), min_size=1, max_size=30),
+       st.sampled_from([0.05, 0.1, 0.2, 0.3]))
+def test_episode_quantile_invariants(lists, alpha):
+    # Per-frame never exceeds whole-episode (a frame CDF dominates the CDF of episode maxima);
+    # the value is one of the scores; a claim exactly when K >= (1 - alpha) / alpha.
+    groups = [np.array(values) for values in lists]
+    whole = episode_quantile(groups, alpha, 'episode')
+    frame = episode_quantile(groups, alpha, 'frame')
+    assert frame.value <= whole.value
+    assert whole.value in np.concatenate(groups) and frame.value in np.concatenate(groups)
+    assert whole.claimed == frame.claimed == (len(groups) >= min_episodes(alpha))
+
+
+def test_calibrate_takes_q_from_the_score_episodes_maxima():
+    rng = np.random.default_rng(4)
+    episodes = [rng.normal(size=(12, 2)) * [1.0, 3.0] for _ in range(44)]
+    result = calibrate(episodes, ['a', 'b'], dt=0.1, alpha=0.1, holdout=0.0)
+    report = result.report
+    assert report['coverage'] == 'episode' and report['n_score_episodes'] == 22
+    assert report['coverage_claimed'] and report['q_rank'] == 21  # ceil(23 * 0.9)
+    score_eps = sorted(set(report['calibration_episodes']) - set(report['fit_episodes']))
+    maxima = np.sort([np.max(np.abs(episodes[i] - result.data.mu) / result.data.sigma)
+                      for i in score_eps])
+    assert result.data.q == pytest.approx(maxima[20])
+    assert result.data.scores.size == report['n_score_frames'] == 22 * 12  # the monitor's scores
+    frame = calibrate(episodes, ['a', 'b'], dt=0.1, alpha=0.1, holdout=0.0, coverage='frame')
+    assert frame.data.q < result.data.q and frame.report['coverage'] == 'frame'
+
+
+def test_velocity_limit_is_per_joint_episode_quantile_at_level_1_minus_alpha_over_d():
     rng = np.random.default_rng(3)
-    episodes = [np.cumsum(rng.normal(size=(200, 2)) * [1.0, 5.0], axis=0) for _ in range(5)]
+    episodes = [np.cumsum(rng.normal(size=(50, 2)) * [1.0, 5.0], axis=0) for _ in range(40)]
     result = calibrate(episodes, ['a', 'b'], dt=0.5, alpha=0.1, holdout=0.0)
-    speed = np.abs(np.concatenate([np.diff(e, axis=0) for e in episodes])) / 0.5
-    rank = int(np.ceil((len(speed) + 1) * (1 - 0.1 / 2)))
-    np.testing.assert_allclose(result.contract.max_velocity, np.sort(speed, axis=0)[rank - 1])
+    maxima = np.sort([np.abs(np.diff(e, axis=0)).max(axis=0) / 0.5 for e in episodes], axis=0)
+    rank = conformal_rank(40, 0.1 / 2)  # 39 of the 40 calibration episodes
+    assert result.report['velocity_rank'] == rank == 39
+    np.testing.assert_allclose(result.contract.max_velocity, maxima[rank - 1])
+    assert result.report['velocity_coverage_claimed']
 
 
-def test_average_coverage_on_iid_data_is_at_least_1_minus_alpha():
-    # Exchangeable i.i.d. frames: E[coverage of a new frame] >= 1 - alpha by the conformal argument.
-    rng = np.random.default_rng(7)
-    alpha, covered = 0.1, []
-    for trial in range(200):
-        episodes = [rng.standard_t(df=4, size=(10, 3)) for _ in range(3)]  # n = 30 frames
-        contract = calibrate(episodes, 'abc', dt=0.1, alpha=alpha, holdout=0.0).contract
-        test = rng.standard_t(df=4, size=(50, 3))
-        covered.append(np.mean(np.all((test >= contract.lower) & (test <= contract.upper), axis=1)))
-    # 200 trials: the standard error of the mean coverage is ~0.004; allow 3 of them.
-    assert np.mean(covered) >= 1 - alpha - 0.012
-    assert np.mean(covered) < 0.99  # and the bounds are not trivially wide
+def test_fewer_score_episodes_than_the_level_needs_warn_and_claim_nothing():
+    rng = np.random.default_rng(5)
+    episodes = [rng.normal(size=(10, 2)) for _ in range(38)]
+    short = calibrate(episodes[:36], ['a', 'b'], dt=0.1, alpha=0.05, holdout=0.0).report
+    assert short['n_score_episodes'] == 18 and short['min_score_episodes'] == 19
+    assert short['coverage_claimed'] is False and short['position_coverage_claimed'] is False
+    assert any('position: only 18 episodes' in w and 'NO coverage is claimed' in w
+               and 'at least 19' in w for w in short['warnings'])
+    enough = calibrate(episodes, ['a', 'b'], dt=0.1, alpha=0.05, holdout=0.0).report
+    assert enough['n_score_episodes'] == 19 and enough['position_coverage_claimed']
+    assert not any('position: only' in w for w in enough['warnings'])
+
+
+def _offset_episodes(rng, count, frames=30, dim=2):
+    """Exchangeable episodes whose frames share a per-episode offset (a smooth wander on top)."""
+    offsets = rng.normal(size=(count, 1, dim))
+    wander = np.cumsum(rng.normal(size=(count, frames, dim)), axis=1) * 0.08
+    return list(offsets + wander)
+
+
+def _inside(ep, contract):
+    return bool(np.all((ep >= contract.lower) & (ep <= contract.upper)))
+
+
+def _pooled_frame_q(episodes, result):
+    """The former method on the same split: the conformal quantile of the pooled frame scores."""
+    report = result.report
+    score_eps = sorted(set(report['calibration_episodes']) - set(report['fit_episodes']))
+    scores = np.sort(np.concatenate([np.max(np.abs(episodes[i] - result.data.mu)
+                                            / result.data.sigma, axis=1) for i in score_eps]))
+    return scores[conformal_rank(scores.size, report['alpha']) - 1]
+
+
+def test_whole_episode_guarantee_holds_with_per_episode_offsets_where_pooled_frames_fail():
+    # 300 trials of 40 calibration episodes (K = 20 score episodes) and 10 new episodes each.
+    # Conformal theory: P(new episode entirely inside) >= 20/21 = 0.952 for the episode level.
+    rng = np.random.default_rng(11)
+    alpha, whole, pooled_whole, pooled_frames, velocity = 0.05, [], [], [], []
+    for _ in range(300):
+        episodes = _offset_episodes(rng, 40)
+        new = _offset_episodes(rng, 10)
+        result = calibrate(episodes, ['a', 'b'], dt=0.1, alpha=alpha, holdout=0.0)
+        assert result.report['coverage_claimed']
+        contract = result.contract
+        whole += [_inside(ep, contract) for ep in new]
+        v = contract.max_velocity
+        velocity += [bool(np.all(np.abs(np.diff(ep, axis=0)) / 0.1 <= v)) for ep in new]
+        q = _pooled_frame_q(episodes, result)
+        lo, hi = result.data.mu - q * result.data.sigma, result.data.mu + q * result.data.sigma
+        pooled_whole += [bool(np.all((ep >= lo) & (ep <= hi))) for ep in new]
+        pooled_frames += [np.mean(np.all((ep >= lo) & (ep <= hi), axis=1)) for ep in new]
+    slack = 0.015  # ~3 standard errors of a mean over 300 calibrations
+    assert np.mean(whole) >= 1 - alpha - slack
+    assert np.mean(velocity) >= 1 - alpha - slack
+    assert np.mean(whole) < 0.995  # not trivially wide
+    # The pooled frame quantile keeps most frames but lets whole episodes leave the contract.
+    assert np.mean(pooled_whole) < 1 - alpha - 3 * slack
+    assert np.mean(pooled_frames) > np.mean(pooled_whole)
+
+
+def test_frame_option_covers_new_frames_on_average_with_few_episodes():
+    # K = 10 score episodes at alpha 0.1 (claimed: K >= 9), per-episode offsets.
+    rng = np.random.default_rng(12)
+    covered = []
+    for _ in range(300):
+        episodes = _offset_episodes(rng, 20)
+        contract = calibrate(episodes, ['a', 'b'], dt=0.1, alpha=0.1, holdout=0.0,
+                             coverage='frame').contract
+        covered += [np.mean(np.all((ep >= contract.lower) & (ep <= contract.upper), axis=1))
+                    for ep in _offset_episodes(rng, 10)]
+    assert np.mean(covered) >= 0.9 - 0.015
+
+
+def test_a_dropped_frame_does_not_widen_max_velocity():
+    rng = np.random.default_rng(6)
+    dt = 0.1
+    full = [np.cumsum(rng.uniform(0.5, 1.0, size=(30, 2)), axis=0) for _ in range(40)]
+    reference = calibrate(full, ['a', 'b'], dt, holdout=0.0).contract.max_velocity
+    keep = np.r_[0:10, 11:20, 23:30]  # one dropped frame, then a pause of three frames
+    dropped = [ep[keep] for ep in full]
+    stamps = [keep * dt + 5.0 for _ in full]
+    result = calibrate(dropped, ['a', 'b'], dt, holdout=0.0, timestamps=stamps)
+    assert np.all(result.contract.max_velocity <= reference * (1 + 1e-9))  # float round-off
+    assert result.report['n_skipped_velocity_steps'] == 2 * 40
+    assert any('80 steps across timestamp gaps' in n for n in result.report['notes'])
+    blind = calibrate(dropped, ['a', 'b'], dt, holdout=0.0).contract.max_velocity
+    assert np.all(blind > reference)  # differencing over the gap as if it were one step
+    # Jitter within half a period is still one frame: velocity over the actual step.
+    jitter = [np.arange(30) * dt + rng.uniform(-0.02, 0.02, 30) for _ in full]
+    timed = calibrate(full, ['a', 'b'], dt, holdout=0.0, timestamps=jitter)
+    assert timed.report['n_skipped_velocity_steps'] == 0
+    with pytest.raises(InputError, match='timestamps do not increase at step 3'):
+        calibrate(full[:3], ['a', 'b'], dt, holdout=0.0,
+                  timestamps=[None, None, np.r_[0.0, 0.1, 0.2, 0.2, np.arange(4, 30) * 0.1]])
 
 
 def test_split_is_by_episode_and_seeded():
