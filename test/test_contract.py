@@ -279,3 +279,103 @@ def test_audit_checks_velocity_and_acceleration_over_elapsed_time():
     assert doubled['over_rate_limit'] == 0 and doubled['over_speed'] == 9
     assert audit(c, [0.0], [[0.01], [0.035]], [0.0, 0.025])['over_rate_limit'] == 1
     assert doubled['max_speed_ratio'] == pytest.approx(2.0, rel=0.05)
+
+
+def _velocity_change_ok(contract, v_old, v_new, span, tol=1e-6):
+    """Speeding up within max_acceleration, slowing down within max_deceleration (or acc)."""
+    acc = contract.max_acceleration if contract.max_acceleration is not None else np.inf
+    dec = contract.max_deceleration if contract.max_deceleration is not None else acc
+    faster = np.where(v_old >= 0, acc, dec)
+    slower = np.where(v_old > 0, dec, acc)
+    dv = v_new - v_old
+    return np.all(dv <= faster * span * (1 + 1e-9) + tol) and \
+        np.all(-dv <= slower * span * (1 + 1e-9) + tol)
+
+
+def test_braking_look_ahead_stops_before_the_bound_within_the_deceleration():
+    """The ros2_control limiter case: bounds +-5, vmax 2, amax 5, dt 0.05, at 4.0 moving at 1.5
+    toward a request beyond the bound. Without look-ahead the bound stopped it at 35 rad/s^2."""
+    c = Contract(('a',), [-5.0], [5.0], [2.0], dt=0.05, max_acceleration=[5.0])
+    guard = Guard(c)
+    guard.reset([4.0], velocity=[1.5])
+    path = [4.0] + [guard.step([9.0])[0][0] for _ in range(60)]
+    v = np.diff(path) / 0.05
+    accel = np.diff(np.concatenate([[1.5], v])) / 0.05
+    assert max(path) <= 5.0 and path[-1] == pytest.approx(5.0, abs=0.05)
+    assert np.max(np.abs(accel)) <= 5.0 + 1e-6
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(contracts(accel=True, scaling='per_joint'), st.data())
+def test_from_rest_inside_the_bounds_no_limit_ever_gives_way(c, data):
+    """With braking look-ahead the bounds never override the acceleration limits: starting at
+    rest inside the bounds, any request stream keeps position, velocity and acceleration."""
+    dec = data.draw(st.one_of(st.none(), st.lists(st.floats(1e-2, 1e4), min_size=c.dim,
+                                                   max_size=c.dim)))
+    c = Contract(c.joint_names, c.lower, c.upper, c.max_velocity, c.dt, c.max_acceleration,
+                 max_deceleration=dec)
+    frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
+    prev = c.lower + frac * (c.upper - c.lower)
+    guard = Guard(c)
+    guard.reset(prev)
+    velocity = np.zeros(c.dim)
+    for action in data.draw(st.lists(st.lists(st.floats(-1e3, 1e3), min_size=c.dim,
+                                              max_size=c.dim), min_size=1, max_size=40)):
+        out, _ = guard.step(action)
+        new = (out - prev) / c.dt
+        assert _inside(c, out)
+        assert np.all(np.abs(new) <= c.max_velocity * (1 + 1e-9) + 1e-9)
+        assert _velocity_change_ok(c, velocity, new, c.dt, tol=1e-6 / c.dt)
+        prev, velocity = out, new
+
+
+def test_max_deceleration_is_asymmetric():
+    c = Contract(('a',), [-100.0], [100.0], [10.0], dt=0.1, max_acceleration=[1.0],
+                 max_deceleration=[4.0])
+    guard = Guard(c)
+    guard.reset([0.0], velocity=[5.0])
+    faster, _ = guard.step([100.0])                 # speeding up: +1 units/s per second
+    assert (faster[0] - 0.0) / 0.1 == pytest.approx(5.0 + 1.0 * 0.1)
+    guard.reset([0.0], velocity=[5.0])
+    slower, _ = guard.step([0.0])                   # braking: -4 units/s per second
+    assert (slower[0] - 0.0) / 0.1 == pytest.approx(5.0 - 4.0 * 0.1)
+
+
+def test_speed_scale_only_scales_down_and_is_validated():
+    c = Contract(('a',), [-10.0], [10.0], [1.0], dt=0.1)
+    guard = Guard(c)
+    guard.reset([0.0])
+    guard.set_speed_scale(0.25)
+    assert guard.step([5.0])[0][0] == pytest.approx(0.025)
+    for bad in (0.0, -0.5, 1.5, float('nan')):
+        with pytest.raises(InputError, match='speed_scale'):
+            guard.set_speed_scale(bad)
+
+
+def test_uniform_scaling_brakes_all_joints_together():
+    c = Contract(('a', 'b'), [-10.0, -10.0], [1.0, 10.0], [10.0, 10.0], dt=0.1,
+                 max_acceleration=[100.0, 100.0], velocity_scaling='uniform')
+    guard = Guard(c)
+    guard.reset([0.5, 0.0])                        # a is 0.5 from its bound
+    out, _ = guard.step([1.0, 0.5])                # direction (1, 1); a may only take ~0.41
+    step = out - [0.5, 0.0]
+    assert step[0] == pytest.approx(step[1]) and step[0] < 0.45
+
+
+def test_max_deceleration_is_read_from_ros2_control_joint_limits(tmp_path):
+    from vla_safety_filter.core.limits import read_hardware_limits
+    path = tmp_path / 'limits.yaml'
+    path.write_text('joint_limits:\n'
+                    '  a: {has_acceleration_limits: true, max_acceleration: 2.0,\n'
+                    '      has_deceleration_limits: true, max_deceleration: 6.0}\n'
+                    '  b: {has_deceleration_limits: false, max_deceleration: 1.0}\n')
+    limits = read_hardware_limits(str(path), ['a', 'b'])
+    assert limits.max_deceleration[0] == 6.0 and np.isnan(limits.max_deceleration[1])
+
+
+def test_max_deceleration_round_trips_through_the_filter_parameters():
+    from vla_safety_filter.core.params import contract_from_params, contract_to_params
+    c = Contract(('a',), [-1.0], [1.0], [1.0], dt=0.01, max_acceleration=[2.0],
+                 max_deceleration=[5.0])
+    back = contract_from_params(contract_to_params(c))
+    assert list(back.max_deceleration) == [5.0] and list(back.max_acceleration) == [2.0]

@@ -359,6 +359,29 @@ def test_parameters_are_read_only(ros, name, value):
     assert not result.results[0].successful
 
 
+def test_speed_scale_can_only_be_lowered_while_configured_and_slows_the_arm(ros):
+    arm, probe = _pipeline(ros)
+
+    def set_scale(value):
+        request = SetParameters.Request(
+            parameters=[Parameter('speed_scale', value=value).to_parameter_msg()])
+        return call(probe.node, SetParameters, '/safety_filter/set_parameters',
+                    request).results[0]
+
+    assert set_scale(0.25).successful
+    refused = set_scale(0.5)
+    assert not refused.successful and 'lowered' in refused.reason
+    assert not set_scale(0.0).successful
+    probe.commands.clear(), probe.times.clear()
+    start = time.monotonic()
+    while time.monotonic() - start < 1.0:
+        probe.send([-1.0, -1.0, 0.5])
+        time.sleep(0.01)
+    assert _speed_over_elapsed_time(probe.times, probe.commands) <= 0.25 * VMAX * 1.25
+    assert wait_for(lambda: probe.status is not None and
+                    {kv.key: kv.value for kv in probe.status.values}.get('speed_scale') == '0.25')
+
+
 @pytest.mark.parametrize('extra, why', [
     (dict(joint_states_timeout=float('nan')), 'joint_states_timeout'),
     (dict(command_timeout=float('inf')), 'command_timeout'),

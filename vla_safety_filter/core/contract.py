@@ -34,7 +34,13 @@ def _vector(name: str, value, size: int | None = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Contract:
-    """Per-joint position bounds, velocity (and optional acceleration) limits at control period dt."""
+    """Per-joint position bounds, velocity and optional acceleration / deceleration limits at
+    control period dt.
+
+    With `max_deceleration` (or `max_acceleration` alone, which then also bounds braking) the guard
+    looks ahead: toward a bound, a joint's speed is capped so that it can still stop before the
+    bound at that deceleration (`|v| <= sqrt(2 a_dec d)`, discretised conservatively).
+    """
 
     joint_names: tuple[str, ...]
     lower: np.ndarray
@@ -44,6 +50,7 @@ class Contract:
     max_acceleration: np.ndarray | None = None
     velocity_scaling: str = 'per_joint'
     mode: str = 'enforce'
+    max_deceleration: np.ndarray | None = None
 
     def __post_init__(self):
         names = tuple(str(n) for n in self.joint_names)
@@ -55,11 +62,12 @@ class Contract:
         object.__setattr__(self, 'joint_names', names)
         for key in ('lower', 'upper', 'max_velocity'):
             object.__setattr__(self, key, _vector(key, getattr(self, key), d))
-        if self.max_acceleration is not None:
-            acc = _vector('max_acceleration', self.max_acceleration, d)
-            if np.any(acc <= 0):
-                raise InputError('contract max_acceleration must be > 0 for every joint')
-            object.__setattr__(self, 'max_acceleration', acc)
+        for key in ('max_acceleration', 'max_deceleration'):
+            if getattr(self, key) is not None:
+                limit = _vector(key, getattr(self, key), d)
+                if np.any(limit <= 0):
+                    raise InputError(f'contract {key} must be > 0 for every joint')
+                object.__setattr__(self, key, limit)
         if not (np.isfinite(self.dt) and self.dt > 0):
             raise InputError(f'contract dt must be a positive number, got {self.dt!r}')
         object.__setattr__(self, 'dt', float(self.dt))
@@ -79,6 +87,16 @@ class Contract:
     @property
     def dim(self) -> int:
         return len(self.joint_names)
+
+    @property
+    def limits_acceleration(self) -> bool:
+        """True when speeding up or braking is limited (the guard then tracks velocity)."""
+        return self.max_acceleration is not None or self.max_deceleration is not None
+
+    def braking(self) -> np.ndarray | None:
+        """Deceleration the look-ahead toward the bounds plans with (None: no look-ahead)."""
+        return self.max_deceleration if self.max_deceleration is not None else \
+            self.max_acceleration
 
     def max_step(self) -> np.ndarray:
         """Largest change per joint allowed in one control period."""
@@ -123,7 +141,6 @@ class Guard:
 
     def __post_init__(self):
         c = self.contract
-        self._vstep = c.max_step()
         self._shape = (c.dim,)
         self._prev: np.ndarray | None = None
         self._velocity = np.zeros(c.dim)
@@ -132,6 +149,29 @@ class Guard:
         self._lo, self._hi, self._diff = np.empty(c.dim), np.empty(c.dim), np.empty(c.dim)
         self._simple_box = False
         self._uniform_scaling = c.velocity_scaling == 'uniform'
+        self.set_speed_scale(1.0)
+
+    @property
+    def speed_scale(self) -> float:
+        return self._scale
+
+    def set_speed_scale(self, scale: float) -> None:
+        """Scale the velocity, acceleration and deceleration limits by `scale` in (0, 1] (first
+        runs on hardware); takes effect from the next step."""
+        scale = float(scale)
+        if not (0.0 < scale <= 1.0):
+            raise InputError(f'speed_scale must be in (0, 1], got {scale!r}')
+        c = self.contract
+        self._scale = scale
+        self._vmax = c.max_velocity * scale
+        self._vstep = self._vmax * c.dt
+        inf = np.full(c.dim, np.inf)
+        self._amax = inf if c.max_acceleration is None else c.max_acceleration * scale
+        self._adec = self._amax if c.max_deceleration is None else c.max_deceleration * scale
+        brake = c.braking()
+        self._abrake = None if brake is None else brake * scale
+        if self._prev is not None:
+            self._set_box(self._box_h)
 
     @property
     def prev(self) -> np.ndarray | None:
@@ -157,7 +197,7 @@ class Guard:
         if velocity is not None:
             given = np.array(velocity, dtype=np.float64).reshape(-1)
             if given.size == vel.size and np.all(np.isfinite(given)):
-                vel = np.clip(given, -self.contract.max_velocity, self.contract.max_velocity)
+                vel = np.clip(given, -self._vmax, self._vmax)
         self._prev = prev
         self._velocity = vel
         self._last_h = None
@@ -170,27 +210,43 @@ class Guard:
         return min(max(float(elapsed), 0.0), MAX_STEP_PERIODS * self.contract.dt)
 
     def _set_box(self, h: float) -> None:
-        """Feasible box around self._prev for a step of h seconds; outside the bounds the rate
-        limit wins, and the acceleration box never overrides position or velocity."""
+        """Feasible box around self._prev for a step of h seconds, by priority: position and
+        velocity (outside the bounds the rate limit wins), then braking toward the bounds, then
+        acceleration / deceleration, each giving way to the ones before when they conflict."""
         c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
-        vs = self._vstep if h == c.dt else c.max_velocity * h
+        vs = self._vstep if h == c.dt else self._vmax * h
         np.maximum(c.lower, np.subtract(prev, vs, out=lo), out=lo)
         np.minimum(c.upper, np.add(prev, vs, out=hi), out=hi)
         inside = bool(np.all(prev >= c.lower) and np.all(prev <= c.upper))
         if not inside:
             np.minimum(lo, prev + vs, out=lo)
             np.maximum(hi, prev - vs, out=hi)
-        if c.max_acceleration is not None:
+        if c.limits_acceleration:
+            if self._abrake is not None and h > 0:
+                self._brake(h)
             # velocities are averages over their steps: their change is spread over the time
             # between the two steps' midpoints, (h + h_last) / 2
-            centre = prev + self._velocity * h
-            astep = c.max_acceleration * h * 0.5 * (h + (self._last_h or h))
-            a_lo = np.minimum(np.maximum(centre - astep, lo), hi)
-            a_hi = np.minimum(np.maximum(centre + astep, lo), hi)
+            v, span = self._velocity, 0.5 * (h + (self._last_h or h))
+            faster = np.where(v >= 0, self._amax, self._adec)    # change toward +
+            slower = np.where(v > 0, self._adec, self._amax)     # change toward -
+            a_lo = np.minimum(np.maximum(prev + (v - slower * span) * h, lo), hi)
+            a_hi = np.minimum(np.maximum(prev + (v + faster * span) * h, lo), hi)
             lo[:], hi[:] = a_lo, a_hi
         self._box_h = h
         # With prev inside the bounds and no acceleration limit, a feasible action keeps it inside.
-        self._simple_box = inside and c.max_acceleration is None and h == c.dt
+        self._simple_box = inside and not c.limits_acceleration and h == c.dt
+
+    def _brake(self, h: float) -> None:
+        """Cap the speed toward each bound so the joint can still stop before it: after this
+        step (v over h) braking at a needs v^2 / 2a <= d - v h, i.e. v <= -a h + sqrt(a^2 h^2 +
+        2 a d), d the distance left. Never forces motion; gives way to position and velocity."""
+        c, prev, lo, hi, a = self.contract, self._prev, self._lo, self._hi, self._abrake
+        room_up = np.maximum(c.upper - prev, 0.0)
+        room_down = np.maximum(prev - c.lower, 0.0)
+        up = -a * h + np.sqrt((a * h) ** 2 + 2.0 * a * room_up)
+        down = -a * h + np.sqrt((a * h) ** 2 + 2.0 * a * room_down)
+        np.maximum(np.minimum(hi, prev + up * h), lo, out=hi)
+        np.minimum(np.maximum(lo, prev - down * h), hi, out=lo)
 
     def _advance(self, out: np.ndarray, h: float) -> None:
         """Make `out` the last executed command, reached in h seconds."""
@@ -259,18 +315,22 @@ class Guard:
         lo, hi = self._lo, self._hi
         if np.all(a >= lo) and np.all(a <= hi):
             return a.copy()
-        c, prev = self.contract, self._prev
-        target = np.minimum(np.maximum(a, c.lower), c.upper)
-        delta = target - prev
-        vs = c.max_velocity * self._box_h
-        over = np.abs(delta) > vs
-        factor = float(np.min(vs[over] / np.abs(delta[over]))) if over.any() else 1.0
+        prev = self._prev
+        delta = np.minimum(np.maximum(a, self.contract.lower), self.contract.upper) - prev
+        # the largest factor in [0, 1] keeping every joint inside the box (one factor for all:
+        # the direction of motion is kept, and all joints brake together)
+        room = np.where(delta > 0, hi - prev, lo - prev)
+        moving = delta != 0
+        ratio = np.ones_like(delta)
+        with np.errstate(over='ignore'):
+            np.divide(room, delta, out=ratio, where=moving)
+        factor = float(np.clip(ratio[moving].min(), 0.0, 1.0)) if moving.any() else 1.0
         out = prev + delta * factor
         return np.minimum(np.maximum(out, lo), hi)
 
     def _events(self, k: int, a: np.ndarray, out: np.ndarray, h: float) -> tuple[Event, ...]:
         c = self.contract
-        reach = c.max_velocity * h
+        reach = self._vmax * h
         reach_lo, reach_hi = self._prev - reach, self._prev + reach
         events = []
         for j in np.flatnonzero(out != a):

@@ -23,6 +23,7 @@ class HardwareLimits:
     upper: np.ndarray
     max_velocity: np.ndarray
     max_acceleration: np.ndarray
+    max_deceleration: np.ndarray | None = None   # ros2_control YAML only (None: not given)
     missing: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     source: str = ''
@@ -45,7 +46,8 @@ def read_hardware_limits(path: str, joint_names) -> HardwareLimits:
         raise InputError(f'{path}: none of the joints {list(names)} is in the file '
                          f'(it has {sorted(table)[:10]})')
     arrays = {key: np.full(len(names), np.nan)
-              for key in ('lower', 'upper', 'max_velocity', 'max_acceleration')}
+              for key in ('lower', 'upper', 'max_velocity', 'max_acceleration',
+                          'max_deceleration')}
     for j, name in enumerate(names):
         for key, value in table.get(name, {}).items():
             arrays[key][j] = value
@@ -141,7 +143,8 @@ def _from_yaml(path: str) -> tuple[dict, list[tuple[str, str]]]:
     table, notes = {}, []
     groups = (('has_position_limits', (('min_position', 'lower'), ('max_position', 'upper'))),
               ('has_velocity_limits', (('max_velocity', 'max_velocity'),)),
-              ('has_acceleration_limits', (('max_acceleration', 'max_acceleration'),)))
+              ('has_acceleration_limits', (('max_acceleration', 'max_acceleration'),)),
+              ('has_deceleration_limits', (('max_deceleration', 'max_deceleration'),)))
     for name, spec in limits.items():
         if not isinstance(spec, dict):
             raise InputError(f'{path}: joint_limits.{name} must be a mapping')
@@ -155,7 +158,7 @@ def _from_yaml(path: str) -> tuple[dict, list[tuple[str, str]]]:
                     raise InputError(f'{path}: joint_limits.{name}.{flag} is true but {src} is '
                                      f'{value!r}, not a number')
                 value = _number(path, name, src, value)
-                if key in ('max_velocity', 'max_acceleration'):
+                if key in ('max_velocity', 'max_acceleration', 'max_deceleration'):
                     value = _positive(name, src, value, notes)
                 if value is not None:
                     entry[key] = value

@@ -111,6 +111,8 @@ def contract_to_params(contract: Contract, calibration_file: str | None = None) 
     }
     if contract.max_acceleration is not None:
         params['max_acceleration'] = _floats(contract.max_acceleration)
+    if contract.max_deceleration is not None:
+        params['max_deceleration'] = _floats(contract.max_deceleration)
     if calibration_file is not None:
         params['calibration_file'] = calibration_file
     return params
@@ -125,13 +127,14 @@ def contract_from_params(params: dict, source: str = 'parameters') -> Contract:
     rate = params['control_rate_hz']
     if not isinstance(rate, (int, float)) or not rate > 0:
         raise InputError(f'{source}: control_rate_hz must be a positive number, got {rate!r}')
-    acc = params.get('max_acceleration')
+    acc, dec = params.get('max_acceleration'), params.get('max_deceleration')
     try:
         return Contract(joint_names=tuple(params['joint_names']), lower=params['lower'],
                         upper=params['upper'], max_velocity=params['max_velocity'],
                         dt=1.0 / float(rate), max_acceleration=acc if acc else None,
                         velocity_scaling=params.get('velocity_scaling', 'per_joint'),
-                        mode=params.get('mode', 'enforce'))
+                        mode=params.get('mode', 'enforce'),
+                        max_deceleration=dec if dec else None)
     except (TypeError, ValueError) as exc:
         raise InputError(f'{source}: {exc}') from None
 

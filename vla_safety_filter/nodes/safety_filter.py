@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidTopicNameException
@@ -52,6 +53,10 @@ class SafetyFilter(GatedLifecycleNode):
                                     'per-joint velocity limit (units/s)', **ro),
             'max_acceleration': declare(self, 'max_acceleration', Parameter.Type.DOUBLE_ARRAY,
                                         'optional per-joint acceleration limit', **ro),
+            'max_deceleration': declare(self, 'max_deceleration', Parameter.Type.DOUBLE_ARRAY,
+                                        'optional per-joint braking limit (default: '
+                                        'max_acceleration); also plans braking before bounds',
+                                        **ro),
             'control_rate_hz': declare(self, 'control_rate_hz', 100.0,
                                        'guard/command rate (at most 2000 Hz)', **ro),
             'velocity_scaling': declare(self, 'velocity_scaling', 'per_joint',
@@ -74,6 +79,10 @@ class SafetyFilter(GatedLifecycleNode):
                                      'younger than this (s)', **ro)
         declare(self, 'calibration_file', '', 'calibration file of the contract (for the monitor)',
                 **ro)
+        self.speed_scale = declare(self, 'speed_scale', 1.0,
+                                   'scales velocity and acceleration limits, in (0, 1]; while '
+                                   'configured it may only be lowered (first runs on hardware)')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._executive: Executive | None = None
@@ -96,6 +105,7 @@ class SafetyFilter(GatedLifecycleNode):
             raise InputError(f'controller_name {self.controller!r} gives an invalid topic: '
                              f'{exc}') from None
         executive = Executive(contract, self.command_timeout, self.state_timeout)
+        executive.guard.set_speed_scale(self.speed_scale)
         self._out_names = tuple(self.controller_joints or contract.joint_names)
         self._out_index = JointMap(self._out_names).indices(contract.joint_names)
         self._action_map = JointMap(contract.joint_names)
@@ -140,6 +150,27 @@ class SafetyFilter(GatedLifecycleNode):
 
     def report_state(self) -> None:
         self._diagnostics.publish()
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """speed_scale is the one writable parameter: validated, and only ever lowered while
+        configured (raising it needs a cleanup and configure: a deliberate step)."""
+        for param in params:
+            if param.name != 'speed_scale':
+                continue
+            value = param.value
+            if not isinstance(value, float) or not 0.0 < value <= 1.0:
+                return SetParametersResult(successful=False,
+                                           reason=f'speed_scale must be in (0, 1], got {value!r}')
+            with self._lock:
+                if self._executive is not None:
+                    if value > self._executive.guard.speed_scale:
+                        return SetParametersResult(
+                            successful=False, reason='speed_scale may only be lowered while '
+                            'configured; cleanup and configure to raise it')
+                    self._executive.guard.set_speed_scale(value)
+            self.speed_scale = value
+            self.get_logger().info(f'speed_scale {value:g}')
+        return SetParametersResult(successful=True)
 
     # ---- inputs ----------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
@@ -295,6 +326,7 @@ class SafetyFilter(GatedLifecycleNode):
         if self.refusal:
             level, text = ERROR, self.refusal
         values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
+                  'speed_scale': ex.guard.speed_scale,
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()}}
         return status('vla_safety/filter', level, text, self.get_name(), values)
 
