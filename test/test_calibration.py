@@ -318,8 +318,8 @@ def _slack(values):
     return stats.t.ppf(0.99, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
 
 
-@pytest.mark.parametrize('name', ['pusht_cchi_v7_replay.npz', 'so101_record_test_4ep.npz',
-                                  'aloha_sim_lerobot_4ep.npz'])
+@pytest.mark.parametrize('name', ['pusht_cchi_v7_replay.npz', 'pusht_keypoint_x356_y356.npz',
+                                  'so101_record_test_4ep.npz', 'aloha_sim_lerobot_4ep.npz'])
 def test_real_data_held_out_coverage_meets_target_within_episode_sampling_slack(name):
     # Same rule for every dataset. Slack: PushT ~0.01, SO-101 ~0.17, ALOHA ~0.8 (4 unlike
     # episodes: the test is then uninformative, which is why calibrate warns, see below).
@@ -328,13 +328,29 @@ def test_real_data_held_out_coverage_meets_target_within_episode_sampling_slack(
     assert velocity.mean() >= 0.95 - _slack(velocity)
 
 
+def _binomial_plausible(inside, total, level=0.95):
+    """inside of total held-out episodes is not implausibly low (p >= 1 %) under `level`."""
+    return stats.binom.cdf(inside, total, level) >= 0.01
+
+
+def test_pusht_whole_held_out_episodes_stay_inside_at_the_promised_rate():
+    # Every one of the 206 episodes held out once (5 folds): the default whole-episode contract.
+    position, velocity = _episode_cv_coverage('pusht_cchi_v7_replay.npz')
+    assert _binomial_plausible(int(np.sum(position == 1.0)), position.size)
+    assert _binomial_plausible(int(np.sum(velocity == 1.0)), velocity.size)
+
+
 def test_pusht_report_coverage_and_tightness():
     es = read_episodes(os.path.join(DATA, 'pusht_cchi_v7_replay.npz'))
     report = calibrate([e.actions for e in es.episodes], es.joint_names, 1 / es.fps).report
-    assert report['n_holdout_episodes'] == 41
+    assert report['n_holdout_episodes'] == 41 and report['n_score_episodes'] == 83
+    assert report['coverage'] == 'episode' and report['coverage_claimed']
     per_episode = np.array(report['holdout_position_coverage_per_episode'])
     assert report['holdout_position_coverage_slack'] == pytest.approx(_slack(per_episode))
     assert per_episode.mean() >= 0.95 - report['holdout_position_coverage_slack']
+    for kind in ('position', 'velocity'):
+        share = report[f'holdout_{kind}_episode_coverage']
+        assert _binomial_plausible(round(share * 41), 41)
     assert report['warnings'] == []
     assert report['tightness_vs_heuristic']['mean'] < 0.9  # tighter than min/max ± 10 %
 

@@ -43,6 +43,24 @@ def test_calibrate_writes_params_calibration_report_and_plot(calibrated):
     assert (tmp_path / 'p.png').read_bytes()[:4] == b'\x89PNG'
     assert 'gripper.pos' in out and 'held-out position coverage' in out
     assert f'{report["holdout_position_coverage"]:.3f}' in out
+    # 4 episodes: K = 2 score episodes, far below the 9 that alpha 0.1 needs: no claim, a warning.
+    assert report['n_score_episodes'] == 2 and report['coverage_claimed'] is False
+    assert report['coverage'] == 'episode' and 'NOT claimed' in out
+    assert 'NO coverage is claimed' in ' '.join(out.split())
+
+
+def test_calibrate_coverage_option_frame_gives_narrower_bounds_than_whole_episode(tmp_path):
+    pusht = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
+    reports = {}
+    for mode in ('episode', 'frame'):
+        params, path = tmp_path / f'{mode}.yaml', tmp_path / f'{mode}.json'
+        assert main(['calibrate', pusht, '--coverage', mode, '--output', str(params),
+                     '--report', str(path)]) == 0
+        reports[mode] = json.loads(path.read_text())
+    assert reports['frame']['coverage'] == 'frame' and reports['frame']['coverage_claimed']
+    assert reports['frame']['q'] < reports['episode']['q']
+    assert (reports['episode']['holdout_position_episode_coverage']
+            > reports['frame']['holdout_position_episode_coverage'])
 
 
 def test_filter_runs_the_guard_per_episode_and_counts_interventions(tmp_path, calibrated):

@@ -156,13 +156,13 @@ def _summary(args, report: dict, cal_path: str) -> None:
     if report['holdout_position_coverage'] is None:
         console.print('held-out coverage: no held-out episodes (--holdout 0 or too few episodes)')
     else:
-        console.print(f'held-out coverage, frames: position '
-                      f'{report["holdout_position_coverage"]:.3f}, velocity '
-                      f'{report["holdout_velocity_coverage"]:.3f}; whole episodes: position '
-                      f'{report["holdout_position_episode_coverage"]:.3f}, velocity '
-                      f'{report["holdout_velocity_episode_coverage"]:.3f}   '
-                      f'(target >= {1 - report["alpha"]:.3f} for {report["coverage"]}s)',
-                      highlight=False)
+        console.print(f'held-out position coverage: {report["holdout_position_coverage"]:.3f}   '
+                      f'velocity coverage: {report["holdout_velocity_coverage"]:.3f}   '
+                      f'(share of frames)', highlight=False)
+        console.print(f'held-out episodes entirely inside: position '
+                      f'{report["holdout_position_episode_coverage"]:.3f}   velocity '
+                      f'{report["holdout_velocity_episode_coverage"]:.3f}   (target >= '
+                      f'{1 - report["alpha"]:.3f} for {report["coverage"]}s)', highlight=False)
     mean_tight = report['tightness_vs_heuristic']['mean']
     if mean_tight is not None:
         console.print(f'tightness vs min/max ± 10 %: {mean_tight:.2f} (mean width ratio, < 1 is tighter)')
