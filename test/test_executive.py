@@ -28,7 +28,9 @@ def test_nothing_is_published_before_the_first_input():
 def test_chunk_points_are_approached_along_the_plan_and_rate_limited():
     ex = _exec()
     _measure(ex, 1.0)
-    assert ex.on_chunk([[0.05, 0.0], [0.5, 0.0]], [0.01, 0.02], now=1.0) == ()
+    events = ex.on_chunk([[0.05, 0.0], [0.5, 0.0]], [0.01, 0.02], now=1.0)
+    assert [(e.reason, e.joint) for e in events] == [('chunk_speed', 'a')]   # reported only
+    assert events[0].magnitude == pytest.approx(4.5)                          # 45 units/s vs 10
     t1 = ex.tick(1.0)                     # each command is the plan one period ahead
     assert t1.state == RUNNING and t1.command == pytest.approx([0.05, 0.0])
     t2 = ex.tick(1.01)                    # second point is next: 0.1 per tick at most
@@ -182,3 +184,45 @@ def test_joint_map_reorders_by_name_and_rejects_unknown():
         jm.reorder(['b'], [2.0])
     with pytest.raises(InputError, match='duplicate'):
         jm.reorder(['a', 'a'], [2.0, 1.0])
+
+
+def test_a_chunk_starting_far_from_the_arm_is_reported_as_a_seam_jump():
+    ex = _exec()
+    _measure(ex, 1.0, [0.0, 0.0])
+    events = ex.on_chunk([[0.0, 0.5], [0.0, 0.51]], [0.01, 0.02], now=1.0)
+    assert [(e.reason, e.joint) for e in events] == [('chunk_jump', 'b')]
+    assert events[0].magnitude == pytest.approx(5.0)                 # 0.5 in 0.01 s vs vmax 10
+    assert ex.on_chunk([[0.0, 0.05], [0.0, 0.06]], [0.01, 0.02], now=1.0) == ()
+
+
+def test_following_error_latches_after_consecutive_ticks():
+    c = Contract(('a', 'b'), [-1.0, -1.0], [1.0, 1.0], [10.0, 10.0], dt=0.01)
+    ex = Executive(c, 0.1, 0.5, following_error=[0.05, 0.05], following_error_ticks=3)
+    ex.observe([0.0, 0.0], 0.0)
+    ex.start(0.0)
+    states = []
+    for k in range(12):                     # the arm is stuck at 0 while commands move on
+        t = 0.01 * k
+        ex.observe([0.0, 0.0], t)
+        ex.on_chunk([[0.5, 0.0]], [0.05], now=t)
+        tick = ex.tick(t)
+        states.append(tick.state)
+        if tick.state == LATCHED:
+            assert tick.events[-1].reason == 'following_error' and tick.events[-1].joint == 'a'
+            break
+    assert states[-1] == LATCHED and 'following_error' in ex.latched_reason
+    assert states == [RUNNING, RUNNING, LATCHED]   # 0.1 off from the first tick: 3 in a row
+
+
+def test_following_error_is_quiet_while_the_arm_tracks():
+    c = Contract(('a',), [-1.0], [1.0], [10.0], dt=0.01)
+    # a tracking arm is one command behind: the tolerance must exceed vmax * dt (0.1) and lag
+    ex = Executive(c, 0.1, 0.5, following_error=[0.15], following_error_ticks=2)
+    ex.observe([0.0], 0.0)
+    ex.start(0.0)
+    for k in range(50):
+        t = 0.01 * k
+        ex.on_chunk([[0.9]], [0.05], now=t)
+        tick = ex.tick(t)
+        assert tick.state == RUNNING
+        ex.observe(tick.command, t + 0.001)       # a perfectly tracking arm

@@ -252,6 +252,17 @@ def test_latched_stop_until_released_and_reset_resumes_from_the_moved_arm(ros):
     assert np.all(np.abs(first - [-0.5, 0.0, 0.2]) <= VMAX * DT + 1e-9)   # no jump back
 
 
+def test_an_arm_that_does_not_follow_latches_a_stop(ros):
+    arm, probe = _pipeline(ros, arm='fake', following_error=[0.1, 0.1, 0.1],
+                           following_error_ticks=3)
+    _stream(probe, [[0.3, 0.5, 0.9]] * 10)
+    assert probe.state() in ('running', None)
+    arm.move_by_hand(arm.position.copy())            # stuck: stops following the commands
+    _stream(probe, [[-0.9, 0.5, 0.9]] * 40)          # ... while they move away
+    assert wait_for(lambda: probe.state() == 'latched')
+    assert 'following_error' in probe.events and 'following_error' in probe.status.message
+
+
 def test_reset_refused_without_fresh_joint_states(ros):
     arm = FakeArm(ros, [0.0, 0.0, 0.0])
     _filter(ros)

@@ -18,8 +18,9 @@ VELOCITY_SCALINGS = ('per_joint', 'uniform')
 REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration')
 #: A late command may move for at most this many control periods (a stall is never caught up).
 MAX_STEP_PERIODS = 2.0
-#: Why the executive refuses a whole input or holds (see core.executive); counted with REASONS.
-REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold')
+#: Why the executive refuses a whole input, holds, reports a chunk or latches (core.executive).
+REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold', 'chunk_jump', 'chunk_speed',
+            'following_error')
 
 
 def _vector(name: str, value, size: int | None = None) -> np.ndarray:

@@ -28,6 +28,9 @@ DEFAULT_COSTS = {
     # refusals of a whole input (the filter holds instead): the dearest interventions
     'intervention.nonfinite': 1.0, 'intervention.shape': 1.0, 'intervention.unknown_joint': 1.0,
     'intervention.bad_timing': 1.0, 'intervention.stale': 1.0,
+    # chunk pre-check reports (the guard still limits every step) and a latched following error
+    'intervention.chunk_jump': 0.05, 'intervention.chunk_speed': 0.05,
+    'intervention.following_error': 2.0,
     # monitor alarms, charged once per alarm onset
     'alarm.nonfinite': 2.0, 'alarm.shape': 2.0, 'alarm.cusum': 3.0, 'alarm.reversal': 2.0,
     'alarm.jerk': 2.0, 'alarm.coherence': 2.0, 'alarm.spectral': 2.0, 'alarm.stall': 2.0,

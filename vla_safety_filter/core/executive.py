@@ -14,6 +14,10 @@ Time is passed in (seconds of one monotonic clock) so the logic is tested withou
   asserted or without a fresh measured position.
 - Every resume (after a stop, a latch or activation) re-seeds the guard at rest from a measured
   position no older than `state_timeout`; without one the filter stays stopped.
+- Optional following error: measured positions further than a per-joint tolerance from the
+  commands for `following_error_ticks` ticks in a row latch a stop (collision, stall, a driver
+  that is not tracking). Chunks are pre-checked: a first point further from the executed command
+  than vmax allows by its due time (`chunk_jump`) or a segment faster than vmax (`chunk_speed`) is reported.
 """
 from __future__ import annotations
 
@@ -59,10 +63,22 @@ class Executive:
     contract: Contract
     command_timeout: float = 0.1
     state_timeout: float = 0.5
+    following_error: object = None      # per-joint tolerance (units), None = not checked
+    following_error_ticks: int = 5
 
     def __post_init__(self):
         self.command_timeout = _timeout('command_timeout', self.command_timeout)
         self.state_timeout = _timeout('joint_states_timeout', self.state_timeout)
+        if self.following_error is not None:
+            tol = np.array(self.following_error, dtype=np.float64).reshape(-1)
+            if tol.size != self.contract.dim or not np.all(np.isfinite(tol)) or np.any(tol <= 0):
+                raise InputError(f'following_error needs {self.contract.dim} finite tolerances '
+                                 '> 0 (one per joint)')
+            self.following_error = tol
+        if not (isinstance(self.following_error_ticks, int) and self.following_error_ticks >= 1):
+            raise InputError('following_error_ticks must be an integer >= 1, got '
+                             f'{self.following_error_ticks!r}')
+        self._lagging = 0
         if self.contract.dt < 1.0 / MAX_CONTROL_RATE_HZ:
             raise InputError(f'control rate {1 / self.contract.dt:g} Hz is above the supported '
                              f'{MAX_CONTROL_RATE_HZ:g} Hz')
@@ -144,7 +160,28 @@ class Executive:
         self._fresh_until = max(now, self._due[-1])
         self._hold_plan = False
         self._idle = False
-        return ()
+        return self._precheck(now)
+
+    def _precheck(self, now: float) -> tuple[Event, ...]:
+        """Report (never refuse: the guard limits every step) a chunk whose first point is
+        further from the executed trajectory than vmax allows by its due time (a seam jump), or
+        whose segments ask for more than vmax. Against the last executed command, not the
+        measured position, which lags it by the controller's tracking."""
+        vmax, dt = self.contract.max_velocity, self.contract.dt
+        start = self.guard.prev
+        events = []
+        checks = [('chunk_jump', self._goals[0] - start, max(self._due[0] - now, dt))]
+        if len(self._due) > 1:
+            checks.append(('chunk_speed', np.diff(self._goals, axis=0),
+                           np.diff(self._due)[:, None]))
+        for reason, delta, span in checks:
+            ratio = np.abs(delta) / span / vmax
+            if ratio.max() > 1.0:
+                j = int(np.unravel_index(np.argmax(ratio), ratio.shape)[-1])
+                self.guard.counts[reason] = self.guard.counts.get(reason, 0) + 1
+                events.append(Event(self.guard.step_index, self.contract.joint_names[j], reason,
+                                    float('nan'), float('nan'), float(ratio.max())))
+        return tuple(events)
 
     def reject(self, reason: str, now: float) -> Event:
         """Refuse an input: hold the last executed command (input age is not refreshed)."""
@@ -216,7 +253,30 @@ class Executive:
                 state = RUNNING
         self._last_command = now
         self.state = state
+        lag = self._following(command, now)
+        if lag is not None:
+            self.latch(lag.reason + f' on {lag.joint} ({lag.magnitude:.3g} over the tolerance)')
+            return Tick(None, LATCHED, events + (lag,))
         return Tick(command, state, events)
+
+    def _following(self, command: np.ndarray, now: float) -> Event | None:
+        """A measured position lagging the commands beyond the tolerance for
+        `following_error_ticks` ticks in a row (collision, stall, a driver not tracking)."""
+        measured = None if self.following_error is None else self._fresh_measurement(now)
+        if measured is None:
+            return None
+        error = np.abs(measured - command) / self.following_error
+        if error.max() <= 1.0:
+            self._lagging = 0
+            return None
+        self._lagging += 1
+        if self._lagging < self.following_error_ticks:
+            return None
+        self._lagging = 0
+        j = int(np.argmax(error))
+        self.guard.counts['following_error'] = self.guard.counts.get('following_error', 0) + 1
+        return Event(self.guard.step_index, self.contract.joint_names[j], 'following_error',
+                     float(command[j]), float(measured[j]), float(error[j]))
 
     def _silent(self, state: str) -> Tick:
         """Publish nothing; the next command is a resume from a fresh measured position."""
@@ -234,6 +294,7 @@ class Executive:
         self.guard.reset(measured)
         self._plan_t0, self._plan_q0 = now, measured
         self._needs_seed = False
+        self._lagging = 0
         return True
 
     def _target(self, now: float) -> np.ndarray:

@@ -79,6 +79,13 @@ class SafetyFilter(GatedLifecycleNode):
                                      'younger than this (s)', **ro)
         declare(self, 'calibration_file', '', 'calibration file of the contract (for the monitor)',
                 **ro)
+        self.following_error = declare(
+            self, 'following_error', Parameter.Type.DOUBLE_ARRAY,
+            'per-joint tolerance between /joint_states and the commands (units); more than '
+            'vmax * (dt + the driver\'s lag); empty: not checked', **ro)
+        self.following_error_ticks = declare(self, 'following_error_ticks', 5,
+                                             'ticks in a row over the tolerance that latch a stop',
+                                             **ro)
         self.speed_scale = declare(self, 'speed_scale', 1.0,
                                    'scales velocity and acceleration limits, in (0, 1]; while '
                                    'configured it may only be lowered (first runs on hardware)')
@@ -104,7 +111,9 @@ class SafetyFilter(GatedLifecycleNode):
         except InvalidTopicNameException as exc:
             raise InputError(f'controller_name {self.controller!r} gives an invalid topic: '
                              f'{exc}') from None
-        executive = Executive(contract, self.command_timeout, self.state_timeout)
+        executive = Executive(contract, self.command_timeout, self.state_timeout,
+                              list(self.following_error) if self.following_error else None,
+                              self.following_error_ticks)
         executive.guard.set_speed_scale(self.speed_scale)
         self._out_names = tuple(self.controller_joints or contract.joint_names)
         self._out_index = JointMap(self._out_names).indices(contract.joint_names)
@@ -208,7 +217,7 @@ class SafetyFilter(GatedLifecycleNode):
                 return
             events = self._executive.on_chunk(targets, offsets, now, self._age(msg))
         if events:
-            self.get_logger().warning(f'/vla/raw_action refused ({events[0].reason}), holding',
+            self.get_logger().warning(f'/vla/raw_action: {events[0].reason}',
                                       throttle_duration_sec=1.0)
             self._publish_events(events)
 
