@@ -1,4 +1,4 @@
-"""`vla-safety calibrate`: demonstration episodes -> filter parameter YAML, calibration file, report."""
+"""`vla-safety calibrate`: demonstration episodes -> filter parameters, calibration, report."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,11 @@ def register(subparsers) -> None:
                     '(split-conformal, split by episode) and write the safety_filter parameter '
                     'YAML plus the calibration file the monitor needs. Inputs: .npz streams, .csv '
                     'files or LeRobot dataset directories (v2.x, v3.0); see doc/calibration.md.')
-    p.add_argument('inputs', nargs='+', metavar='INPUT', help='episode source(s); several are concatenated')
-    p.add_argument('--fps', type=float, help='control rate of the episodes in Hz (default: from the '
-                   'input: LeRobot info.json or timestamps)')
+    p.add_argument('inputs', nargs='+', metavar='INPUT',
+                   help='episode source(s); several are concatenated')
+    p.add_argument('--fps', type=float,
+                   help='control rate of the episodes in Hz (default: from the '
+                        'input: LeRobot info.json or timestamps)')
     p.add_argument('--alpha', type=float, default=0.05,
                    help='allowed miss rate: a new demonstration stays entirely inside with '
                         'probability >= 1 - alpha (default 0.05)')
@@ -39,7 +41,8 @@ def register(subparsers) -> None:
                    help='parameter YAML to write; the calibration file goes next to it as '
                         '<stem>_calibration.npz')
     p.add_argument('--report', metavar='REPORT.json', help='write the full calibration report')
-    p.add_argument('--plot', metavar='PLOT.png', help='plot per-joint data with the calibrated limits')
+    p.add_argument('--plot', metavar='PLOT.png',
+                   help='plot per-joint data with the calibrated limits')
     p.set_defaults(func=run)
 
 
@@ -165,7 +168,8 @@ def _summary(args, report: dict, cal_path: str) -> None:
                       f'{1 - report["alpha"]:.3f} for {report["coverage"]}s)', highlight=False)
     mean_tight = report['tightness_vs_heuristic']['mean']
     if mean_tight is not None:
-        console.print(f'tightness vs min/max ± 10 %: {mean_tight:.2f} (mean width ratio, < 1 is tighter)')
+        console.print(f'tightness vs min/max ± 10 %: {mean_tight:.2f} '
+                      f'(mean width ratio, < 1 is tighter)')
     hardware = report.get('hardware')
     if hardware and hardware['missing_joints']:
         console.print(f'no hardware limits for: {", ".join(hardware["missing_joints"])}')

@@ -59,7 +59,7 @@ def conformal_rank(n: int, alpha: float) -> int:
 
 
 def min_episodes(alpha: float) -> int:
-    """Smallest K with ceil((K+1)(1-alpha)) <= K, i.e. K >= (1-alpha)/alpha: below, no guarantee."""
+    """Smallest K with ceil((K+1)(1-alpha)) <= K, i.e. K >= (1-alpha)/alpha (else no guarantee)."""
     return math.ceil((1.0 - alpha) / alpha - RANK_TOLERANCE)
 
 
@@ -125,7 +125,8 @@ def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float,
         if a.ndim != 2 or a.shape[1] != dim:
             raise InputError(f'episode {i} has shape {a.shape}, expected [T, {dim}]')
         if a.shape[0] < 2:
-            raise InputError(f'episode {i} has {a.shape[0]} steps (need at least 2 for velocities)')
+            raise InputError(f'episode {i} has {a.shape[0]} steps '
+                             f'(need at least 2 for velocities)')
         if not np.all(np.isfinite(a)):
             raise InputError(f'episode {i} contains a non-finite action')
         arrays.append(a)
@@ -269,7 +270,8 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     v_floor = _floor(mu) / dt
     for j in np.flatnonzero(max_velocity < v_floor):
         repairs.append(f'joint {names[j]!r}: max_velocity {max_velocity[j]:.3g} raised to the '
-                       f'floor {v_floor[j]:.3g} (the joint does not move in the calibration episodes)')
+                       f'floor {v_floor[j]:.3g} (the joint does not move in the calibration '
+                       f'episodes)')
     max_velocity = np.maximum(max_velocity, v_floor)
     velocity_scale = np.maximum(velocity_scale, v_floor)
 
@@ -340,7 +342,8 @@ def _intersect(names, lower, upper, max_velocity, hw: HardwareLimits):
             raise InputError(f'joint {name!r}: calibrated range [{lower[j]:.6g}, {upper[j]:.6g}] '
                              f'does not overlap the hardware limits [{hw.lower[j]:.6g}, '
                              f'{hw.upper[j]:.6g}] in {hw.source} (units or joint order wrong?)')
-        for label, old, new in (('lower', lower[j], new_lower[j]), ('upper', upper[j], new_upper[j]),
+        for label, old, new in (('lower', lower[j], new_lower[j]),
+                                ('upper', upper[j], new_upper[j]),
                                 ('max_velocity', max_velocity[j], new_vmax[j])):
             if new != old:
                 clipped.append(f'joint {name!r}: {label} {old:.6g} -> {new:.6g} (hardware limit)')
