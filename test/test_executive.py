@@ -226,3 +226,52 @@ def test_following_error_is_quiet_while_the_arm_tracks():
         tick = ex.tick(t)
         assert tick.state == RUNNING
         ex.observe(tick.command, t + 0.001)       # a perfectly tracking arm
+
+
+def test_escalation_slows_then_holds_then_stops_and_reset_waits_for_the_cause():
+    from vla_safety_filter.core.escalation import Escalation
+    c = Contract(('a',), [-1.0], [1.0], [1.0], dt=0.01)
+    esc = Escalation(rates=(20.0, 60.0, 90.0), slow_scale=0.5, cooldown=0.5, window=0.5)
+    ex = Executive(c, 0.1, 0.5, escalation=esc)
+    ex.observe([0.0], 0.0)
+    ex.start(0.0)
+    seen, t = [], 0.0
+    for k in range(200):                          # a policy asking for 1 unit every tick
+        t = 0.01 * k
+        ex.observe(ex.guard.prev, t)
+        ex.on_chunk([[(-1) ** k * 0.9]], [0.01], now=t)
+        tick = ex.tick(t)
+        seen.append(ex.escalation_level)
+        if tick.state == LATCHED:
+            assert tick.events[-1].reason == 'escalation'
+            break
+    order = [lv for i, lv in enumerate(seen) if i == 0 or lv != seen[i - 1]]
+    assert order == ['normal', 'slow', 'hold', 'stop']
+    assert 'escalation' in ex.latched_reason
+    ex.observe([0.0], t)
+    ok, why = ex.reset_latch(t + 0.1)                       # still hot, and within the cooldown
+    assert not ok and ('persists' in why or 'cooldown' in why)
+    ex.observe([0.0], t + 5.0)
+    assert ex.reset_latch(t + 5.0)[0]                       # calm and cooled down
+    assert ex.escalation_level == 'normal' and ex.guard.speed_scale == 1.0
+
+
+def test_slowing_scales_the_operators_speed_scale():
+    from vla_safety_filter.core.escalation import Escalation
+    c = Contract(('a',), [-1.0], [1.0], [1.0], dt=0.01)
+    ex = Executive(c, 0.1, 0.5, escalation=Escalation(rates=(1.0, 1e3, 1e4), window=0.1))
+    ex.set_speed_scale(0.5)
+    ex.observe([0.0], 0.0)
+    ex.start(0.0)
+    ex.on_chunk([[0.9]], [0.01], now=0.0)
+    ex.tick(0.0)                                            # one velocity intervention: slow
+    assert ex.escalation_level == 'slow' and ex.guard.speed_scale == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize('kw', [dict(rates=(3.0, 2.0, 5.0)), dict(rates=(1.0, 2.0)),
+                                dict(slow_scale=1.0), dict(cooldown=0.0),
+                                dict(window=float('nan'))])
+def test_escalation_settings_are_validated(kw):
+    from vla_safety_filter.core.escalation import Escalation
+    with pytest.raises(InputError, match='escalation'):
+        Escalation(**kw)

@@ -423,3 +423,22 @@ def rclpy_duration(seconds):
     from rclpy.duration import Duration as RosDuration
     return RosDuration(seconds=seconds)
 
+
+
+def test_escalation_slows_then_stops_a_policy_it_keeps_correcting(ros):
+    arm, probe = _pipeline(ros, arm='fake', escalation_rates=[20.0, 60.0, 90.0],
+                           escalation_cooldown=0.5)
+    levels = set()
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < 4.0 and probe.state() != 'latched':
+        probe.send([(-1) ** k * 0.9, 0.5, 0.9])       # asks for a jump every tick
+        k += 1
+        if probe.status is not None:
+            levels.add({kv.key: kv.value for kv in probe.status.values}.get('escalation'))
+        time.sleep(0.01)
+    assert wait_for(lambda: probe.state() == 'latched')
+    assert 'escalation' in probe.status.message and 'escalation' in probe.events
+    assert 'slow' in levels or 'hold' in levels
+    answer = probe.reset()                              # right away: cooldown / cause persists
+    assert not answer.success

@@ -297,6 +297,14 @@ class Guard:
         self._advance(out, h)
         return out, events
 
+    def feasible(self, action, elapsed: float | None = None) -> bool:
+        """Whether `action` would pass unchanged `elapsed` s after the last command (no step)."""
+        h = self._period(elapsed)
+        if h != self._box_h:
+            self._set_box(h)
+        a = np.asarray(action, dtype=np.float64)
+        return bool(np.all(a >= self._lo) and np.all(a <= self._hi))
+
     def hold(self, elapsed: float | None = None) -> np.ndarray:
         """Hold the last executed command: brake within the acceleration box (if any) and move
         back toward the bounds if outside them; no event (the caller reports why it holds)."""

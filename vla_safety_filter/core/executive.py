@@ -14,6 +14,8 @@ Time is passed in (seconds of one monotonic clock) so the logic is tested withou
   asserted or without a fresh measured position.
 - Every resume (after a stop, a latch or activation) re-seeds the guard at rest from a measured
   position no older than `state_timeout`; without one the filter stays stopped.
+- Optional graded escalation (core.escalation): a rising intervention rate slows the arm, then
+  holds it, then latches a stop whose reset waits for a cooldown and for the cause to go.
 - Optional following error: measured positions further than a per-joint tolerance from the
   commands for `following_error_ticks` ticks in a row latch a stop (collision, stall, a driver
   that is not tracking). Chunks are pre-checked: a first point further from the executed command
@@ -29,6 +31,7 @@ import numpy as np
 
 from .contract import Contract, Event, Guard
 from .errors import InputError
+from .escalation import HOLD, NORMAL, SLOW, STOP, Escalation
 
 RUNNING, HOLDING, STOPPED, LATCHED, IDLE = 'running', 'holding', 'stopped', 'latched', 'idle'
 #: Fastest control rate the executive accepts (Hz): above it one tick's work cannot be promised.
@@ -65,6 +68,7 @@ class Executive:
     state_timeout: float = 0.5
     following_error: object = None      # per-joint tolerance (units), None = not checked
     following_error_ticks: int = 5
+    escalation: Escalation | None = None
 
     def __post_init__(self):
         self.command_timeout = _timeout('command_timeout', self.command_timeout)
@@ -79,6 +83,8 @@ class Executive:
             raise InputError('following_error_ticks must be an integer >= 1, got '
                              f'{self.following_error_ticks!r}')
         self._lagging = 0
+        self._refused = 0                   # refusals since the last tick (for the escalation)
+        self._speed_scale = 1.0
         if self.contract.dt < 1.0 / MAX_CONTROL_RATE_HZ:
             raise InputError(f'control rate {1 / self.contract.dt:g} Hz is above the supported '
                              f'{MAX_CONTROL_RATE_HZ:g} Hz')
@@ -106,6 +112,27 @@ class Executive:
     def silence_explained(self) -> bool:
         """Publishing nothing is expected: idle after an episode, or no input since (re)start."""
         return self.state == IDLE or (self.state == STOPPED and self._fresh_until == -np.inf)
+
+    def set_speed_scale(self, scale: float) -> None:
+        """The operator's speed scale in (0, 1]; a slowing escalation scales it further."""
+        self.guard.set_speed_scale(scale)
+        self._speed_scale = self.guard.speed_scale
+        self._apply_escalation()
+
+    @property
+    def speed_scale(self) -> float:
+        """The operator's speed scale (before any slowing escalation)."""
+        return self._speed_scale
+
+    @property
+    def escalation_level(self) -> str:
+        return NORMAL if self.escalation is None else self.escalation.level
+
+    def _apply_escalation(self) -> None:
+        slow = self.escalation is not None and self.escalation.level == SLOW
+        scale = self._speed_scale * (self.escalation.slow_scale if slow else 1.0)
+        if scale != self.guard.speed_scale:
+            self.guard.set_speed_scale(scale)
 
     def observe(self, positions, now: float) -> None:
         """A measured joint position in contract order (e.g. from /joint_states)."""
@@ -188,6 +215,7 @@ class Executive:
         counts = self.guard.counts
         counts[reason] = counts.get(reason, 0) + 1
         self._hold_plan = True
+        self._refused += 1
         return Event(self.guard.step_index, '*', reason, float('nan'), float('nan'), float('inf'))
 
     def end_episode(self) -> None:
@@ -214,6 +242,11 @@ class Executive:
             return False, f'stop still asserted ({self._latched}): release it first'
         if self._fresh_measurement(now) is None:
             return False, f'no /joint_states younger than {self.state_timeout:g} s to resume from'
+        if self.escalation is not None:
+            ok, why = self.escalation.may_reset(now)
+            if not ok:
+                return False, why
+            self._apply_escalation()
         self._latched = None
         self._clear_plan()
         self._needs_seed = True
@@ -239,7 +272,12 @@ class Executive:
                 if not self._reseed(now):
                     return self._silent(STOPPED)
                 elapsed = None
-            if age > self.command_timeout:
+            if self.escalation_level == HOLD:
+                # held by the escalation: a policy still asking for the infeasible keeps it hot
+                if not self._hold_plan and \
+                        not self.guard.feasible(self._target(now + self.contract.dt), elapsed):
+                    self._refused += 1
+            if age > self.command_timeout or self.escalation_level == HOLD:
                 if self.state != HOLDING:
                     self.guard.counts['hold'] += 1
                     events = (Event(self.guard.step_index, '*', 'hold', float('nan'),
@@ -253,11 +291,31 @@ class Executive:
                 state = RUNNING
         self._last_command = now
         self.state = state
+        stop = self._escalate(events, now)
+        if stop is not None:
+            return self._silent(LATCHED)._replace(events=events + (stop,))
         lag = self._following(command, now)
         if lag is not None:
-            self.latch(lag.reason + f' on {lag.joint} ({lag.magnitude:.3g} over the tolerance)')
-            return Tick(None, LATCHED, events + (lag,))
+            self.latch(lag.reason + f' on {lag.joint} ({lag.magnitude:.3g} x the tolerance)')
+            return self._silent(LATCHED)._replace(events=events + (lag,))
         return Tick(command, state, events)
+
+    def _escalate(self, events: tuple, now: float) -> Event | None:
+        """Feed this tick's interventions to the escalation; a stop latches (returns its event)."""
+        if self.escalation is None:
+            return None
+        count = self._refused + sum(e.reason in ('position', 'velocity', 'acceleration')
+                                    for e in events)
+        self._refused = 0
+        before = self.escalation.level
+        level = self.escalation.update(count, now)
+        self._apply_escalation()
+        if level == before or level != STOP:
+            return None
+        self.latch(f'escalation: {self.escalation.reason}')
+        self.guard.counts['escalation'] = self.guard.counts.get('escalation', 0) + 1
+        return Event(self.guard.step_index, '*', 'escalation', float('nan'), float('nan'),
+                     self.escalation.pressure)
 
     def _following(self, command: np.ndarray, now: float) -> Event | None:
         """A measured position lagging the commands beyond the tolerance for

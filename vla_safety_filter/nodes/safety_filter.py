@@ -24,6 +24,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..core.errors import InputError
+from ..core.escalation import NORMAL, Escalation
 from ..core.executive import HOLDING, IDLE, LATCHED, RUNNING, STOPPED, Executive
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
@@ -86,6 +87,15 @@ class SafetyFilter(GatedLifecycleNode):
         self.following_error_ticks = declare(self, 'following_error_ticks', 5,
                                              'ticks in a row over the tolerance that latch a stop',
                                              **ro)
+        self.escalation = declare(
+            self, 'escalation_rates', Parameter.Type.DOUBLE_ARRAY,
+            'graded escalation: interventions per second that slow, hold, stop (3 increasing '
+            'values); empty: off', **ro)
+        self.escalation_cooldown = declare(self, 'escalation_cooldown', 2.0,
+                                           's below a threshold before relaxing; also the least '
+                                           'time before an escalation stop can be reset', **ro)
+        self.escalation_slow_scale = declare(self, 'escalation_slow_scale', 0.5,
+                                             'speed scale while slowed, in (0, 1)', **ro)
         self.speed_scale = declare(self, 'speed_scale', 1.0,
                                    'scales velocity and acceleration limits, in (0, 1]; while '
                                    'configured it may only be lowered (first runs on hardware)')
@@ -111,10 +121,12 @@ class SafetyFilter(GatedLifecycleNode):
         except InvalidTopicNameException as exc:
             raise InputError(f'controller_name {self.controller!r} gives an invalid topic: '
                              f'{exc}') from None
+        escalation = Escalation(tuple(self.escalation), self.escalation_slow_scale,
+                                self.escalation_cooldown) if self.escalation else None
         executive = Executive(contract, self.command_timeout, self.state_timeout,
                               list(self.following_error) if self.following_error else None,
-                              self.following_error_ticks)
-        executive.guard.set_speed_scale(self.speed_scale)
+                              self.following_error_ticks, escalation)
+        executive.set_speed_scale(self.speed_scale)
         self._out_names = tuple(self.controller_joints or contract.joint_names)
         self._out_index = JointMap(self._out_names).indices(contract.joint_names)
         self._action_map = JointMap(contract.joint_names)
@@ -172,11 +184,11 @@ class SafetyFilter(GatedLifecycleNode):
                                            reason=f'speed_scale must be in (0, 1], got {value!r}')
             with self._lock:
                 if self._executive is not None:
-                    if value > self._executive.guard.speed_scale:
+                    if value > self._executive.speed_scale:
                         return SetParametersResult(
                             successful=False, reason='speed_scale may only be lowered while '
                             'configured; cleanup and configure to raise it')
-                    self._executive.guard.set_speed_scale(value)
+                    self._executive.set_speed_scale(value)
             self.speed_scale = value
             self.get_logger().info(f'speed_scale {value:g}')
         return SetParametersResult(successful=True)
@@ -329,13 +341,16 @@ class SafetyFilter(GatedLifecycleNode):
                 text = f'stopped: {ex.waiting}'
         if ex.state == LATCHED:
             text = f'latched stop ({ex.latched_reason}); release it, then call ~/reset'
+        if self.active and ex.escalation_level not in (NORMAL, 'stop') and ex.state != LATCHED:
+            level = max(level, WARN)
+            text = f'{ex.escalation_level} by escalation ({ex.escalation.reason}): {text}'
         if ex.contract.mode == 'monitor_only':
             level = max(level, WARN)
             text = f'monitor_only (controller not commanded): {text}'
         if self.refusal:
             level, text = ERROR, self.refusal
         values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
-                  'speed_scale': ex.guard.speed_scale,
+                  'speed_scale': ex.guard.speed_scale, 'escalation': ex.escalation_level,
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()}}
         return status('vla_safety/filter', level, text, self.get_name(), values)
 
