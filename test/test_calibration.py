@@ -363,3 +363,19 @@ def test_aloha_mixes_four_tasks_and_the_report_says_the_contract_is_loose():
     report = calibrate([e.actions for e in es.episodes], es.joint_names, 1 / es.fps).report
     assert report['tightness_vs_heuristic']['mean'] > 2.0
     assert any('wider than the calibration data' in w for w in report['warnings'])
+
+
+def test_hardware_deceleration_limits_reach_the_contract(tmp_path):
+    from vla_safety_filter.core.limits import read_hardware_limits
+    path = tmp_path / 'limits.yaml'
+    path.write_text('joint_limits:\n'
+                    '  a: {has_acceleration_limits: true, max_acceleration: 2.0,\n'
+                    '      has_deceleration_limits: true, max_deceleration: 6.0}\n'
+                    '  b: {has_acceleration_limits: true, max_acceleration: 3.0,\n'
+                    '      has_deceleration_limits: true, max_deceleration: 7.0}\n')
+    rng = np.random.default_rng(0)
+    episodes = [np.cumsum(rng.normal(0, 0.01, (50, 2)), axis=0) for _ in range(25)]
+    result = calibrate(episodes, ('a', 'b'), 0.1, holdout=0.0,
+                       hardware=read_hardware_limits(str(path), ['a', 'b']))
+    assert list(result.contract.max_deceleration) == [6.0, 7.0]
+    assert list(result.contract.max_acceleration) == [2.0, 3.0]

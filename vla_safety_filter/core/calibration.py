@@ -258,14 +258,18 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
                      f'skipped')
 
     hardware_report = None
-    max_acceleration = None
+    limits = {'max_acceleration': None, 'max_deceleration': None}
     if hardware is not None:
         lower, upper, max_velocity, hardware_report = _intersect(
             names, lower, upper, max_velocity, hardware)
-        if np.all(np.isfinite(hardware.max_acceleration)):
-            max_acceleration = hardware.max_acceleration
-        elif np.any(np.isfinite(hardware.max_acceleration)):
-            notes.append('hardware max_acceleration not used: not given for every joint')
+        for key in limits:
+            given = getattr(hardware, key)
+            if given is None:
+                continue
+            if np.all(np.isfinite(given)):
+                limits[key] = given
+            elif np.any(np.isfinite(given)):
+                notes.append(f'hardware {key} not used: not given for every joint')
 
     v_floor = _floor(mu) / dt
     for j in np.flatnonzero(max_velocity < v_floor):
@@ -276,7 +280,7 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     velocity_scale = np.maximum(velocity_scale, v_floor)
 
     contract = Contract(joint_names=names, lower=lower, upper=upper, max_velocity=max_velocity,
-                        dt=dt, max_acceleration=max_acceleration)
+                        dt=dt, **limits)
     data = CalibrationData(joint_names=names, mu=mu, sigma=sigma, scores=scores,
                            velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt))
     tightness = _tightness(names, (fit_frames, score_frames), lower, upper)
