@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -204,6 +205,13 @@ def test_rest_bad_request_gets_clear_status_and_server_keeps_serving(servers, di
     assert got_status == status
     assert reason in reply['error'] and '\n' not in reply['error']
     assert reason in phrase or status == 404
+    good_request_works(servers, 'rest', direct, STATE)
+
+
+def test_rest_request_without_length_gets_411(servers, direct):
+    with socket.create_connection(servers['rest'].address, timeout=TIMEOUT) as sock:
+        sock.sendall(b'POST /act HTTP/1.1\r\nHost: x\r\n\r\n{"state": [1]}')
+        assert sock.recv(4096).startswith(b'HTTP/1.1 411 a Content-Length is required')
     good_request_works(servers, 'rest', direct, STATE)
 
 

@@ -25,7 +25,6 @@ episode boundaries, so the served policy should not keep state between requests.
 """
 from __future__ import annotations
 
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -270,6 +269,7 @@ class _RestHandler(BaseHTTPRequestHandler):
         """The request body decoded by json-numpy, or an HTTP error saying what is wrong."""
         length = self.headers.get('Content-Length')
         if length is None or not length.strip().isdigit():
+            self.close_connection = True  # where this request's body ends is unknown
             raise _HttpError(411, 'a Content-Length is required')
         if int(length) > MAX_REQUEST_BYTES:
             self.close_connection = True
