@@ -218,3 +218,32 @@ def test_policy_logs_may_keep_nonfinite_action_rows_when_asked(tmp_path):
         episodes = read_episodes(str(path), allow_nonfinite=True).episodes
         got = np.concatenate([ep.actions for ep in episodes])
         np.testing.assert_array_equal(got, actions)   # NaN compares equal position by position
+
+
+def test_npz_episodes_carry_their_timestamps_in_frame_order(shared_data):
+    data = read_episodes(os.path.join(shared_data, 'so101_record_test_4ep.npz'))
+    for episode in data.episodes:
+        assert episode.timestamps is not None
+        assert episode.timestamps.shape == (len(episode.actions),)
+        assert np.all(np.diff(episode.timestamps) > 0)
+
+
+def test_a_dropped_frame_does_not_widen_the_calibrated_velocity(tmp_path):
+    from vla_safety_filter.core.calibration import calibrate
+    rng = np.random.default_rng(1)
+    episodes = [np.cumsum(rng.normal(0, 0.01, (80, 2)), axis=0) for _ in range(30)]
+    rows, eps, ts = [], [], []
+    for k, e in enumerate(episodes):
+        keep = np.ones(len(e), bool)
+        keep[40] = False                                   # one dropped frame per episode
+        rows.append(e[keep]), eps.append(np.full(keep.sum(), k)), ts.append(
+            np.arange(len(e))[keep] * 0.1)
+    path = tmp_path / 'dropped.npz'
+    np.savez(path, actions=np.vstack(rows), episode_index=np.concatenate(eps),
+             timestamps=np.concatenate(ts))
+    data = read_episodes(str(path))
+    with_ts = calibrate([e.actions for e in data.episodes], data.joint_names, 0.1, holdout=0.0,
+                        timestamps=[e.timestamps for e in data.episodes])
+    without = calibrate([e.actions for e in data.episodes], data.joint_names, 0.1, holdout=0.0)
+    assert np.all(with_ts.contract.max_velocity <= without.contract.max_velocity + 1e-9)
+    assert with_ts.report['n_skipped_velocity_steps'] == 30

@@ -31,11 +31,13 @@ LEROBOT_VERSIONS = ('v2.0', 'v2.1', 'v3.0')
 
 @dataclass(frozen=True)
 class Episode:
-    """One demonstration or rollout: actions [T, D] (float64) and observation.state [T, Ds] or None."""
+    """One demonstration or rollout: actions [T, D] (float64), observation.state [T, Ds] or None,
+    and the frames' timestamps [T] (seconds) where the source records them."""
 
     index: int
     actions: np.ndarray
     state: np.ndarray | None
+    timestamps: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _fps_from_timestamps(source: str, timestamps: np.ndarray, episode_index: np.
 
 def _group(source: str, actions: np.ndarray, episode_index: np.ndarray,
            frame_index: np.ndarray | None, state: np.ndarray | None,
-           allow_nonfinite: bool = False) -> list[Episode]:
+           allow_nonfinite: bool = False, timestamps: np.ndarray | None = None) -> list[Episode]:
     """Split rows into episodes (sorted by index), each ordered by frame_index when given."""
     order_key = np.arange(len(episode_index)) if frame_index is None else frame_index
     order = np.lexsort((order_key, episode_index))
@@ -161,7 +163,8 @@ def _group(source: str, actions: np.ndarray, episode_index: np.ndarray,
         if state is not None:
             st = np.ascontiguousarray(state[rows], dtype=np.float64)
             _check_actions(source, index, st, 'observation.state')
-        episodes.append(Episode(index, acts, st))
+        ts = None if timestamps is None else np.asarray(timestamps[rows], dtype=np.float64)
+        episodes.append(Episode(index, acts, st, ts))
     if not episodes:
         raise InputError(f'{source}: no episodes')
     return episodes
@@ -214,11 +217,11 @@ def _read_npz(path: str, fps: float | None, allow_nonfinite: bool = False) -> Ep
     state = arrays.get('observation.state')
     if state is not None and (state.ndim != 2 or state.shape[0] != rows):
         raise InputError(f'{path}: `observation.state` has shape {state.shape}, expected ({rows}, Ds)')
-    episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite)
-    if fps is None and 'timestamps' in arrays:
-        ts = arrays['timestamps']
-        if ts.shape != (rows,):
-            raise InputError(f'{path}: `timestamps` has shape {ts.shape}, expected ({rows},)')
+    ts = arrays.get('timestamps')
+    if ts is not None and (ts.shape != (rows,) or ts.dtype.kind not in 'iuf'):
+        raise InputError(f'{path}: `timestamps` has shape {ts.shape}, expected ({rows},) numbers')
+    episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite, ts)
+    if fps is None and ts is not None:
         order = np.lexsort((np.arange(rows) if frame_index is None else frame_index, episode_index))
         fps = _fps_from_timestamps(path, ts[order], episode_index[order])
     names = _names(path, arrays.get('action_names'), actions.shape[1])
@@ -298,8 +301,8 @@ def _read_csv(path: str, fps: float | None, allow_nonfinite: bool = False) -> Ep
     fr = optional(('frame_index',))
     frame_index = None if fr is None else _int_column(path, 'frame_index', fr, count)
     state = column_block(state_cols) if state_cols else None
-    episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite)
     ts = optional(('timestamp', 'timestamps'))
+    episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite, ts)
     if fps is None and ts is not None:
         order = np.lexsort((np.arange(count) if frame_index is None else frame_index, episode_index))
         fps = _fps_from_timestamps(path, ts[order], episode_index[order])
