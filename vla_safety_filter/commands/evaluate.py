@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 
 from ..core.errors import InputError
 
@@ -28,6 +29,9 @@ def register(subparsers) -> None:
                         f'(default {DEFAULT_PROFILE})')
     p.add_argument('--holdout-from', metavar='CAL_REPORT.json',
                    help='evaluate only the episodes this calibration report lists as held out')
+    p.add_argument('--no-motion', action='store_true',
+                   help='disarm the step scores (step_spike, motion_cusum); by default they are '
+                        'calibrated on the input episodes that --holdout-from does not hold out')
     p.add_argument('--labels', metavar='SUCCESS.json', help='episode success labels: a JSON object '
                    '{"<episode>": true/false} or a list indexed by episode (-1/null = unknown)')
     p.add_argument('--inject', metavar='FAMILY', help=f'inject faults: one or more of '
@@ -98,6 +102,7 @@ def run(args) -> int:
     from ..core.episodes import read_many
     from ..core.evaluation import check_compatible, evaluate
     from ..core.faults import parse_families
+    from ..core.sequential import MotionCalibration
 
     if args.repeats < 1:
         raise InputError(f'--repeats must be >= 1, got {args.repeats}')
@@ -114,17 +119,29 @@ def run(args) -> int:
     episodes = [(ep.index, ep.actions) for ep in episode_set.episodes]
     if args.holdout_from:
         keep = holdout_episodes(args.holdout_from)
+        seen = [a for i, a in episodes if i not in keep]
         episodes = [(i, a) for i, a in episodes if i in keep]
         if not episodes:
             raise InputError(f'{args.holdout_from}: none of its held-out episodes is in the input')
+        if seen and not args.no_motion:
+            settings = replace(settings, motion=MotionCalibration.from_episodes(
+                seen, settings.calibration.sigma))
     report = evaluate(settings, episodes, labels=labels, families=families, at=args.at,
                       seed=args.seed, repeats=args.repeats)
     report['inputs'] = list(args.inputs)
     report['calibration'] = args.calibration
+    report['motion_calibration'] = _motion_summary(settings.motion)
     with open(args.report, 'w') as fh:
         json.dump(report, fh, indent=1)
     _print_summary(report)
     return 0
+
+
+def _motion_summary(motion) -> dict | None:
+    """What the step scores were calibrated on (None when they were disarmed)."""
+    if motion is None:
+        return None
+    return {'n_step_scores': int(motion.scores.size), 'max_step_score': float(motion.scores[-1])}
 
 
 def _fmt(value, digits: int = 3) -> str:

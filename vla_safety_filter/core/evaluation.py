@@ -18,6 +18,7 @@ from .faults import action_range, inject
 from .monitors import METRIC_NAMES, ActionMonitor
 from .params import CalibrationData
 from .profiles import MonitorProfile
+from .sequential import MotionCalibration
 
 DETECTION_DEADLINE_S = 2.0
 
@@ -31,6 +32,7 @@ class EvalSettings:
     profile: MonitorProfile
     costs: CostModel
     contract: Contract | None = None
+    motion: MotionCalibration | None = None   # step scores; None = step alarms disarmed
 
 
 def check_compatible(settings: EvalSettings, dim: int, joint_names, source: str) -> None:
@@ -49,7 +51,8 @@ def check_compatible(settings: EvalSettings, dim: int, joint_names, source: str)
 def run_episode(settings: EvalSettings, index: int, actions: np.ndarray,
                 fault_step: int | None = None) -> dict:
     """Stream one episode through guard + monitor; the per-episode record of the report."""
-    monitor = ActionMonitor(settings.calibration, settings.dt, settings.profile, settings.costs)
+    monitor = ActionMonitor(settings.calibration, settings.dt, settings.profile, settings.costs,
+                            settings.motion)
     if actions.shape[0] < monitor.window:
         raise InputError(f'episode {index} has {actions.shape[0]} steps, fewer than the monitor '
                          f'window of {monitor.window} steps ({settings.profile.window_s} s)')
@@ -96,6 +99,8 @@ def episode_statistics(record: dict) -> dict:
     stats['momentum_coherence_mean'] = -stats['momentum_coherence_mean']  # low coherence = bad
     stats['spectral_low_ratio_mean'] = -stats['spectral_low_ratio_mean']
     stats['exceedance_rate'] = record['exceedance_rate']
+    stats['step_exceedance_rate'] = record.get('step_exceedance_rate', 0.0)
+    stats['step_score_max'] = record.get('step_score_max', 0.0)
     stats['alarms_per_minute'] = len(record['alarms']) / minutes
     stats['cost_per_minute'] = record['cost'] / minutes
     stats['episode_length_s'] = record['duration_s']  # a control: must not be what predicts

@@ -8,6 +8,9 @@ Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband eps_j = deadband 
   spectral_low_ratio  share of the mean-removed velocity power below the cutoff over the longer
                       spectral window (profile.spectral_window_s); 1 when still
   stall_s             time since some joint last moved (alarm after profile.stall_s)
+Step scores (with a MotionCalibration): the increment and second difference per joint, scaled by
+calibration RMS, max over joints; a score past spike_margin * every calibration score alarms at
+once (`step_spike`); their conformal exceedances feed a second CUSUM (`motion_cusum`).
 Alarms use jerk_norm = jerk_rms * dt^2 (dimensionless). A non-finite or wrong-length action is an
 alarm at once and becomes a gap: every contribution that would use it is zero and counted out,
 so no NaN reaches a sum. Metrics advance in blocks of profile.block_s (vectorized, alarm steps
@@ -24,7 +27,8 @@ from .costs import ERROR, LEVEL_NAMES, OK, WARN, CostBudget, CostModel
 from .errors import InputError
 from .params import CalibrationData
 from .profiles import MonitorProfile, get_profile
-from .sequential import BernoulliCusum, ConformalScorer, design_cusum
+from .sequential import (BernoulliCusum, ConformalScorer, MotionCalibration, StepScorer,
+                         design_cusum)
 
 # columns of the per-step contribution table
 FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)
@@ -128,7 +132,8 @@ class ActionMonitor:
     """
 
     def __init__(self, calibration: CalibrationData, dt: float,
-                 profile: MonitorProfile | str = 'generic', costs: CostModel | None = None):
+                 profile: MonitorProfile | str = 'generic', costs: CostModel | None = None,
+                 motion: MotionCalibration | None = None):
         if not (np.isfinite(dt) and dt > 0):
             raise InputError(f'monitor dt must be a positive number, got {dt!r}')
         self.calibration = calibration
@@ -152,10 +157,26 @@ class ActionMonitor:
         samples_per_hour = 3600.0 / (self.cusum_stride * self.dt)
         self.cusum = BernoulliCusum(design_cusum(self.alpha, p.cusum_rho,
                                                  p.cusum_arl0_hours * samples_per_hour))
+        self._init_motion(motion)
         self.budget = CostBudget(costs or CostModel())
         self._zeros = np.zeros(self.dim)
         self._blockbuf = np.empty((self.block, self.dim))
         self.reset_episode()
+
+    def _init_motion(self, motion: MotionCalibration | None) -> None:
+        """Step scorer, spike threshold and motion CUSUM; all disarmed without motion data."""
+        self.step_scorer = None
+        if motion is None:
+            return
+        if motion.step_scale.shape != (self.dim,):
+            raise InputError('motion calibration must hold one step scale per joint')
+        p = self.profile
+        self.step_scorer = StepScorer(motion, p.spike_margin)
+        self.step_exceed = self.step_scorer.exceedance_threshold(self.alpha)
+        self.motion_stride = max(1, round(p.motion_stride_s / self.dt))
+        samples_per_hour = 3600.0 / (self.motion_stride * self.dt)
+        self.motion_cusum = BernoulliCusum(design_cusum(self.alpha, p.cusum_rho,
+                                                        p.cusum_arl0_hours * samples_per_hour))
 
     # ---- per-step path -------------------------------------------------------------------
     def reset_episode(self) -> None:
@@ -167,11 +188,15 @@ class ActionMonitor:
         self._contrib = np.zeros((self.window, 6))
         self._stall = 0
         self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
-                                      'spectral', 'stall'), False)
+                                      'spectral', 'stall', 'step_spike'), False)
         self._next_spectral = self.spectral_window - 1
         self._last_score = float('nan')
         self._values = None
         self.cusum.reset()
+        if self.step_scorer is not None:
+            self.motion_cusum.reset()
+        self._last_step_score = float('nan')
+        self._step_stats = [0, 0, 0.0]  # scored steps, exceedances, largest score
         self.budget.reset()
         self.alarms: list[Alarm] = []
         self.alarm_counts: dict[str, int] = {}
@@ -254,7 +279,7 @@ class ActionMonitor:
         self._pending = 0
         rows = self._blockbuf[:n].copy()
         t0 = self.step_count - n
-        raised = self._cusum_block(rows, t0)
+        raised = self._cusum_block(rows, t0) + self._motion_block(rows, t0)
         contrib, still = step_contributions(self._context, rows, self.inv_eps)
         table = np.concatenate([self._contrib, contrib])
         sums = window_sums(table[1:], self.window)
@@ -288,6 +313,38 @@ class ActionMonitor:
         for i in range((-t0) % self.cusum_stride, rows.shape[0], self.cusum_stride):
             if finite[i] and self.cusum.update(bool(exceeded[i])):
                 raised += self._raise('cusum', t0 + i)
+        return raised
+
+    def _motion_block(self, rows: np.ndarray, t0: int) -> tuple:
+        """Step scores of the block: spike alarms at once, exceedances into the motion CUSUM."""
+        if self.step_scorer is None:
+            return ()
+        scores = self.step_scorer.scores_of(np.concatenate([self._context[-2:], rows]))
+        finite = scores == scores
+        if finite.any():
+            kept = scores[finite]
+            self._last_step_score = float(kept[-1])
+            stats = self._step_stats
+            stats[0] += kept.size
+            stats[1] += int(np.count_nonzero(kept > self.step_exceed))
+            stats[2] = max(stats[2], float(kept.max()))
+        raised = self._spike_alarms(scores > self.step_scorer.spike_score, t0)
+        exceeded = scores > self.step_exceed
+        for i in range((-t0) % self.motion_stride, rows.shape[0], self.motion_stride):
+            if finite[i] and self.motion_cusum.update(bool(exceeded[i])):
+                raised += self._raise('motion_cusum', t0 + i)
+        return raised
+
+    def _spike_alarms(self, spikes: np.ndarray, t0: int) -> tuple:
+        """One `step_spike` alarm per run of consecutive spiking steps (runs span blocks)."""
+        hits = np.flatnonzero(spikes)
+        raised = ()
+        previous = -1 if self._active['step_spike'] else -2
+        for i in hits.tolist():
+            if i != previous + 1:
+                raised += self._raise('step_spike', t0 + i)
+            previous = i
+        self._active['step_spike'] = bool(hits.size) and bool(hits[-1] == spikes.size - 1)
         return raised
 
     def _metric_alarms(self, values: dict, runs: np.ndarray, t0: int) -> tuple:
@@ -364,7 +421,18 @@ class ActionMonitor:
             'cost_budget': self.budget.model.budget,
             'nonfinite_steps': self._bad_steps,
             'alarms': sum(self.alarm_counts.values()),
+            **self._motion_metrics(),
         }
+
+    def _motion_metrics(self) -> dict:
+        """Diagnostic values of the step score (none when motion calibration is absent)."""
+        if self.step_scorer is None:
+            return {}
+        score = self._last_step_score
+        p_value = self.step_scorer.p_value(score) if np.isfinite(score) else float('nan')
+        return {'step_score': score, 'step_p_value': float(p_value),
+                'motion_cusum_statistic': self.motion_cusum.statistic,
+                'motion_cusum_threshold': self.motion_cusum.design.h}
 
     def status(self) -> tuple[int, str, list[tuple[str, str]]]:
         """Diagnostic level (0 OK, 1 WARN, 2 ERROR), message and key/value strings for /diagnostics."""
@@ -409,6 +477,9 @@ class ActionMonitor:
             'cost': self.budget.total,
             'cost_by_kind': dict(self.budget.by_kind),
             'level': LEVEL_NAMES[self._level],
+            'step_exceedance_rate': (self._step_stats[1] / self._step_stats[0]
+                                     if self._step_stats[0] else 0.0),
+            'step_score_max': self._step_stats[2],
         }
 
 

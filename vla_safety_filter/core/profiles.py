@@ -39,6 +39,8 @@ class MonitorProfile:
     cusum_rho: float = 3.0            # CUSUM out-of-control exceedance rate = rho * alpha
     cusum_arl0_hours: float = 10.0    # in-control average run length target of the CUSUM
     cusum_stride_s: float = 1.0       # CUSUM sees one p-value per stride (decorrelation)
+    spike_margin: float = 1.5         # step_spike: step score > this * largest calibration score
+    motion_stride_s: float = 0.5      # motion CUSUM sees one step p-value per stride
 
     def __post_init__(self):
         unknown = [m for m in self.primary if m not in METRIC_ALARMS]

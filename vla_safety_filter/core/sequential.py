@@ -208,3 +208,78 @@ def simulate_run_lengths(design: CusumDesign, rate: float, runs: int, seed: int 
         alive = alive[~hit]
     lengths[alive] = max_steps
     return lengths
+
+
+def step_differences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Increments a_t - a_{t-1} and second differences of rows [T, D], for t = 2..T-1."""
+    d = np.diff(rows, axis=0)
+    return d[1:], d[1:] - d[:-1]
+
+
+@dataclass(frozen=True)
+class MotionCalibration:
+    """Step scores from demonstrations: per-joint scales of the increment and second difference.
+
+    Score of step t: s_t = max_j max(|a_t - a_{t-1}|_j / step_scale_j, |second diff|_j /
+    accel_scale_j), NaN when a_{t-2..t} is not finite. `scores` are the sorted calibration scores,
+    each episode scored on its own (no jump across episode seams).
+    """
+
+    step_scale: np.ndarray
+    accel_scale: np.ndarray
+    scores: np.ndarray
+
+    ARRAY_KEYS = ('motion_step_scale', 'motion_accel_scale', 'motion_scores')
+
+    @classmethod
+    def from_episodes(cls, episodes, sigma, floor: float = 1e-3) -> 'MotionCalibration':
+        """Scales = per-joint RMS over the calibration episodes (floored at floor * sigma_j)."""
+        pieces = [step_differences(np.asarray(e, dtype=np.float64)) for e in episodes
+                  if len(e) >= 3]
+        if not pieces:
+            raise InputError('motion calibration needs an episode of at least 3 steps')
+        d = np.concatenate([p[0] for p in pieces])
+        dd = np.concatenate([p[1] for p in pieces])
+        low = floor * np.asarray(sigma, dtype=np.float64)
+        ok = np.isfinite(d).all(axis=1) & np.isfinite(dd).all(axis=1)
+        step_scale = np.maximum(np.sqrt((d[ok] ** 2).mean(axis=0)), low)
+        accel_scale = np.maximum(np.sqrt((dd[ok] ** 2).mean(axis=0)), low)
+        scores = np.concatenate([_step_scores(*p, 1.0 / step_scale, 1.0 / accel_scale)
+                                 for p in pieces])
+        return cls(step_scale, accel_scale, np.sort(scores[np.isfinite(scores)]))
+
+    def to_arrays(self) -> dict:
+        """Extra arrays for a calibration .npz (keys ARRAY_KEYS; older files simply lack them)."""
+        return dict(zip(self.ARRAY_KEYS, (self.step_scale, self.accel_scale, self.scores)))
+
+    @classmethod
+    def from_arrays(cls, arrays) -> 'MotionCalibration | None':
+        """The motion calibration stored by `to_arrays`, or None when a file predates it."""
+        if not all(key in arrays for key in cls.ARRAY_KEYS):
+            return None
+        step, accel, scores = (np.asarray(arrays[k], dtype=np.float64) for k in cls.ARRAY_KEYS)
+        if (step.shape != accel.shape or step.ndim != 1 or scores.ndim != 1 or not scores.size
+                or not (np.all(step > 0) and np.all(accel > 0) and np.isfinite(scores).all())):
+            raise InputError('motion calibration arrays are malformed')
+        return cls(step, accel, np.sort(scores))
+
+
+def _step_scores(d: np.ndarray, dd: np.ndarray, inv_step: np.ndarray,
+                 inv_accel: np.ndarray) -> np.ndarray:
+    """Per-row step score from increments and second differences (NaN rows stay NaN)."""
+    return np.maximum(np.abs(d) * inv_step, np.abs(dd) * inv_accel).max(axis=1)
+
+
+class StepScorer(ConformalScorer):
+    """Conformal p-values of step scores; a spike is a score past margin * the largest one."""
+
+    def __init__(self, motion: MotionCalibration, spike_margin: float):
+        self.inv_step = 1.0 / motion.step_scale
+        self.inv_accel = 1.0 / motion.accel_scale
+        self.scores = motion.scores
+        self.n = int(self.scores.size)
+        self.spike_score = float(spike_margin * self.scores[-1])
+
+    def scores_of(self, rows: np.ndarray) -> np.ndarray:
+        """Step scores of rows[2:] given rows [T, D] (the first two rows are context)."""
+        return _step_scores(*step_differences(rows), self.inv_step, self.inv_accel)
