@@ -20,6 +20,20 @@ def register(subparsers) -> None:
                     'prints what the filter and the monitor did. Writes the parameters, the '
                     'record (MCAP) and its report under --output.')
     p.add_argument('--output', default='out/demo', metavar='DIR', help='where files are written')
+    p.add_argument('--world', choices=('aloha', 'pusht'), default='aloha',
+                   help='aloha (default): replay a real ALOHA episode with injected faults; '
+                        'pusht: close the loop, policy server -> pipeline -> PushT world')
+    p.add_argument('--policy', metavar='ws://HOST:PORT',
+                   help='pusht: the openpi server to use (default: serve the built-in nn policy '
+                        'on 127.0.0.1)')
+    p.add_argument('--no-faults', action='store_true',
+                   help='pusht: do not stop the built-in policy server mid-episode')
+    p.add_argument('--episodes', type=int, default=2, metavar='N', help='pusht: episodes to run')
+    p.add_argument('--max-steps', type=int, default=150, metavar='K',
+                   help='pusht: steps per episode (10 Hz) before it counts as failed')
+    p.add_argument('--demos', metavar='DEMOS.npz',
+                   help='pusht: demonstrations of the nn policy and the calibration '
+                        '(default: the PushT demos in the shared data)')
     p.add_argument('--wrong-metadata', action='store_true',
                    help="configure the bridge with the sibling key's unnormalizer (transfer cube "
                         'instead of insertion): the pipeline must refuse to activate')
@@ -33,6 +47,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.world == 'pusht':
+        return run_pusht(args)
     from rich.console import Console
 
     from ..demo.runner import run_graph
@@ -66,3 +82,31 @@ def _outputs(output: str, scenario) -> dict:
         from ..report.build import build_report
         files['report'] = build_report(scenario.record_dir, os.path.join(output, 'report'))[0]
     return files
+
+
+def run_pusht(args) -> int:
+    """The closed loop: policy server, bridge, manager, filter, monitor, PushT world, recorder."""
+    from rich.console import Console
+
+    from ..demo import pusht
+    from ..demo.pusht_summary import print_summary, summarize
+
+    console = Console()
+    demos = args.demos or pusht.default_demos()
+    server = None if args.policy else pusht.LocalServer(demos)
+    try:
+        uri = args.policy or server.uri
+        scenario = pusht.prepare(args.output, demos, uri, args.episodes, args.max_steps,
+                                 fault=not args.no_faults and server is not None, seed=args.seed)
+        console.print(f'[bold]vla-safety demo --world pusht[/]: {args.episodes} episode(s) of '
+                      f'{args.max_steps} steps, policy at {uri}, ROS domain {args.domain_id}')
+        seen, episodes = pusht.run_graph(scenario, args.domain_id, args.timeout, server)
+    finally:
+        if server is not None:
+            server.close()
+    summary = summarize(seen, episodes, scenario)
+    summary['files'] = _outputs(args.output, scenario)
+    with open(summary['files']['summary'], 'w') as fh:
+        json.dump(summary, fh, indent=2)
+    print_summary(console, summary)
+    return 0 if summary['ok'] else 1

@@ -1,0 +1,42 @@
+"""The PushT demo's observer: the ALOHA demo's, plus sim_world's episode reports and its reset."""
+from __future__ import annotations
+
+import time
+
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from .observer import DemoObserver
+
+
+class PushtObserver(DemoObserver):
+    """Keeps every `/vla/episode` message with its time and resets sim_world on request."""
+
+    def __init__(self, joint_names, controller: str, **kwargs):
+        super().__init__(joint_names, controller, **kwargs)
+        self._reports: list[tuple[float, str]] = []
+        self._reset = self.create_client(Trigger, '/sim_world/reset')
+
+    def now(self) -> float:
+        """Seconds since the observer started (the time base of everything it saw)."""
+        return self._now()
+
+    def _on_episode(self, msg: String) -> None:
+        super()._on_episode(msg)
+        with self._lock:
+            self._reports.append((self._now(), msg.data))
+
+    def done_after(self, start: float) -> str | None:
+        """The first `done ...` report of sim_world after START, or None."""
+        with self._lock:
+            return next((text for t, text in self._reports
+                         if t > start and text.startswith('done ')), None)
+
+    def reset_world(self, deadline: float) -> bool:
+        """Call `/sim_world/reset` (from a thread not spinning this node); True if it answered."""
+        if not self._reset.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic())):
+            return False
+        future = self._reset.call_async(Trigger.Request())
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return future.done() and future.result() is not None and future.result().success
