@@ -136,3 +136,24 @@ def test_joint_order_mismatch_is_refused(aloha_cal):
                          14, tuple(reversed(named)), 'x.npz')
     with pytest.raises(InputError, match='fewer than the monitor window'):
         run_episode(settings, 7, np.zeros((10, 14)))
+
+
+def test_step_scores_calibrate_on_the_episodes_not_held_out(aloha_cal, tmp_path):
+    params, cal_report = aloha_cal
+    held_out = json.load(open(cal_report))['holdout_episodes']
+    reports = {}
+    for flag in ([], ['--no-motion']):
+        out = tmp_path / f'eval{len(flag)}.json'
+        assert main(['evaluate', ALOHA, '--calibration', params, '--holdout-from', cal_report,
+                     '--inject', 'spike', '--at', '200', '--report', str(out)] + flag) == 0
+        reports[bool(flag)] = json.loads(out.read_text())
+    armed, disarmed = reports[False], reports[True]
+    lengths = (500, 400, 400, 400)  # ALOHA episode lengths; each episode gives T - 2 step scores
+    seen = sum(n - 2 for i, n in enumerate(lengths) if i not in held_out)
+    assert armed['motion_calibration']['n_step_scores'] == seen
+    assert disarmed['motion_calibration'] is None
+    for ep in armed['episodes']:
+        assert 0.0 <= ep['step_exceedance_rate'] <= 1.0 and ep['step_score_max'] > 0
+    spiked = [r for r in armed['injections'] if r['detection_kind'] == 'step_spike']
+    assert spiked and all(r['detection_step'] in (200, 201) for r in spiked)
+    assert not any(r['detection_kind'] == 'step_spike' for r in disarmed['injections'])
