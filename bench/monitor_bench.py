@@ -4,6 +4,8 @@ Run by hand: `python bench/monitor_bench.py [--json] [--passes N] [--arl]`. Prin
 per `ActionMonitor.update` (which includes the vectorized metric block every 0.1 s, so the median
 is the plain per-step path and the mean includes the amortized blocks), and the µs of one
 `window_metrics()` call (the FFT metric, computed at the diagnostic period, not per step).
+The monitor runs with its step scores armed (step_spike, motion_cusum); D = 14 is also timed
+without them, for comparison.
 `--arl` adds the CUSUM check: designed h, chain ARL0 (lower bound) and ARL1 (upper bound) against
 simulation, and the design time (what the monitor's configure pays) for alpha down to 1e-4.
 """
@@ -19,7 +21,8 @@ import numpy as np
 
 from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.monitors import ActionMonitor
-from vla_safety_filter.core.sequential import design_cusum, simulate_run_lengths
+from vla_safety_filter.core.sequential import (MotionCalibration, design_cusum,
+                                               simulate_run_lengths)
 
 DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'aloha_sim_lerobot_4ep.npz')
 FPS = 50.0
@@ -31,11 +34,15 @@ def aloha_episodes(dim: int) -> list[np.ndarray]:
     return [actions[index == i] for i in np.unique(index)]
 
 
-def time_monitor(dim: int, passes: int) -> dict:
-    """Per-update and per-window_metrics timings in µs over `passes` passes of the stream."""
+def time_monitor(dim: int, passes: int, motion: bool = True) -> dict:
+    """Per-update and per-window_metrics timings in µs over `passes` passes of the stream.
+
+    `motion`: with the step scores armed (step_spike, motion_cusum), as evaluate runs them.
+    """
     episodes = aloha_episodes(dim)
     cal = calibrate(episodes, [f'joint_{j}' for j in range(dim)], 1.0 / FPS, holdout=0.0).data
-    monitor = ActionMonitor(cal, 1.0 / FPS, 'generic')
+    steps = MotionCalibration.from_episodes(episodes, cal.sigma) if motion else None
+    monitor = ActionMonitor(cal, 1.0 / FPS, 'generic', motion=steps)
     rows = [row for episode in episodes for row in episode]
     clock = time.perf_counter_ns
     update_ns, window_ns = [], []
@@ -93,6 +100,9 @@ def main() -> None:
                        f'monitor_us_p99_d{dim}': round(t['p99'], 2),
                        f'window_metrics_us_d{dim}': round(t['window'], 2)})
     result['metric_block_steps'] = t['block_steps']
+    plain = time_monitor(14, args.passes, motion=False)
+    result['monitor_us_median_d14_no_motion'] = round(plain['median'], 2)
+    result['monitor_us_mean_d14_no_motion'] = round(plain['mean'], 2)
     if args.arl:
         result['cusum_arl'] = arl_check()
         result['cusum_design_ms'] = design_times()
@@ -103,6 +113,9 @@ def main() -> None:
         print(f'D={dim:2d}: update median {result[f"monitor_us_median_d{dim}"]:.2f} µs, '
               f'mean {result[f"monitor_us_mean_d{dim}"]:.2f} µs, p99 {result[f"monitor_us_p99_d{dim}"]:.2f} µs; '
               f'window_metrics {result[f"window_metrics_us_d{dim}"]:.1f} µs')
+    print(f'D=14 without step scores: update median '
+          f'{result["monitor_us_median_d14_no_motion"]:.2f} µs, '
+          f'mean {result["monitor_us_mean_d14_no_motion"]:.2f} µs')
     for name, row in result.get('cusum_arl', {}).items():
         print(f'CUSUM alpha=0.05 {name}: h={row["h"]}, ARL0 >= {row["arl0_chain"]} (chain) vs '
               f'{row["arl0_simulated"]:.1f} (simulated), ARL1 <= {row["arl1_chain"]} vs '
