@@ -38,7 +38,8 @@ def register(subparsers) -> None:
                    help="configure the bridge with the sibling key's unnormalizer (transfer cube "
                         'instead of insertion): the pipeline must refuse to activate')
     p.add_argument('--headless', action='store_true', help='no live view (CI, logs)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the injected faults')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the injected faults (aloha) or of the first world (pusht)')
     p.add_argument('--domain-id', type=int, default=77,
                    help='private ROS_DOMAIN_ID of the demo graph (localhost discovery only)')
     p.add_argument('--timeout', type=float, default=90.0, metavar='S',

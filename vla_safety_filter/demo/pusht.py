@@ -24,7 +24,7 @@ from ..core.checkpoints import write_params_yaml
 from ..core.drill.policies import episode_ends, load_demos
 from ..core.execspec import Metadata, metadata_to_params
 from ..core.params import contract_to_params
-from .scenario import _nested
+from .scenario import nested
 
 JOINTS = ('pusher_x', 'pusher_y')
 STATE_JOINTS = ('agent_x', 'agent_y', 'block_x', 'block_y', 'block_angle')
@@ -92,7 +92,7 @@ def prepare(output: str, demos: str, server_uri: str, episodes: int, max_steps: 
     shutil.rmtree(record_dir, ignore_errors=True)   # the recorder refuses to overwrite a record
     nodes = _node_params(result.contract, calibration_file, checkpoint, server_uri, max_steps,
                          seed, record_dir)
-    nodes['policy_bridge'].update(_nested(metadata_to_params(identity)))
+    nodes['policy_bridge'].update(nested(metadata_to_params(identity)))
     params_file = os.path.abspath(os.path.join(output, 'demo_params.yaml'))
     with open(params_file, 'w') as fh:
         fh.write('# Written by `vla-safety demo --world pusht`\n')

@@ -99,7 +99,7 @@ def prepare(output: str, wrong_metadata: bool = False, drill=DRILL, seed: int = 
         'policy_bridge': {'source': 'replay', 'episodes_file': os.path.abspath(policy_file),
                           'episode': 0, 'joint_names': list(names), 'normalized_input': True,
                           **({'faults': faults, 'fault_seed': seed} if faults else {}),
-                          **_nested(metadata_to_params(deployed))},
+                          **nested(metadata_to_params(deployed))},
         'execspec_check': {'checkpoint': os.path.abspath(checkpoint), 'format': 'openvla-oft',
                            'normalization_type': NORMALIZATION, 'unnorm_key': KEY},
         'flight_recorder': {'output': record_dir, 'controller_name': CONTROLLER},
@@ -116,7 +116,7 @@ def prepare(output: str, wrong_metadata: bool = False, drill=DRILL, seed: int = 
                     certificate=check_metadata(reference, deployed).to_report())
 
 
-def _nested(dotted: dict) -> dict:
+def nested(dotted: dict) -> dict:
     """`unnormalizer.low` style names -> the nested map a ROS parameter file uses."""
     nested: dict = {}
     for name, value in dotted.items():
