@@ -17,7 +17,8 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_harness import wait_for
-from test_drill_remote import OpenpiServer, RestServer, chunk, encode, pack
+from test_drill_remote import (OpenpiServer, chunk, encode, openpi,  # noqa: F401
+                               pack, rest)
 from vla_safety_filter.nodes.execspec_check import call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
@@ -99,20 +100,6 @@ def start(rig, name='policy_bridge'):
 
 def positions(msg) -> np.ndarray:
     return np.array([p.positions for p in msg.points])
-
-
-@pytest.fixture
-def openpi():
-    server = OpenpiServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def rest():
-    server = RestServer()
-    yield server
-    server.stop()
 
 
 def test_openpi_chunks_carry_the_observation_time_and_the_joint_names(ros, openpi):
