@@ -151,6 +151,8 @@ def test_step_scores_calibrate_on_the_episodes_not_held_out(aloha_cal, tmp_path)
     lengths = (500, 400, 400, 400)  # ALOHA episode lengths; each episode gives T - 2 step scores
     seen = sum(n - 2 for i, n in enumerate(lengths) if i not in held_out)
     assert armed['motion_calibration']['n_step_scores'] == seen
+    assert armed['motion_calibration']['n_episodes'] == 4 - len(held_out)
+    assert 'warning' in armed['motion_calibration']  # 2 episodes are far fewer than 19
     assert disarmed['motion_calibration'] is None
     for ep in armed['episodes']:
         assert 0.0 <= ep['step_exceedance_rate'] <= 1.0 and ep['step_score_max'] > 0

@@ -117,6 +117,7 @@ def run(args) -> int:
     settings = _settings(args, episode_set.fps)
     check_compatible(settings, episode_set.dim, episode_set.joint_names, episode_set.source)
     episodes = [(ep.index, ep.actions) for ep in episode_set.episodes]
+    motion_episodes = 0
     if args.holdout_from:
         keep = holdout_episodes(args.holdout_from)
         seen = [a for i, a in episodes if i not in keep]
@@ -126,22 +127,34 @@ def run(args) -> int:
         if seen and not args.no_motion:
             settings = replace(settings, motion=MotionCalibration.from_episodes(
                 seen, settings.calibration.sigma))
+            motion_episodes = len(seen)
     report = evaluate(settings, episodes, labels=labels, families=families, at=args.at,
                       seed=args.seed, repeats=args.repeats)
     report['inputs'] = list(args.inputs)
     report['calibration'] = args.calibration
-    report['motion_calibration'] = _motion_summary(settings.motion)
+    report['motion_calibration'] = _motion_summary(settings.motion, motion_episodes,
+                                                   settings.calibration.alpha)
     with open(args.report, 'w') as fh:
         json.dump(report, fh, indent=1)
     _print_summary(report)
     return 0
 
 
-def _motion_summary(motion) -> dict | None:
-    """What the step scores were calibrated on (None when they were disarmed)."""
+def _motion_summary(motion, n_episodes: int, alpha: float) -> dict | None:
+    """What the step scores were calibrated on (None when disarmed); a warning when K is small.
+
+    A new exchangeable episode beats every one of K episodes' largest step score with
+    probability 1/(K+1) (before the spike margin), so few episodes make a weak spike threshold.
+    """
     if motion is None:
         return None
-    return {'n_step_scores': int(motion.scores.size), 'max_step_score': float(motion.scores[-1])}
+    summary = {'n_episodes': n_episodes, 'n_step_scores': int(motion.scores.size),
+               'max_step_score': float(motion.scores[-1])}
+    needed = math.ceil((1.0 - alpha) / alpha - 1e-9)
+    if n_episodes < needed:
+        summary['warning'] = (f'step scores rest on {n_episodes} episode(s), fewer than {needed}: '
+                              f'expect step_spike false alarms on episodes unlike them')
+    return summary
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -171,6 +184,9 @@ def _print_summary(report: dict) -> None:
     budget = report['cost_budget']
     console.print(f'cost: mean {_fmt(budget["mean_cost"])}, max {_fmt(budget["max_cost"])}, '
                   f'{budget["share_over_budget"]:.0%} of episodes over budget {budget["budget"]:g}')
+    warning = (report.get('motion_calibration') or {}).get('warning')
+    if warning:
+        console.print(f'[yellow]warning:[/yellow] {warning}')
     if 'detection' in report:
         det = Table(title='injected faults')
         for column in ('family', 'injections', 'detected ≤ 2 s', 'median delay s', 'first alarm'):
