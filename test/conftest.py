@@ -19,3 +19,21 @@ def ros():
     harness = Harness()
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def openpi():
+    """A real openpi-protocol policy server on 127.0.0.1 (test_drill_remote.OpenpiServer)."""
+    from test_drill_remote import OpenpiServer
+    server = OpenpiServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rest():
+    """A real OpenVLA-style REST policy server on 127.0.0.1 (test_drill_remote.RestServer)."""
+    from test_drill_remote import RestServer
+    server = RestServer()
+    yield server
+    server.stop()

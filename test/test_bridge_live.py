@@ -17,8 +17,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ros_harness import wait_for
-from test_drill_remote import (OpenpiServer, chunk, encode, openpi,  # noqa: F401
-                               pack, rest)
+from test_drill_remote import OpenpiServer, chunk, encode, pack
 from vla_safety_filter.nodes.execspec_check import call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 

@@ -155,20 +155,6 @@ def decode(obj):
 
 
 @pytest.fixture
-def openpi():
-    server = OpenpiServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def rest():
-    server = RestServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def silent_port():
     """A port that completes TCP handshakes but never answers (a hung server)."""
     sock = socket.socket()
