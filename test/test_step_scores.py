@@ -1,4 +1,4 @@
-"""Step scores (issue 12 part 2): spikes alarm at once, smooth held-out demos do not, valid p-values."""
+"""Step scores (issue 12 part 2): spikes alarm at once, smooth held-out demos do not, p valid."""
 import os
 
 import numpy as np
