@@ -24,6 +24,7 @@ from .contract import Contract
 from .errors import InputError
 from .limits import HardwareLimits
 from .params import CalibrationData
+from .sequential import MotionCalibration
 
 SCORE_CHUNK_ROWS = 1 << 16
 HEURISTIC_MARGIN = 0.10  # the heuristic contract: data min/max widened by 10 % of the range
@@ -281,8 +282,11 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
 
     contract = Contract(joint_names=names, lower=lower, upper=upper, max_velocity=max_velocity,
                         dt=dt, **limits)
+    motion = MotionCalibration.from_episodes([arrays[i] for i in cal_idx], sigma) \
+        if any(arrays[i].shape[0] >= 3 for i in cal_idx) else None
     data = CalibrationData(joint_names=names, mu=mu, sigma=sigma, scores=scores,
-                           velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt))
+                           velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt),
+                           motion=motion)
     tightness = _tightness(names, (fit_frames, score_frames), lower, upper)
     loose = [name for name, ratio in tightness['per_joint'].items()
              if ratio is not None and ratio > WIDE_BOUNDS_RATIO]

@@ -31,11 +31,13 @@ class CalibrationData:
     q: float
     alpha: float
     dt: float
+    motion: object = None       # core.sequential.MotionCalibration (step scores), if calibrated
 
     def save(self, path: str) -> None:
+        extra = {} if self.motion is None else self.motion.to_arrays()
         np.savez(path, joint_names=np.array(self.joint_names), mu=self.mu, sigma=self.sigma,
                  scores=self.scores, velocity_scale=self.velocity_scale,
-                 q=self.q, alpha=self.alpha, dt=self.dt)
+                 q=self.q, alpha=self.alpha, dt=self.dt, **extra)
 
     @classmethod
     def load(cls, path: str) -> 'CalibrationData':
@@ -43,6 +45,7 @@ class CalibrationData:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {key: z[key] for key in CALIBRATION_FIELDS}
+                arrays.update({key: z[key] for key in z.files if key.startswith('motion_')})
         except FileNotFoundError:
             raise InputError(f'{path}: calibration file not found') from None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -60,7 +63,20 @@ class CalibrationData:
         if not dt > 0:
             raise InputError(f'{path}: field \'dt\' must be > 0, got {dt}')
         return cls(names, vectors['mu'], vectors['sigma'], np.sort(vectors['scores']),
-                   vectors['velocity_scale'], q, alpha, dt)
+                   vectors['velocity_scale'], q, alpha, dt, _motion(path, arrays, d))
+
+
+def _motion(path: str, arrays: dict, dim: int):
+    """The step-score calibration a file carries (None for files that predate it)."""
+    from .sequential import MotionCalibration   # sequential imports this module
+    try:
+        motion = MotionCalibration.from_arrays(arrays)
+    except InputError as exc:
+        raise InputError(f'{path}: {exc}') from None
+    if motion is not None and motion.step_scale.shape != (dim,):
+        raise InputError(f'{path}: motion calibration has {motion.step_scale.size} joints, '
+                         f'expected {dim}')
+    return motion
 
 
 CALIBRATION_FIELDS = ('joint_names', 'mu', 'sigma', 'scores', 'velocity_scale', 'q', 'alpha', 'dt')

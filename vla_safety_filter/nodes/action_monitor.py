@@ -112,7 +112,8 @@ class ActionMonitorNode(GatedLifecycleNode):
     def configure_node(self) -> None:
         cal = self._validated()
         dt = 1.0 / self.rate_hz if self.rate_hz > 0 else cal.dt
-        monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget))
+        monitor = ActionMonitor(cal, dt, self.profile, CostModel(budget=self.budget),
+                                motion=cal.motion)
         stop = SafetyStop(self.stop_on, max(1, math.ceil(self.clear_s / dt)), self._stop_reason)
         self._map = JointMap(cal.joint_names)
         self._stop_pub = self.own(self.create_lifecycle_publisher(Bool, '/vla/safety_stop',
