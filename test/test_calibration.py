@@ -379,3 +379,18 @@ def test_hardware_deceleration_limits_reach_the_contract(tmp_path):
                        hardware=read_hardware_limits(str(path), ['a', 'b']))
     assert list(result.contract.max_deceleration) == [6.0, 7.0]
     assert list(result.contract.max_acceleration) == [2.0, 3.0]
+
+
+def test_calibration_file_carries_the_step_scores_and_old_files_still_load(tmp_path):
+    from vla_safety_filter.core.params import CalibrationData
+    rng = np.random.default_rng(2)
+    episodes = [np.cumsum(rng.normal(0, 0.01, (40, 2)), axis=0) for _ in range(25)]
+    result = calibrate(episodes, ('a', 'b'), 0.1, holdout=0.0)
+    path = str(tmp_path / 'cal.npz')
+    result.data.save(path)
+    loaded = CalibrationData.load(path)
+    assert loaded.motion is not None
+    assert np.allclose(loaded.motion.step_scale, result.data.motion.step_scale)
+    with np.load(path) as z:                                  # a file from before step scores
+        np.savez(tmp_path / 'old.npz', **{k: z[k] for k in z.files if not k.startswith('motion_')})
+    assert CalibrationData.load(str(tmp_path / 'old.npz')).motion is None
