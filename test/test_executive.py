@@ -275,3 +275,20 @@ def test_escalation_settings_are_validated(kw):
     from vla_safety_filter.core.escalation import Escalation
     with pytest.raises(InputError, match='escalation'):
         Escalation(**kw)
+
+
+def test_a_controlled_stop_brakes_within_the_acceleration_limit_then_goes_silent():
+    c = Contract(('a',), [-100.0], [100.0], [2.0], dt=0.01, max_acceleration=[5.0])
+    ex = Executive(c, 0.1, 0.5)
+    ex.observe([0.0], 0.0)
+    ex.start(0.0)
+    for k in range(100):                                   # accelerate to vmax
+        ex.on_chunk([[50.0]], [0.01], now=0.01 * k)
+        ex.tick(0.01 * k)
+    assert ex.guard.velocity[0] == pytest.approx(2.0)
+    path = ex.brake_path()
+    v = np.diff(path[:, 0]) / 0.01
+    assert len(path) == pytest.approx(2.0 / 5.0 / 0.01, abs=2)   # v / a = 0.4 s
+    assert np.all(np.abs(np.diff(v)) <= 5.0 * 0.01 + 1e-9) and abs(v[-1]) < 1e-6
+    assert ex.tick(2.0) == (None, STOPPED, ())
+    assert Executive(c, 0.1, 0.5).brake_path().size == 0          # nothing commanded: nothing

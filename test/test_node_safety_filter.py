@@ -441,3 +441,25 @@ def test_escalation_slows_then_stops_a_policy_it_keeps_correcting(ros):
     assert 'slow' in levels or 'hold' in levels
     answer = probe.reset()                              # right away: cooldown / cause persists
     assert not answer.success
+
+
+def test_deactivation_brakes_within_the_acceleration_limit_then_stops_publishing(ros):
+    amax = 5.0
+    arm, probe = _pipeline(ros, arm='fake', max_acceleration=[amax] * 3)
+    start = time.monotonic()
+    while time.monotonic() - start < 0.35:                  # accelerating toward -1 ...
+        probe.send([-1.0, 0.5, 0.9])
+        time.sleep(0.01)
+    count = len(probe.commands)
+    assert probe.transition(Transition.TRANSITION_DEACTIVATE)   # ... deactivated mid-motion
+    time.sleep(0.8)                                         # braking from <= 2 rad/s: <= 0.4 s
+    braked = np.array(probe.commands[count - 5:])
+    times = np.array(probe.times[count - 5:])
+    assert len(braked) > 15                                 # the stop went on after deactivate
+    speed = np.abs(np.diff(braked[:, 0])) / np.maximum(np.diff(times), 1e-3)
+    assert speed[-1] < 0.05 and abs(braked[-1, 0] - braked[-2, 0]) < 1e-9   # at rest
+    final = len(probe.commands)
+    time.sleep(0.3)
+    assert len(probe.commands) == final                     # ... then silence
+    after = np.array(probe.commands[count:])[:, 0]          # the braking path, one per period
+    assert np.all(np.abs(np.diff(after, 2)) <= amax * DT * DT + 1e-9)

@@ -252,6 +252,20 @@ class Executive:
         self._needs_seed = True
         return True, 'latched stop cleared; resumes from /joint_states on fresh input'
 
+    def brake_path(self, max_time: float = 2.0) -> np.ndarray:
+        """A controlled stop: the holds, one per control period, that bring a moving arm to rest
+        within the acceleration limits (at most `max_time`), then silence. Empty when nothing
+        is being commanded or no acceleration limit makes an instant hold unsafe."""
+        commanding = self.state in (RUNNING, HOLDING, IDLE) and not self._needs_seed
+        path = []
+        if commanding and self.contract.limits_acceleration:
+            for _ in range(int(max_time / self.contract.dt)):
+                if not np.any(np.abs(self.guard.velocity) > 1e-9):
+                    break
+                path.append(self.guard.hold())
+        self._silent(STOPPED)
+        return np.array(path).reshape(-1, self.contract.dim)
+
     # ---- the tick ----------------------------------------------------------------------------
     def tick(self, now: float) -> Tick:
         """One control period: the guarded command, a hold, or nothing (stopped/latched)."""

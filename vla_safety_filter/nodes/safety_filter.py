@@ -133,10 +133,12 @@ class SafetyFilter(GatedLifecycleNode):
         self._state_map = JointMap(contract.joint_names)
         with self._lock:
             self._executive = executive
-        self._cmd_pub = None
+        self._cmd_pub = self._brake_pub = None
         if contract.mode == 'enforce':
             msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
             self._cmd_pub = self.own(self.create_lifecycle_publisher(msg_type, topic, COMMAND_QOS))
+            # the controlled stop on deactivate finishes after the lifecycle publisher is off
+            self._brake_pub = self.own(self.create_publisher(msg_type, topic, COMMAND_QOS))
         self._safe_pub = self.own(self.create_lifecycle_publisher(
             JointTrajectory, '/vla/safe_action', COMMAND_QOS))
         self._event_pub = self.own(self.create_publisher(DiagnosticArray, '/vla/filter_events',
@@ -164,6 +166,33 @@ class SafetyFilter(GatedLifecycleNode):
                     from None
         self._last_state = STOPPED
         self.get_logger().info('active: seeded from /joint_states')
+
+    def deactivate_node(self) -> None:
+        """A controlled stop: brake within the acceleration limits, then stop publishing. A
+        JointTrajectoryController gets the whole braking path at once; a forward command
+        controller gets it one control period at a time."""
+        with self._lock:
+            path = self._executive.brake_path()
+        if not len(path) or self._brake_pub is None:
+            return
+        dt = self._executive.contract.dt
+        rows = [row[self._out_index].tolist() for row in path]
+        self.get_logger().info(f'deactivating: braking over {len(rows) * dt:.2f} s')
+        if self.output == 'joint_trajectory':
+            self._brake_pub.publish(JointTrajectory(joint_names=list(self._out_names), points=[
+                JointTrajectoryPoint(positions=row, time_from_start=duration((k + 1) * dt))
+                for k, row in enumerate(rows)]))
+            return
+        pending = iter(rows)
+
+        def next_row():
+            row = next(pending, None)
+            if row is None:
+                self.destroy_timer(timer)
+            else:
+                self._brake_pub.publish(Float64MultiArray(data=row))
+        timer = self.create_timer(dt, next_row, clock=self._steady)
+        next_row()
 
     def cleanup_node(self) -> None:
         with self._lock:
