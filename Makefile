@@ -13,7 +13,8 @@ export ROS_DISTRO
 VENV := .venv-$(ROS_DISTRO)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# ros-<distro>-* wheels pin one distribution; the unversioned ros-* ones follow the newest.
+# ros-jazzy-* and ros-kilted-* wheels each pin one distribution (the unversioned ros-* ones
+# follow the newest on PyPI); .ci/run installs and tests both.
 ROS_PACKAGES := rclpy rmw-fastrtps-cpp rcl-interfaces builtin-interfaces sensor-msgs \
 	trajectory-msgs std-msgs std-srvs diagnostic-msgs lifecycle-msgs ament-package
 ROS_WHEELS := $(addprefix ros-$(ROS_DISTRO)-,$(ROS_PACKAGES))
