@@ -159,9 +159,7 @@ class Guard:
     def set_speed_scale(self, scale: float) -> None:
         """Scale the velocity, acceleration and deceleration limits by `scale` in (0, 1] (first
         runs on hardware); takes effect from the next step."""
-        scale = float(scale)
-        if not (0.0 < scale <= 1.0):
-            raise InputError(f'speed_scale must be in (0, 1], got {scale!r}')
+        scale = speed_scale_value(scale)
         c = self.contract
         self._scale = scale
         self._vmax = c.max_velocity * scale
@@ -373,6 +371,17 @@ class Guard:
             executed[t], ev = self.step(action)
             events.extend(ev)
         return executed, events
+
+
+def speed_scale_value(scale) -> float:
+    """A valid speed scale: a number in (0, 1] (InputError otherwise)."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise InputError(f'speed_scale must be a number in (0, 1], got {scale!r}') from None
+    if not 0.0 < value <= 1.0:
+        raise InputError(f'speed_scale must be in (0, 1], got {scale!r}')
+    return value
 
 
 def audit(contract: Contract, seed, commands, times=None, window: float = 0.0,

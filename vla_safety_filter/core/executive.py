@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .contract import Contract, Event, Guard
+from .contract import Contract, Event, Guard, speed_scale_value
 from .errors import InputError
 from .escalation import HOLD, NORMAL, SLOW, STOP, Escalation
 
@@ -118,6 +118,14 @@ class Executive:
         self.guard.set_speed_scale(scale)
         self._speed_scale = self.guard.speed_scale
         self._apply_escalation()
+
+    def lower_speed_scale(self, scale: float) -> None:
+        """While running, the speed scale may only go down (raising it is a deliberate
+        reconfigure, never a live change)."""
+        if speed_scale_value(scale) > self._speed_scale:
+            raise InputError('speed_scale may only be lowered while configured; cleanup and '
+                             'configure to raise it')
+        self.set_speed_scale(scale)
 
     @property
     def speed_scale(self) -> float:

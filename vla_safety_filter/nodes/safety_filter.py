@@ -23,6 +23,7 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..core.contract import speed_scale_value
 from ..core.errors import InputError
 from ..core.escalation import NORMAL, Escalation
 from ..core.executive import HOLDING, IDLE, LATCHED, RUNNING, STOPPED, Executive
@@ -207,17 +208,13 @@ class SafetyFilter(GatedLifecycleNode):
         for param in params:
             if param.name != 'speed_scale':
                 continue
-            value = param.value
-            if not isinstance(value, float) or not 0.0 < value <= 1.0:
-                return SetParametersResult(successful=False,
-                                           reason=f'speed_scale must be in (0, 1], got {value!r}')
-            with self._lock:
-                if self._executive is not None:
-                    if value > self._executive.speed_scale:
-                        return SetParametersResult(
-                            successful=False, reason='speed_scale may only be lowered while '
-                            'configured; cleanup and configure to raise it')
-                    self._executive.set_speed_scale(value)
+            try:
+                value = speed_scale_value(param.value)
+                with self._lock:
+                    if self._executive is not None:
+                        self._executive.lower_speed_scale(value)
+            except InputError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
             self.speed_scale = value
             self.get_logger().info(f'speed_scale {value:g}')
         return SetParametersResult(successful=True)
