@@ -414,3 +414,57 @@ def test_check_loaded_refuses_unconfigured_pending_and_different_statistics():
     assert other.verdict == 'mismatch' and other.certificate.max_drift > 0
     broken = check_loaded(ref, _loaded(ref, parameters={'unnormalizer.dim': 7}), True)
     assert broken.verdict == 'cannot_check'
+
+
+def _server_side(ref: Metadata, **changes) -> dict:
+    """Report a live bridge passing a server's actions through (identity, not normalized)."""
+    identity = Metadata('identity', np.zeros(ref.dim, dtype=bool), source='bridge')
+    fields = dict(parameters=metadata_to_params(identity), normalized_input=False,
+                  source_kind='openpi', server_uri='ws://gpu:8000')
+    return _loaded(ref, **{**fields, **changes})
+
+
+def test_server_side_unnormalization_is_accepted_and_stated_unverified():
+    ref = real('bridge_orig')
+    result = check_loaded(ref, _server_side(ref), False)
+    assert result.verdict == 'identical' and result.unnormalization == 'server'
+    assert result.certificate is None
+    assert 'delegated to the policy server at ws://gpu:8000' in result.notes[0]
+    assert 'NOT verified here' in result.notes[0]
+    report = result.to_report()
+    assert report['unnormalization'] == 'server' and report['max_drift'] is None
+    assert check_loaded(ref, _loaded(ref), True).to_report()['unnormalization'] == 'bridge'
+
+
+def test_server_side_needs_the_declaration_an_identity_bridge_and_the_checkpoint_shape():
+    ref = replace(real('bridge_orig'), names=tuple('xyzrpwg'))
+    declared_normalized = check_loaded(ref, _server_side(ref), True)
+    assert declared_normalized.verdict == 'mismatch'
+    assert declared_normalized.unnormalization == 'bridge'
+    unnormalizing = check_loaded(ref, _server_side(ref, normalized_input=True), False)
+    assert 'normalized_input is true' in unnormalizing.reasons[0]
+    permuted = check_loaded(ref, _server_side(ref, joint_names=list('yxzrpwg')), False)
+    assert 'permutation' in permuted.reasons[0]
+    narrow = check_loaded(ref, _server_side(ref, parameters={'unnormalizer.mode': 'identity',
+                                                            'unnormalizer.dim': 6}), False)
+    assert narrow.verdict == 'mismatch' and 'dimension differs' in narrow.reasons[0]
+    pending = check_loaded(ref, _server_side(ref, pending_changes=['unnormalizer.mode']), False)
+    assert 'changed since configure' in pending.reasons[0]
+    broken = replace(ref, high=np.full(7, np.nan))
+    assert check_loaded(broken, _server_side(broken), False).verdict == 'cannot_check'
+
+
+@pytest.mark.parametrize('sent, verdict, text', [
+    ('bridge_orig', 'identical', "server unnorm_key: checked ('bridge_orig'"),
+    ('fractal20220817_data', 'mismatch', "asks the server for unnorm_key 'fractal20220817_data'"),
+    (None, 'mismatch', 'sends no unnorm_key'),
+])
+def test_a_rest_bridge_must_ask_the_server_for_the_checkpoints_key(sent, verdict, text):
+    ref = real('bridge_orig')
+    result = check_loaded(ref, _server_side(ref, source_kind='openvla_rest',
+                                            server_unnorm_key=sent), False)
+    assert result.verdict == verdict
+    assert any(text in line for line in [*result.reasons, *result.notes])
+    unkeyed = replace(ref, key=None)
+    free = check_loaded(unkeyed, _server_side(unkeyed, source_kind='openvla_rest'), False)
+    assert free.verdict == 'identical' and 'not checked' in free.notes[1]

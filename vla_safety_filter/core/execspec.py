@@ -304,6 +304,7 @@ class CheckResult:
     reference: Metadata | None = None
     deployed: Metadata | None = None
     notes: tuple = ()    # what was checked beyond the statistics, or why it was not
+    unnormalization: str = 'bridge'   # who applies the statistics: 'bridge' or 'server'
 
     def to_report(self) -> dict:
         """JSON-serializable report (verdict, reasons, mode, mask, drift, scale, shift, ...)."""
@@ -331,6 +332,7 @@ class CheckResult:
             'reference': describe(self.reference),
             'deployed': describe(self.deployed),
             'notes': list(self.notes),
+            'unnormalization': self.unnormalization,
         }
 
 
@@ -363,7 +365,11 @@ def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
     `loaded` is the bridge's report: `configured`, `parameters` (its `unnormalizer.*` values),
     `normalized_input`, `joint_names` (the order its actions are published in) and
     `pending_changes` (parameters changed since). `outputs_normalized` says whether the source
-    emits normalized policy outputs, i.e. whether the bridge must unnormalize.
+    emits normalized policy outputs, i.e. whether the bridge must unnormalize. When it does
+    not and the bridge runs identity against a checkpoint with statistics, the policy server
+    unnormalizes: only the bridge's half is checked and the result says so (`unnormalization`
+    'server', the first note). `source_kind`, `server_uri` and `server_unnorm_key` (the key a
+    REST bridge sends) come with that report too.
     """
     source = str(loaded.get('source', 'bridge'))
     if not loaded.get('configured'):
@@ -372,18 +378,95 @@ def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
         deployed = metadata_from_params(loaded.get('parameters') or {}, f'{source} (loaded)')
     except InputError as exc:
         return CheckResult('cannot_check', [str(exc)], reference=reference)
+    if server_unnormalizes(reference, deployed, outputs_normalized):
+        return _check_delegated(reference, deployed, loaded, source)
     result = check_metadata(reference, deployed, tol)
     if result.verdict == 'cannot_check':
         return result
     reasons, notes = list(result.reasons), list(result.notes)
-    pending = list(loaded.get('pending_changes') or [])
-    if pending:
-        reasons.append(f'{source}: {", ".join(pending)} changed since configure (not loaded)')
+    reasons += _pending_reasons(loaded, source)
     reasons += _normalization_reasons(reference, bool(loaded.get('normalized_input')),
                                       outputs_normalized, source, notes)
     reasons += _joint_name_reasons(reference, list(loaded.get('joint_names') or []), source, notes)
     verdict = 'mismatch' if reasons else 'identical'
     return CheckResult(verdict, reasons, result.certificate, reference, deployed, tuple(notes))
+
+
+def _pending_reasons(loaded: dict, source: str) -> list[str]:
+    """Parameters changed since the bridge's configure: what it runs is not what it shows."""
+    pending = list(loaded.get('pending_changes') or [])
+    if not pending:
+        return []
+    return [f'{source}: {", ".join(pending)} changed since configure (not loaded)']
+
+
+def server_unnormalizes(reference: Metadata, deployed: Metadata,
+                        outputs_normalized: bool) -> bool:
+    """Tell whether the policy server applies the checkpoint's statistics, not the bridge.
+
+    That is the declared case `policy_outputs_normalized` false (openpi servers unnormalize
+    inside the server, OpenVLA's REST server with its `unnorm_key`) with a checkpoint that has
+    statistics and a bridge that passes actions through (identity).
+    """
+    return (not outputs_normalized and reference.mode != 'identity'
+            and deployed.mode == 'identity')
+
+
+def _check_delegated(reference: Metadata, deployed: Metadata, loaded: dict,
+                     source: str) -> CheckResult:
+    """Check the bridge's half of a deployment whose policy server unnormalizes.
+
+    The statistics a server applies never cross the wire (openpi's metadata frame carries the
+    training config's `policy_metadata`, not its norm stats; OpenVLA's REST server sends
+    nothing), so they are stated as unverified. What is checked: the bridge passes actions
+    through, does not unnormalize, publishes the checkpoint's dimensions in its order, and
+    asks a REST server for the checkpoint's key.
+    """
+    invalid = reference.problems()
+    if invalid:
+        return CheckResult('cannot_check', invalid, None, reference, deployed)
+    where = f' at {loaded["server_uri"]}' if loaded.get('server_uri') else ''
+    notes = [f'unnormalization: delegated to the policy server{where} '
+             '(policy_outputs_normalized false): it must apply the checkpoint\'s '
+             f'{reference.mode} statistics; NOT verified here (no drift certificate); '
+             'the bridge passes actions through (identity: checked)']
+    reasons = _pending_reasons(loaded, source)
+    if deployed.dim != reference.dim:
+        reasons.append(f'dimension differs: checkpoint {reference.dim}, {source} '
+                       f'{deployed.dim}')
+    if loaded.get('normalized_input'):
+        reasons.append(f'{source}: normalized_input is true, but the policy server returns '
+                       'actions in action units (policy_outputs_normalized false)')
+    reasons += _server_key_reasons(reference, loaded, source, notes)
+    reasons += _joint_name_reasons(reference, list(loaded.get('joint_names') or []), source,
+                                   notes)
+    return CheckResult('mismatch' if reasons else 'identical', reasons, None, reference,
+                       deployed, tuple(notes), unnormalization='server')
+
+
+def _server_key_reasons(reference: Metadata, loaded: dict, source: str,
+                        notes: list) -> list[str]:
+    """Whether the bridge asks a REST server for the checkpoint's statistics key.
+
+    A sibling key is the classic silent failure (one dataset's statistics on another's policy);
+    a REST bridge that sends no key leaves the choice to the server, which is refused too.
+    """
+    sent = loaded.get('server_unnorm_key') or None
+    if loaded.get('source_kind') != 'openvla_rest':
+        notes.append('server unnorm_key: not applicable (the openpi protocol sends none; '
+                     'the server reads its checkpoint\'s norm stats)')
+        return []
+    if not reference.key:
+        notes.append('server unnorm_key: not checked (the checkpoint names no key)')
+        return []
+    if sent is None:
+        return [f'{source} sends no unnorm_key: the server would choose the statistics; set '
+                f'unnorm_key to the checkpoint\'s {reference.key!r}']
+    if sent != reference.key:
+        return [f'{source} asks the server for unnorm_key {sent!r}, the checkpoint\'s is '
+                f'{reference.key!r}']
+    notes.append(f'server unnorm_key: checked ({sent!r}; the server must honour it)')
+    return []
 
 
 def _normalization_reasons(reference: Metadata, normalized_input: bool, outputs_normalized: bool,

@@ -37,8 +37,10 @@ Configure loads the episodes and reads `normalized_input` and `unnormalizer.*` (
 are read at construction); changes to those two take effect at the next configure.
 `~/loaded_unnormalizer` (std_srvs/Trigger) answers with a JSON report of what the last configure
 loaded (the `unnormalizer.*` values, `normalized_input`, the published joint order, a configure
-`generation` counter, and `pending_changes`: parameters changed since), which execspec_check
-verifies before activation. Each message carries the node-clock time
+`generation` counter, `pending_changes`: parameters changed since, and for live sources
+`source_kind`, `server_uri` and the `server_unnorm_key` an openvla_rest bridge sends), which
+execspec_check verifies before activation. A server that unnormalizes itself (openpi, OpenVLA
+with `unnorm_key`) goes with `normalized_input` false and `unnormalizer.mode: identity`. Each message carries the node-clock time
 of publishing in `header.stamp` (for replay, the observation time) and `chunk <n>` in
 `header.frame_id`. Configure creates the publishers and the timer; GatedLifecycleNode destroys
 them through the node, once, at cleanup, shutdown or error, and turns any exception in a
@@ -146,6 +148,8 @@ class PolicyBridge(GatedLifecycleNode):
         self.request_timeout = ro('request_timeout', 1.0, 'live: seconds a reply may take; '
                                   'later ones are dropped')
         self.task = ro('task', '', 'live: the instruction sent with every observation')
+        self.unnorm_key = ro('unnorm_key', '', 'openvla_rest: statistics key sent with every '
+                             'request (the server unnormalizes with it)')
         self.image_topics = ro('image_topics', Parameter.Type.STRING_ARRAY,
                                'live: NAME=/topic sensor_msgs/Image (rgb8, bgr8, mono8) sent as '
                                'observation.images.NAME')
@@ -229,7 +233,7 @@ class PolicyBridge(GatedLifecycleNode):
             played.append((e.index, actions))
         loaded = {'configured': True, 'source': f'/{self.get_name()}', 'values': live,
                   'parameters': params, 'normalized_input': live['normalized_input'],
-                  'joint_names': list(names)}
+                  'joint_names': list(names), 'source_kind': 'replay'}
         return played, dt, names, loaded
 
     def activate_node(self) -> None:
@@ -270,8 +274,10 @@ class PolicyBridge(GatedLifecycleNode):
         if self._meta is not None and self._meta.dim != len(self._names):
             raise InputError(f'the unnormalizer has {self._meta.dim} dimensions for '
                              f'{len(self._names)} joints')
+        options = {'unnorm_key': self.unnorm_key} \
+            if self.source == 'openvla_rest' and self.unnorm_key else {}
         policy = make_remote_policy(self.server_uri, self.request_timeout,
-                                    action_dim=len(self._names))
+                                    action_dim=len(self._names), **options)
         policy.reset(0, self.task)
         self._dt = 1.0 / (self.rate_hz * self.replan_every)
         self._chunks = 0
@@ -279,7 +285,10 @@ class PolicyBridge(GatedLifecycleNode):
         self._generation += 1
         self._loaded = {'configured': True, 'source': f'/{self.get_name()}', 'values': live,
                         'parameters': params, 'normalized_input': live['normalized_input'],
-                        'joint_names': list(self._names), 'generation': self._generation}
+                        'joint_names': list(self._names), 'generation': self._generation,
+                        'source_kind': self.source, 'server_uri': self.server_uri,
+                        'server_unnorm_key': self.unnorm_key if 'unnorm_key' in options
+                        else None}
         self._subscribe_inputs(cameras)
         self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
                                                              COMMAND_QOS))
