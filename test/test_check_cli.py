@@ -109,7 +109,7 @@ def test_nan_in_deployed_params_exits_2_naming_file_and_field(tmp_path, capsys, 
     (['--params', 'missing.yaml'], 'missing.yaml: parameter file not found'),
     (['--against-key', 'libero_goal'], "'libero_goal' not found"),
     (['--against-key', 'fractal20220817_data', '--normalization-type', 'BOUNDS', '--format', 'openvla'],
-     'applies to OpenVLA-OFT checkpoints only'),
+     'applies to OpenVLA-OFT and openpi checkpoints only'),
 ])
 def test_bad_inputs_exit_2(capsys, checkpoint, argv, message):
     code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig', *argv)

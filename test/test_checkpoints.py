@@ -179,7 +179,7 @@ def test_oft_needs_an_explicit_normalization_type_and_others_refuse_it(tmp_path)
     ckpt = openvla_dir(tmp_path)
     with pytest.raises(InputError, match='needs --normalization-type BOUNDS or BOUNDS_Q99'):
         load_metadata(ckpt, 'openvla-oft', 'bridge_orig')
-    with pytest.raises(InputError, match='applies to OpenVLA-OFT checkpoints only'):
+    with pytest.raises(InputError, match='applies to OpenVLA-OFT and openpi checkpoints only'):
         load_metadata(ckpt, 'openvla', 'bridge_orig', 'BOUNDS')
 
 
@@ -328,3 +328,46 @@ def test_lerobot_reads_only_the_statistics_its_mode_uses(tmp_path):
     ckpt = lerobot_dir(tmp_path, 'MEAN_STD', tensors={'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD,
                                                       'action.q01': nan, 'action.q99': nan})
     assert load_metadata(ckpt).mode == 'mean_std'   # the runtime never reads q01/q99 in MEAN_STD mode
+
+
+def openpi_stats(tmp_path) -> tuple[str, np.ndarray]:
+    """Write an openpi norm_stats.json computed from real SO-101 teleop actions."""
+    actions = np.load(os.path.join(DATA, 'so101_record_test_4ep.npz'))['actions'].astype(float)
+    stats = {'mean': actions.mean(0), 'std': actions.std(0),
+             'q01': np.quantile(actions, 0.01, axis=0), 'q99': np.quantile(actions, 0.99, axis=0)}
+    doc = {'norm_stats': {'state': {k: v.tolist() for k, v in stats.items()},
+                          'actions': {k: v.tolist() for k, v in stats.items()}}}
+    os.makedirs(tmp_path / 'so101', exist_ok=True)
+    return write_json(tmp_path / 'so101' / 'norm_stats.json', doc), actions
+
+
+def test_openpi_norm_stats_load_in_the_mode_the_model_config_names(tmp_path):
+    path, actions = openpi_stats(tmp_path)
+    assert detect_format(path) == 'openpi' and detect_format(str(tmp_path / 'so101')) == 'openpi'
+    pi0 = load_metadata(path, normalization_type='MEAN_STD')
+    assert pi0.mode == 'mean_std' and pi0.dim == 6 and pi0.mask.all()
+    np.testing.assert_allclose(pi0.mean, actions.mean(0))
+    pi05 = load_metadata(str(tmp_path / 'so101'), normalization_type='QUANTILE')
+    assert pi05.mode == 'quantile'
+    np.testing.assert_allclose(pi05.high, np.quantile(actions, 0.99, axis=0))
+    assert check_metadata(pi0, pi05).verdict == 'mismatch'
+
+
+@pytest.mark.parametrize('kwargs, text', [
+    ({}, 'openpi needs --normalization-type MEAN_STD or QUANTILE'),
+    ({'normalization_type': 'BOUNDS'}, 'openpi needs --normalization-type'),
+    ({'normalization_type': 'QUANTILE', 'unnorm_key': 'so101'}, 'unnorm keys do not apply'),
+])
+def test_openpi_norm_stats_refuse_a_missing_mode_or_a_key(tmp_path, kwargs, text):
+    path, _ = openpi_stats(tmp_path)
+    with pytest.raises(InputError, match=text):
+        load_metadata(path, **kwargs)
+
+
+def test_openpi_norm_stats_without_the_quantiles_refuse_quantile_mode(tmp_path):
+    path, actions = openpi_stats(tmp_path)
+    doc = {'norm_stats': {'actions': {'mean': [0.0] * 6, 'std': [1.0] * 6}}}
+    write_json(path, doc)
+    with pytest.raises(InputError, match='lacks q01, q99'):
+        load_metadata(path, 'openpi', normalization_type='QUANTILE')
+    assert load_metadata(path, 'openpi', normalization_type='MEAN_STD').dim == 6

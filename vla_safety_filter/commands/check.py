@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..core.checkpoints import FORMATS, OFT_TYPES, load_metadata, load_params_yaml
+from ..core.checkpoints import FORMATS, load_metadata, load_params_yaml, OFT_TYPES, OPENPI_TYPES
 from ..core.errors import InputError
 from ..core.execspec import DEFAULT_TOL, CheckResult, Metadata, check_metadata
 
@@ -50,9 +50,10 @@ def register(subparsers) -> None:
                         help='the policy_bridge parameter file whose `unnormalizer.*` the robot would run with')
     target.add_argument('--against-key', metavar='K2',
                         help='what-if: certify the drift if the deployment used key K2 instead of K')
-    parser.add_argument('--normalization-type', choices=sorted(OFT_TYPES),
-                        help='OpenVLA-OFT only: BOUNDS (min/max, e.g. ALOHA) or BOUNDS_Q99 (q01/q99, '
-                             'e.g. LIBERO, Bridge)')
+    parser.add_argument('--normalization-type', choices=sorted({**OFT_TYPES, **OPENPI_TYPES}),
+                        help='OpenVLA-OFT: BOUNDS (min/max, e.g. ALOHA) or BOUNDS_Q99 (q01/q99, '
+                             'e.g. LIBERO, Bridge); openpi: MEAN_STD (pi0) or QUANTILE '
+                             '(pi0-FAST, pi0.5)')
     parser.add_argument('--tol', type=float, default=DEFAULT_TOL, metavar='FRACTION',
                         help=f'allowed statistic difference as a fraction of the half-range (default {DEFAULT_TOL:g})')
     parser.add_argument('--report', metavar='REPORT.json', help='also write the verdict and certificate as JSON')

@@ -30,8 +30,10 @@ from .errors import InputError
 from .execspec import STAT_NAMES, Metadata, metadata_from_params, metadata_to_params
 from .params import read_node_params
 
-FORMATS = ('auto', 'openvla', 'openvla-oft', 'lerobot', 'yaml')
+FORMATS = ('auto', 'openvla', 'openvla-oft', 'lerobot', 'openpi', 'yaml')
 OFT_TYPES = {'BOUNDS': 'min_max', 'BOUNDS_Q99': 'quantile'}
+OPENPI_TYPES = {'MEAN_STD': 'mean_std', 'QUANTILE': 'quantile'}
+OPENPI_STATS = 'norm_stats.json'
 LEROBOT_MODES = {'MEAN_STD': 'mean_std', 'MIN_MAX': 'min_max', 'QUANTILES': 'quantile',
                  'QUANTILE10': 'quantile10', 'IDENTITY': 'identity'}
 OPENVLA_STATS = ('mean', 'std', 'min', 'max', 'q01', 'q99')
@@ -161,6 +163,42 @@ def load_openvla_oft(path: str, normalization_type: str | None, unnorm_key: str 
     return _openvla_metadata(entries, unnorm_key, OFT_TYPES[normalization_type], source, field)
 
 
+def load_openpi(path: str, normalization_type: str | None) -> Metadata:
+    """
+    Load the action statistics of an openpi checkpoint (`assets/<asset_id>/norm_stats.json`).
+
+    The file is `{"norm_stats": {"actions": {mean, std, q01, q99}, ...}}`; which pair the server
+    uses depends on the model config (`use_quantile_norm`: pi0-FAST and pi0.5 QUANTILE, pi0
+    MEAN_STD), which the file does not record, so it is required.
+    """
+    if normalization_type not in OPENPI_TYPES:
+        raise InputError(f'{path}: openpi needs --normalization-type MEAN_STD or QUANTILE (the '
+                         'model config decides: pi0 MEAN_STD, pi0-FAST and pi0.5 QUANTILE), '
+                         f'got {normalization_type!r}')
+    if os.path.isdir(path):
+        path = os.path.join(path, OPENPI_STATS)
+    where = f'{path}: norm_stats.actions'
+    stats = _mapping(_mapping(_read_json(path), path).get('norm_stats'), f'{path}: norm_stats')
+    actions = _mapping(stats.get('actions'), where)
+    mode = OPENPI_TYPES[normalization_type]
+    names = STAT_NAMES[mode]
+    missing = [n for n in names if n not in actions]
+    if missing:
+        raise InputError(f'{where} lacks {", ".join(missing)} (needed by {normalization_type})')
+    vectors = _vectors({n: actions[n] for n in names}, where)
+    low, high = vectors[names[0]], vectors[names[1]]
+    fields = {'mean': low, 'std': high} if mode == 'mean_std' else {'low': low, 'high': high}
+    return Metadata(mode=mode, mask=np.ones(low.size, dtype=bool), source=path,
+                    **fields).require_valid()
+
+
+def _is_openpi(doc) -> bool:
+    """Tell an openpi norm_stats.json (an `actions` entry of statistics) from OpenVLA's."""
+    stats = doc.get('norm_stats') if isinstance(doc, dict) else None
+    return isinstance(stats, dict) and isinstance(stats.get('actions'), dict) \
+        and 'mean' in stats['actions']
+
+
 def _lerobot_mode(norm_map, where: str) -> str:
     norm_map = _mapping(norm_map, where)
     name = norm_map.get('ACTION')
@@ -280,6 +318,8 @@ def detect_format(path: str, normalization_type: str | None = None) -> str:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, POSTPROCESSOR)):
             return 'lerobot'
+        if os.path.isfile(os.path.join(path, OPENPI_STATS)):
+            return 'openpi'
         if os.path.isfile(os.path.join(path, 'dataset_statistics.json')):
             return openvla
         config = os.path.join(path, 'config.json')
@@ -292,6 +332,8 @@ def detect_format(path: str, normalization_type: str | None = None) -> str:
     if path.endswith(('.yaml', '.yml')):
         return 'yaml'
     doc = _read_json(path)
+    if _is_openpi(doc):
+        return 'openpi'
     if isinstance(doc, dict):
         if 'norm_stats' in doc:
             return openvla
@@ -313,8 +355,14 @@ def load_metadata(path: str, fmt: str = 'auto', unnorm_key: str | None = None,
         raise InputError(f'unknown format {fmt!r} (expected one of {", ".join(FORMATS)})')
     if fmt == 'auto':
         fmt = detect_format(path, normalization_type)
-    if normalization_type and fmt != 'openvla-oft':
-        raise InputError(f'{path}: --normalization-type applies to OpenVLA-OFT checkpoints only (format {fmt})')
+    if normalization_type and fmt not in ('openvla-oft', 'openpi'):
+        raise InputError(f'{path}: --normalization-type applies to OpenVLA-OFT and openpi '
+                         f'checkpoints only (format {fmt})')
+    if fmt == 'openpi':
+        if unnorm_key:
+            raise InputError(f'{path}: an openpi norm_stats.json holds one set of statistics; '
+                             'unnorm keys do not apply')
+        return load_openpi(path, normalization_type)
     if fmt == 'openvla':
         return load_openvla(path, unnorm_key)
     if fmt == 'openvla-oft':
