@@ -19,9 +19,15 @@ ROS_PACKAGES := rclpy rmw-fastrtps-cpp rcl-interfaces builtin-interfaces sensor-
 	trajectory-msgs std-msgs std-srvs diagnostic-msgs lifecycle-msgs ament-package
 ROS_WHEELS := $(addprefix ros-$(ROS_DISTRO)-,$(ROS_PACKAGES))
 TOOLS := colcon-common-extensions mcap mcap-ros2-support rosbags matplotlib
+# The ament linters' wheels do not declare their Python dependencies: install them alongside.
+# (ament_copyright and ament_xmllint are not on PyPI: test_copyright/test_xmllint stand in,
+# the latter with catkin_pkg.)
+LINTERS := $(addprefix ros-$(ROS_DISTRO)-,ament-flake8 ament-pep257) catkin-pkg flake8 \
+	pydocstyle flake8-builtins flake8-comprehensions flake8-docstrings flake8-import-order \
+	flake8-quotes flake8-blind-except flake8-class-newline flake8-deprecated
 DEMO_OUT := out/demo
 
-.PHONY: setup demo test bench colcon-test clean
+.PHONY: setup demo test lint bench colcon-test clean
 
 setup: $(STAMP)
 
@@ -29,7 +35,7 @@ $(STAMP): setup.py package.xml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	echo '*' > $(VENV)/.gitignore
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(ROS_WHEELS) $(TOOLS)
+	$(BIN)/pip install --quiet $(ROS_WHEELS) $(TOOLS) $(LINTERS)
 	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints,drills,remote]'
 	# openpi-client pins numpy<2 (opencv for gym-pusht needs >=2); its wire format needs neither
 	$(BIN)/pip install --quiet --no-deps openpi-client
@@ -40,6 +46,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/python -m pytest -q -m linter
 
 bench: setup
 	$(BIN)/python bench/guard_bench.py

@@ -31,7 +31,8 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
     ],
     python_requires='>=3.10',
-    install_requires=['setuptools', 'numpy', 'scipy', 'pyyaml', 'rich', 'mcap', 'rosbags', 'matplotlib'],
+    install_requires=['setuptools', 'numpy', 'scipy', 'pyyaml', 'rich', 'mcap', 'rosbags',
+                      'matplotlib'],
     extras_require={
         'test': ['pytest', 'hypothesis', 'pyarrow', 'safetensors'],
         'datasets': ['pyarrow'],
