@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The gate over ROS when the policy server unnormalizes (policy_outputs_normalized false).
+"""
+The gate over ROS when the policy server unnormalizes (policy_outputs_normalized false).
 
 execspec_check, a live policy_bridge and a real policy server on 127.0.0.1, driven only through
 parameters, GetState, /diagnostics and the served topics: an identity bridge is accepted with the
@@ -23,15 +24,14 @@ import json
 import os
 import time
 
-import numpy as np
+from data_paths import DATA
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
-from sensor_msgs.msg import JointState
-from trajectory_msgs.msg import JointTrajectory
-
-from data_paths import DATA
+import numpy as np
 from ros_harness import wait_for
+from sensor_msgs.msg import JointState
 from test_drill_remote import chunk, encode, pack
+from trajectory_msgs.msg import JointTrajectory
 from vla_safety_filter.nodes.execspec_check import ExecSpecCheck, LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
@@ -56,7 +56,7 @@ class Gate:
             JointState(name=JOINTS, position=[0.0] * 7)))
 
     def verdict(self, level):
-        """The values of the first execspec status at LEVEL, or None."""
+        """Return the values of the first execspec status at LEVEL, or None."""
         for s in list(self.statuses):
             if s.level == level:
                 return {kv.key: kv.value for kv in s.values} | {'message': s.message}
@@ -67,7 +67,7 @@ class Gate:
 
 
 def pipeline(ros, source, uri, **bridge_params):
-    """A live identity bridge and a manager whose checkpoint has bridge_orig's statistics."""
+    """Start a live identity bridge and a manager whose checkpoint has bridge_orig's statistics."""
     gate = Gate(ros)
     ros.add(PolicyBridge, 'policy_bridge', source=source, server_uri=uri, rate_hz=10.0,
             state_joints=JOINTS, joint_names=JOINTS, request_timeout=1.0,
