@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The action contract and its per-step guard (DESIGN §3).
+"""
+The action contract and its per-step guard (DESIGN §3).
 
 The guard projects each requested action onto the box of commands that are reachable from the last
 *executed* command within one control period and lie inside the calibrated bounds. Anything that
@@ -29,7 +30,8 @@ from .errors import InputError
 
 MODES = ('enforce', 'monitor_only')
 VELOCITY_SCALINGS = ('per_joint', 'uniform')
-REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration')
+REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration', 'soft_limit', 'jerk',
+           'workspace')
 #: A late command may move for at most this many control periods (a stall is never caught up).
 MAX_STEP_PERIODS = 2.0
 #: Why the executive refuses a whole input, holds, reports a chunk or latches (core.executive).
@@ -37,11 +39,12 @@ REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold', 'chunk_jump', 'chunk
             'following_error')
 
 
-def _vector(name: str, value, size: int | None = None) -> np.ndarray:
+def _vector(name: str, value, size: int | None = None, infinite: bool = False) -> np.ndarray:
+    """Return a read-only float vector of `size` values (finite, or with `infinite` not NaN)."""
     arr = np.array(value, dtype=np.float64).reshape(-1)
     if size is not None and arr.size != size:
         raise InputError(f'contract field {name!r} has {arr.size} values, expected {size}')
-    if not np.all(np.isfinite(arr)):
+    if np.any(np.isnan(arr)) if infinite else not np.all(np.isfinite(arr)):
         raise InputError(f'contract field {name!r} contains a non-finite value')
     arr.setflags(write=False)
     return arr
@@ -49,12 +52,17 @@ def _vector(name: str, value, size: int | None = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Contract:
-    """Per-joint position bounds, velocity and optional acceleration / deceleration limits at
-    control period dt.
+    """
+    Per-joint position bounds, velocity and optional limits at control period dt.
 
     With `max_deceleration` (or `max_acceleration` alone, which then also bounds braking) the guard
     looks ahead: toward a bound, a joint's speed is capped so that it can still stop before the
     bound at that deceleration (`|v| <= sqrt(2 a_dec d)`, discretised conservatively).
+    Soft limits (ros2_control / URDF `<safety_controller>`): `soft_lower`, `soft_upper` (+-inf:
+    none on that side) and `k_position` bound the velocity to `[-k (q - soft_lower), -k (q -
+    soft_upper)]` within +-max_velocity, q the last command. `max_jerk` bounds the change of the
+    acceleration between steps. `workspace` (core.workspace.Workspace) is an optional Cartesian
+    box for the end effector.
     """
 
     joint_names: tuple[str, ...]
@@ -66,6 +74,11 @@ class Contract:
     velocity_scaling: str = 'per_joint'
     mode: str = 'enforce'
     max_deceleration: np.ndarray | None = None
+    soft_lower: np.ndarray | None = None
+    soft_upper: np.ndarray | None = None
+    k_position: np.ndarray | None = None
+    max_jerk: np.ndarray | None = None
+    workspace: object = None
 
     def __post_init__(self):
         names = tuple(str(n) for n in self.joint_names)
@@ -77,12 +90,13 @@ class Contract:
         object.__setattr__(self, 'joint_names', names)
         for key in ('lower', 'upper', 'max_velocity'):
             object.__setattr__(self, key, _vector(key, getattr(self, key), d))
-        for key in ('max_acceleration', 'max_deceleration'):
+        for key in ('max_acceleration', 'max_deceleration', 'k_position', 'max_jerk'):
             if getattr(self, key) is not None:
                 limit = _vector(key, getattr(self, key), d)
                 if np.any(limit <= 0):
                     raise InputError(f'contract {key} must be > 0 for every joint')
                 object.__setattr__(self, key, limit)
+        self._check_soft_limits(d)
         if not (np.isfinite(self.dt) and self.dt > 0):
             raise InputError(f'contract dt must be a positive number, got {self.dt!r}')
         object.__setattr__(self, 'dt', float(self.dt))
@@ -99,14 +113,36 @@ class Contract:
         if self.mode not in MODES:
             raise InputError(f'mode must be one of {MODES}, got {self.mode!r}')
 
+    def _check_soft_limits(self, d: int) -> None:
+        """Validate soft limits: all three fields or none, soft_lower <= soft_upper."""
+        given = [self.soft_lower is not None, self.soft_upper is not None,
+                 self.k_position is not None]
+        if not any(given):
+            return
+        if not all(given):
+            raise InputError('contract soft limits need soft_lower, soft_upper and k_position')
+        for key in ('soft_lower', 'soft_upper'):
+            object.__setattr__(self, key, _vector(key, getattr(self, key), d, infinite=True))
+        bad = np.flatnonzero(self.soft_lower > self.soft_upper)
+        if bad.size:
+            raise InputError(f'contract soft_lower > soft_upper for joint '
+                             f'{self.joint_names[bad[0]]!r}')
+
     @property
     def dim(self) -> int:
+        """Return the number of joints."""
         return len(self.joint_names)
 
     @property
+    def has_soft_limits(self) -> bool:
+        """Whether soft limits (k_position) shape the velocity near the soft bounds."""
+        return self.k_position is not None
+
+    @property
     def limits_acceleration(self) -> bool:
-        """True when speeding up or braking is limited (the guard then tracks velocity)."""
-        return self.max_acceleration is not None or self.max_deceleration is not None
+        """Whether speeding up or braking is limited (the guard then tracks velocity)."""
+        return self.max_acceleration is not None or self.max_deceleration is not None or \
+            self.max_jerk is not None
 
     def braking(self) -> np.ndarray | None:
         """Deceleration the look-ahead toward the bounds plans with (None: no look-ahead)."""
@@ -118,12 +154,13 @@ class Contract:
         return self.max_velocity * self.dt
 
     def project_into_bounds(self, action) -> np.ndarray:
-        """Nearest point of [lower, upper] (used to seed a guard when no executed command exists)."""
+        """Return the nearest point of [lower, upper] (seeds a guard with no executed command)."""
         return np.minimum(np.maximum(np.asarray(action, dtype=np.float64), self.lower), self.upper)
 
 
 class Event(NamedTuple):
-    """One intervention: which step and joint, why, what was asked, what was executed.
+    """
+    One intervention: which step and joint, why, what was asked, what was executed.
 
     A rejected input ('shape', 'nonfinite') has magnitude inf and, for 'shape', joint '*'.
     """
@@ -138,7 +175,8 @@ class Event(NamedTuple):
 
 @dataclass
 class Guard:
-    """Stateful per-step guard of one contract; state is the last executed command and velocity.
+    """
+    Stateful per-step guard of one contract; state is the last executed command and velocity.
 
     Each step may be given the time `elapsed` since the previous command (monotonic seconds): the
     reachable box is then `vmax * h` (and the acceleration box `amax * h^2`) around the last
@@ -148,6 +186,8 @@ class Guard:
     a jump. Without `elapsed` a step is one control period `dt`.
     The feasible box is kept in preallocated buffers and updated in place, so the common case (a
     feasible action one period after the last) costs a handful of vector operations.
+    The contract's optional `workspace` (core.workspace.Workspace) cuts back steps whose end
+    effector would leave its Cartesian box.
     """
 
     contract: Contract
@@ -159,20 +199,31 @@ class Guard:
         self._shape = (c.dim,)
         self._prev: np.ndarray | None = None
         self._velocity = np.zeros(c.dim)
+        self._accel = np.zeros(c.dim)       # acceleration of the last step (tracked with jerk)
         self._last_h: float | None = None   # duration of the last executed step
         self._box_h = c.dt
         self._lo, self._hi, self._diff = np.empty(c.dim), np.empty(c.dim), np.empty(c.dim)
         self._simple_box = False
         self._uniform_scaling = c.velocity_scaling == 'uniform'
+        self._soft_box = self._pre_jerk = None   # boxes before those limits (event reasons)
+        self._workspace = c.workspace
+        # braking plans toward the soft bounds as well as the hard ones
+        soft = c.has_soft_limits
+        self._brake_lower = np.maximum(c.lower, c.soft_lower) if soft else c.lower
+        self._brake_upper = np.minimum(c.upper, c.soft_upper) if soft else c.upper
         self.set_speed_scale(1.0)
 
     @property
     def speed_scale(self) -> float:
+        """Return the speed scale in force."""
         return self._scale
 
     def set_speed_scale(self, scale: float) -> None:
-        """Scale the velocity, acceleration and deceleration limits by `scale` in (0, 1] (first
-        runs on hardware); takes effect from the next step."""
+        """
+        Scale the velocity, acceleration, deceleration and jerk limits by `scale` in (0, 1].
+
+        For first runs on hardware; takes effect from the next step.
+        """
         scale = speed_scale_value(scale)
         c = self.contract
         self._scale = scale
@@ -183,24 +234,31 @@ class Guard:
         self._adec = self._amax if c.max_deceleration is None else c.max_deceleration * scale
         brake = c.braking()
         self._abrake = None if brake is None else brake * scale
+        self._jmax = None if c.max_jerk is None else c.max_jerk * scale
         if self._prev is not None:
             self._set_box(self._box_h)
 
     @property
     def prev(self) -> np.ndarray | None:
-        """The last executed command (None before `reset`)."""
+        """Return the last executed command (None before `reset`)."""
         return None if self._prev is None else self._prev.copy()
 
     @property
     def velocity(self) -> np.ndarray:
-        """Velocity of the last executed step (units/s; kept up to date with an acceleration
-        limit, the only thing that uses it); zero after a reset at rest."""
+        """
+        Return the velocity of the last executed step (units/s).
+
+        Kept up to date with an acceleration or jerk limit, the only things that use it; zero
+        after a reset at rest.
+        """
         return self._velocity.copy()
 
     def reset(self, executed, velocity=None) -> None:
-        """Seed the guard with the command the arm is executing now (e.g. from /joint_states).
+        """
+        Seed the guard with the command the arm is executing now (e.g. from /joint_states).
 
-        Without `velocity` the arm is taken to be at rest, as after every hold, stop and resume.
+        Without `velocity` the arm is taken to be at rest, as after every hold, stop and resume;
+        the acceleration is taken to be zero.
         """
         prev = np.array(executed, dtype=np.float64).reshape(-1)
         if prev.size != self.contract.dim or not np.all(np.isfinite(prev)):
@@ -213,19 +271,24 @@ class Guard:
                 vel = np.clip(given, -self._vmax, self._vmax)
         self._prev = prev
         self._velocity = vel
+        self._accel = np.zeros(self.contract.dim)
         self._last_h = None
         self._set_box(self.contract.dt)
 
     def _period(self, elapsed) -> float:
-        """The time one step may use: `elapsed`, at most MAX_STEP_PERIODS control periods."""
+        """Return the time one step may use: `elapsed`, at most MAX_STEP_PERIODS periods."""
         if elapsed is None:
             return self.contract.dt
         return min(max(float(elapsed), 0.0), MAX_STEP_PERIODS * self.contract.dt)
 
     def _set_box(self, h: float) -> None:
-        """Feasible box around self._prev for a step of h seconds, by priority: position and
-        velocity (outside the bounds the rate limit wins), then braking toward the bounds, then
-        acceleration / deceleration, each giving way to the ones before when they conflict."""
+        """
+        Compute the feasible box around self._prev for a step of h seconds.
+
+        By priority: position and velocity (outside the bounds the rate limit wins), braking
+        toward the bounds (hard and soft), acceleration / deceleration, soft limits (k_position),
+        jerk; each gives way to the ones before when they conflict.
+        """
         c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
         vs = self._vstep if h == c.dt else self._vmax * h
         np.maximum(c.lower, np.subtract(prev, vs, out=lo), out=lo)
@@ -245,37 +308,117 @@ class Guard:
             a_lo = np.minimum(np.maximum(prev + (v - slower * span) * h, lo), hi)
             a_hi = np.minimum(np.maximum(prev + (v + faster * span) * h, lo), hi)
             lo[:], hi[:] = a_lo, a_hi
+        if c.has_soft_limits:
+            self._soft(h)
+        if self._jmax is not None:
+            self._jerk(h)
         self._box_h = h
-        # With prev inside the bounds and no acceleration limit, a feasible action keeps it inside.
-        self._simple_box = inside and not c.limits_acceleration and h == c.dt
+        # With prev inside the bounds and no limit beyond position and velocity, a feasible
+        # action keeps it inside.
+        self._simple_box = inside and h == c.dt and not c.limits_acceleration and \
+            not c.has_soft_limits and self._workspace is None
 
     def _brake(self, h: float) -> None:
-        """Cap the speed toward each bound so the joint can still stop before it: after this
-        step (v over h) braking at a needs v^2 / 2a <= d - v h, i.e. v <= -a h + sqrt(a^2 h^2 +
-        2 a d), d the distance left. Never forces motion; gives way to position and velocity."""
-        c, prev, lo, hi, a = self.contract, self._prev, self._lo, self._hi, self._abrake
-        room_up = np.maximum(c.upper - prev, 0.0)
-        room_down = np.maximum(prev - c.lower, 0.0)
-        up = -a * h + np.sqrt((a * h) ** 2 + 2.0 * a * room_up)
-        down = -a * h + np.sqrt((a * h) ** 2 + 2.0 * a * room_down)
+        """
+        Cap the speed toward each bound so the joint can still stop before it.
+
+        After this step (v over h) braking at a needs v^2 / 2a <= d - v L, i.e. v <= -a L +
+        sqrt(a^2 L^2 + 2 a d), d the distance left and L = h (plus a / jerk, the time to build up
+        the deceleration, with a jerk limit). Never forces motion; gives way to position and
+        velocity.
+        """
+        prev, lo, hi, a = self._prev, self._lo, self._hi, self._abrake
+        lag = h if self._jmax is None else h + a / self._jmax
+        room_up = np.maximum(self._brake_upper - prev, 0.0)
+        room_down = np.maximum(prev - self._brake_lower, 0.0)
+        up = -a * lag + np.sqrt((a * lag) ** 2 + 2.0 * a * room_up)
+        down = -a * lag + np.sqrt((a * lag) ** 2 + 2.0 * a * room_down)
         np.maximum(np.minimum(hi, prev + up * h), lo, out=hi)
         np.minimum(np.maximum(lo, prev - down * h), hi, out=lo)
+
+    def _soft(self, h: float) -> None:
+        """
+        Bound the velocity to [-k (q - soft_lower), -k (q - soft_upper)] within +-vmax.
+
+        The ros2_control soft limiter's rule, q the last command: the joint approaches a soft
+        bound exponentially, never steps across it from inside, and returns from outside. Gives
+        way to the limits before it (see _set_box).
+        """
+        c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
+        v_lo = np.clip(c.k_position * (c.soft_lower - prev), -self._vmax, self._vmax)
+        v_hi = np.clip(c.k_position * (c.soft_upper - prev), -self._vmax, self._vmax)
+        s_lo, s_hi = prev + v_lo * h, prev + v_hi * h
+        s_lo = np.where(prev >= c.soft_lower, np.maximum(s_lo, c.soft_lower), s_lo)
+        s_hi = np.where(prev <= c.soft_upper, np.minimum(s_hi, c.soft_upper), s_hi)
+        self._soft_box = (s_lo, s_hi)
+        lo[:], hi[:] = np.clip(s_lo, lo, hi), np.clip(s_hi, lo, hi)
+
+    def _jerk(self, h: float) -> None:
+        """
+        Let the acceleration change by at most jerk x the time since the last one.
+
+        The accelerations are taken at the last two commands, so that time is the last step's
+        duration. The acceleration is also capped so the velocity can level off at +-vmax with
+        that jerk (a^2 / 2j of velocity is still gained while it ramps down). Gives way to every
+        other limit (braking included).
+        """
+        prev, lo, hi, j, v = self._prev, self._lo, self._hi, self._jmax, self._velocity
+        self._pre_jerk = (lo.copy(), hi.copy())
+        span = 0.5 * (h + (self._last_h or h))
+        change = j * (self._last_h or h)
+        a_lo, a_hi = self._accel - change, self._accel + change
+        up = -j * span + np.sqrt((j * span) ** 2 + 2.0 * j * np.maximum(self._vmax - v, 0.0))
+        down = j * span - np.sqrt((j * span) ** 2 + 2.0 * j * np.maximum(self._vmax + v, 0.0))
+        a_hi = np.clip(up, a_lo, a_hi)
+        a_lo = np.clip(down, a_lo, a_hi)
+        base = prev + h * v
+        j_lo = np.clip(base + h * span * a_lo, lo, hi)
+        j_hi = np.clip(base + h * span * a_hi, lo, hi)
+        lo[:], hi[:] = j_lo, j_hi
+
+    def _rest(self, h: float) -> np.ndarray:
+        """
+        Return where a hold aims: the last command, or with a jerk limit, the next point of a stop.
+
+        With a jerk limit the deceleration follows |a| = sqrt(2 j |v|), which reaches zero
+        velocity and zero acceleration together instead of overshooting.
+        """
+        if self._jmax is None:
+            return self._prev
+        v = self._velocity
+        span = 0.5 * (h + (self._last_h or h))
+        slower = v - np.sign(v) * np.sqrt(2.0 * self._jmax * np.abs(v)) * span
+        return self._prev + h * np.where(slower * v > 0, slower, 0.0)
 
     def _advance(self, out: np.ndarray, h: float) -> None:
         """Make `out` the last executed command, reached in h seconds."""
         if h > 0:
-            self._velocity = (out - self._prev) / h
+            velocity = (out - self._prev) / h
+            if self._jmax is not None:
+                self._accel = (velocity - self._velocity) / (0.5 * (h + (self._last_h or h)))
+            self._velocity = velocity
             self._last_h = h
         self._prev = out.copy()
         self._set_box(self.contract.dt)
 
+    def _contain(self, out: np.ndarray) -> np.ndarray:
+        """Cut `out` back along the step to the workspace box (if any); count each joint cut."""
+        if self._workspace is None:
+            return out
+        contained, cut = self._workspace.cut(self._prev, out)
+        if cut:
+            self.counts['workspace'] += int(np.count_nonzero(contained != out))
+        return contained
+
     def step(self, action, elapsed: float | None = None) -> tuple[np.ndarray, tuple[Event, ...]]:
-        """Guard one requested action `elapsed` s after the last command (default: dt).
+        """
+        Guard one requested action `elapsed` s after the last command (default: dt).
 
         Returns (command to execute, interventions).
         """
         if self._prev is None:
-            raise RuntimeError('Guard.step called before reset(): seed it with the executed command')
+            raise RuntimeError('Guard.step called before reset(): seed it with the executed '
+                               'command')
         k = self.step_index
         self.step_index = k + 1
         h = self._period(elapsed)
@@ -293,7 +436,8 @@ class Guard:
         else:
             out = np.maximum(a, lo)
             np.minimum(out, hi, out=out)
-        # out - a is exactly zero everywhere iff a was feasible and finite (NaN/Inf leave a non-zero).
+        # out - a is exactly zero everywhere iff a was feasible and finite (NaN/Inf leave a
+        # non-zero).
         if self._simple_box and not np.count_nonzero(np.subtract(out, a, out=self._diff)):
             vs, c = self._vstep, self.contract   # no acceleration limit: velocity is not needed
             self._prev[:] = out
@@ -304,13 +448,24 @@ class Guard:
             bad = int(np.flatnonzero(~np.isfinite(a))[0])
             return self._reject(k, 'nonfinite', float(a[bad]), h, bad)
         events = self._events(k, a, out, h)
+        if self._workspace is not None:
+            events += self._workspace_events(k, a, out)
         if self.contract.mode == 'monitor_only':
             out = a.copy()
         self._advance(out, h)
         return out, events
 
+    def _workspace_events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
+        """Cut `out` (in place) to the workspace box; one 'workspace' event per joint cut."""
+        contained = self._contain(out)
+        events = tuple(Event(k, self.contract.joint_names[j], 'workspace', float(a[j]),
+                             float(contained[j]), abs(float(a[j]) - float(contained[j])))
+                       for j in np.flatnonzero(contained != out))
+        out[:] = contained
+        return events
+
     def feasible(self, action, elapsed: float | None = None) -> bool:
-        """Whether `action` would pass unchanged `elapsed` s after the last command (no step)."""
+        """Whether `action` would pass the joint limits unchanged `elapsed` s after the last."""
         h = self._period(elapsed)
         if h != self._box_h:
             self._set_box(h)
@@ -318,21 +473,29 @@ class Guard:
         return bool(np.all(a >= self._lo) and np.all(a <= self._hi))
 
     def hold(self, elapsed: float | None = None) -> np.ndarray:
-        """Hold the last executed command: brake within the acceleration box (if any) and move
-        back toward the bounds if outside them; no event (the caller reports why it holds)."""
+        """
+        Hold the last executed command.
+
+        Brakes within the acceleration box (if any) and moves back toward the bounds if outside
+        them; no event (the caller reports why it holds).
+        """
         if self._prev is None:
-            raise RuntimeError('Guard.hold called before reset(): seed it with the executed command')
+            raise RuntimeError('Guard.hold called before reset(): seed it with the executed '
+                               'command')
         self.step_index += 1
         h = self._period(elapsed)
         if h != self._box_h:
             self._set_box(h)
-        out = np.minimum(np.maximum(self._prev, self._lo), self._hi)
+        out = self._contain(np.minimum(np.maximum(self._rest(h), self._lo), self._hi))
         self._advance(out, h)
         return out
 
     def _uniform(self, a: np.ndarray) -> np.ndarray:
-        """Scale the whole step by one factor so the direction of motion is kept; a request
-        inside the feasible box passes unchanged (bit for bit)."""
+        """
+        Scale the whole step by one factor so the direction of motion is kept.
+
+        A request inside the feasible box passes unchanged (bit for bit).
+        """
         lo, hi = self._lo, self._hi
         if np.all(a >= lo) and np.all(a <= hi):
             return a.copy()
@@ -350,26 +513,37 @@ class Guard:
         return np.minimum(np.maximum(out, lo), hi)
 
     def _events(self, k: int, a: np.ndarray, out: np.ndarray, h: float) -> tuple[Event, ...]:
+        """Return one event per joint the limits changed, with the reason that changed it."""
         c = self.contract
-        reach = self._vmax * h
-        reach_lo, reach_hi = self._prev - reach, self._prev + reach
         events = []
         for j in np.flatnonzero(out != a):
-            if a[j] < c.lower[j] or a[j] > c.upper[j]:
-                reason = 'position'
-            elif a[j] < reach_lo[j] or a[j] > reach_hi[j] or c.velocity_scaling == 'uniform':
-                reason = 'velocity'
-            else:
-                reason = 'acceleration'
+            reason = self._reason(j, a[j], h)
             self.counts[reason] += 1
             events.append(Event(k, c.joint_names[j], reason, float(a[j]), float(out[j]),
                                 abs(float(a[j]) - float(out[j]))))
         return tuple(events)
 
+    def _reason(self, j: int, value: float, h: float) -> str:
+        """Name the first limit (by priority) that a requested joint value breaks."""
+        c = self.contract
+        soft = c.has_soft_limits
+        reach = self._vmax[j] * h
+        if value < c.lower[j] or value > c.upper[j]:
+            return 'position'
+        if soft and not c.soft_lower[j] <= value <= c.soft_upper[j]:
+            return 'soft_limit'
+        if abs(value - self._prev[j]) > reach or self._uniform_scaling:
+            return 'velocity'
+        if soft and not self._soft_box[0][j] <= value <= self._soft_box[1][j]:
+            return 'soft_limit'
+        if self._pre_jerk is not None and self._pre_jerk[0][j] <= value <= self._pre_jerk[1][j]:
+            return 'jerk'
+        return 'acceleration'
+
     def _reject(self, k: int, reason: str, requested: float, h: float, joint: int | None = None):
         """Hold (braking within the box); the rejected input is reported, never executed."""
         self.counts[reason] += 1
-        hold = np.minimum(np.maximum(self._prev, self._lo), self._hi)
+        hold = self._contain(np.minimum(np.maximum(self._rest(h), self._lo), self._hi))
         self._advance(hold, h)
         if joint is None:
             name, held = '*', float('nan')
@@ -378,7 +552,7 @@ class Guard:
         return hold, (Event(k, name, reason, requested, held, float('inf')),)
 
     def run(self, actions: Sequence) -> tuple[np.ndarray, list[Event]]:
-        """Guard a chunk (or a whole episode) sequentially; returns executed [T, D] and all events."""
+        """Guard a chunk (or a whole episode) in order; return executed [T, D] and all events."""
         executed = np.empty((len(actions), self.contract.dim))
         events: list[Event] = []
         for t, action in enumerate(actions):
@@ -388,7 +562,7 @@ class Guard:
 
 
 def speed_scale_value(scale) -> float:
-    """A valid speed scale: a number in (0, 1] (InputError otherwise)."""
+    """Return a valid speed scale: a number in (0, 1] (InputError otherwise)."""
     try:
         value = float(scale)
     except (TypeError, ValueError):
@@ -400,7 +574,8 @@ def speed_scale_value(scale) -> float:
 
 def audit(contract: Contract, seed, commands, times=None, window: float = 0.0,
           time_slack: float = 1e-4, tol: float = 1e-9) -> dict:
-    """Check an executed command stream [N, D] against the contract, starting from `seed`.
+    """
+    Check an executed command stream [N, D] against the contract, starting from `seed`.
 
     Counts commands with any joint outside [lower, upper] and consecutive commands (the first one
     against the seed) that moved a joint more than vmax*dt (with `times`: vmax * MAX_STEP_PERIODS
@@ -420,7 +595,8 @@ def audit(contract: Contract, seed, commands, times=None, window: float = 0.0,
     too_fast = (steps > most + tol).any(axis=1)
     report = {'commands': int(len(commands)), 'non_finite': int((~finite).sum()),
               'outside_bounds': int(outside.sum()), 'over_rate_limit': int(too_fast.sum()),
-              'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands) else 0.0}
+              'max_step_ratio': float((steps / contract.max_step()).max()) if len(commands)
+              else 0.0}
     if times is not None and len(commands) > 1:
         report.update(_audit_over_time(contract, commands, np.asarray(times, float), window,
                                        time_slack))
@@ -432,7 +608,8 @@ def _audit_over_time(contract: Contract, commands: np.ndarray, times: np.ndarray
     """Velocity and acceleration over elapsed time (see `audit`)."""
     if times.shape != (len(commands),) or np.any(np.diff(times) < 0):
         raise InputError('audit times must be one non-decreasing time per command')
-    later = np.searchsorted(times, times + max(window, 0.0), side='left' if window > 0 else 'right')
+    later = np.searchsorted(times, times + max(window, 0.0),
+                            side='left' if window > 0 else 'right')
     start = np.flatnonzero(later < len(times))
     end = later[start]
     span = (times[end] - times[start])[:, None] + slack

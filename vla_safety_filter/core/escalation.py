@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Graded escalation: a policy the filter keeps correcting is slowed, then held, then stopped.
+"""
+Graded escalation: a policy the filter keeps correcting is slowed, then held, then stopped.
 
 The pressure is the rate of interventions (events per second of the guard and the executive),
 smoothed exponentially with time constant `window`. Crossing `rates[0]` slows the arm (the
@@ -23,8 +24,8 @@ the pressure is still above the slow threshold (the cause persists).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 from .errors import InputError
 

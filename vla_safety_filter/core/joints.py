@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Map joint-name-ordered messages onto the contract's joint order (always by name, never by position)."""
+"""Map joint-name-ordered messages onto the contract's joint order (by name, never by position)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -23,7 +23,7 @@ from .errors import InputError
 
 
 class JointMap:
-    """Reorders values given with their joint names into a fixed target order; caches the last layout."""
+    """Reorder values given with their joint names into a fixed target order (caches layouts)."""
 
     def __init__(self, target: Sequence[str]):
         self.target = tuple(target)
