@@ -12,9 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Streaming action-health metrics, alarms and the per-episode summary (DESIGN §5).
+"""
+Streaming action-health metrics, alarms and the per-episode summary (DESIGN §5).
 
-Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband eps_j = deadband * velocity_scale_j * dt
+Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband
+eps_j = deadband * velocity_scale_j * dt
 (u = d / eps, so |u_j| >= 1 means "joint j moves"). Over a window of W steps:
   reversal_rate       flips / eligible pairs, pairs (t, j) with |u| >= 1 at t-1 and t; in [0, 1]
   jerk_rms            RMS over (t, j) of third difference / dt^3 / velocity_scale_j   (1/s^2)
@@ -24,7 +26,11 @@ Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband eps_j = deadband 
   stall_s             time since some joint last moved (alarm after profile.stall_s)
 Step scores (with a MotionCalibration): the increment and second difference per joint, scaled by
 calibration RMS, max over joints; a score past spike_margin * every calibration score alarms at
-once (`step_spike`); their conformal exceedances feed a second CUSUM (`motion_cusum`).
+once (`step_spike`); their conformal exceedances feed a second CUSUM (`motion_cusum`), fed
+every step when its threshold was measured on held-out episodes (autocorrelation-aware), else
+thinned with the i.i.d. design. Window score: nearest-neighbour distance of the recent
+(position, velocity) window to the demonstrations (`window_spike` past the margin); seam score:
+a new chunk's first point against the executed trajectory (`check_seam`, `seam_spike`).
 Alarms use jerk_norm = jerk_rms * dt^2 (dimensionless). A non-finite or wrong-length action is an
 alarm at once and becomes a gap: every contribution that would use it is zero and counted out,
 so no NaN reaches a sum. Metrics advance in blocks of profile.block_s (vectorized, alarm steps
@@ -37,18 +43,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .costs import ERROR, LEVEL_NAMES, OK, WARN, CostBudget, CostModel
+from .costs import CostBudget, CostModel, ERROR, LEVEL_NAMES, OK, WARN
 from .errors import InputError
 from .params import CalibrationData
-from .profiles import MonitorProfile, get_profile
-from .sequential import (BernoulliCusum, ConformalScorer, MotionCalibration, StepScorer,
-                         design_cusum)
+from .profiles import get_profile, MonitorProfile
+from .sequential import (BernoulliCusum, ConformalScorer, design_cusum, design_with_threshold,
+                         MotionCalibration, SeamScorer, StepScorer)
+from .windows import WindowScorer
 
 # columns of the per-step contribution table
 FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)
 METRIC_NAMES = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s')
 MAX_ALARMS_KEPT = 1000
-HUGE = 1e15  # an action whose |sum| reaches this is treated as non-finite (keeps every square finite)
+HUGE = 1e15  # an action whose |sum| reaches this counts as non-finite (keeps squares finite)
 
 
 class Alarm(NamedTuple):
@@ -123,7 +130,7 @@ def window_values(sums: np.ndarray, deadband: float, dt: float) -> dict:
 
 def spectral_low_ratio(actions: np.ndarray, velocity_scale: np.ndarray, dt: float,
                        cutoff_hz: float) -> float:
-    """Share of the mean-removed, per-joint-scaled velocity power below cutoff_hz (1 when still)."""
+    """Return the share of scaled, mean-removed velocity power below cutoff_hz (1 when still)."""
     finite = np.isfinite(actions).all(axis=1)
     valid = finite[1:] & finite[:-1]
     vel = np.where(valid[:, None], np.diff(np.where(finite[:, None], actions, 0.0), axis=0), 0.0)
@@ -139,7 +146,8 @@ def spectral_low_ratio(actions: np.ndarray, velocity_scale: np.ndarray, dt: floa
 
 
 class ActionMonitor:
-    """Streaming health monitor of one action stream: metrics, conformal CUSUM, alarms, cost budget.
+    """
+    Streaming health monitor of one action stream: metrics, conformal CUSUM, alarms, cost budget.
 
     Memory is bounded by the window; `update` is O(D) per step plus one vectorized block every
     profile.block_s and one FFT every profile.spectral_period_s.
@@ -178,8 +186,9 @@ class ActionMonitor:
         self.reset_episode()
 
     def _init_motion(self, motion: MotionCalibration | None) -> None:
-        """Step scorer, spike threshold and motion CUSUM; all disarmed without motion data."""
-        self.step_scorer = None
+        """Step, seam and window scorers and the motion CUSUM; all disarmed without motion data."""
+        self.step_scorer = self.seam_scorer = self.window_scorer = None
+        self.run_length = None
         if motion is None:
             return
         if motion.step_scale.shape != (self.dim,):
@@ -187,10 +196,23 @@ class ActionMonitor:
         p = self.profile
         self.step_scorer = StepScorer(motion, p.spike_margin)
         self.step_exceed = self.step_scorer.exceedance_threshold(self.alpha)
+        if motion.seam_scores is not None:
+            self.seam_scorer = SeamScorer(motion, p.spike_margin)
+        if motion.windows is not None and motion.windows.norm.shape == (3, self.dim):
+            self.window_scorer = WindowScorer(motion.windows, p.spike_margin)
+            self.window_exceed = self.window_scorer.exceedance_threshold(self.alpha)
+        self.motion_cusum = BernoulliCusum(self._motion_design(motion.cusum))
+
+    def _motion_design(self, measured):
+        """Every step at the measured threshold when it fits the profile, else thinned, i.i.d."""
+        p = self.profile
+        if (measured is not None and np.isclose(measured.rho, p.cusum_rho)
+                and np.isclose(measured.target_per_hour * p.cusum_arl0_hours, 1.0)):
+            self.run_length, self.motion_stride = measured, 1
+            return design_with_threshold(self.alpha, p.cusum_rho, measured.h)
         self.motion_stride = max(1, round(p.motion_stride_s / self.dt))
         samples_per_hour = 3600.0 / (self.motion_stride * self.dt)
-        self.motion_cusum = BernoulliCusum(design_cusum(self.alpha, p.cusum_rho,
-                                                        p.cusum_arl0_hours * samples_per_hour))
+        return design_cusum(self.alpha, p.cusum_rho, p.cusum_arl0_hours * samples_per_hour)
 
     # ---- per-step path -------------------------------------------------------------------
     def reset_episode(self) -> None:
@@ -198,11 +220,13 @@ class ActionMonitor:
         self.step_count = 0
         self._pending = 0
         self._context = np.full((3, self.dim), np.nan)
-        self._actions = np.full((self.spectral_window + 1, self.dim), np.nan)  # last actions, in order
+        # the last actions, in order
+        self._actions = np.full((self.spectral_window + 1, self.dim), np.nan)
         self._contrib = np.zeros((self.window, 6))
         self._stall = 0
         self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
-                                      'spectral', 'stall', 'step_spike'), False)
+                                      'spectral', 'stall', 'step_spike', 'window_spike'),
+                                     False)
         self._next_spectral = self.spectral_window - 1
         self._last_score = float('nan')
         self._values = None
@@ -211,6 +235,11 @@ class ActionMonitor:
             self.motion_cusum.reset()
         self._last_step_score = float('nan')
         self._step_stats = [0, 0, 0.0]  # scored steps, exceedances, largest score
+        self._window_stats = [0, 0, 0.0]
+        self._last_window_score = float('nan')
+        self._seam = [float('nan'), 0.0]  # last seam score, largest
+        span = self.window_scorer.span if self.window_scorer is not None else 0
+        self._window_context = np.full((span, self.dim), np.nan)
         self.budget.reset()
         self.alarms: list[Alarm] = []
         self.alarm_counts: dict[str, int] = {}
@@ -279,7 +308,7 @@ class ActionMonitor:
         self._refresh_level()
 
     def record_interventions(self, reasons) -> None:
-        """Charge the filter's interventions of one step (an iterable of reasons, e.g. 'position')."""
+        """Charge the filter's interventions of one step (iterable of reasons, e.g. 'position')."""
         for reason in set(reasons):
             self.budget.charge('intervention.' + reason)
         self._refresh_level()
@@ -342,23 +371,64 @@ class ActionMonitor:
             stats[0] += kept.size
             stats[1] += int(np.count_nonzero(kept > self.step_exceed))
             stats[2] = max(stats[2], float(kept.max()))
-        raised = self._spike_alarms(scores > self.step_scorer.spike_score, t0)
+        raised = self._spike_alarms(scores > self.step_scorer.spike_score, t0, 'step_spike')
         exceeded = scores > self.step_exceed
         for i in range((-t0) % self.motion_stride, rows.shape[0], self.motion_stride):
             if finite[i] and self.motion_cusum.update(bool(exceeded[i])):
                 raised += self._raise('motion_cusum', t0 + i)
-        return raised
+        return raised + self._window_block(rows, t0)
 
-    def _spike_alarms(self, spikes: np.ndarray, t0: int) -> tuple:
-        """One `step_spike` alarm per run of consecutive spiking steps (runs span blocks)."""
+    def _window_block(self, rows: np.ndarray, t0: int) -> tuple:
+        """Window scores of the block: a `window_spike` past the margin, statistics kept."""
+        if self.window_scorer is None:
+            return ()
+        x = np.concatenate([self._window_context, rows])
+        self._window_context = x[rows.shape[0]:]
+        scores = self.window_scorer.scores_of(x)
+        finite = scores == scores
+        if finite.any():
+            kept = scores[finite]
+            self._last_window_score = float(kept[-1])
+            stats = self._window_stats
+            stats[0] += kept.size
+            stats[1] += int(np.count_nonzero(kept > self.window_exceed))
+            stats[2] = max(stats[2], float(kept.max()))
+        return self._spike_alarms(scores > self.window_scorer.spike_score, t0, 'window_spike')
+
+    def _spike_alarms(self, spikes: np.ndarray, t0: int, kind: str) -> tuple:
+        """One alarm of `kind` per run of consecutive spiking steps (runs span blocks)."""
         hits = np.flatnonzero(spikes)
         raised = ()
-        previous = -1 if self._active['step_spike'] else -2
+        previous = -1 if self._active[kind] else -2
         for i in hits.tolist():
             if i != previous + 1:
-                raised += self._raise('step_spike', t0 + i)
+                raised += self._raise(kind, t0 + i)
             previous = i
-        self._active['step_spike'] = bool(hits.size) and bool(hits[-1] == spikes.size - 1)
+        self._active[kind] = bool(hits.size) and bool(hits[-1] == spikes.size - 1)
+        return raised
+
+    def check_seam(self, first_point, executed) -> tuple:
+        """
+        Score a new chunk's first point against the executed command; `seam_spike` past it.
+
+        Call when a chunk arrives, before `update` of its first point; returns the alarms raised
+        (the alarm's step is the step that first point will take). O(D); disarmed (no alarms)
+        without seam calibration or when either point is not finite or of the wrong length.
+        """
+        if self.seam_scorer is None:
+            return ()
+        first = np.asarray(first_point, dtype=np.float64)
+        last = np.asarray(executed, dtype=np.float64)
+        if first.shape != (self.dim,) or last.shape != (self.dim,):
+            return ()
+        score = self.seam_scorer.score(first, last)
+        if not np.isfinite(score):
+            return ()
+        self._seam = [score, max(self._seam[1], score)]
+        if score <= self.seam_scorer.spike_score:
+            return ()
+        raised = self._raise('seam_spike', self.step_count)
+        self._refresh_level()
         return raised
 
     def _metric_alarms(self, values: dict, runs: np.ndarray, t0: int) -> tuple:
@@ -407,13 +477,14 @@ class ActionMonitor:
         names = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s')
         table = np.stack([values[name][first_full:] for name in names])
         self._n_full += table.shape[1]
-        for name, total, peak in zip(names, table.sum(axis=1).tolist(), table.max(axis=1).tolist()):
+        totals, peaks = table.sum(axis=1).tolist(), table.max(axis=1).tolist()
+        for name, total, peak in zip(names, totals, peaks):
             self._sums[name] += total
             self._maxima[name] = max(self._maxima[name], peak)
 
     # ---- reporting -----------------------------------------------------------------------
     def window_metrics(self) -> dict:
-        """Current window metrics (flushes the pending block; computes the FFT metric now)."""
+        """Return the current window metrics (flushes the pending block; computes the FFT now)."""
         self._unreported.extend(self._flush())
         values = self._values or {}
         spectral = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
@@ -442,14 +513,28 @@ class ActionMonitor:
         """Diagnostic values of the step score (none when motion calibration is absent)."""
         if self.step_scorer is None:
             return {}
-        score = self._last_step_score
-        p_value = self.step_scorer.p_value(score) if np.isfinite(score) else float('nan')
-        return {'step_score': score, 'step_p_value': float(p_value),
-                'motion_cusum_statistic': self.motion_cusum.statistic,
-                'motion_cusum_threshold': self.motion_cusum.design.h}
+        values = {'step_score': self._last_step_score,
+                  'step_p_value': _p_value(self.step_scorer, self._last_step_score),
+                  'motion_cusum_statistic': self.motion_cusum.statistic,
+                  'motion_cusum_threshold': self.motion_cusum.design.h,
+                  'motion_cusum_stride_steps': self.motion_stride}
+        if self.run_length is not None:
+            rl = self.run_length
+            values.update({'motion_cusum_threshold_iid': rl.h_iid,
+                           'motion_cusum_target_per_hour': rl.target_per_hour,
+                           'motion_cusum_measured_per_hour': rl.measured_per_hour,
+                           'motion_cusum_measured_per_hour_iid': rl.measured_iid_per_hour,
+                           'motion_cusum_measured_hours': rl.hours})
+        if self.window_scorer is not None:
+            values['window_score'] = self._last_window_score
+            values['window_p_value'] = _p_value(self.window_scorer, self._last_window_score)
+        if self.seam_scorer is not None:
+            values['seam_score'] = self._seam[0]
+            values['seam_p_value'] = _p_value(self.seam_scorer, self._seam[0])
+        return values
 
     def status(self) -> tuple[int, str, list[tuple[str, str]]]:
-        """Diagnostic level (0 OK, 1 WARN, 2 ERROR), message and key/value strings for /diagnostics."""
+        """Return the level (0 OK, 1 WARN, 2 ERROR), message and key/values for /diagnostics."""
         metrics = self.window_metrics()
         level = self._level
         active = [k for k, on in self._active.items() if on]
@@ -494,7 +579,16 @@ class ActionMonitor:
             'step_exceedance_rate': (self._step_stats[1] / self._step_stats[0]
                                      if self._step_stats[0] else 0.0),
             'step_score_max': self._step_stats[2],
+            'window_exceedance_rate': (self._window_stats[1] / self._window_stats[0]
+                                       if self._window_stats[0] else 0.0),
+            'window_score_max': self._window_stats[2],
+            'seam_score_max': self._seam[1],
         }
+
+
+def _p_value(scorer: ConformalScorer, score: float) -> float:
+    """Return the conformal p-value of a score, NaN when the score is not finite."""
+    return float(scorer.p_value(score)) if np.isfinite(score) else float('nan')
 
 
 def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float,
@@ -517,7 +611,8 @@ def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float
         for t in range(t_len)])
     scorer = ConformalScorer(calibration)
     values['score'] = scorer.scores_of(actions)
-    values['p_value'] = np.where(np.isfinite(values['score']), scorer.p_value(values['score']), np.nan)
+    values['p_value'] = np.where(np.isfinite(values['score']), scorer.p_value(values['score']),
+                                 np.nan)
     return values
 
 
@@ -526,7 +621,8 @@ CLEAR_CUSUM_FRACTION = 0.5  # the stop clears only with the CUSUM at or below th
 
 
 class SafetyStop:
-    """When the monitor asserts the safety stop (/vla/safety_stop true) and when it withdraws it.
+    """
+    When the monitor asserts the safety stop (/vla/safety_stop true) and when it withdraws it.
 
     stop_on 'alarm': asserted again at every alarm onset. Its condition has *cleared* when, for
     `hold_off_steps` consecutive monitored steps, no alarm started and no alarm condition held
@@ -550,7 +646,11 @@ class SafetyStop:
         return bool(self.reason)
 
     def after_step(self, monitor: 'ActionMonitor', step: StepStatus) -> bool | None:
-        """True: publish an assertion now; False: publish the withdrawal now; None: no change."""
+        """
+        Decide what to publish after a step.
+
+        True: publish an assertion now; False: publish the withdrawal now; None: no change.
+        """
         if step.alarms or monitor.active_alarms():
             self._quiet = 0
         else:
@@ -574,7 +674,7 @@ class SafetyStop:
         return None
 
     def on_episode(self) -> bool | None:
-        """A new episode: a budget stop is withdrawn (False); an alarm stop needs quiet steps."""
+        """Handle a new episode: a budget stop is withdrawn (False); an alarm stop needs quiet."""
         if self.asserted and self.mode == 'budget':
             self.reason = ''
             return False
@@ -587,7 +687,7 @@ class SafetyStop:
 
 
 def check_stop_on(mode) -> str:
-    """The stop_on value if known, else InputError."""
+    """Return the stop_on value if known, else raise InputError."""
     if mode not in STOP_ON:
         raise InputError(f'stop_on must be one of {", ".join(STOP_ON)}, got {mode!r}')
     return mode
