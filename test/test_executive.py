@@ -12,14 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The filter's per-tick logic: plans, receding horizon, watchdog hold/stop, latch, resume, refusals."""
+"""The filter's per-tick logic: plans, receding horizon, watchdog, latch, resume, refusals."""
 import numpy as np
 import pytest
 
 from vla_safety_filter.core.contract import Contract
 from vla_safety_filter.core.errors import InputError
-from vla_safety_filter.core.executive import (HOLDING, IDLE, LATCHED, RUNNING, STOPPED,
-                                              Executive)
+from vla_safety_filter.core.executive import (Executive, HOLDING, IDLE, LATCHED, RUNNING,
+                                              STOPPED)
 from vla_safety_filter.core.joints import JointMap
 
 
@@ -172,9 +172,9 @@ def test_reset_is_refused_while_the_stop_is_asserted_or_without_a_fresh_position
                                          'fresh input')
 
 
-@pytest.mark.parametrize('kw', [dict(command_timeout=float('nan')), dict(command_timeout=0.0),
-                                dict(state_timeout=float('inf')), dict(state_timeout=-1.0),
-                                dict(command_timeout=3600.0)])
+@pytest.mark.parametrize('kw', [{'command_timeout': float('nan')}, {'command_timeout': 0.0},
+                                {'state_timeout': float('inf')}, {'state_timeout': -1.0},
+                                {'command_timeout': 3600.0}])
 def test_timeouts_must_be_finite_positive_and_bounded(kw):
     c = Contract(('a',), [-1.0], [1.0], [1.0], dt=0.01)
     with pytest.raises(InputError, match='timeout'):
@@ -282,9 +282,9 @@ def test_slowing_scales_the_operators_speed_scale():
     assert ex.escalation_level == 'slow' and ex.guard.speed_scale == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize('kw', [dict(rates=(3.0, 2.0, 5.0)), dict(rates=(1.0, 2.0)),
-                                dict(slow_scale=1.0), dict(cooldown=0.0),
-                                dict(window=float('nan'))])
+@pytest.mark.parametrize('kw', [{'rates': (3.0, 2.0, 5.0)}, {'rates': (1.0, 2.0)},
+                                {'slow_scale': 1.0}, {'cooldown': 0.0},
+                                {'window': float('nan')}])
 def test_escalation_settings_are_validated(kw):
     from vla_safety_filter.core.escalation import Escalation
     with pytest.raises(InputError, match='escalation'):

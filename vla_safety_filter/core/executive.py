@@ -12,14 +12,20 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""What the safety_filter node does each control tick: plan, guard, watchdog, latch, resume.
+"""
+What the safety_filter node does each control tick: plan, guard, watchdog, latch, resume.
 
 Time is passed in (seconds of one monotonic clock) so the logic is tested without ROS.
 - A chunk is a plan: points due at the chunk's stamp + time_from_start. A new chunk replaces the
   plan (receding horizon); each tick the target is the plan interpolated at that time, starting
   from the last executed command, so a point due in 5 s is approached at the planned speed, not
   chased at vmax. The command published at a tick is the plan one control period ahead: the
-  position the controller should reach by the next tick. A chunk older than `command_timeout` when it arrives is refused as stale.
+  position the controller should reach by the next tick. A chunk older than `command_timeout`
+  when it arrives is refused as stale.
+- Execute on arrival plus a deadline: a chunk whose first point is due by the next tick is
+  executed at once (`on_arrival`); the control timer only fills the gaps (`on_timer` skips a tick
+  when a command went out less than half a period ago), so an arriving action never waits for
+  the timer's phase and the command rate stays one per period.
 - The guard limits every step by the time elapsed since the last command (core.contract.Guard).
 - Watchdog: no fresh input for `command_timeout` after the plan's last point -> hold (braking
   within the acceleration box); past twice that -> stop publishing. After the end of an episode
@@ -33,25 +39,29 @@ Time is passed in (seconds of one monotonic clock) so the logic is tested withou
 - Optional following error: measured positions further than a per-joint tolerance from the
   commands for `following_error_ticks` ticks in a row latch a stop (collision, stall, a driver
   that is not tracking). Chunks are pre-checked: a first point further from the executed command
-  than vmax allows by its due time (`chunk_jump`) or a segment faster than vmax (`chunk_speed`) is reported.
+  than vmax allows by its due time (`chunk_jump`) or a segment faster than vmax (`chunk_speed`)
+  is reported.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from .contract import Contract, Event, Guard, speed_scale_value
 from .errors import InputError
-from .escalation import HOLD, NORMAL, SLOW, STOP, Escalation
+from .escalation import Escalation, HOLD, NORMAL, SLOW, STOP
 
 RUNNING, HOLDING, STOPPED, LATCHED, IDLE = 'running', 'holding', 'stopped', 'latched', 'idle'
 #: Fastest control rate the executive accepts (Hz): above it one tick's work cannot be promised.
 MAX_CONTROL_RATE_HZ = 2000.0
 #: Longest timeout accepted (s): a watchdog slower than this is no watchdog.
 MAX_TIMEOUT = 10.0
+#: The timer skips its tick when a command went out less than this many periods ago (an
+#: arrival executed it already): one command per period on average, none more than 1.5 apart.
+FILL_AFTER_PERIODS = 0.5
 
 
 class Tick(NamedTuple):
@@ -63,7 +73,7 @@ class Tick(NamedTuple):
 
 
 def _timeout(name: str, value) -> float:
-    """A timeout parameter: finite, > 0 and at most MAX_TIMEOUT seconds."""
+    """Return a timeout parameter checked finite, > 0 and at most MAX_TIMEOUT seconds."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -108,6 +118,7 @@ class Executive:
         self._stop_asserted = False
         self._clear_plan()
         self._last_command = None
+        self._arrival_command: float | None = None
         self._needs_seed = True
         self.waiting = ''
         self.state = STOPPED
@@ -119,23 +130,26 @@ class Executive:
 
     @property
     def stop_asserted(self) -> bool:
-        """True while the last stop request has not been released."""
+        """Tell whether the last stop request is still unreleased."""
         return self._stop_asserted
 
     @property
     def silence_explained(self) -> bool:
-        """Publishing nothing is expected: idle after an episode, or no input since (re)start."""
+        """Tell whether silence is expected: idle after an episode, or no input since (re)start."""
         return self.state == IDLE or (self.state == STOPPED and self._fresh_until == -np.inf)
 
     def set_speed_scale(self, scale: float) -> None:
-        """The operator's speed scale in (0, 1]; a slowing escalation scales it further."""
+        """Set the operator's speed scale in (0, 1]; a slowing escalation scales it further."""
         self.guard.set_speed_scale(scale)
         self._speed_scale = self.guard.speed_scale
         self._apply_escalation()
 
     def lower_speed_scale(self, scale: float) -> None:
-        """While running, the speed scale may only go down (raising it is a deliberate
-        reconfigure, never a live change)."""
+        """
+        Lower the speed scale (while configured it may only go down).
+
+        Raising it is a deliberate reconfigure, never a live change.
+        """
         if speed_scale_value(scale) > self._speed_scale:
             raise InputError('speed_scale may only be lowered while configured; cleanup and '
                              'configure to raise it')
@@ -143,7 +157,7 @@ class Executive:
 
     @property
     def speed_scale(self) -> float:
-        """The operator's speed scale (before any slowing escalation)."""
+        """Return the operator's speed scale (before any slowing escalation)."""
         return self._speed_scale
 
     @property
@@ -157,7 +171,7 @@ class Executive:
             self.guard.set_speed_scale(scale)
 
     def observe(self, positions, now: float) -> None:
-        """A measured joint position in contract order (e.g. from /joint_states)."""
+        """Take a measured joint position in contract order (e.g. from /joint_states)."""
         pos = np.array(positions, dtype=np.float64).reshape(-1)
         if pos.size != self.contract.dim or not np.all(np.isfinite(pos)):
             raise InputError(f'a measured position needs {self.contract.dim} finite values')
@@ -181,7 +195,8 @@ class Executive:
         self.state = STOPPED
 
     def on_chunk(self, targets, offsets, now: float, age: float = 0.0) -> tuple[Event, ...]:
-        """Make a chunk the plan: targets [K, D] due at (now - age) + offsets [K] (seconds).
+        """
+        Make a chunk the plan: targets [K, D] due at (now - age) + offsets [K] (seconds).
 
         `age` is how old the chunk's stamp is on arrival (0 for an unstamped chunk: it starts
         now). A malformed chunk (wrong shape, non-finite value, times not strictly increasing), a
@@ -199,8 +214,9 @@ class Executive:
             return (self.reject('shape', now),)
         if not np.all(np.isfinite(targets)):
             return (self.reject('nonfinite', now),)
-        if not np.all(np.isfinite(offsets)) or np.any(offsets < 0) or np.any(np.diff(offsets) <= 0) \
-                or not math.isfinite(age) or age < -self.command_timeout:
+        if not np.all(np.isfinite(offsets)) or np.any(offsets < 0) \
+                or np.any(np.diff(offsets) <= 0) or not math.isfinite(age) \
+                or age < -self.command_timeout:
             return (self.reject('bad_timing', now),)
         if age > self.command_timeout:
             return (self.reject('stale', now),)
@@ -209,13 +225,44 @@ class Executive:
         self._fresh_until = max(now, self._due[-1])
         self._hold_plan = False
         self._idle = False
+        self._arrived = True
         return self._precheck(now)
 
+    def on_arrival(self, now: float) -> Tick | None:
+        """
+        Execute a chunk just accepted by `on_chunk` at once if its first point is due.
+
+        Due means by the next tick; None: nothing to do now, the timer executes it. The guard
+        limits the step by the time since the last command, so a command right after a tick
+        moves no further than the time between them allows.
+        """
+        arrived, self._arrived = self._arrived, False
+        if not arrived or self._due[0] > now + self.contract.dt:
+            return None
+        tick = self.tick(now)
+        if tick.command is not None:
+            self._arrival_command = now
+        return tick
+
+    def on_timer(self, now: float) -> Tick | None:
+        """
+        Run the control timer's tick, unless an arrival just did (the timer fills the gaps).
+
+        None when an arrival executed less than FILL_AFTER_PERIODS control periods ago.
+        """
+        if self._arrival_command is not None and self._arrival_command == self._last_command \
+                and now - self._arrival_command < FILL_AFTER_PERIODS * self.contract.dt:
+            return None
+        return self.tick(now)
+
     def _precheck(self, now: float) -> tuple[Event, ...]:
-        """Report (never refuse: the guard limits every step) a chunk whose first point is
-        further from the executed trajectory than vmax allows by its due time (a seam jump), or
-        whose segments ask for more than vmax. Against the last executed command, not the
-        measured position, which lags it by the controller's tracking."""
+        """
+        Report (never refuse: the guard limits every step) seam jumps and too fast segments.
+
+        A seam jump is a first point further from the executed trajectory than vmax allows by
+        its due time; a fast segment asks for more than vmax. Against the last executed command,
+        not the measured position, which lags it by the controller's tracking.
+        """
         vmax, dt = self.contract.max_velocity, self.contract.dt
         start = self.guard.prev
         events = []
@@ -238,26 +285,30 @@ class Executive:
         counts[reason] = counts.get(reason, 0) + 1
         self._hold_plan = True
         self._refused += 1
+        self._arrived = False
         return Event(self.guard.step_index, '*', reason, float('nan'), float('nan'), float('inf'))
 
     def end_episode(self) -> None:
-        """The policy finished its episode: hold quietly (idle) until the next input."""
+        """End the policy's episode: hold quietly (idle) until the next input."""
         self._idle = True
 
     def set_stop(self, asserted: bool, reason: str = '') -> None:
-        """A stop request (True latches) or its release (False allows a reset)."""
+        """Assert a stop (True latches) or release it (False allows a reset)."""
         self._stop_asserted = bool(asserted)
         if asserted and self._latched is None:
             self._latched = reason or 'safety stop'
 
     def latch(self, reason: str) -> None:
-        """Stop until reset_latch(); the controller keeps (holds) the last command it received."""
+        """Stop until `reset_latch`; the controller keeps (holds) the last command it received."""
         if self._latched is None:
             self._latched = reason or 'safety stop'
 
     def reset_latch(self, now: float) -> tuple[bool, str]:
-        """Clear a latched stop; refused while the stop is asserted or without a fresh measured
-        position. Input must be fresh again before commands flow, and they start from it."""
+        """
+        Clear a latched stop, unless the stop is asserted or no fresh measured position exists.
+
+        Input must be fresh again before commands flow, and they start from it.
+        """
         if self._latched is None:
             return True, 'no latched stop'
         if self._stop_asserted:
@@ -275,9 +326,12 @@ class Executive:
         return True, 'latched stop cleared; resumes from /joint_states on fresh input'
 
     def brake_path(self, max_time: float = 2.0) -> np.ndarray:
-        """A controlled stop: the holds, one per control period, that bring a moving arm to rest
-        within the acceleration limits (at most `max_time`), then silence. Empty when nothing
-        is being commanded or no acceleration limit makes an instant hold unsafe."""
+        """
+        Plan a controlled stop: holds, one per period, bringing a moving arm to rest.
+
+        Within the acceleration limits (at most `max_time`), then silence. Empty when nothing
+        is being commanded or no acceleration limit makes an instant hold unsafe.
+        """
         commanding = self.state in (RUNNING, HOLDING, IDLE) and not self._needs_seed
         path = []
         if commanding and self.contract.limits_acceleration:
@@ -354,8 +408,11 @@ class Executive:
                      self.escalation.pressure)
 
     def _following(self, command: np.ndarray, now: float) -> Event | None:
-        """A measured position lagging the commands beyond the tolerance for
-        `following_error_ticks` ticks in a row (collision, stall, a driver not tracking)."""
+        """
+        Return an event when the arm lags the commands beyond the tolerance.
+
+        For `following_error_ticks` ticks in a row (collision, stall, a driver not tracking).
+        """
         measured = None if self.following_error is None else self._fresh_measurement(now)
         if measured is None:
             return None
@@ -392,8 +449,12 @@ class Executive:
         return True
 
     def _target(self, now: float) -> np.ndarray:
-        """The plan at `now`: linear from the start (last executed command when the chunk came)
-        through the points still ahead; the last point once it is due."""
+        """
+        Return the plan at `now`, linear through the points still ahead.
+
+        From the start (the last executed command when the chunk came); the last point once it
+        is due.
+        """
         due, goals = self._due, self._goals
         if now >= due[-1]:
             return goals[-1]
@@ -414,3 +475,4 @@ class Executive:
         self._fresh_until = -np.inf
         self._hold_plan = False
         self._idle = False
+        self._arrived = False
