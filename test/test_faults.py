@@ -12,20 +12,20 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Fault injection: each family does what it says, and the monitor catches them on real PushT demos."""
+"""Fault injection: each family does what it says; the monitor catches them on real PushT demos."""
 import os
 
+from data_paths import DATA
 import numpy as np
 import pytest
-
 from vla_safety_filter.core.calibration import calibrate
+from vla_safety_filter.core.costs import CostModel
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.evaluation import EvalSettings, run_episode
-from vla_safety_filter.core.faults import FAULT_FAMILIES, action_range, inject, parse_families
-from vla_safety_filter.core.costs import CostModel
+from vla_safety_filter.core.faults import (action_range, EVALUATE_FAMILIES, FAULT_FAMILIES, inject,
+                                           parse_families, UNNORMALIZED)
 from vla_safety_filter.core.profiles import get_profile
 
-from data_paths import DATA  # noqa: E402
 DT = 0.1
 SPAN = np.array([2.0, 4.0])
 CENTRE = np.array([1.0, -1.0])
@@ -36,7 +36,7 @@ def smooth(t_len=60):
     return np.stack([np.sin(t), np.cos(0.5 * t)], axis=1)
 
 
-@pytest.mark.parametrize('family', FAULT_FAMILIES)
+@pytest.mark.parametrize('family', EVALUATE_FAMILIES)
 def test_every_family_leaves_the_past_alone_and_changes_the_future(family):
     actions = smooth()
     faulty, fault = inject(actions, family, 20, seed=1, action_range=SPAN, centre=CENTRE, dt=DT)
@@ -65,6 +65,9 @@ def test_family_shapes_by_hand():
     np.testing.assert_allclose(np.abs(drift[30] - actions[30]), 0.1 * SPAN * 20 * DT)
     noise, _ = inject(actions, 'noise', 10, 0, SPAN, CENTRE, DT, duration=1.0)
     assert np.count_nonzero((noise != actions).any(axis=1)) == 10
+    raw, _ = inject(actions, UNNORMALIZED, 10, 0, SPAN, CENTRE, DT)
+    # quantile normalization with q01, q99 = centre -+ range / 2: q99 -> 1, q01 -> -1
+    np.testing.assert_allclose(raw[10:] * SPAN / 2 + CENTRE, actions[10:])
 
 
 def test_oscillation_has_the_requested_frequency():
@@ -84,7 +87,7 @@ def test_bad_fault_requests():
         inject(smooth(), 'spike', 5, 0, SPAN, CENTRE, DT, frequency=3.0)
     with pytest.raises(InputError, match='unknown fault family'):
         parse_families('spike,gremlin')
-    assert parse_families('all') == list(FAULT_FAMILIES)
+    assert parse_families('all') == [*FAULT_FAMILIES, UNNORMALIZED]
 
 
 @pytest.fixture(scope='module')

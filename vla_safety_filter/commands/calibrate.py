@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                         'probability >= 1 - alpha (default 0.05)')
     p.add_argument('--coverage', choices=('episode', 'frame'), default='episode',
                    help='episode (default): whole new episodes stay inside with probability '
-                        '>= 1 - alpha; frame: >= 1 - alpha of a new episode\'s frames on '
+                        ">= 1 - alpha; frame: >= 1 - alpha of a new episode's frames on "
                         'average (narrower bounds, clips some expert frames)')
     p.add_argument('--holdout', type=float, default=0.2,
                    help='share of episodes held out to measure coverage (default 0.2)')
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument('--hardware-limits', metavar='FILE',
                    help='URDF or ros2_control joint_limits YAML; bounds never exceed these')
     p.add_argument('--joint-names', metavar='NAMES',
-                   help='rename the contract\'s joints to the names /joint_states carries: '
+                   help="rename the contract's joints to the names /joint_states carries: "
                         'either every name in order (a,b,c) or old=new pairs '
                         '(shoulder_pan.pos=shoulder_pan,...); hardware limits are looked up by '
                         'the new names')
@@ -74,7 +74,7 @@ def _read(inputs: list[str], fps: float | None):
 
 
 def rename_joints(names, spec: str | None) -> tuple[str, ...]:
-    """The joint names after `--joint-names`: a full ordered list, or old=new pairs."""
+    """Return the joint names after `--joint-names`: a full ordered list, or old=new pairs."""
     names = tuple(names)
     if spec is None:
         return names
@@ -191,6 +191,14 @@ def _summary(args, report: dict, cal_path: str) -> None:
         console.print(f'hardware: {line}', markup=False)
     for line in report['repairs'] + report['notes']:
         console.print(f'note: {line}', markup=False)
+    cusum = (report.get('motion') or {}).get('cusum')
+    if cusum:
+        console.print(f'motion CUSUM (fed every step): h {cusum["h"]:.3g} from in-control run '
+                      f'lengths of {cusum["n_episodes"]} calibration episodes, out of fold '
+                      f'({cusum["hours"] * 60:.1f} min): {cusum["measured_per_hour"]:.3g} '
+                      f'false alarms/h there; the i.i.d. design h {cusum["h_iid"]:.3g} '
+                      f'(promises {cusum["iid_design_per_hour"]:g}/h) gave '
+                      f'{cusum["measured_iid_per_hour"]:.3g}/h', highlight=False)
     for line in report['warnings']:
         console.print(f'[bold yellow]warning:[/] {line}', highlight=False)
     written = [args.output, cal_path] + [p for p in (args.report, args.plot) if p]

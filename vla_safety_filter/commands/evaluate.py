@@ -12,19 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety evaluate`: stream recorded episodes through the action monitor and report its alarms."""
+"""`vla-safety evaluate`: stream recorded episodes through the action monitor, report alarms."""
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import math
 import os
-from dataclasses import replace
 
 from ..core.errors import InputError
 
 
 def register(subparsers) -> None:
-    from ..core.faults import FAULT_FAMILIES
+    from ..core.faults import EVALUATE_FAMILIES
     from ..core.profiles import DEFAULT_PROFILE, profile_names
 
     p = subparsers.add_parser(
@@ -37,26 +37,32 @@ def register(subparsers) -> None:
     p.add_argument('inputs', nargs='+', metavar='INPUT', help='episode source(s) (.npz, .csv, '
                    'LeRobot dataset directory); evaluate episodes the calibration did not use')
     p.add_argument('--calibration', required=True, metavar='CAL',
-                   help='parameter YAML written by `vla-safety calibrate` (names its calibration file)')
+                   help='parameter YAML written by `vla-safety calibrate` (names its '
+                        'calibration file)')
     p.add_argument('--profile', default=DEFAULT_PROFILE,
                    help=f'monitor preset per policy family: {", ".join(profile_names())} '
                         f'(default {DEFAULT_PROFILE})')
     p.add_argument('--holdout-from', metavar='CAL_REPORT.json',
                    help='evaluate only the episodes this calibration report lists as held out')
     p.add_argument('--no-motion', action='store_true',
-                   help='disarm the step scores (step_spike, motion_cusum); by default they are '
-                        'calibrated on the input episodes that --holdout-from does not hold out')
-    p.add_argument('--labels', metavar='SUCCESS.json', help='episode success labels: a JSON object '
+                   help='disarm the motion scores (step_spike, motion_cusum, window_spike); by '
+                        'default they are calibrated on the input episodes that --holdout-from '
+                        'does not hold out, else taken from the calibration file if it has them')
+    p.add_argument('--labels', metavar='SUCCESS.json',
+                   help='episode success labels: a JSON object '
                    '{"<episode>": true/false} or a list indexed by episode (-1/null = unknown)')
     p.add_argument('--inject', metavar='FAMILY', help=f'inject faults: one or more of '
-                   f'{",".join(FAULT_FAMILIES)} (comma-separated) or all')
+                   f'{",".join(EVALUATE_FAMILIES)} (comma-separated) or all')
     p.add_argument('--at', type=int, metavar='STEP',
                    help='fault onset step (default: random after one window, per injection)')
-    p.add_argument('--seed', type=int, default=0, help='seed of fault onsets and signs (default 0)')
-    p.add_argument('--repeats', type=int, default=1, help='injections per episode and family (default 1)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of fault onsets and signs (default 0)')
+    p.add_argument('--repeats', type=int, default=1,
+                   help='injections per episode and family (default 1)')
     p.add_argument('--budget', type=float, help='episode cost budget (default 10)')
     p.add_argument('--fps', type=float, help='episode rate in Hz if the input does not carry it')
-    p.add_argument('--report', required=True, metavar='REPORT.json', help='write the JSON report here')
+    p.add_argument('--report', required=True, metavar='REPORT.json',
+                   help='write the JSON report here')
     p.set_defaults(func=run)
 
 
@@ -82,7 +88,8 @@ def parse_labels(path: str) -> dict[int, bool]:
         if value is None or value == -1:
             continue
         if value not in (True, False, 0, 1):
-            raise InputError(f'{path}: label of episode {index} must be true/false/0/1/-1, got {value!r}')
+            raise InputError(f'{path}: label of episode {index} must be true/false/0/1/-1, '
+                             f'got {value!r}')
         labels[index] = bool(value)
     return labels
 
@@ -95,7 +102,8 @@ def holdout_episodes(path: str) -> set[int]:
     except FileNotFoundError:
         raise InputError(f'{path}: calibration report not found') from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f'{path}: not a calibration report with holdout_episodes ({exc})') from None
+        raise InputError(f'{path}: not a calibration report with holdout_episodes '
+                         f'({exc})') from None
 
 
 def _settings(args, fps: float | None):
@@ -139,9 +147,15 @@ def run(args) -> int:
         if not episodes:
             raise InputError(f'{args.holdout_from}: none of its held-out episodes is in the input')
         if seen and not args.no_motion:
+            profile = settings.profile
             settings = replace(settings, motion=MotionCalibration.from_episodes(
-                seen, settings.calibration.sigma))
+                seen, settings.calibration.sigma, dt=settings.dt,
+                alpha=settings.calibration.alpha, rho=profile.cusum_rho,
+                target_per_hour=1.0 / profile.cusum_arl0_hours, seed=args.seed))
             motion_episodes = len(seen)
+    elif settings.calibration.motion is not None and not args.no_motion:
+        settings = replace(settings, motion=settings.calibration.motion)
+        motion_episodes = None
     report = evaluate(settings, episodes, labels=labels, families=families, at=args.at,
                       seed=args.seed, repeats=args.repeats)
     report['inputs'] = list(args.inputs)
@@ -154,20 +168,24 @@ def run(args) -> int:
     return 0
 
 
-def _motion_summary(motion, n_episodes: int, alpha: float) -> dict | None:
-    """What the step scores were calibrated on (None when disarmed); a warning when K is small.
+def _motion_summary(motion, n_episodes: int | None, alpha: float) -> dict | None:
+    """
+    Report what the motion scores were calibrated on (None when disarmed), warnings when weak.
 
     A new exchangeable episode beats every one of K episodes' largest step score with
     probability 1/(K+1) (before the spike margin), so few episodes make a weak spike threshold.
+    `n_episodes` None: the calibration file's own motion calibration.
     """
+    from ..core.calibration import motion_report
+
     if motion is None:
         return None
-    summary = {'n_episodes': n_episodes, 'n_step_scores': int(motion.scores.size),
-               'max_step_score': float(motion.scores[-1])}
-    needed = math.ceil((1.0 - alpha) / alpha - 1e-9)
-    if n_episodes < needed:
-        summary['warning'] = (f'step scores rest on {n_episodes} episode(s), fewer than {needed}: '
-                              f'expect step_spike false alarms on episodes unlike them')
+    summary = motion_report(motion, n_episodes or 0, alpha)
+    summary['n_episodes'] = n_episodes
+    if n_episodes is None:
+        summary['warnings'] = [w for w in summary['warnings'] if 'rest on' not in w]
+    if summary['warnings']:
+        summary['warning'] = '; '.join(summary['warnings'])
     return summary
 
 
@@ -180,7 +198,8 @@ def _print_summary(report: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f'action monitor ({report["profile"]} profile) on {len(report["episodes"])} '
+    table = Table(title=f'action monitor ({report["profile"]} profile) on '
+                        f'{len(report["episodes"])} '
                         f'episode(s)')
     for column in ('episode', 'steps', 'first alarm', 'alarms', 'reversal', 'jerk_rms',
                    'coherence', 'cost', 'level'):
@@ -192,12 +211,22 @@ def _print_summary(report: dict) -> None:
                       _fmt(m['reversal_rate']), _fmt(m['jerk_rms']), _fmt(m['momentum_coherence']),
                       _fmt(ep['cost']), ep['level'])
     console.print(table)
-    by_kind = ', '.join(f'{k} {n}' for k, n in sorted(report['false_alarms_by_kind'].items())) or 'none'
-    console.print(f'false alarms: {report["false_alarms"]} in {report["in_control_hours"] * 60:.1f} min '
-                  f'of clean motion = {_fmt(report["false_alarms_per_hour"])} per hour ({by_kind})')
+    by_kind = ', '.join(f'{k} {n}' for k, n in sorted(report['false_alarms_by_kind'].items()))
+    console.print(f'false alarms: {report["false_alarms"]} in '
+                  f'{report["in_control_hours"] * 60:.1f} min of clean motion = '
+                  f'{_fmt(report["false_alarms_per_hour"])} per hour ({by_kind or "none"})')
     budget = report['cost_budget']
     console.print(f'cost: mean {_fmt(budget["mean_cost"])}, max {_fmt(budget["max_cost"])}, '
-                  f'{budget["share_over_budget"]:.0%} of episodes over budget {budget["budget"]:g}')
+                  f'{budget["share_over_budget"]:.0%} of episodes over budget '
+                  f'{budget["budget"]:g}')
+    cusum = (report.get('motion_calibration') or {}).get('cusum')
+    if cusum:
+        console.print(f'motion CUSUM fed every step: h {cusum["h"]:.3g} from run lengths on '
+                      f'{cusum["n_episodes"]} held-out calibration episodes '
+                      f'({cusum["hours"] * 60:.1f} min): {_fmt(cusum["measured_per_hour"])} '
+                      f'false alarms/h there; the i.i.d. design h {cusum["h_iid"]:.3g} '
+                      f'(designed {cusum["iid_design_per_hour"]:g}/h) gave '
+                      f'{_fmt(cusum["measured_iid_per_hour"])}/h')
     warning = (report.get('motion_calibration') or {}).get('warning')
     if warning:
         console.print(f'[yellow]warning:[/yellow] {warning}')
@@ -213,4 +242,5 @@ def _print_summary(report: dict) -> None:
     if 'labels' in report and 'auroc' in report['labels']:
         lab = report['labels']
         scores = ', '.join(f'{k} {_fmt(v, 2)}' for k, v in lab['auroc'].items() if v is not None)
-        console.print(f'AUROC for failure ({lab["n_failed"]} failed of {lab["n_labelled"]}): {scores}')
+        console.print(f'AUROC for failure ({lab["n_failed"]} failed of {lab["n_labelled"]}): '
+                      f'{scores}')

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Episode-level split-conformal calibration of the action contract (DESIGN §4).
+"""
+Episode-level split-conformal calibration of the action contract (DESIGN §4).
 
 Episodes (never frames) are split into a calibration part and a held-out part; the calibration
 episodes are split again into a fit half (mu, sigma) and a score half, so the conformal scores are
@@ -28,8 +29,8 @@ claimed. The held-out episodes measure the coverage actually reached.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 import numpy as np
 from scipy import stats
@@ -38,6 +39,7 @@ from .contract import Contract
 from .errors import InputError
 from .limits import HardwareLimits
 from .params import CalibrationData
+from .profiles import DEFAULT_PROFILE, PROFILES
 from .sequential import MotionCalibration
 
 SCORE_CHUNK_ROWS = 1 << 16
@@ -79,7 +81,8 @@ def min_episodes(alpha: float) -> int:
 
 
 def episode_quantile(groups: list[np.ndarray], alpha: float, coverage: str) -> Quantile:
-    """Conformal quantile of per-episode score arrays, each episode weighted 1/K.
+    """
+    Conformal quantile of per-episode score arrays, each episode weighted 1/K.
 
     'episode': the rank-th smallest of the K episode maxima. 'frame': the smallest score whose
     weighted CDF (frame i of episode k weighs 1/(K n_k)) reaches rank/K. rank > K: the largest
@@ -107,7 +110,8 @@ def _floor(scale: np.ndarray) -> np.ndarray:
 
 
 def _split(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded permutation of episode positions -> (fit, score, held-out), each sorted.
+    """
+    Seeded permutation of episode positions -> (fit, score, held-out), each sorted.
 
     The calibration episodes (all but the held-out share) are halved into fit and score parts.
     """
@@ -180,7 +184,8 @@ def _position_scores(frames: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> n
 
 
 def episode_velocity(actions: np.ndarray, dt: float, stamps: np.ndarray | None) -> np.ndarray:
-    """Within-episode velocities [m, D]: differences over the actual time step.
+    """
+    Within-episode velocities [m, D]: differences over the actual time step.
 
     With timestamps, a step that is not a single frame (dropped frames, a pause) is skipped: its
     difference spans an unknown motion and must not widen or narrow max_velocity.
@@ -219,7 +224,7 @@ def _velocity_limits(velocities: list[np.ndarray], alpha: float, coverage: str):
 
 
 def _claim_warnings(name: str, quantile: Quantile, alpha: float) -> list[str]:
-    """The warning for a quantile with too few episodes to carry the conformal guarantee."""
+    """Return the warning for a quantile with too few episodes to carry the conformal guarantee."""
     if quantile.claimed:
         return []
     return [f'{name}: only {quantile.n_episodes} episodes; the conformal guarantee at level '
@@ -230,7 +235,8 @@ def _claim_warnings(name: str, quantile: Quantile, alpha: float) -> list[str]:
 def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float = 0.05,
               holdout: float = 0.2, seed: int = 0, hardware: HardwareLimits | None = None,
               coverage: str = 'episode', timestamps=None) -> CalibrationResult:
-    """Calibrate the contract from episodes [T, D] at control period dt (see the module docstring).
+    """
+    Calibrate the contract from episodes [T, D] at control period dt (see the module docstring).
 
     `timestamps`: optional per-episode arrays [T] in seconds (None entries allowed); velocities
     are then taken over the actual time steps and gaps of more than one frame are skipped.
@@ -296,8 +302,7 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
 
     contract = Contract(joint_names=names, lower=lower, upper=upper, max_velocity=max_velocity,
                         dt=dt, **limits)
-    motion = MotionCalibration.from_episodes([arrays[i] for i in cal_idx], sigma) \
-        if any(arrays[i].shape[0] >= 3 for i in cal_idx) else None
+    motion = _motion_calibration([arrays[i] for i in cal_idx], sigma, dt, alpha, seed)
     data = CalibrationData(joint_names=names, mu=mu, sigma=sigma, scores=scores,
                            velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt),
                            motion=motion)
@@ -338,12 +343,14 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
         'upper': [float(v) for v in upper],
         'max_velocity': [float(v) for v in max_velocity],
         'hardware': hardware_report,
+        'motion': motion_report(motion, cal_idx.size, alpha),
         'repairs': repairs,
         'notes': notes,
     }
     report['warnings'] = (_claim_warnings('position', position, alpha)
                           + _claim_warnings('velocity', velocity_q, alpha / dim)
                           + report['warnings'])
+    report['warnings'] += (report['motion'] or {}).get('warnings', [])
     if loose:
         report['warnings'].append(
             f'bounds of {", ".join(loose)} are more than {WIDE_BOUNDS_RATIO:g}x wider than the '
@@ -351,6 +358,47 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
             f'tasks or setups?), so the contract is loose; add demonstrations of the same task or '
             f'--hardware-limits')
     return CalibrationResult(contract, data, report)
+
+
+def _motion_calibration(episodes: list[np.ndarray], sigma: np.ndarray, dt: float, alpha: float,
+                        seed: int) -> MotionCalibration | None:
+    """Step, seam and window scores and the motion CUSUM's measured threshold (default profile)."""
+    if not any(e.shape[0] >= 3 for e in episodes):
+        return None
+    profile = PROFILES[DEFAULT_PROFILE]
+    return MotionCalibration.from_episodes(episodes, sigma, dt=dt, alpha=alpha,
+                                           rho=profile.cusum_rho,
+                                           target_per_hour=1.0 / profile.cusum_arl0_hours,
+                                           seed=seed)
+
+
+def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: float) -> dict | None:
+    """
+    Summarize the motion calibration for the reports: counts, the CUSUM's measured threshold.
+
+    `cusum` holds the threshold measured on held-out episodes beside the i.i.d. design (`h_iid`)
+    and the false alarms per hour each gives on those episodes (`measured_per_hour`,
+    `measured_iid_per_hour`) against the design value (`iid_design_per_hour`).
+    """
+    if motion is None:
+        return None
+    report = {'n_episodes': int(n_episodes), 'n_step_scores': int(motion.scores.size),
+              'max_step_score': float(motion.scores[-1]),
+              'n_seam_scores': 0 if motion.seam_scores is None else int(motion.seam_scores.size),
+              'n_window_points': (0 if motion.windows is None
+                                  else int(motion.windows.points.shape[0])),
+              'window_span_steps': None if motion.windows is None else motion.windows.span,
+              'cusum': None if motion.cusum is None else motion.cusum.to_dict(), 'warnings': []}
+    needed = min_episodes(alpha)
+    if n_episodes < needed:
+        report['warnings'].append(
+            f'motion scores rest on {n_episodes} episode(s), fewer than {needed}: expect '
+            f'step_spike and window_spike false alarms on episodes unlike them')
+    if motion.cusum is None:
+        report['warnings'].append(
+            'motion CUSUM: too few episodes to measure in-control run lengths; it keeps the '
+            'i.i.d. design, thinned to one sample per motion_stride_s')
+    return report
 
 
 def _intersect(names, lower, upper, max_velocity, hw: HardwareLimits):
@@ -376,7 +424,8 @@ def _intersect(names, lower, upper, max_velocity, hw: HardwareLimits):
 
 def _holdout_coverage(hold_eps: list[np.ndarray], hold_velocities: list[np.ndarray],
                       contract: Contract, alpha: float, whole_episode: bool) -> dict:
-    """Held-out coverage: share of frames (steps) inside, and of episodes entirely inside.
+    """
+    Held-out coverage: share of frames (steps) inside, and of episodes entirely inside.
 
     `*_coverage_slack` is the one-sided 99 % sampling margin of the per-episode coverage mean,
     t_{0.99, k-1} * sd / sqrt(k) over the k held-out episodes (0 when k < 2): coverage below

@@ -12,10 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Fault injection into real action episodes, to measure what the monitor detects and how fast.
+"""
+Fault injection into real action episodes, to measure what the monitor detects and how fast.
 
 Magnitudes are relative to each joint's action range, taken as 4 sigma of the calibration data
-(a Gaussian's q01..q99 width is 4.65 sigma), so one setting means the same on every robot. Families:
+(a Gaussian's q01..q99 width is 4.65 sigma), so one setting means the same on every robot.
+Families:
   spike        one step jumps by `amplitude` * range on one random joint
   drift        a ramp of `rate` * range per second on every joint (random sign) from the fault step
   oscillation  a sine of `frequency` Hz and `amplitude` * range added to every joint
@@ -25,6 +27,9 @@ Magnitudes are relative to each joint's action range, taken as 4 sigma of the ca
   scale        a' = mu + factor * (a - mu)  (a wrong unnormalizer range)
   offset       a' = a + amplitude * range, random sign per joint (a wrong unnormalizer centre)
   nan          `duration_steps` steps of NaN on every joint
+  unnormalized the policy's normalized output reaches the robot: a' = (a - centre) / (range / 2),
+               i.e. the quantile normalization [q01, q99] -> [-1, 1] with q01, q99 = mu -+ 2 sigma
+               (evaluate only: EVALUATE_FAMILIES; drills replay the real normalized outputs)
 """
 from __future__ import annotations
 
@@ -46,6 +51,10 @@ DEFAULTS = {
     'nan': {'duration_steps': 3},
 }
 FAULT_FAMILIES = tuple(DEFAULTS)
+#: the policy's normalized output reaches the robot, unnormalizer skipped
+UNNORMALIZED = 'unnormalized'
+#: what `vla-safety evaluate --inject all` injects
+EVALUATE_FAMILIES = (*FAULT_FAMILIES, UNNORMALIZED)
 RANGE_IN_SIGMAS = 4.0
 
 
@@ -64,31 +73,34 @@ class Fault:
     params: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {'family': self.family, 'at': self.at, 'seed': self.seed, 'params': dict(self.params)}
+        return {'family': self.family, 'at': self.at, 'seed': self.seed,
+                'params': dict(self.params)}
 
 
 def parse_families(text: str) -> list[str]:
-    """'all' or a comma-separated list of family names."""
-    names = list(FAULT_FAMILIES) if text.strip() == 'all' else [n.strip() for n in text.split(',')]
-    bad = [n for n in names if n not in DEFAULTS]
+    """Parse 'all' or a comma-separated list of family names (EVALUATE_FAMILIES)."""
+    names = list(EVALUATE_FAMILIES) if text.strip() == 'all' else \
+        [n.strip() for n in text.split(',')]
+    bad = [n for n in names if n not in EVALUATE_FAMILIES]
     if bad or not names:
-        raise InputError(f'unknown fault family {bad or text!r}; choose from {list(FAULT_FAMILIES)} or all')
+        raise InputError(f'unknown fault family {bad or text!r}; choose from '
+                         f'{list(EVALUATE_FAMILIES)} or all')
     return names
 
 
 def inject(actions: np.ndarray, family: str, at: int, seed: int, action_range: np.ndarray,
            centre: np.ndarray, dt: float, **overrides) -> tuple[np.ndarray, Fault]:
-    """Copy of actions [T, D] with the fault applied from step `at` on; returns it and the record."""
-    if family not in DEFAULTS:
-        raise InputError(f'unknown fault family {family!r}; choose from {list(FAULT_FAMILIES)}')
+    """Return a copy of actions [T, D] with the fault applied from step `at` on, and the record."""
+    if family not in DEFAULTS and family != UNNORMALIZED:
+        raise InputError(f'unknown fault family {family!r}; choose from {list(EVALUATE_FAMILIES)}')
     out = np.array(actions, dtype=np.float64)
     t_len, dim = out.shape
     if not 0 <= at < t_len:
         raise InputError(f'fault step {at} is outside the episode (0..{t_len - 1})')
-    unknown = sorted(set(overrides) - set(DEFAULTS[family]))
+    unknown = sorted(set(overrides) - set(DEFAULTS.get(family, {})))
     if unknown:
         raise InputError(f'fault {family!r} has no parameter(s) {unknown}')
-    params = {**DEFAULTS[family], **overrides}
+    params = {**DEFAULTS.get(family, {}), **overrides}
     rng = np.random.default_rng(seed)
     span = np.asarray(action_range, dtype=np.float64)
     tail = out[at:]
@@ -101,7 +113,8 @@ def inject(actions: np.ndarray, family: str, at: int, seed: int, action_range: n
         tail += elapsed * params['rate'] * span * signs
     elif family == 'oscillation':
         phase = rng.uniform(0, 2 * np.pi, size=dim)
-        tail += params['amplitude'] * span * np.sin(2 * np.pi * params['frequency'] * elapsed + phase)
+        wave = np.sin(2 * np.pi * params['frequency'] * elapsed + phase)
+        tail += params['amplitude'] * span * wave
     elif family == 'freeze':
         tail[:] = tail[0]
     elif family == 'stall':
@@ -116,14 +129,14 @@ def inject(actions: np.ndarray, family: str, at: int, seed: int, action_range: n
         tail += params['amplitude'] * span * signs
     elif family == 'nan':
         tail[:int(params['duration_steps'])] = np.nan
+    elif family == UNNORMALIZED:
+        tail[:] = (tail - centre) / (0.5 * span)
     return out, Fault(family, int(at), int(seed), params)
 
 
 # ---------------------------------------------------------------------------------------------
 # drills: time-limited faults on a replayed stream (policy_bridge `faults`, `vla-safety demo`)
 
-#: the extra drill family: the policy's normalized output reaches the robot, unnormalizer skipped
-UNNORMALIZED = 'unnormalized'
 DRILL_DURATION_S = {UNNORMALIZED: 0.2, 'spike': 0.0}
 DEFAULT_DRILL_DURATION_S = 1.0
 
@@ -141,7 +154,7 @@ class DrillFault:
 
 
 def parse_drill(specs, dt: float, n_steps: int) -> list[DrillFault]:
-    """`family@start_s` or `family@start_s+duration_s` -> step windows inside an episode of n_steps."""
+    """Parse `family@start_s[+duration_s]` into step windows inside an episode of n_steps."""
     faults = []
     for spec in specs:
         family, _, timing = str(spec).partition('@')
@@ -158,7 +171,8 @@ def parse_drill(specs, dt: float, n_steps: int) -> list[DrillFault]:
         start = int(round(start_s / dt))
         if not (np.isfinite(start_s) and np.isfinite(length_s)) or length_s < 0 \
                 or not 0 <= start < n_steps:
-            raise InputError(f'fault {spec!r}: start must lie in the episode (0..{(n_steps - 1) * dt:.3g} s) '
+            raise InputError(f'fault {spec!r}: start must lie in the episode '
+                             f'(0..{(n_steps - 1) * dt:.3g} s) '
                              'and the duration be >= 0')
         if family == 'nan':
             length = int(DEFAULTS['nan']['duration_steps'])
@@ -170,7 +184,8 @@ def parse_drill(specs, dt: float, n_steps: int) -> list[DrillFault]:
 
 def apply_drill(actions: np.ndarray, normalized: np.ndarray | None, faults: list[DrillFault],
                 dt: float, seed: int = 0) -> np.ndarray:
-    """Copy of an episode [T, D] with each drill fault applied inside its window only.
+    """
+    Copy of an episode [T, D] with each drill fault applied inside its window only.
 
     Magnitudes refer to the episode's own per-joint spread (action_range of its std); the
     `unnormalized` family needs the episode in normalized units.

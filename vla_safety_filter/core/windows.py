@@ -50,15 +50,12 @@ def window_features(rows: np.ndarray, norm: np.ndarray, span: int) -> np.ndarray
     return np.hstack([position, velocity])
 
 
-def _thin(points: np.ndarray, limit: int) -> np.ndarray:
-    """Return an even subsample of at most `limit` rows (deterministic)."""
-    if points.shape[0] <= limit:
-        return points
-    return points[np.linspace(0, points.shape[0] - 1, limit).astype(np.int64)]
-
-
-def _windows_of(episodes: list[np.ndarray], norm: np.ndarray, span: int) -> np.ndarray:
-    parts = [window_features(e, norm, span) for e in episodes if e.shape[0] > span]
+def _windows_of(episodes: list[np.ndarray], norm: np.ndarray, span: int,
+                limit: int) -> np.ndarray:
+    """Return the finite windows of episodes, every k-th one so that at most ~`limit` remain."""
+    total = sum(max(0, e.shape[0] - span) for e in episodes)
+    every = max(1, -(-total // limit))
+    parts = [window_features(e, norm, span)[::every] for e in episodes if e.shape[0] > span]
     points = np.concatenate(parts) if parts else np.empty((0, 2 * norm.shape[1]))
     return points[np.isfinite(points).all(axis=1)]
 
@@ -80,7 +77,7 @@ class WindowCalibration:
         scale = np.maximum(frames.std(axis=0), np.asarray(step_scale))
         norm = np.stack([frames.mean(axis=0), scale, np.asarray(step_scale, dtype=np.float64)])
         span = max(1, round(WINDOW_S / dt))
-        halves = [_thin(_windows_of(fold, norm, span), MAX_WINDOW_POINTS // 2) for fold in folds]
+        halves = [_windows_of(fold, norm, span, MAX_WINDOW_POINTS // 2) for fold in folds]
         if min(h.shape[0] for h in halves) == 0:
             return None
         scores = np.concatenate([cKDTree(halves[1 - k]).query(halves[k])[0] for k in (0, 1)])

@@ -12,10 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""action_monitor: health metrics, conformal CUSUM and cost budget of the policy's actions on /diagnostics.
+"""
+action_monitor: health metrics, CUSUMs and cost budget of the policy's actions on /diagnostics.
 
 A thin shell over core.monitors: each /vla/raw_action's first point (the action due now) is one
-update; /vla/filter_events charge the cost budget; /vla/episode resets the episode.
+update; a chunk (two or more points) first has its seam scored against the last executed command
+on /vla/safe_action (`ActionMonitor.check_seam`); /vla/filter_events charge the cost budget;
+/vla/episode resets the episode (and forgets the executed command).
 core.monitors.SafetyStop decides /vla/safety_stop: `true` at each alarm onset (`stop_on: alarm`)
 or budget overrun (`stop_on: budget`), `false` once that condition has cleared; the filter refuses
 its `~/reset` while the stop is asserted.
@@ -34,14 +37,14 @@ from rcl_interfaces.msg import SetParametersResult
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory
 
+from .common import (COMMAND_QOS, declare, Diagnostics, ERROR, GatedLifecycleNode, LATCHED_QOS,
+                     require_valid_parameters, run, STALE, status)
 from ..core.costs import CostModel
 from ..core.errors import InputError
 from ..core.joints import JointMap
-from ..core.monitors import ActionMonitor, SafetyStop, check_stop_on
+from ..core.monitors import ActionMonitor, check_stop_on, SafetyStop
 from ..core.params import CalibrationData
 from ..core.profiles import get_profile, profile_names
-from .common import (COMMAND_QOS, ERROR, LATCHED_QOS, STALE, Diagnostics, GatedLifecycleNode,
-                     declare, require_valid_parameters, run, status)
 
 STATUS_NAME = 'vla_safety/monitor'
 DEFAULT_DIAGNOSTIC_PERIOD = 1.0
@@ -76,6 +79,7 @@ class ActionMonitorNode(GatedLifecycleNode):
         self._monitor: ActionMonitor | None = None
         self._stop: SafetyStop | None = None
         self._stop_reason = ''  # an asserted stop outlives cleanup: withdrawn only once cleared
+        self._executed = None   # last executed command (/vla/safe_action), for chunk seams
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics = Diagnostics(self, self._usable_period(), self.diagnostic_status)
 
@@ -134,12 +138,16 @@ class ActionMonitorNode(GatedLifecycleNode):
                                                                   LATCHED_QOS))
         self.own(self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action,
                                           COMMAND_QOS))
+        self.own(self.create_subscription(JointTrajectory, '/vla/safe_action', self._on_executed,
+                                          COMMAND_QOS))
         self.own(self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events,
                                           100))
         self.own(self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS))
         with self._lock:
             self._monitor, self._stop = monitor, stop
-        self.get_logger().info(f'configured: {len(cal.joint_names)} joints, profile {self.profile}, '
+            self._executed = None
+        self.get_logger().info(f'configured: {len(cal.joint_names)} joints, '
+                               f'profile {self.profile}, '
                                f'stop_on {self.stop_on}')
 
     def on_activate(self, state):
@@ -166,12 +174,27 @@ class ActionMonitorNode(GatedLifecycleNode):
         except InputError:
             action = ()  # counted by the monitor as a shape fault
         with self._lock:
+            seam = ()
+            if len(msg.points) > 1 and self._executed is not None:
+                seam = self._monitor.check_seam(action, self._executed)
             step = self._monitor.update(action)
-            decision = self._stop.after_step(self._monitor, step)
+            decision = self._stop.after_step(self._monitor, step._replace(
+                alarms=seam + step.alarms))
             reason = self._stop.reason
-        for alarm in step.alarms:
+        for alarm in seam + step.alarms:
             self.get_logger().warning(f'alarm {alarm.kind} at step {alarm.step}')
         self._announce(decision, reason)
+
+    def _on_executed(self, msg: JointTrajectory) -> None:
+        """Keep the last executed command (the filter's output) for the next chunk's seam."""
+        if not self.active or not msg.points:
+            return
+        try:
+            executed = self._map.reorder(msg.joint_names, msg.points[0].positions)
+        except InputError:
+            return
+        with self._lock:
+            self._executed = executed
 
     def _on_events(self, msg: DiagnosticArray) -> None:
         if not self.active:
@@ -188,6 +211,7 @@ class ActionMonitorNode(GatedLifecycleNode):
         with self._lock:
             summary = self._monitor.episode_summary()
             self._monitor.reset_episode()
+            self._executed = None
             decision = self._stop.on_episode()
         if summary['n_steps']:
             self.get_logger().info(f'episode done: {summary["n_steps"]} steps, '
@@ -207,7 +231,7 @@ class ActionMonitorNode(GatedLifecycleNode):
         self._diagnostics.publish()
 
     def diagnostic_status(self) -> DiagnosticStatus:
-        """The `vla_safety/monitor` status (the one function both /diagnostics paths publish)."""
+        """Build the `vla_safety/monitor` status (one function for both /diagnostics paths)."""
         with self._lock:
             monitor, stop = self._monitor, self._stop
             reason = stop.reason if stop is not None else self._stop_reason
