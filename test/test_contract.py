@@ -15,15 +15,15 @@
 """The guard's DESIGN §3 invariants over arbitrary input streams, plus hand-checked cases."""
 import os
 
+from data_paths import DATA
+from hypothesis import given, HealthCheck, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from vla_safety_filter.core.contract import Contract, Guard
 from vla_safety_filter.core.errors import InputError
 
-from data_paths import DATA  # noqa: E402
 TOL = 1e-9
 EXAMPLES = int(os.environ.get('HYPOTHESIS_EXAMPLES', '400'))
 
@@ -39,7 +39,8 @@ def contracts(draw, accel=None, scaling=None, mode='enforce'):
     width = np.array(draw(st.lists(st.floats(0, 20), min_size=d, max_size=d)))
     vmax = np.array(draw(st.lists(st.floats(1e-3, 100), min_size=d, max_size=d)))
     use_accel = draw(st.booleans()) if accel is None else accel
-    amax = np.array(draw(st.lists(st.floats(1e-2, 1e4), min_size=d, max_size=d))) if use_accel else None
+    amax = np.array(draw(st.lists(st.floats(1e-2, 1e4), min_size=d, max_size=d))) \
+        if use_accel else None
     return Contract(tuple(f'j{i}' for i in range(d)), lower, lower + width, vmax,
                     dt=draw(st.sampled_from([0.001, 0.01, 0.02, 0.1])), max_acceleration=amax,
                     velocity_scaling=scaling or draw(st.sampled_from(['per_joint', 'uniform'])),
@@ -193,7 +194,8 @@ def test_rate_limit_wins_when_starting_outside_bounds():
     assert trace[-1] == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize('bad, reason', [([np.nan, 0.0], 'nonfinite'), ([0.0, np.inf], 'nonfinite'),
+@pytest.mark.parametrize('bad, reason', [([np.nan, 0.0], 'nonfinite'),
+                                         ([0.0, np.inf], 'nonfinite'),
                                          ([0.0], 'shape'), ([0.0, 1.0, 2.0], 'shape'),
                                          ('junk', 'shape'), (None, 'shape')])
 def test_bad_input_holds_the_last_executed_command(bad, reason):
@@ -307,8 +309,12 @@ def _velocity_change_ok(contract, v_old, v_new, span, tol=1e-6):
 
 
 def test_braking_look_ahead_stops_before_the_bound_within_the_deceleration():
-    """The ros2_control limiter case: bounds +-5, vmax 2, amax 5, dt 0.05, at 4.0 moving at 1.5
-    toward a request beyond the bound. Without look-ahead the bound stopped it at 35 rad/s^2."""
+    """
+    Brake before the bound in the ros2_control limiter case.
+
+    Bounds +-5, vmax 2, amax 5, dt 0.05, at 4.0 moving at 1.5 toward a request beyond the
+    bound. Without look-ahead the bound stopped it at 35 rad/s^2.
+    """
     c = Contract(('a',), [-5.0], [5.0], [2.0], dt=0.05, max_acceleration=[5.0])
     guard = Guard(c)
     guard.reset([4.0], velocity=[1.5])
@@ -322,10 +328,14 @@ def test_braking_look_ahead_stops_before_the_bound_within_the_deceleration():
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(contracts(accel=True, scaling='per_joint'), st.data())
 def test_from_rest_inside_the_bounds_no_limit_ever_gives_way(c, data):
-    """With braking look-ahead the bounds never override the acceleration limits: starting at
-    rest inside the bounds, any request stream keeps position, velocity and acceleration."""
-    dec = data.draw(st.one_of(st.none(), st.lists(st.floats(1e-2, 1e4), min_size=c.dim,
-                                                   max_size=c.dim)))
+    """
+    Never let the bounds override the acceleration limits (braking look-ahead).
+
+    Starting at rest inside the bounds, any request stream keeps position, velocity and
+    acceleration.
+    """
+    decelerations = st.lists(st.floats(1e-2, 1e4), min_size=c.dim, max_size=c.dim)
+    dec = data.draw(st.one_of(st.none(), decelerations))
     c = Contract(c.joint_names, c.lower, c.upper, c.max_velocity, c.dt, c.max_acceleration,
                  max_deceleration=dec)
     frac = np.array(data.draw(st.lists(st.floats(0, 1), min_size=c.dim, max_size=c.dim)))
