@@ -341,15 +341,18 @@ class Guard:
         Bound the velocity to [-k (q - soft_lower), -k (q - soft_upper)] within +-vmax.
 
         The ros2_control soft limiter's rule, q the last command: the joint approaches a soft
-        bound exponentially, never steps across it from inside, and returns from outside. Gives
+        bound exponentially, returns from outside, and never steps across a soft bound. Gives
         way to the limits before it (see _set_box).
         """
         c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
         v_lo = np.clip(c.k_position * (c.soft_lower - prev), -self._vmax, self._vmax)
         v_hi = np.clip(c.k_position * (c.soft_upper - prev), -self._vmax, self._vmax)
         s_lo, s_hi = prev + v_lo * h, prev + v_hi * h
-        s_lo = np.where(prev >= c.soft_lower, np.maximum(s_lo, c.soft_lower), s_lo)
-        s_hi = np.where(prev <= c.soft_upper, np.minimum(s_hi, c.soft_upper), s_hi)
+        # a step never crosses a soft bound (k h > 1 would overshoot it)
+        s_lo = np.where(prev >= c.soft_lower, np.maximum(s_lo, c.soft_lower),
+                        np.minimum(s_lo, c.soft_lower))
+        s_hi = np.where(prev <= c.soft_upper, np.minimum(s_hi, c.soft_upper),
+                        np.maximum(s_hi, c.soft_upper))
         self._soft_box = (s_lo, s_hi)
         lo[:], hi[:] = np.clip(s_lo, lo, hi), np.clip(s_hi, lo, hi)
 
