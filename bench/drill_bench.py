@@ -12,13 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Speed of `vla-safety drill` on PushT: paired seeds x conditions, and the guard + monitor's
-share of a world step.
+"""
+Time `vla-safety drill` on PushT: paired seeds x conditions, and what it adds to the world.
 
-Run by hand: `python bench/drill_bench.py [--episodes 100] [--json]`. Prints the wall time of the
-whole drill (issue 11's target: 100 paired seeds x 10 conditions in <= 2 min on 2 cores) and the
-per-step time of the world alone versus the filter (Executive) plus the action monitor on the same
-steps (target: <= 10 % of the world's step).
+Run by hand on a quiet machine: `python bench/drill_bench.py [--episodes 100] [--workers 2]`.
+Prints (1) the wall time of the whole drill in worker processes (issue 11's target: 100 paired
+seeds x 10 conditions in <= 2 min on 2 cores); (2) per condition, on `--ratio-episodes` seeds in
+this process, the full condition time against the world alone replaying the same commands, and
+their ratio; (3) per step, the filter (Executive) plus the action monitor against the world's
+step (target: <= 10 %).
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ import platform
 import time
 
 import numpy as np
-
 from vla_safety_filter.core.drill.conditions import parse_conditions
 from vla_safety_filter.core.drill.policies import make_policy
-from vla_safety_filter.core.drill.runner import DrillSettings, run_drill, safety_from_demos
+from vla_safety_filter.core.drill.runner import (DrillSettings, DrillSetup, EpisodeRunner,
+                                                 run_drill_parallel, safety_from_demos)
 from vla_safety_filter.core.drill.worlds import make_world
 from vla_safety_filter.core.executive import Executive
 from vla_safety_filter.core.monitors import ActionMonitor
@@ -45,18 +47,31 @@ CONDITIONS = ('none,filter,filter+stop,drift,drift+filter,drift+filter+stop,offs
 
 
 def time_world(world, episodes) -> float:
-    """Seconds per world step, replaying the executed commands of the given episodes."""
-    steps, start = 0, time.perf_counter()
+    """Return the seconds the world alone takes to replay the episodes' executed commands."""
+    start = time.perf_counter()
     for ep in episodes:
         world.reset(ep.seed)
         for command in ep.executed:
             world.step(command)
-        steps += len(ep.executed)
-    return (time.perf_counter() - start) / max(steps, 1)
+    return time.perf_counter() - start
+
+
+def time_conditions(world, safety, settings) -> list[dict]:
+    """Return, per condition, the full episode time and the world-only time of its commands."""
+    runner = EpisodeRunner(world, make_policy(f'nn:{DEMOS}'), safety, settings)
+    rows = []
+    for condition in settings.conditions:
+        start = time.perf_counter()
+        episodes = [runner.run(condition, settings.seed + k) for k in range(settings.episodes)]
+        full = time.perf_counter() - start
+        world_only = time_world(world, episodes)
+        rows.append({'condition': condition.name, 'steps': sum(ep.n_steps for ep in episodes),
+                     'full_s': full, 'world_s': world_only, 'ratio': full / world_only})
+    return rows
 
 
 def time_filter_and_monitor(safety, episodes, dt: float) -> float:
-    """Seconds per step of Executive.tick (one chunk per 8 steps) plus ActionMonitor.update."""
+    """Return seconds per step of Executive.tick (chunk every 8 steps) + ActionMonitor.update."""
     monitor = ActionMonitor(safety.calibration, dt, costs=safety.costs)
     steps, start = 0, time.perf_counter()
     for ep in episodes:
@@ -75,37 +90,59 @@ def time_filter_and_monitor(safety, episodes, dt: float) -> float:
     return (time.perf_counter() - start) / max(steps, 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--episodes', type=int, default=100)
-    parser.add_argument('--conditions', default=CONDITIONS)
-    parser.add_argument('--json', action='store_true')
-    args = parser.parse_args()
+def measure(args) -> dict:
+    """Run the three timings and return them as one dict."""
     world = make_world('pusht')
     safety = safety_from_demos(DEMOS, world)
-    settings = DrillSettings(episodes=args.episodes, seed=0,
-                             conditions=tuple(parse_conditions(args.conditions)))
+    conditions = tuple(parse_conditions(args.conditions))
+    settings = DrillSettings(episodes=args.episodes, seed=0, conditions=conditions)
     start = time.perf_counter()
-    episodes = run_drill(world, make_policy(f'nn:{DEMOS}'), safety, settings)
+    episodes = run_drill_parallel(DrillSetup('pusht', f'nn:{DEMOS}'), safety, settings,
+                                  args.workers)
     total = time.perf_counter() - start
-    plain = [ep for ep in episodes if ep.condition == 'none'] or episodes
-    world_step = time_world(world, plain)
+    small = DrillSettings(episodes=args.ratio_episodes, seed=0, conditions=conditions)
+    rows = time_conditions(world, safety, small)
+    plain = [ep for ep in episodes if ep.condition == 'none'][:args.ratio_episodes]
+    world_step = time_world(world, plain) / sum(ep.n_steps for ep in plain)
     guard_step = time_filter_and_monitor(safety, plain, world.dt)
-    result = {
+    return {
         'machine': f'{platform.machine()} {os.cpu_count()} cpus, '
                    f'Python {platform.python_version()}',
-        'episodes': len(episodes), 'steps': int(sum(ep.n_steps for ep in episodes)),
-        'drill_s': total, 'world_step_us': 1e6 * world_step,
+        'workers': args.workers, 'episodes': len(episodes),
+        'steps': int(sum(ep.n_steps for ep in episodes)), 'drill_s': total,
+        'conditions': rows, 'world_step_us': 1e6 * world_step,
         'filter_monitor_step_us': 1e6 * guard_step, 'overhead_share': guard_step / world_step,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    print(f'{result["machine"]}')
-    print(f'{result["episodes"]} episodes, {result["steps"]} steps in {total:.1f} s')
+
+
+def report(result: dict) -> None:
+    """Print the measurements as a few readable lines and a table."""
+    print(result['machine'])
+    print(f'{result["episodes"]} episodes, {result["steps"]} steps in {result["drill_s"]:.1f} s '
+          f'with {result["workers"]} worker processes')
+    print(f'{"condition":<20} {"steps":>6} {"full s":>7} {"world s":>8} {"full/world":>10}')
+    for row in result['conditions']:
+        print(f'{row["condition"]:<20} {row["steps"]:>6} {row["full_s"]:>7.2f} '
+              f'{row["world_s"]:>8.2f} {row["ratio"]:>10.2f}')
     print(f'world step {result["world_step_us"]:.0f} us; filter + monitor '
           f'{result["filter_monitor_step_us"]:.0f} us per step '
           f'({100 * result["overhead_share"]:.0f} % of the world step)')
+
+
+def main() -> None:
+    """Parse the options, measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--episodes', type=int, default=100)
+    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1)
+    parser.add_argument('--ratio-episodes', type=int, default=10)
+    parser.add_argument('--conditions', default=CONDITIONS)
+    parser.add_argument('--json', action='store_true')
+    args = parser.parse_args()
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        report(result)
 
 
 if __name__ == '__main__':

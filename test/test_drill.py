@@ -12,22 +12,27 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Closed-loop drill core on the real gym-pusht world: determinism, pairing, the filter's
-guarantees over every executed step, faults across chunks, policy faults, and the measures."""
+"""
+Closed-loop drill core on the real gym-pusht world.
+
+Determinism, pairing, the filter's guarantees over every executed step, faults across chunks
+(mean_std and min_max unnormalizers), policy faults, and the measures.
+"""
 import os
 
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from vla_safety_filter.core.drill.conditions import ChunkFault, parse_condition, parse_conditions
+from vla_safety_filter.core.drill.conditions import (action_normalizer, ChunkFault,
+                                                     parse_condition, parse_conditions)
 from vla_safety_filter.core.drill.measures import (mcnemar_exact, roc_curve, score_aurocs,
                                                    wilson_interval)
-from vla_safety_filter.core.drill.policies import PolicyFault, make_policy
-from vla_safety_filter.core.drill.runner import (DrillSettings, EpisodeRunner, run_drill,
-                                                 safety_from_demos, summarize)
+from vla_safety_filter.core.drill.policies import make_policy, PolicyFault
+from vla_safety_filter.core.drill.runner import (check_settings, DrillSettings, EpisodeRunner,
+                                                 run_drill, safety_from_demos, summarize)
 from vla_safety_filter.core.errors import InputError
-from vla_safety_filter.core.faults import FAULT_FAMILIES, action_range, inject
+from vla_safety_filter.core.execspec import Metadata
+from vla_safety_filter.core.faults import action_range, FAULT_FAMILIES, inject
 
 pytest.importorskip('gym_pusht')
 
@@ -91,9 +96,13 @@ FILTERED = 'filter,drift+filter,offset+filter,spike+filter,unnormalized+filter,s
 
 
 def test_filter_keeps_every_executed_command_in_the_contract(world, demos, safety):
-    """Over elapsed (simulated) time: each step moves at most vmax * dt from the last executed
-    command (the first from the measured start), and the distance outside the bounds never
-    grows and shrinks at the velocity limit until the command is inside."""
+    """
+    Keep every executed command within the contract over elapsed (simulated) time.
+
+    Each step moves at most vmax * dt from the last executed command (the first from the
+    measured start), and the distance outside the bounds never grows and shrinks at the
+    velocity limit until the command is inside.
+    """
     c = safety.contract
     vstep = c.max_velocity * c.dt * (1 + 1e-9) + 1e-9
     episodes, _ = drill(world, demos, safety, FILTERED, episodes=2, seed=3)
@@ -167,6 +176,7 @@ def test_replan_every_asks_the_policy_more_often(world, demos, safety):
     calls = []
 
     class Counting(FaultyPolicy):
+
         def act(self, observation):
             calls.append(1)
             return self.inner.act(observation)
@@ -211,12 +221,58 @@ def test_unnormalized_sends_normalized_units_from_the_onset():
 
 
 def test_wrong_unnormalizer_uses_the_siblings_statistics_from_the_onset():
+    sibling = Metadata('mean_std', np.ones(2, dtype=bool), mean=[300.0, 400.0],
+                       std=[30.0, 10.0])
     fault = ChunkFault('wrong-unnormalizer', 2, 0, [100.0, 200.0], [10.0, 20.0], 0.1,
-                       sibling=(np.array([300.0, 400.0]), np.array([30.0, 10.0])))
+                       sibling=sibling)
     out = fault.apply(np.array([[110.0, 220.0]] * 4), 0)
     np.testing.assert_array_equal(out, [[110, 220]] * 2 + [[330, 410]] * 2)
     with pytest.raises(InputError, match='sibling'):
         ChunkFault('wrong-unnormalizer', 2, 0, [0.0], [1.0], 0.1)
+
+
+MIN_MAX = action_normalizer([[0.0, 100.0], [512.0, 300.0], [256.0, 150.0]], 'min_max')
+
+
+def test_min_max_unnormalized_sends_outputs_in_minus_one_to_one():
+    """A min_max policy's raw output is 2 (a - min) / (max - min) - 1 from the onset on."""
+    fault = ChunkFault('unnormalized', 1, 0, [250.0, 200.0], [50.0, 40.0], 0.1, own=MIN_MAX)
+    out = fault.apply(np.array([[0.0, 100.0], [512.0, 300.0], [384.0, 250.0]]), 0)
+    np.testing.assert_allclose(out, [[0, 100], [1, 1], [0.5, 0.5]])
+
+
+def test_min_max_wrong_unnormalizer_maps_onto_the_siblings_range():
+    """A sibling's min..max replaces the policy's: the same relative place in another range."""
+    sibling = action_normalizer([[100.0, 0.0], [200.0, 10.0]], 'min_max', source='sibling')
+    fault = ChunkFault('wrong-unnormalizer', 0, 0, [250.0, 200.0], [50.0, 40.0], 0.1,
+                       sibling=sibling, own=MIN_MAX)
+    out = fault.apply(np.array([[0.0, 100.0], [256.0, 200.0], [512.0, 300.0]]), 0)
+    np.testing.assert_allclose(out, [[100, 0], [150, 5], [200, 10]])
+
+
+def test_a_sibling_of_another_mode_is_refused():
+    mean_std = action_normalizer([[0.0, 1.0], [2.0, 3.0]], 'mean_std', source='sib.npz')
+    with pytest.raises(InputError, match='sib.npz.*mean_std.*min_max'):
+        ChunkFault('wrong-unnormalizer', 0, 0, [0.0, 0.0], [1.0, 1.0], 0.1, sibling=mean_std,
+                   own=MIN_MAX)
+    settings = DrillSettings(1, 0, tuple(parse_conditions('wrong-unnormalizer')),
+                             sibling=mean_std, own=MIN_MAX)
+    with pytest.raises(InputError, match='sibling'):
+        check_settings(settings)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3)), min_size=2,
+                     max_size=30).filter(lambda r: np.all(np.ptp(np.array(r), axis=0) > 1e-3)))
+def test_min_max_outputs_of_the_demonstrations_stay_in_minus_one_to_one(rows):
+    """Every demonstration action normalizes into [-1, 1], its min to -1 and its max to 1."""
+    actions = np.array(rows)
+    fault = ChunkFault('unnormalized', 0, 0, actions.mean(0), actions.std(0) + 1, 0.1,
+                       own=action_normalizer(actions, 'min_max'))
+    out = fault.apply(actions, 0)
+    assert np.all(out >= -1 - 1e-9) and np.all(out <= 1 + 1e-9)
+    np.testing.assert_allclose(out.min(axis=0), -1, atol=1e-9)
+    np.testing.assert_allclose(out.max(axis=0), 1, atol=1e-9)
 
 
 @pytest.mark.parametrize('name', ['bogus', 'drift+stop', 'filter+filter', 'none+filter', ''])

@@ -12,21 +12,23 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety drill` end to end on the real gym-pusht world: outputs, pairing, determinism,
-a contract from `vla-safety calibrate`, and one-line errors for bad input."""
+"""
+Run `vla-safety drill` end to end on the real gym-pusht world.
+
+Outputs, pairing, determinism, a contract from `vla-safety calibrate`, worker processes, and
+one-line errors for bad input.
+"""
 import contextlib
 import io
 import json
 import os
 
+from data_paths import DATA
 import numpy as np
 import pytest
-
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import Contract
 from vla_safety_filter.core.params import CalibrationData, write_filter_params
-
-from data_paths import DATA  # noqa: E402
 
 pytest.importorskip('gym_pusht')
 PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
@@ -139,7 +141,7 @@ def test_a_policy_that_never_answers_is_counted_not_a_crash(tmp_path, params):
 
 
 def contract_yaml(tmp_path, dim: int, dt: float) -> str:
-    """A contract and its calibration file for `dim` joints at period dt."""
+    """Write a contract and its calibration file for `dim` joints at period dt."""
     names = tuple(f'j{i}' for i in range(dim))
     ones = np.ones(dim)
     CalibrationData(names, 250 * ones, 50 * ones, np.linspace(0, 3, 50), 80 * ones, 2.5, 0.05,

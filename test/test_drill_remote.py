@@ -12,29 +12,29 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Remote policies against real servers on 127.0.0.1: an openpi websocket server and a REST one.
+"""
+Remote policies against real servers on 127.0.0.1: an openpi websocket server and a REST one.
 
 The servers are written here from the protocol facts (plain msgpack with the openpi ndarray maps,
 json-numpy over http.server), so the client's wire format is checked, not just echoed.
 """
 import base64
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from hypothesis import given, HealthCheck, settings
+from hypothesis import strategies as st
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import serve
-
 from vla_safety_filter.core.drill.policies import PolicyFault
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.remote_policies import as_chunk, make_remote_policy
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import serve
 
 HOST = '127.0.0.1'
 TIMEOUT = 2.0
@@ -47,7 +47,7 @@ IMAGE = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
 
 
 def pack(obj) -> bytes:
-    """msgpack with numpy arrays as openpi's {__ndarray__, data, dtype, shape} maps."""
+    """Pack with msgpack, numpy arrays as openpi's {__ndarray__, data, dtype, shape} maps."""
     def default(value):
         if isinstance(value, np.ndarray):
             return {b'__ndarray__': True, b'data': value.tobytes(), b'dtype': value.dtype.str,
@@ -57,7 +57,7 @@ def pack(obj) -> bytes:
 
 
 def unpack(data: bytes):
-    """The inverse of pack."""
+    """Invert pack."""
     def hook(obj):
         if b'__ndarray__' in obj:
             return np.frombuffer(obj[b'data'], np.dtype(obj[b'dtype'])).reshape(obj[b'shape'])
@@ -66,12 +66,12 @@ def unpack(data: bytes):
 
 
 def chunk(h=4, d=2, start=0.0):
-    """A recognisable action chunk [H, D]."""
+    """Return a recognisable action chunk [H, D]."""
     return (start + np.arange(h * d, dtype=np.float32)).reshape(h, d)
 
 
 def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
+    """Return a port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
@@ -161,7 +161,7 @@ def encode(array):
 
 
 def decode(obj):
-    """The inverse of encode, as a json object hook."""
+    """Invert encode, as a json object hook."""
     if '__numpy__' in obj:
         data = np.frombuffer(base64.b64decode(obj['__numpy__']), np.dtype(obj['dtype']))
         return data.reshape(obj['shape'])
@@ -170,7 +170,7 @@ def decode(obj):
 
 @pytest.fixture
 def silent_port():
-    """A port that completes TCP handshakes but never answers (a hung server)."""
+    """Yield a port that completes TCP handshakes but never answers (a hung server)."""
     sock = socket.socket()
     sock.bind((HOST, 0))
     sock.listen(8)
@@ -183,7 +183,7 @@ def observation(**extra):
 
 
 def fault(policy, obs=None) -> str:
-    """The one-line message of the PolicyFault that act raises."""
+    """Return the one-line message of the PolicyFault that act raises."""
     with pytest.raises(PolicyFault) as info:
         policy.act(observation() if obs is None else obs)
     message = str(info.value)
@@ -314,8 +314,8 @@ def test_openpi_observation_without_state_is_a_fault(openpi):
 
 actions_like = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers(-2**63, 2**64 - 1) | st.text(max_size=3),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner,
-                                                                 max_size=3),
+    lambda inner: (st.lists(inner, max_size=4)
+                   | st.dictionaries(st.text(max_size=3), inner, max_size=3)),
     max_leaves=12)
 
 

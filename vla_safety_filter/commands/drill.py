@@ -15,9 +15,9 @@
 """`vla-safety drill`: a policy acting in a physics world under paired conditions, measured."""
 from __future__ import annotations
 
+from dataclasses import replace
 import math
 import sys
-from dataclasses import replace
 
 from ..core.errors import InputError
 
@@ -25,6 +25,8 @@ DEFAULT_CONDITIONS = 'none,filter'
 
 
 def register(subparsers) -> None:
+    """Add `vla-safety drill` and its options to the command line."""
+    from ..core.drill.conditions import NORM_MODES
     from ..core.drill.policies import DEFAULT_HORIZON
     from ..core.profiles import DEFAULT_PROFILE, profile_names
 
@@ -34,15 +36,16 @@ def register(subparsers) -> None:
         description='Run a policy in a gymnasium world under each condition on the same seeds '
                     '(episode k uses world seed S + k in every condition) and report success '
                     'with Wilson intervals, the exact McNemar test against `none`, safety costs '
-                    'and the monitor\'s AUROC for failure. See doc/drills.md.')
+                    "and the monitor's AUROC for failure. See doc/drills.md.")
     p.add_argument('--world', default='pusht', help='world: pusht (default)')
     p.add_argument('--policy', required=True, metavar='POLICY',
-                   help='nn:DEMOS.npz (nearest neighbour), replay:DEMOS.npz, ws://HOST:PORT '
-                        '(openpi) or http://HOST:PORT/act (OpenVLA REST)')
+                   help='nn:DEMOS (nearest neighbour), replay:DEMOS, ws://HOST:PORT (openpi) or '
+                        'http://HOST:PORT/act (OpenVLA REST); DEMOS is an .npz or a LeRobot '
+                        'dataset folder (v2.x, v3.0) with observation.state and action')
     p.add_argument('--params', metavar='CONTRACT.yaml', help='parameter YAML from `vla-safety '
                    'calibrate` (default: calibrate on the demonstrations)')
-    p.add_argument('--demos', metavar='DEMOS.npz', help='demonstrations to calibrate on when '
-                   '--params is not given (default: the nn:/replay: policy\'s data)')
+    p.add_argument('--demos', metavar='DEMOS', help='demonstrations to calibrate on when '
+                   "--params is not given (default: the nn:/replay: policy's data)")
     p.add_argument('--episodes', type=int, default=20, help='episodes per condition (default 20)')
     p.add_argument('--seed', type=int, default=0, help='world seed of episode 0 (default 0)')
     p.add_argument('--conditions', default=DEFAULT_CONDITIONS,
@@ -54,14 +57,19 @@ def register(subparsers) -> None:
                    help=f'chunk length of nn:/replay: policies (default {DEFAULT_HORIZON})')
     p.add_argument('--fault-at', type=float, default=2.0, metavar='SECONDS',
                    help='fault onset in every FAULT condition (default 2 s)')
-    p.add_argument('--sibling', metavar='DEMOS.npz',
+    p.add_argument('--sibling', metavar='DEMOS',
                    help='a sibling dataset whose action statistics the wrong-unnormalizer fault '
                         'uses (e.g. another PushT variant)')
+    p.add_argument('--norm-mode', choices=NORM_MODES, default='mean_std',
+                   help='how the policy normalizes its outputs, for the unnormalized and '
+                        'wrong-unnormalizer faults: mean_std (standard scores from the '
+                        "calibration) or min_max ([-1, 1] over the demonstrations' min..max, "
+                        'as the PushT diffusion policy; needs --demos or an nn:/replay: policy)')
     p.add_argument('--early-steps', type=int, default=50, metavar='N',
-                   help='AUROC also on the monitor\'s scores after the first N steps '
+                   help="AUROC also on the monitor's scores after the first N steps "
                         '(default 50)')
     p.add_argument('--max-steps', type=int, help='episode time limit in steps (default: the '
-                   'world\'s, 300 for pusht)')
+                   "world's, 300 for pusht)")
     p.add_argument('--profile', default=DEFAULT_PROFILE,
                    help=f'monitor preset: {", ".join(profile_names())} '
                         f'(default {DEFAULT_PROFILE})')
@@ -69,6 +77,9 @@ def register(subparsers) -> None:
                    help='remote policy reply timeout in seconds (default 10)')
     p.add_argument('--render', action='store_true',
                    help='send camera images to the policy (observation.images.top)')
+    p.add_argument('--workers', type=int, default=1, metavar='N',
+                   help='run episodes in N processes (same results as 1; nn:/replay: policies '
+                        'only; default 1)')
     p.add_argument('--no-plots', action='store_true',
                    help='skip the figures and index.html (drill.json and episodes.npz only)')
     p.add_argument('--output', required=True, metavar='DIR',
@@ -77,7 +88,7 @@ def register(subparsers) -> None:
 
 
 def _settings(args):
-    """Validated drill settings from the command line."""
+    """Return the drill settings of the command line, validated."""
     from ..core.drill.conditions import parse_conditions
     from ..core.drill.runner import DrillSettings
 
@@ -87,7 +98,10 @@ def _settings(args):
               (args.early_steps >= 1, '--early-steps must be >= 1'),
               (args.max_steps is None or args.max_steps >= 1, '--max-steps must be >= 1'),
               (math.isfinite(args.fault_at) and args.fault_at >= 0, '--fault-at must be >= 0 s'),
-              (args.timeout > 0, '--timeout must be > 0')]
+              (args.timeout > 0, '--timeout must be > 0'),
+              (args.workers >= 1, '--workers must be >= 1'),
+              (args.workers == 1 or _demos_of_policy(args.policy) is not None,
+               '--workers > 1 needs an nn: or replay: policy (a remote server is one process)')]
     for ok, message in checks:
         if not ok:
             raise InputError(message)
@@ -98,26 +112,46 @@ def _settings(args):
 
 
 def _safety(args, world):
-    """The contract and monitor calibration: from --params, else calibrated on demonstrations."""
+    """Return the contract and monitor calibration: --params, else calibrated on the demos."""
     from ..core.drill.runner import safety_from_demos, safety_from_params
 
     if args.params:
         return safety_from_params(args.params, world)
-    demos = args.demos
-    kind, sep, path = args.policy.partition(':')
-    if demos is None and sep and kind in ('nn', 'replay'):
-        demos = path
+    demos = args.demos or _demos_of_policy(args.policy)
     if demos is None:
-        raise InputError('give --params CONTRACT.yaml or --demos DEMOS.npz to calibrate on')
+        raise InputError('give --params CONTRACT.yaml or --demos DEMOS to calibrate on')
     return safety_from_demos(demos, world)
 
 
-def _run_with_progress(world, policy, safety, settings):
-    """run_drill with a rich progress bar (on stderr) and one line per condition's first fault."""
+def _demos_of_policy(spec: str) -> str | None:
+    """Return the data of an nn:/replay: policy spec, None for a remote policy."""
+    kind, sep, path = spec.partition(':')
+    return path if sep and kind in ('nn', 'replay') else None
+
+
+def _normalizers(args, settings, world):
+    """Return settings with the policy's own and the sibling's unnormalizers (--norm-mode)."""
+    from ..core.drill.runner import demo_normalizer
+
+    own = None
+    if args.norm_mode != 'mean_std':
+        demos = args.demos or _demos_of_policy(args.policy)
+        if demos is None:
+            raise InputError(f'--norm-mode {args.norm_mode} needs --demos DEMOS (the data the '
+                             f'policy was trained on)')
+        own = demo_normalizer(demos, world, args.norm_mode)
+    sibling = args.sibling and demo_normalizer(args.sibling, world, args.norm_mode)
+    return replace(settings, own=own, sibling=sibling or None)
+
+
+def _run_with_progress(args, world, policy, safety, settings):
+    """Run the drill with a rich progress bar (on stderr), one line per condition's first fault."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..core.drill.runner import run_drill
+    from ..core.drill.runner import DrillSetup, run_drill, run_drill_parallel
+
+    setup = DrillSetup(args.world, args.policy, args.horizon, args.timeout, args.render)
 
     reported = set()
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -131,11 +165,13 @@ def _run_with_progress(world, policy, safety, settings):
                                        highlight=False, soft_wrap=True)
             progress.update(task, advance=1, description=f'{ep.condition} seed {ep.seed}')
 
+        if args.workers > 1:
+            return run_drill_parallel(setup, safety, settings, args.workers, progress=advance)
         return run_drill(world, policy, safety, settings, progress=advance)
 
 
 def _print_table(report: dict) -> None:
-    """One line per condition: success, interval, McNemar p, cost."""
+    """Print one line per condition: success, interval, McNemar p, cost."""
     print(f'{"condition":<32} {"success":>9} {"ci95":>15} {"p vs none":>9} {"mean cost":>9} '
           f'{"max cost":>8}')
     for name, c in report['conditions'].items():
@@ -146,19 +182,19 @@ def _print_table(report: dict) -> None:
 
 
 def run(args) -> int:
+    """Run the drill of the command line, write its outputs and print the summary table."""
     from ..core.drill.policies import make_policy
-    from ..core.drill.runner import roc_curves, sibling_statistics, summarize, write_outputs
+    from ..core.drill.runner import roc_curves, summarize, write_outputs
     from ..core.drill.worlds import make_world
 
     settings = _settings(args)
     world = make_world(args.world, render=args.render)
     try:
-        if args.sibling:
-            settings = replace(settings, sibling=sibling_statistics(args.sibling, world))
+        settings = _normalizers(args, settings, world)
         policy = make_policy(args.policy, timeout=args.timeout, horizon=args.horizon)
         try:
             safety = _safety(args, world)
-            episodes = _run_with_progress(world, policy, safety, settings)
+            episodes = _run_with_progress(args, world, policy, safety, settings)
         finally:
             policy.close()
     finally:
@@ -167,7 +203,7 @@ def run(args) -> int:
         'world': args.world, 'policy': args.policy, 'contract': safety.source,
         'episodes': settings.episodes, 'seed': settings.seed,
         'replan_every': settings.replan_every, 'fault_at_s': settings.fault_at_s,
-        'sibling': args.sibling,
+        'sibling': args.sibling, 'norm_mode': args.norm_mode, 'workers': args.workers,
         'early_steps': settings.early_steps, 'profile': settings.profile,
         'cost_weights': dict(safety.costs.costs), 'budget': safety.costs.budget,
         'conditions': summarize(episodes, settings, safety.costs.budget, world.dt),

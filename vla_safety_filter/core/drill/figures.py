@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""A drill's figures (matplotlib Agg, PNG) and its one-page HTML summary.
+"""
+A drill's figures (matplotlib Agg, PNG) and its one-page HTML summary.
 
 success.png: success rate with Wilson 95 % intervals and mean cost per condition; costs.png: the
 per-episode cost distribution per condition; roc.png: ROC for failure of each monitor score on
@@ -24,9 +25,9 @@ import html
 import math
 import os
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+import numpy as np
 
 FIGURES = ('success.png', 'costs.png', 'roc.png')
 

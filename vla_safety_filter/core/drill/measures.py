@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Measures of a drill: success with Wilson intervals, paired exact McNemar, AUROC, cost summary.
+"""
+Measures of a drill: success with Wilson intervals, paired exact McNemar, AUROC, cost summary.
 
 Conditions share seeds, so each episode of a condition is paired with the episode of `none` on the
 same seed; the exact McNemar test uses only the discordant pairs, which is the right test for
@@ -32,7 +33,8 @@ Z95 = float(stats.norm.ppf(0.975))
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (0, 1 when n is 0).
+    """
+    Return the Wilson score interval of a binomial proportion (0, 1 when n is 0).
 
     The bound at 0 (or 1) is exact for 0 (or n) successes; round-off would otherwise leave it
     a hair away and the interval would not contain the observed rate.
@@ -49,9 +51,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def mcnemar_exact(baseline, treated) -> dict:
-    """Two-sided exact McNemar test of paired booleans (b: only baseline succeeds, c: only
-    treated).
+    """
+    Run the two-sided exact McNemar test of paired booleans.
 
+    b: only the baseline succeeds, c: only the treated succeeds;
     p = min(1, 2 P(X <= min(b, c))) for X ~ Binomial(b + c, 1/2); 1 with no discordant pair.
     """
     baseline, treated = np.asarray(baseline, dtype=bool), np.asarray(treated, dtype=bool)
@@ -64,7 +67,7 @@ def mcnemar_exact(baseline, treated) -> dict:
 
 
 def roc_curve(scores, positive) -> tuple[list[float], list[float]]:
-    """False- and true-positive rates over every threshold (for the ROC plot), from (0, 0)."""
+    """Return false- and true-positive rates over every threshold (ROC plot), from (0, 0)."""
     scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
     n_pos, n_neg = positive.sum(), (~positive).sum()
     if n_pos == 0 or n_neg == 0:

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Run a drill: every condition on the same seeds, one synchronous episode at a time, then measure.
+"""
+Run a drill: every condition on the same seeds, one synchronous episode at a time, then measure.
 
 An episode: reset world and policy with seed S + k; ask the policy for a chunk whenever the last
 one is used up (or every `replan_every` steps); the fault (if any) corrupts the chunk; the filter
@@ -24,23 +25,28 @@ interventions and monitor alarms by the cost model's weights plus the world's ph
 """
 from __future__ import annotations
 
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import copy
-import json
-import os
 from dataclasses import dataclass, field
+import json
+import math
+import multiprocessing
+import os
 
 import numpy as np
 
+from .conditions import action_normalizer, ChunkFault, Condition, WRONG_UNNORMALIZER
+from .measures import cost_summary, mcnemar_exact, roc_curve, score_aurocs, wilson_interval
+from .policies import DEFAULT_HORIZON, episode_ends, load_demos, make_policy, Policy, PolicyFault
+from .worlds import make_world
 from ..calibration import calibrate
 from ..contract import Contract
-from ..costs import DEFAULT_COSTS, CostModel
+from ..costs import CostModel, DEFAULT_COSTS
 from ..errors import InputError
-from ..executive import LATCHED, Executive
-from ..monitors import METRIC_NAMES, ActionMonitor, SafetyStop
+from ..execspec import Metadata
+from ..executive import Executive, LATCHED
+from ..monitors import ActionMonitor, METRIC_NAMES, SafetyStop
 from ..params import CalibrationData, load_calibration_for
-from .conditions import WRONG_UNNORMALIZER, ChunkFault, Condition
-from .measures import cost_summary, mcnemar_exact, roc_curve, score_aurocs, wilson_interval
-from .policies import Policy, PolicyFault, episode_ends, load_demos
 
 #: physical costs the worlds report, per step (SafeVLA: cost of unsafe states, not only actions)
 WORLD_COSTS = {'world.outside_workspace': 0.5, 'world.nonfinite_command': 1.0}
@@ -72,12 +78,18 @@ class DrillSettings:
     early_steps: int = 50
     max_steps: int | None = None
     profile: str = 'generic'
-    sibling: tuple | None = None   # (mean, std) of a sibling dataset's actions
+    sibling: Metadata | None = None   # a sibling dataset's unnormalizer (wrong-unnormalizer)
+    own: Metadata | None = None       # the policy's unnormalizer; None: mean_std of calibration
 
 
 @dataclass
 class Episode:
-    """One executed episode: its outcome, cost, monitor summaries and per-step arrays."""
+    """
+    One executed episode: its outcome, cost, monitor summaries and per-step arrays.
+
+    `raw`, `executed` and `states` grow as lists while the episode runs and are stacked into
+    float64 arrays [n_steps, width] when it ends (cheap to send between processes).
+    """
 
     seed: int
     condition: str
@@ -95,7 +107,24 @@ class Episode:
 
     @property
     def n_steps(self) -> int:
+        """Return the number of world steps the episode ran."""
         return len(self.executed)
+
+
+@dataclass(frozen=True)
+class DrillSetup:
+    """How to build a drill's world and policy in another process (names, not objects)."""
+
+    world: str
+    policy: str
+    horizon: int = DEFAULT_HORIZON
+    timeout: float = 10.0
+    render: bool = False
+
+    def build(self):
+        """Return a new (world, policy) pair."""
+        world = make_world(self.world, render=self.render)
+        return world, make_policy(self.policy, timeout=self.timeout, horizon=self.horizon)
 
 
 def safety_from_params(path: str, world) -> Safety:
@@ -114,22 +143,22 @@ def safety_from_demos(path: str, world, seed: int = 0) -> Safety:
     return _checked(Safety(result.contract, result.data, _cost_model(), path), world)
 
 
-def sibling_statistics(path: str, world) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of a sibling dataset's actions: the wrong unnormalizer's statistics."""
+def demo_normalizer(path: str, world, mode: str = 'mean_std') -> Metadata:
+    """Return the unnormalizer (mean_std or min_max) of a dataset's actions for this world."""
     actions, _, _ = load_demos(path)
     if actions.shape[1] != len(world.action_names):
         raise InputError(f'{path}: actions have {actions.shape[1]} dimensions, world '
                          f'{world.name} has {len(world.action_names)}')
-    return actions.mean(axis=0), actions.std(axis=0)
+    return action_normalizer(actions, mode, source=path)
 
 
 def _cost_model() -> CostModel:
-    """The default weights (core.costs) plus the worlds' physical costs."""
+    """Return the default weights (core.costs) plus the worlds' physical costs."""
     return CostModel(costs={**DEFAULT_COSTS, **WORLD_COSTS})
 
 
 def _checked(safety: Safety, world) -> Safety:
-    """The contract must command this world: same dimension and control period."""
+    """Refuse a contract that cannot command this world (dimension or control period)."""
     c = safety.contract
     if c.dim != len(world.action_names) or not np.isclose(c.dt, world.dt):
         raise InputError(f'{safety.source}: contract has {c.dim} joints at dt {c.dt:g} s; world '
@@ -137,8 +166,25 @@ def _checked(safety: Safety, world) -> Safety:
     return safety
 
 
+def check_settings(settings: DrillSettings) -> None:
+    """Refuse settings no episode can run with (a wrong unnormalizer without its sibling)."""
+    if settings.sibling is None and any(c.fault == WRONG_UNNORMALIZER
+                                        for c in settings.conditions):
+        raise InputError(f"fault {WRONG_UNNORMALIZER} needs a sibling dataset's statistics "
+                         f'(--sibling DEMOS.npz)')
+    mode = 'mean_std' if settings.own is None else settings.own.mode
+    if settings.sibling is not None and settings.sibling.mode != mode:
+        raise InputError(f'{settings.sibling.source}: the sibling unnormalizer is '
+                         f"{settings.sibling.mode}, the policy's {mode}")
+
+
+def new_monitor(safety: Safety, settings: DrillSettings, dt: float) -> ActionMonitor:
+    """Return the action monitor of a drill (its CUSUM design takes seconds: build it once)."""
+    return ActionMonitor(safety.calibration, dt, settings.profile, safety.costs)
+
+
 def check_chunk(chunk, dim: int) -> np.ndarray:
-    """A policy's chunk as float64 [H, dim] with finite values, else PolicyFault."""
+    """Return a policy's chunk as float64 [H, dim] with finite values, else raise PolicyFault."""
     try:
         chunk = np.asarray(chunk, dtype=np.float64)
     except (TypeError, ValueError):
@@ -167,17 +213,15 @@ class _Loop:
 class EpisodeRunner:
     """Runs episodes of one world and policy under a condition; reusable across episodes."""
 
-    def __init__(self, world, policy: Policy, safety: Safety, settings: DrillSettings):
+    def __init__(self, world, policy: Policy, safety: Safety, settings: DrillSettings,
+                 monitor: ActionMonitor | None = None):
+        check_settings(settings)
         self.world, self.policy, self.safety, self.settings = world, policy, safety, settings
         self.dt = world.dt
         self.max_steps = settings.max_steps or world.max_steps
-        self.monitor = ActionMonitor(safety.calibration, self.dt, settings.profile, safety.costs)
+        self.monitor = monitor or new_monitor(safety, settings, self.dt)
         self.hold_off = max(1, int(np.ceil(STOP_CLEAR_S / self.dt)))
         self.fault_at = int(round(settings.fault_at_s / self.dt))
-        if settings.sibling is None and any(c.fault == WRONG_UNNORMALIZER
-                                            for c in settings.conditions):
-            raise InputError(f'fault {WRONG_UNNORMALIZER} needs a sibling dataset\'s statistics '
-                             f'(--sibling DEMOS.npz)')
 
     def run(self, condition: Condition, seed: int) -> Episode:
         """One episode of `condition` on world seed `seed`."""
@@ -205,12 +249,12 @@ class EpisodeRunner:
         return self._finish(ep)
 
     def _fault(self, condition: Condition, seed: int) -> ChunkFault | None:
-        """The condition's fault, seeded by the episode, starting at --fault-at."""
+        """Return the condition's fault, seeded by the episode, starting at --fault-at."""
         if condition.fault is None:
             return None
         cal = self.safety.calibration
         return ChunkFault(condition.fault, self.fault_at, seed, cal.mu, cal.sigma, self.dt,
-                          self.settings.sibling)
+                          self.settings.sibling, self.settings.own)
 
     def _request(self, loop: '_Loop', k: int) -> None:
         """Ask the policy for a chunk at step k; fault it, make it the filter's plan."""
@@ -248,7 +292,7 @@ class EpisodeRunner:
         return len(plan) if every is None else min(len(plan), every)
 
     def _start_filter(self) -> Executive:
-        """A fresh executive activated from the world's measured position at time 0."""
+        """Return a fresh executive activated from the world's measured position at time 0."""
         executive = Executive(self.safety.contract)
         executive.observe(self.world.measured_position(), 0.0)
         executive.start(0.0)
@@ -263,7 +307,11 @@ class EpisodeRunner:
         return tick.command, reasons
 
     def _finish(self, ep: Episode) -> Episode:
-        """Close the episode's monitor summary and cost."""
+        """Close the episode's monitor summary and cost; stack its per-step rows."""
+        dim = self.safety.contract.dim
+        ep.raw = np.array(ep.raw, dtype=np.float64).reshape(-1, dim)
+        ep.executed = np.array(ep.executed, dtype=np.float64).reshape(-1, dim)
+        ep.states = np.array(ep.states, dtype=np.float64).reshape(-1, self.world.state_dim)
         ep.whole = self.monitor.episode_summary()
         ep.early = ep.early or ep.whole
         ep.cost = float(self.monitor.budget.total)
@@ -284,6 +332,68 @@ def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
     return episodes
 
 
+# ---- worker processes ------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _start_worker(setup: DrillSetup, safety: Safety, settings: DrillSettings,
+                  monitor: ActionMonitor) -> None:
+    """Build this worker process's world, policy and episode runner once."""
+    world, policy = setup.build()
+    _WORKER['runner'] = EpisodeRunner(world, policy, safety, settings, monitor)
+
+
+def _run_block(condition_index: int, seeds: list[int]) -> list[Episode]:
+    """Run episodes of one condition on the given seeds in this worker."""
+    runner = _WORKER['runner']
+    condition = runner.settings.conditions[condition_index]
+    return [runner.run(condition, seed) for seed in seeds]
+
+
+def _blocks(settings: DrillSettings, workers: int) -> list[tuple[int, list[int]]]:
+    """Split every condition's seeds into blocks, about four per worker and condition."""
+    size = max(1, math.ceil(settings.episodes / (4 * workers)))
+    seeds = [settings.seed + k for k in range(settings.episodes)]
+    return [(i, seeds[start:start + size]) for i in range(len(settings.conditions))
+            for start in range(0, len(seeds), size)]
+
+
+def run_drill_parallel(setup: DrillSetup, safety: Safety, settings: DrillSettings,
+                       workers: int, progress=None) -> list[Episode]:
+    """
+    Run the drill of run_drill in `workers` processes; the episodes are the same, in order.
+
+    Each episode depends only on its condition and seed (world, policy, fault, filter and
+    monitor are reset from them), so splitting the seeds between processes changes nothing but
+    the wall time. Workers are spawned (no fork of a threaded parent) and build their own world
+    and policy from `setup` (checked here first); the monitor, whose CUSUM design takes
+    seconds, is built here once and sent to them.
+    """
+    check_settings(settings)
+    world, policy = setup.build()   # bad names fail here, with their message, not in a worker
+    policy.close()
+    world.close()
+    monitor = new_monitor(safety, settings, world.dt)
+    blocks = _blocks(settings, workers)
+    results: list = [None] * len(blocks)
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context('spawn'),
+                             initializer=_start_worker,
+                             initargs=(setup, safety, settings, monitor)) as pool:
+        pending = {pool.submit(_run_block, *block): n for n, block in enumerate(blocks)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    episodes = results[pending.pop(future)] = future.result()
+                    for ep in episodes if progress is not None else ():
+                        progress(ep)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return [ep for block in results for ep in block]
+
+
 # ---- measures and outputs --------------------------------------------------------------------
 def _scores(episodes: list[Episode], part: str) -> dict:
     """Per-episode monitor scores (SCORES) from the whole episode or its first steps."""
@@ -296,8 +406,11 @@ def _scores(episodes: list[Episode], part: str) -> dict:
 
 
 def _lead_times(episodes: list[Episode], dt: float) -> dict:
-    """First alarm before the time limit in failed episodes that ran to it (s), and how many
-    successful episodes raised an alarm (false alarms)."""
+    """
+    Measure the first alarm's lead before the time limit in failed episodes that ran to it.
+
+    Also count the successful episodes that raised an alarm (false alarms).
+    """
     failed = [ep for ep in episodes if not (ep.success or ep.stopped or ep.policy_fault)]
     leads = [(ep.n_steps - ep.whole['first_alarm_step']) * dt for ep in failed
              if ep.whole['first_alarm_step'] is not None]
@@ -342,8 +455,8 @@ def summarize(episodes: list[Episode], settings: DrillSettings, budget: float, d
             'cost': cost_summary([ep.cost for ep in eps], budget),
             'mean_cost_by_kind': _mean_by_kind(eps),
             'auroc_whole': score_aurocs(_scores(eps, 'whole'), failed),
-            f'auroc_first_{settings.early_steps}_steps': score_aurocs(_scores(eps, 'early'),
-                                                                       failed),
+            f'auroc_first_{settings.early_steps}_steps':
+                score_aurocs(_scores(eps, 'early'), failed),
             'alarm_lead': _lead_times(eps, dt),
         }
         if baseline is not None and name != 'none':
@@ -373,8 +486,12 @@ def _first_alarm(ep: Episode) -> int:
 
 
 def save_episodes(path: str, episodes: list[Episode], dim: int, state_dim: int) -> None:
-    """episodes.npz without pickles: per-episode outcomes, monitor scores (whole episode and
-    first steps, columns named by score_names) and first alarm; per-step actions and states."""
+    """
+    Write episodes.npz without pickles.
+
+    Per episode: outcomes, monitor scores (whole episode and first steps, columns named by
+    score_names) and the first alarm; per step: actions and states.
+    """
     steps = [np.full(ep.n_steps, i, dtype=np.int64) for i, ep in enumerate(episodes)]
 
     def stacked(name: str, width: int) -> np.ndarray:
