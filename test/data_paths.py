@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Where the real recorded action streams live: $VLA_SAFETY_DATA, else shared/data beside the repository."""
+"""Where the real recorded streams are: $VLA_SAFETY_DATA, else shared/data beside the repo."""
 import os
 
 DATA = os.environ.get('VLA_SAFETY_DATA') or os.path.abspath(

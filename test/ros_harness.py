@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Real rclpy/DDS test harness: an isolated context per test, nodes spun in a background executor."""
+"""Real rclpy/DDS test harness: an isolated context per test, its nodes spun in the background."""
 from __future__ import annotations
 
 import itertools
@@ -24,7 +24,6 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-
 from vla_safety_filter.nodes.common import spin_until_shutdown
 
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -35,7 +34,7 @@ _domains = itertools.count()
 
 
 def next_domain() -> int:
-    """A ROS domain id no other test of this process uses."""
+    """Return a ROS domain id no other test of this process uses."""
     return (_BASE + next(_domains) % _SPAN) % 230
 
 
@@ -53,7 +52,7 @@ class Harness:
 
     def add(self, cls, name=None, **params):
         overrides = [Parameter(k, value=v) for k, v in params.items()]
-        kwargs = dict(context=self.context, parameter_overrides=overrides)
+        kwargs = {'context': self.context, 'parameter_overrides': overrides}
         node = cls(name, **kwargs) if name else cls(**kwargs)
         self.nodes.append(node)
         self.executor.add_node(node)

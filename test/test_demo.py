@@ -12,20 +12,24 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety demo --headless` end to end over real rclpy/DDS: the drill is answered, the contract
-holds, the record opens with rosbags, the report renders; with the wrong metadata nothing moves."""
+"""
+`vla-safety demo --headless` end to end over real rclpy/DDS.
+
+The drill is answered, the contract holds, the record opens with rosbags, the report renders;
+with the wrong metadata nothing moves.
+"""
 import json
 import os
 
 import numpy as np
 import pytest
-
 from ros_harness import next_domain
+from vla_safety_filter import names
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.params import load_filter_params
 
-RECORDED = ('/vla/raw_action', '/vla/safe_action', '/forward_position_controller/commands',
-            '/joint_states', '/vla/filter_events', '/diagnostics')
+RECORDED = (names.RAW_ACTION, names.SAFE_ACTION, names.forward_commands(),
+            names.JOINT_STATES, names.FILTER_EVENTS, names.DIAGNOSTICS)
 
 
 def run_demo(out, *extra):
@@ -65,11 +69,11 @@ def test_record_opens_with_rosbags_and_holds_the_pipeline_topics(demo):
         counts = {c.topic: c.msgcount for c in reader.connections}
         assert set(RECORDED) <= set(counts)
         # the filter keeps holding while idle, so the record and the observer stop a few apart
-        assert abs(counts['/forward_position_controller/commands'] - summary['commands_sent']) <= 10
-        assert counts['/vla/raw_action'] == summary['raw_actions']
+        assert abs(counts[names.forward_commands()] - summary['commands_sent']) <= 10
+        assert counts[names.RAW_ACTION] == summary['raw_actions']
         commands = [reader.deserialize(raw, c.msgtype).data for c, _, raw in
                     reader.messages([c for c in reader.connections
-                                     if c.topic == '/forward_position_controller/commands'])]
+                                     if c.topic == names.forward_commands()])]
     contract, _ = load_filter_params(os.path.join(out, 'demo_params.yaml'))
     commands = np.array(commands)
     assert np.all(commands >= contract.lower - 1e-9) and np.all(commands <= contract.upper + 1e-9)

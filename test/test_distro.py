@@ -12,27 +12,29 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The distribution differences (nodes/compat.py) over real rclpy/DDS: an invalid lifecycle
-request is refused and the node keeps serving on Jazzy (rclpy 7, ros2/rclpy#1209) and Kilted;
-the flight record names the distribution that runs it."""
+"""
+The distribution differences (nodes/compat.py) over real rclpy/DDS.
+
+An invalid lifecycle request is refused and the node keeps serving on Jazzy (rclpy 7,
+ros2/rclpy#1209) and Kilted; the flight record names the distribution that runs it.
+"""
+from pathlib import Path
 import re
 import sys
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
-import pytest
-import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, HealthCheck, settings
 from hypothesis import strategies as st
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-
+import pytest
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
 from vla_safety_filter.nodes.compat import ros_distro
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.record.bag import BagWriter
+import yaml
 
 NODES = [SafetyFilter, PolicyBridge, ActionMonitorNode]
 #: Requests no unconfigured node may accept: a wrong id for the state, an unknown id or label.
@@ -50,7 +52,7 @@ RCLPY_DISTRO = {'7': 'jazzy', '9': 'kilted'}
 
 
 def _call(client, request, timeout=10.0):
-    """The service's response; fails the test if it never answers (the process died)."""
+    """Return the service's response; fail the test if it never answers (the process died)."""
     assert client.wait_for_service(timeout_sec=timeout), f'{client.srv_name} not available'
     future = client.call_async(request)
     deadline = time.monotonic() + timeout
@@ -75,7 +77,7 @@ class Lifecycle:
 
 
 def _lifecycle(ros, cls) -> Lifecycle:
-    """A fresh node of `cls` (default parameters, unconfigured) and a client for it."""
+    """Return a fresh node of `cls` (default parameters, unconfigured) and a client for it."""
     node = ros.add(cls)
     lifecycle = Lifecycle(ros.node('probe'), node.get_name())
     assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
@@ -102,7 +104,7 @@ def test_invalid_transitions_are_refused_and_the_node_keeps_serving(ros, cls):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(transition_id=st.integers(0, 255))
 def test_any_transition_id_not_valid_from_unconfigured_is_refused(unconfigured_filter,
-                                                                 transition_id):
+                                                                  transition_id):
     """One filter answers every invalid id in turn and stays unconfigured and serving."""
     assume(transition_id not in VALID_FROM_UNCONFIGURED)
     assert unconfigured_filter.change(Transition(id=transition_id)) is False
@@ -110,7 +112,7 @@ def test_any_transition_id_not_valid_from_unconfigured_is_refused(unconfigured_f
 
 
 def _rclpy_distro() -> str:
-    """The distribution of the rclpy in use, from the package.xml its wheel installs."""
+    """Return the distribution of the rclpy in use, from the package.xml its wheel installs."""
     package = Path(sys.prefix) / 'share' / 'rclpy' / 'package.xml'
     version = ET.parse(package).getroot().findtext('version')
     return RCLPY_DISTRO.get(re.match(r'\d+', version).group(), f'rclpy {version}')

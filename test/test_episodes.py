@@ -12,19 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Episode readers: real npz streams, LeRobot v2.1 / v3.0 datasets written here, csv, and bad input."""
+"""Episode readers: real npz streams, LeRobot v2.1 / v3.0 datasets written here, csv, bad input."""
 import json
 import os
 
+from data_paths import DATA  # noqa: E402
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from vla_safety_filter.core.episodes import read_episodes, read_many
 from vla_safety_filter.core.errors import InputError
 
-from data_paths import DATA  # noqa: E402
 ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
 PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
@@ -58,7 +57,8 @@ def _save(path, **arrays):
 
 def test_npz_frames_are_ordered_by_frame_index_within_episodes(tmp_path):
     actions = np.arange(16, dtype=np.float64).reshape(8, 2)
-    path = _save(tmp_path / 'x.npz', actions=actions[::-1], episode_index=np.array([1] * 4 + [0] * 4),
+    path = _save(tmp_path / 'x.npz', actions=actions[::-1],
+                 episode_index=np.array([1] * 4 + [0] * 4),
                  frame_index=np.array([3, 2, 1, 0] * 2))
     eps = read_episodes(path).episodes
     assert [e.index for e in eps] == [0, 1]
@@ -148,10 +148,11 @@ def test_lerobot_v30_episode_split_across_files_and_shuffled_frames(tmp_path):
     os.makedirs(root / 'data' / 'chunk-000')
     ep0 = np.arange(12.0).reshape(6, 2)
     ep1 = 100 + np.arange(10.0).reshape(5, 2)
-    # file-000: frames 3,1,0 of episode 0; file-001: frames 2,5,4 of episode 0 and all of episode 1.
+    # file-000: frames 3,1,0 of episode 0; file-001: frames 2,5,4 of episode 0, all of episode 1.
     pq.write_table(_table(ep0[[3, 1, 0]], [0, 0, 0], [3, 1, 0]),
                    root / 'data' / 'chunk-000' / 'file-000.parquet')
-    pq.write_table(_table(np.vstack([ep0[[2, 5, 4]], ep1]), [0, 0, 0] + [1] * 5, [2, 5, 4, 0, 1, 2, 3, 4]),
+    pq.write_table(_table(np.vstack([ep0[[2, 5, 4]], ep1]), [0, 0, 0] + [1] * 5,
+                          [2, 5, 4, 0, 1, 2, 3, 4]),
                    root / 'data' / 'chunk-000' / 'file-001.parquet')
     result = read_episodes(str(root), fps=15.0)
     assert result.fps == 15.0 and result.joint_names == ('x', 'y')
@@ -202,7 +203,7 @@ def test_csv_without_prefix_uses_other_numeric_columns(tmp_path):
         read_episodes(str(bad))
 
 
-# --- several files --------------------------------------------------------------------------------
+# --- several files ----------------------------------------------------------------------------
 
 def test_read_many_concatenates_and_renumbers(tmp_path):
     calls = []
@@ -216,8 +217,11 @@ def test_read_many_concatenates_and_renumbers(tmp_path):
 
 
 def test_policy_logs_may_keep_nonfinite_action_rows_when_asked(tmp_path):
-    """`vla-safety filter` replays logs whose NaN rows it must show (defect 14); calibration keeps
-    refusing them (the default)."""
+    """
+    Replay logs with NaN rows through `vla-safety filter`, which must show them (defect 14).
+
+    Calibration keeps refusing them (the default).
+    """
     actions = np.arange(24, dtype=float).reshape(12, 2)
     actions[3] = np.nan
     actions[8, 1] = -np.inf

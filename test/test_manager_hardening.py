@@ -12,35 +12,40 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Issue 10 defects 1, 5 and 17 (bridge) over real rclpy/DDS: the manager's services never block
-the executor they share with the pipeline, the ExecSpec gate checks what the bridge loaded, and the
-bridge survives configure -> cleanup -> configure -> activate."""
+"""
+Issue 10 defects 1, 5 and 17 (bridge) over real rclpy/DDS.
+
+The manager's services never block the executor they share with the pipeline, the ExecSpec gate
+checks what the bridge loaded, and the bridge survives configure -> cleanup -> configure ->
+activate.
+"""
 import json
 import os
 import threading
 import time
 
-import numpy as np
-import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState
+import numpy as np
+import pytest
 from rcl_interfaces.srv import SetParameters
+import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from ros_harness import wait_for
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
-
-from ros_harness import wait_for
 from test_bringup import pipeline_setup
+from trajectory_msgs.msg import JointTrajectory
+from vla_safety_filter import names
 from vla_safety_filter.core.checkpoints import write_params_yaml
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.execspec import Metadata, metadata_from_params, unnormalize
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
-from vla_safety_filter.nodes.execspec_check import ExecSpecCheck, LifecycleClient, call
+from vla_safety_filter.nodes.execspec_check import ExecSpecCheck
+from vla_safety_filter.nodes.lifecycle_manager import call, LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.nodes.sim_arm import SimArm
@@ -52,18 +57,22 @@ ACTIVE, INACTIVE = State.PRIMARY_STATE_ACTIVE, State.PRIMARY_STATE_INACTIVE
 
 
 class Pipeline:
-    """sim_arm, monitor, filter, bridge and the manager on the harness's one executor, plus a probe
-    that sees the controller topic, /vla/raw_action and /diagnostics."""
+    """
+    The pipeline and its manager on the harness's one executor, and a probe.
+
+    sim_arm, monitor, filter, bridge and the manager; the probe sees the controller topic, the
+    raw actions and /diagnostics.
+    """
 
     def __init__(self, ros, params, **manager_params):
         self.ros, self.params = ros, params
         self.probe = ros.node('probe')
         self.arrivals, self.raw, self.diags = [], [], {}
-        self.probe.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+        self.probe.create_subscription(Float64MultiArray, names.forward_commands(),
                                        lambda m: self.arrivals.append(time.monotonic()), 1000)
-        self.probe.create_subscription(JointTrajectory, '/vla/raw_action', self.raw.append, 1000)
+        self.probe.create_subscription(JointTrajectory, names.RAW_ACTION, self.raw.append, 1000)
         self.probe.create_subscription(
-            DiagnosticArray, '/diagnostics',
+            DiagnosticArray, names.DIAGNOSTICS,
             lambda m: self.diags.update({s.name: s for s in m.status}), 100)
         ros.add(SimArm, 'sim_arm', **params['sim_arm'])
         ros.add(ActionMonitorNode, 'action_monitor', **params['action_monitor'])
@@ -73,8 +82,8 @@ class Pipeline:
         ros.add(ExecSpecCheck, 'execspec_check',
                 **{**params['execspec_check'], **manager_params})
 
-    def states(self, names=MANAGED) -> list[int]:
-        return [LifecycleClient(self.probe, n, None, 10.0).state() for n in names]
+    def states(self, nodes=MANAGED) -> list[int]:
+        return [LifecycleClient(self.probe, n, None, 10.0).state() for n in nodes]
 
     def all_in(self, state, timeout=20.0) -> bool:
         return bool(wait_for(lambda: set(self.states()) == {state}, timeout=timeout, period=0.2))
@@ -96,7 +105,7 @@ class Pipeline:
 
     def execspec(self):
         """(level, message, values) of the manager's latest /diagnostics status."""
-        status = self.diags.get('vla_safety/execspec')
+        status = self.diags.get(names.EXECSPEC_STATUS)
         if status is None:
             return None
         return status.level, status.message, {kv.key: kv.value for kv in status.values}
@@ -174,7 +183,7 @@ def test_a_bridge_parameter_change_during_bringup_aborts_and_rolls_back(ros, so1
     executor.add_node(slow)
     threading.Thread(target=executor.spin, daemon=True).start()
     try:
-        pipe = Pipeline(ros, so101, autostart=False, managed_nodes=['slow', *MANAGED])
+        pipe = Pipeline(ros, so101, autostart=False, node_names=['slow', *MANAGED])
         result = {}
         caller = threading.Thread(target=lambda: result.update(
             answer=pipe.trigger('/execspec_check/bringup')))
@@ -235,11 +244,11 @@ def test_bridge_without_unnormalization_for_normalized_policy_outputs_is_refused
 def test_permuted_joint_order_is_refused_where_the_checkpoint_names_dimensions(ros, so101):
     checkpoint = so101['execspec_check']['checkpoint']
     bridge = so101['policy_bridge']
-    names = list(so101['sim_arm']['joint_names'])
+    joints = list(so101['sim_arm']['joint_names'])
     meta = metadata_from_params(bridge)
     write_params_yaml(checkpoint, Metadata(meta.mode, meta.mask, mean=meta.mean, std=meta.std,
-                                           names=names, source='test'))
-    permuted = [names[1], names[0], *names[2:]]
+                                           names=joints, source='test'))
+    permuted = [joints[1], joints[0], *joints[2:]]
     pipe = Pipeline(ros, {**so101, 'policy_bridge': {**bridge, 'joint_names': permuted}})
     status = wait_for(lambda: pipe.execspec() if pipe.execspec() and
                       pipe.execspec()[0] == ERROR else None, timeout=20)
@@ -261,7 +270,7 @@ def test_bridge_configure_cleanup_configure_activate_publishes_once_at_its_rate(
     ros.add(PolicyBridge, 'policy_bridge', **{**so101['policy_bridge'], 'rate_hz': 20.0})
     probe = ros.node('probe')
     raw = []
-    probe.create_subscription(JointTrajectory, '/vla/raw_action',
+    probe.create_subscription(JointTrajectory, names.RAW_ACTION,
                               lambda m: raw.append((time.monotonic(), m)), 1000)
     change = probe.create_client(ChangeState, '/policy_bridge/change_state')
     for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_CLEANUP,

@@ -16,17 +16,18 @@
 import os
 import time
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
+import numpy as np
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
-from std_msgs.msg import Float64MultiArray
-
 from ros_harness import wait_for
+from std_msgs.msg import Float64MultiArray
+from vla_safety_filter import names
 from vla_safety_filter.core.checkpoints import load_metadata
 from vla_safety_filter.core.execspec import metadata_to_params
-from vla_safety_filter.nodes.execspec_check import ExecSpecCheck, LifecycleClient, call
+from vla_safety_filter.nodes.execspec_check import ExecSpecCheck
+from vla_safety_filter.nodes.lifecycle_manager import call, LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.nodes.sim_arm import SimArm
@@ -45,18 +46,18 @@ def _build(ros, shared_data, checkpoint_key):
     ros.add(SimArm, 'sim_arm', joint_names=JOINTS, initial_positions=actions[0].tolist())
     ros.add(SafetyFilter, 'safety_filter', joint_names=JOINTS, lower=lo.tolist(),
             upper=hi.tolist(), max_velocity=[0.5] * 7, control_rate_hz=50.0, command_timeout=0.5)
-    ros.add(PolicyBridge, 'policy_bridge', episodes_file=episodes, rate_hz=50.0,
-                     loop=True, **meta)
+    ros.add(PolicyBridge, 'policy_bridge', episodes_file=episodes, rate_hz=50.0, loop=True,
+            **meta)
     commands = []
     probe = ros.node('probe')
-    probe.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+    probe.create_subscription(Float64MultiArray, names.forward_commands(),
                               lambda m: commands.append(list(m.data)), 100)
     diags = []
-    probe.create_subscription(DiagnosticArray, '/diagnostics',
+    probe.create_subscription(DiagnosticArray, names.DIAGNOSTICS,
                               lambda m: diags.extend(m.status), 100)
     time.sleep(0.5)   # sim_arm publishes /joint_states before the manager starts
     ros.add(ExecSpecCheck, 'execspec_check', checkpoint=stats, unnorm_key=checkpoint_key,
-            managed_nodes=['safety_filter', 'policy_bridge'],
+            node_names=['safety_filter', 'policy_bridge'],
             policy_outputs_normalized=False)   # the bridge replays recorded actions
     return probe, commands, diags
 
@@ -64,13 +65,13 @@ def _build(ros, shared_data, checkpoint_key):
 def _execspec(diags, level):
     """Values of the first vla_safety/execspec status at `level` (None until one arrives)."""
     for s in list(diags):
-        if s.name == 'vla_safety/execspec' and s.level == level:
+        if s.name == names.EXECSPEC_STATUS and s.level == level:
             return {kv.key: kv.value for kv in s.values}
     return None
 
 
-def _all_in(probe, state, names=('safety_filter', 'policy_bridge')) -> bool:
-    return all(LifecycleClient(probe, n, None, 5.0).state() == state for n in names)
+def _all_in(probe, state, nodes=('safety_filter', 'policy_bridge')) -> bool:
+    return all(LifecycleClient(probe, n, None, 5.0).state() == state for n in nodes)
 
 
 def test_identical_metadata_activates_and_commands_flow(ros, shared_data):
@@ -93,7 +94,7 @@ def test_sibling_key_never_activates_and_nothing_reaches_the_controller(ros, sha
 def test_unnormalizer_change_while_active_deactivates_within_200ms(ros, shared_data):
     probe, commands, diags = _build(ros, shared_data, 'bridge_orig')
     arrivals = []
-    probe.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+    probe.create_subscription(Float64MultiArray, names.forward_commands(),
                               lambda m: arrivals.append(time.monotonic()), 100)
     assert wait_for(lambda: len(arrivals) > 5, timeout=15)
     set_params = probe.create_client(SetParameters, '/policy_bridge/set_parameters')

@@ -12,24 +12,28 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Robustness of the nodes over real rclpy/DDS: bad lifecycle requests, parameters of the wrong type,
-a monitor alarm driving the latched stop, and the happy path on a real ALOHA episode. Everything
-through topics, services, lifecycle transitions, parameters and /diagnostics."""
+"""
+Robustness of the nodes over real rclpy/DDS.
+
+Bad lifecycle requests, parameters of the wrong type, a monitor alarm driving the latched stop,
+and the happy path on a real ALOHA episode. Everything through topics, services, lifecycle
+transitions, parameters and /diagnostics.
+"""
 import os
 import time
 
-import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState
+import numpy as np
+import pytest
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
-from std_msgs.msg import Bool, Float64MultiArray
-
 from ros_harness import wait_for
+from std_msgs.msg import Bool, Float64MultiArray
 from test_bringup import pipeline_setup
-from test_node_safety_filter import CONTRACT, Probe, call
+from test_node_safety_filter import call, CONTRACT, Probe
+from vla_safety_filter import names
 from vla_safety_filter.core.contract import audit
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
@@ -47,7 +51,7 @@ OK, ERROR = b'\x00', b'\x02'
 
 @pytest.fixture
 def aloha(tmp_path, shared_data):
-    """(contract, per-node parameters, actions of the replayed episode 0); calibrated on episodes 1-3."""
+    """Return (contract, per-node parameters, actions of replayed episode 0); calibrated on 1-3."""
     path = os.path.join(shared_data, ALOHA)
     contract, params = pipeline_setup(tmp_path, path, calibrate_on_rest=True)
     return contract, params, read_episodes(path).episodes[0].actions
@@ -56,7 +60,7 @@ def aloha(tmp_path, shared_data):
 def _diagnostics(probe_node) -> dict:
     """Latest /diagnostics status per name, filled in the background."""
     latest = {}
-    probe_node.create_subscription(DiagnosticArray, '/diagnostics',
+    probe_node.create_subscription(DiagnosticArray, names.DIAGNOSTICS,
                                    lambda m: latest.update({s.name: s for s in m.status}), 100)
     return latest
 
@@ -81,7 +85,8 @@ def test_invalid_transition_requests_are_refused_and_the_node_keeps_serving(ros,
     assert probe.lifecycle_state(name) == State.PRIMARY_STATE_INACTIVE
 
 
-@pytest.mark.parametrize('rate', ['fast', 100])   # a string, and an integer where a double is declared
+# a string, and an integer, where a double is declared
+@pytest.mark.parametrize('rate', ['fast', 100])
 def test_wrong_parameter_type_at_startup_is_reported_and_configure_refused(ros, rate):
     ros.add(SafetyFilter, 'safety_filter', **{**CONTRACT, 'control_rate_hz': rate})
     probe = Probe(ros, controller='forward_position_controller')
@@ -112,14 +117,14 @@ def test_wrong_parameter_type_at_runtime_is_rejected_and_the_filter_keeps_comman
     assert wait_for(lambda: probe.send([0.1, 0.5, 1.0]) or len(probe.commands) > count + 10)
 
 
-def _feed(probe, names, rows, until=None, timeout=10.0, period=0.02) -> bool:
-    """Publish the rows in turn every `period`; with `until`, repeat the last one until it holds."""
+def _feed(probe, joints, rows, until=None, timeout=10.0, period=0.02) -> bool:
+    """Publish the rows in turn every `period`; with `until`, repeat the last until it holds."""
     for row in rows:
-        probe.send(row, names=names)
+        probe.send(row, names=joints)
         time.sleep(period)
     deadline = time.monotonic() + timeout
     while until is not None and not until() and time.monotonic() < deadline:
-        probe.send(rows[-1], names=names)
+        probe.send(rows[-1], names=joints)
         time.sleep(period)
     return until is None or bool(until())
 
@@ -131,9 +136,9 @@ def test_monitor_alarm_latches_the_stop_until_it_clears_and_reset_then_again(ros
     ros.add(ActionMonitorNode, 'action_monitor', **params['action_monitor'], stop_on='alarm')
     probe = Probe(ros, controller='forward_position_controller')
     diags = _diagnostics(probe.node)
-    names = list(contract.joint_names)
+    joints = list(contract.joint_names)
     stops = []
-    probe.node.create_subscription(Bool, '/vla/safety_stop', lambda m: stops.append(m.data),
+    probe.node.create_subscription(Bool, names.SAFETY_STOP, lambda m: stops.append(m.data),
                                    LATCHED_QOS)
     assert probe.transition(Transition.TRANSITION_CONFIGURE, 'action_monitor')
     assert probe.transition(Transition.TRANSITION_ACTIVATE, 'action_monitor')
@@ -141,25 +146,25 @@ def test_monitor_alarm_latches_the_stop_until_it_clears_and_reset_then_again(ros
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
 
     # The monitor sees one continuous real stream: frames 0-24, frame 24 frozen, frames 25-84.
-    assert _feed(probe, names, actions[:25], lambda: len(probe.commands) > 10)
+    assert _feed(probe, joints, actions[:25], lambda: len(probe.commands) > 10)
     # Frozen actions are valid for the filter (it keeps commanding them); the monitor's stall
     # alarm (1.5 s without motion) is what stops it.
-    assert _feed(probe, names, [actions[24]], lambda: probe.state() == 'latched', timeout=8.0)
+    assert _feed(probe, joints, [actions[24]], lambda: probe.state() == 'latched', timeout=8.0)
     assert stops[:1] == [True]
-    assert 'stall' in _values(diags['vla_safety/monitor'])['last_alarm']
+    assert 'stall' in _values(diags[names.MONITOR_STATUS])['last_alarm']
     refused = probe.reset()                          # the alarm condition persists: refused
     assert not refused.success and 'asserted' in refused.message
     time.sleep(0.1)                                  # commands already on the wire
     count = len(probe.commands)
     # Motion resumes: the monitor withdraws its stop once the condition has cleared.
-    assert _feed(probe, names, actions[25:50], lambda: stops[-1] is False, timeout=5.0)
+    assert _feed(probe, joints, actions[25:50], lambda: stops[-1] is False, timeout=5.0)
     assert len(probe.commands) == count and probe.state() == 'latched'
     answer = probe.reset()
     assert answer.success and answer.message.startswith('latched stop cleared')
-    _feed(probe, names, actions[50:85])
+    _feed(probe, joints, actions[50:85])
     assert len(probe.commands) > count + 20 and probe.state() == 'running'
 
-    probe.send([np.nan] * len(names), names=names)   # a new alarm latches again
+    probe.send([np.nan] * len(joints), names=joints)   # a new alarm latches again
     assert wait_for(lambda: probe.state() == 'latched', timeout=5.0)
     assert stops[-1] is True
 
@@ -169,7 +174,7 @@ def test_replayed_aloha_episode_commands_stay_in_contract_and_rate_limit(ros, al
     ros.add(SimArm, 'sim_arm', **params['sim_arm'])
     probe = ros.node('probe')
     commands, times = [], []
-    probe.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+    probe.create_subscription(Float64MultiArray, names.forward_commands(),
                               lambda m: (commands.append(list(m.data)),
                                          times.append(time.monotonic())), 1000)
     diags = _diagnostics(probe)
@@ -185,7 +190,7 @@ def test_replayed_aloha_episode_commands_stay_in_contract_and_rate_limit(ros, al
     assert check['outside_bounds'] == check['over_rate_limit'] == check['non_finite'] == 0
     assert check['max_speed_ratio'] <= 1.05
     # The episode is not the calibration data: it asks for faster motion than the contract allows.
-    assert wait_for(lambda: int(_values(diags['vla_safety/filter']).get(
+    assert wait_for(lambda: int(_values(diags[names.FILTER_STATUS]).get(
         'interventions.velocity', 0)) > 0, timeout=5)
     assert wait_for(lambda: all(n in diags and diags[n].level == OK
-                                for n in ('vla_safety/filter', 'vla_safety/execspec')), timeout=5)
+                                for n in (names.FILTER_STATUS, names.EXECSPEC_STATUS)), timeout=5)

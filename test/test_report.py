@@ -12,15 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety report` on rosbag2 MCAP records of the real guard and monitor run on ALOHA actions."""
-import os
+"""`vla-safety report` on rosbag2 MCAP records of the real guard and monitor on ALOHA actions."""
 from collections import Counter
+import os
 
+from data_paths import DATA  # noqa: E402
 import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
+from rosbags.typesys import get_typestore, Stores
+from vla_safety_filter import names
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import Contract, Guard
 from vla_safety_filter.core.costs import CostModel
@@ -29,7 +30,6 @@ from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.record.read import open_record
 from vla_safety_filter.report.series import extract
 
-from data_paths import DATA  # noqa: E402
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types
 DT = 0.02
@@ -50,42 +50,43 @@ def header(ns):
     return T['std_msgs/msg/Header'](stamp=stamp, frame_id='')
 
 
-def trajectory(ns, names, rows):
+def trajectory(ns, joints, rows):
     empty = np.zeros(0)
     points = [T['trajectory_msgs/msg/JointTrajectoryPoint'](
         positions=np.asarray(r, dtype=float), velocities=empty, accelerations=empty, effort=empty,
         time_from_start=T['builtin_interfaces/msg/Duration'](sec=0, nanosec=STEP_NS * (i + 1)))
         for i, r in enumerate(rows)]
-    return T['trajectory_msgs/msg/JointTrajectory'](header=header(ns), joint_names=list(names),
-                                                     points=points)
+    return T['trajectory_msgs/msg/JointTrajectory'](header=header(ns), joint_names=list(joints),
+                                                    points=points)
 
 
 def diagnostics(ns, statuses):
-    """(name, level, message, {key: value}) per status -> DiagnosticArray, values as nodes write."""
+    """Return a DiagnosticArray of (name, level, message, {key: value}) as the nodes write it."""
     return T['diagnostic_msgs/msg/DiagnosticArray'](header=header(ns), status=[
         T['diagnostic_msgs/msg/DiagnosticStatus'](
             level=level, name=name, message=message, hardware_id='test',
-            values=[T['diagnostic_msgs/msg/KeyValue'](key=k, value=_text(v)) for k, v in values.items()])
+            values=[T['diagnostic_msgs/msg/KeyValue'](key=k, value=_text(v))
+                    for k, v in values.items()])
         for name, level, message, values in statuses])
 
 
-def joint_state(ns, names, positions):
-    return T['sensor_msgs/msg/JointState'](header=header(ns), name=list(names),
-                                            position=np.asarray(positions, dtype=float),
-                                            velocity=np.zeros(0), effort=np.zeros(0))
+def joint_state(ns, joints, positions):
+    return T['sensor_msgs/msg/JointState'](header=header(ns), name=list(joints),
+                                           position=np.asarray(positions, dtype=float),
+                                           velocity=np.zeros(0), effort=np.zeros(0))
 
 
-TYPES = {'/vla/raw_action': 'trajectory_msgs/msg/JointTrajectory',
-         '/vla/safe_action': 'trajectory_msgs/msg/JointTrajectory',
-         '/joint_states': 'sensor_msgs/msg/JointState',
-         '/vla/filter_events': 'diagnostic_msgs/msg/DiagnosticArray',
-         '/diagnostics': 'diagnostic_msgs/msg/DiagnosticArray',
-         '/vla/episode': 'std_msgs/msg/String', '/vla/safety_stop': 'std_msgs/msg/Bool',
+TYPES = {names.RAW_ACTION: 'trajectory_msgs/msg/JointTrajectory',
+         names.SAFE_ACTION: 'trajectory_msgs/msg/JointTrajectory',
+         names.JOINT_STATES: 'sensor_msgs/msg/JointState',
+         names.FILTER_EVENTS: 'diagnostic_msgs/msg/DiagnosticArray',
+         names.DIAGNOSTICS: 'diagnostic_msgs/msg/DiagnosticArray',
+         names.EPISODE: 'std_msgs/msg/String', names.SAFETY_STOP: 'std_msgs/msg/Bool',
          '/arm_controller/commands': 'std_msgs/msg/Float64MultiArray'}
 
 
 def write_record(path, messages):
-    """A rosbag2 directory with one MCAP file from (topic, log_time_ns, message) in time order."""
+    """Write a rosbag2 directory, one MCAP file, of (topic, log_time_ns, message) in time order."""
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {}
         for topic, ns, msg in messages:
@@ -101,8 +102,11 @@ def aloha_episodes():
 
 
 def simulate():
-    """Run the real guard and monitor over two ALOHA episodes with NaNs injected, as the nodes
-    would, and return the messages plus the truth: guard events, executed commands, alarm reports."""
+    """
+    Run the real guard and monitor over two ALOHA episodes with NaNs injected, as the nodes do.
+
+    Return the messages plus the truth: guard events, executed commands, alarm reports.
+    """
     episodes, everything = aloha_episodes()
     speed = np.abs(np.diff(everything, axis=0)) / DT
     contract = Contract(NAMES, np.percentile(everything, 1, axis=0),
@@ -111,7 +115,8 @@ def simulate():
     guard = Guard(contract)
     guard.reset(episodes[0][0])
     cal = CalibrationData(NAMES, everything.mean(0), everything.std(0),
-                          np.sort(np.abs((everything - everything.mean(0)) / everything.std(0)).max(1)),
+                          np.sort(np.abs((everything - everything.mean(0))
+                                         / everything.std(0)).max(1)),
                           np.diff(episodes[0], axis=0).std(0) / DT + 1e-3, 3.0, 0.05, DT)
     monitor = ActionMonitor(cal, DT, 'generic', CostModel(budget=4.0))
     raw = np.concatenate(episodes)
@@ -122,21 +127,22 @@ def simulate():
     for e, episode in enumerate(episodes):
         monitor.reset_episode()
         reported = 0
-        msgs.append(('/vla/episode', START_NS + k * STEP_NS,
+        msgs.append((names.EPISODE, START_NS + k * STEP_NS,
                      T['std_msgs/msg/String'](data=f'episode_{e}')))
         for i in range(len(episode)):
             ns = START_NS + k * STEP_NS + 1000
-            msgs.append(('/vla/raw_action', ns, trajectory(ns, NAMES, raw[k:k + 3])))
+            msgs.append((names.RAW_ACTION, ns, trajectory(ns, NAMES, raw[k:k + 3])))
             command, step_events = guard.step(raw[k])
             monitor.update(raw[k])
             monitor.record_interventions(ev.reason for ev in step_events)
             executed.append(command)
-            msgs.append(('/vla/safe_action', ns + 2000, trajectory(ns, NAMES, [command])))
+            msgs.append((names.SAFE_ACTION, ns + 2000, trajectory(ns, NAMES, [command])))
             if step_events:
                 events += [(ns + 3000, ev) for ev in step_events]
-                msgs.append(('/vla/filter_events', ns + 3000, diagnostics(ns, [
-                    ('vla_safety/filter/event', 1, ev.reason, ev._asdict()) for ev in step_events])))
-            msgs.append(('/joint_states', ns + 4000,
+                statuses = [('vla_safety/filter/event', 1, ev.reason, ev._asdict())
+                            for ev in step_events]
+                msgs.append((names.FILTER_EVENTS, ns + 3000, diagnostics(ns, statuses)))
+            msgs.append((names.JOINT_STATES, ns + 4000,
                          joint_state(ns, js_order, command[::-1] + 0.001)))
             if (i + 1) % 50 == 0 or i + 1 == len(episode):
                 level, message, values = monitor.status()
@@ -145,13 +151,13 @@ def simulate():
                                           monitor.alarms[-1].kind))
                     reported = len(monitor.alarms)
                 counts = {f'interventions.{r}': n for r, n in guard.counts.items()}
-                msgs.append(('/diagnostics', ns + 5000, diagnostics(ns, [
-                    ('vla_safety/monitor', level, message, dict(values)),
-                    ('vla_safety/filter', 0, 'running', {'state': 'running', **counts}),
-                    ('vla_safety/execspec', 0, 'checkpoint matches the calibration', {})])))
+                msgs.append((names.DIAGNOSTICS, ns + 5000, diagnostics(ns, [
+                    (names.MONITOR_STATUS, level, message, dict(values)),
+                    (names.FILTER_STATUS, 0, 'running', {'state': 'running', **counts}),
+                    (names.EXECSPEC_STATUS, 0, 'checkpoint matches the calibration', {})])))
             k += 1
     last = START_NS + (k - 1) * STEP_NS + 6000
-    msgs.append(('/vla/safety_stop', last, T['std_msgs/msg/Bool'](data=True)))
+    msgs.append((names.SAFETY_STOP, last, T['std_msgs/msg/Bool'](data=True)))
     return sorted(msgs, key=lambda m: m[1]), raw, np.array(executed), events, alarm_reports
 
 
@@ -172,7 +178,7 @@ def test_series_recover_actions_events_and_alarms_exactly(pipeline):
     s = extract(open_record(path))
     assert s.start_ns == START_NS
     a = s.actions
-    assert a.names == NAMES and a.exec_source == '/vla/safe_action'
+    assert a.names == NAMES and a.exec_source == names.SAFE_ACTION
     np.testing.assert_array_equal(np.isnan(a.raw), np.isnan(raw))     # points[0] taken, NaN kept
     np.testing.assert_array_equal(a.raw[np.isfinite(raw)], raw[np.isfinite(raw)])
     np.testing.assert_array_equal(a.executed, executed)
@@ -180,8 +186,8 @@ def test_series_recover_actions_events_and_alarms_exactly(pipeline):
     ev = s.interventions
     assert ev.by_reason() == dict(Counter(e.reason for _, e in events))
     assert ev.by_reason()['nonfinite'] == len(NAN_CELLS) and ev.by_reason()['position'] > 0
-    assert list(zip(ev.step.tolist(), ev.joint, ev.reason)) == [(e.step, e.joint, e.reason)
-                                                                  for _, e in events]
+    expected = [(e.step, e.joint, e.reason) for _, e in events]
+    assert list(zip(ev.step.tolist(), ev.joint, ev.reason)) == expected
     np.testing.assert_array_equal(ev.t, seconds([ns for ns, _ in events]))
     m = s.monitor
     assert len(alarms) >= 3
@@ -190,7 +196,7 @@ def test_series_recover_actions_events_and_alarms_exactly(pipeline):
     assert m.alarm_kind == [kind for _, _, kind in alarms]
     assert 'nonfinite' in m.alarm_kind
     assert m.metrics['cusum_threshold'][0] > 0 and np.nanmax(m.metrics['episode_cost']) > 0
-    assert s.levels.names == ['vla_safety/monitor', 'vla_safety/filter', 'vla_safety/execspec']
+    assert s.levels.names == [names.MONITOR_STATUS, names.FILTER_STATUS, names.EXECSPEC_STATUS]
     assert [name for _, name in s.episodes] == ['episode_0', 'episode_1']
     np.testing.assert_array_equal(s.stops, [s.duration_s])
 
@@ -203,7 +209,7 @@ def test_report_command_writes_pngs_and_html(pipeline, tmp_path, capsys):
         assert (out / name).stat().st_size > 10_000
     html = (out / 'report.html').read_text()
     assert html.count('data:image/png;base64,') == 4 and 'skipped' not in html
-    assert '/vla/filter_events' in html and 'nonfinite' in html and 'max episode cost' in html
+    assert names.FILTER_EVENTS in html and 'nonfinite' in html and 'max episode cost' in html
     assert str(out / 'report.html') in capsys.readouterr().out.replace('\n', '')
 
 
@@ -214,14 +220,15 @@ def test_default_output_and_joint_subset(pipeline, tmp_path):
     s = extract(open_record(path), ['right_waist', 'left_elbow'])
     assert s.actions.names == ('left_elbow', 'right_waist') and s.actions.raw.shape[1] == 2
     assert set(s.interventions.joint) <= {'left_elbow', 'right_waist', '*'}
-    assert main(['report', path, '--joints', 'left_elbow,tail', '--output', str(tmp_path / 'x')]) == 2
+    out = str(tmp_path / 'x')
+    assert main(['report', path, '--joints', 'left_elbow,tail', '--output', out]) == 2
 
 
 def test_record_with_only_joint_states_renders_with_skipped_plots_noted(tmp_path):
     path = str(tmp_path / 'robot')
-    names = ('joint_a', 'joint_b')
-    write_record(path, [('/joint_states', START_NS + i * STEP_NS,
-                         joint_state(START_NS, names, [np.sin(i / 20), i / 100]))
+    joints = ('joint_a', 'joint_b')
+    write_record(path, [(names.JOINT_STATES, START_NS + i * STEP_NS,
+                         joint_state(START_NS, joints, [np.sin(i / 20), i / 100]))
                         for i in range(100)])
     out = tmp_path / 'out'
     assert main(['report', path, '--output', str(out)]) == 0
@@ -231,7 +238,7 @@ def test_record_with_only_joint_states_renders_with_skipped_plots_noted(tmp_path
     for name in PNGS[1:]:
         assert f'{name} skipped' in html
     s = extract(open_record(path))
-    assert s.actions.names == names and s.duration_s == pytest.approx(99 * DT)
+    assert s.actions.names == joints and s.duration_s == pytest.approx(99 * DT)
 
 
 def test_controller_commands_are_the_executed_series_in_raw_order(tmp_path):
@@ -241,7 +248,7 @@ def test_controller_commands_are_the_executed_series_in_raw_order(tmp_path):
     messages = []
     for i, row in enumerate(episodes[1][:50]):
         ns = START_NS + i * STEP_NS
-        messages += [('/vla/raw_action', ns, trajectory(ns, NAMES, [row])),
+        messages += [(names.RAW_ACTION, ns, trajectory(ns, NAMES, [row])),
                      ('/arm_controller/commands', ns + 1,
                       T['std_msgs/msg/Float64MultiArray'](layout=layout, data=row * 0.5))]
     write_record(path, messages)

@@ -12,6 +12,6 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""vla_safety_filter: make a VLA policy's actions executable and checked before they reach the arm."""
+"""vla_safety_filter: a VLA policy's actions, executable and checked before they reach the arm."""
 
 __version__ = '0.1.0'

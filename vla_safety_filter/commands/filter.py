@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety filter`: run the contract's guard offline over recorded episodes and save the result."""
+"""`vla-safety filter`: run the contract's guard offline over recorded episodes; save it all."""
 from __future__ import annotations
 
 import sys
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         description='Replay every episode of INPUT through the safety guard of a calibrated '
                     'contract (the same per-step guard the safety_filter node runs) and save what '
                     'would have been executed, with the interventions counted per reason. Each '
-                    'action is one control period of the contract, run through the node\'s '
+                    "action is one control period of the contract, run through the node's "
                     'executive in simulated time: a non-finite row is held, counted and listed.')
     p.add_argument('input', metavar='INPUT', help='.npz, .csv or LeRobot dataset directory')
     p.add_argument('--params', required=True, metavar='PARAMS.yaml',
@@ -43,7 +43,8 @@ def register(subparsers) -> None:
 
 
 def column_order(input_names, contract_names, source: str, params_path: str):
-    """Column indices putting the input in contract joint order (None: already in order).
+    """
+    Column indices putting the input in contract joint order (None: already in order).
 
     Generic input names (joint_0..) are taken positionally; otherwise names must match as a set.
     """
@@ -72,9 +73,9 @@ def run(args) -> int:
     episodes = read_episodes(args.input, allow_nonfinite=True)
     order = column_order(episodes.joint_names, contract.joint_names, episodes.source, args.params)
     if episodes.fps is not None and not np.isclose(episodes.fps, 1.0 / contract.dt, rtol=1e-3):
-        print(f'vla-safety filter: note: {args.input} was recorded at {episodes.fps:g} fps but the '
-              f'contract runs at {1.0 / contract.dt:g} Hz; each action is treated as one control '
-              f'period', file=sys.stderr)
+        print(f'vla-safety filter: note: {args.input} was recorded at {episodes.fps:g} fps but '
+              f'the contract runs at {1.0 / contract.dt:g} Hz; each action is treated as one '
+              'control period', file=sys.stderr)
     timeout = params.get('command_timeout', DEFAULT_COMMAND_TIMEOUT)
     replays, row0 = [], 0
     for ep in episodes.episodes:
@@ -117,7 +118,8 @@ class Replay(NamedTuple):
 
 
 def replay(contract, command_timeout: float, actions, measured, row0: int = 0) -> Replay:
-    """Run the node's executive over one episode in simulated time.
+    """
+    Run the node's executive over one episode in simulated time.
 
     Row t is a one-point chunk arriving at t * dt, due one control period later, and the tick at
     t * dt publishes the plan one period ahead: that row, guarded. A refused row (non-finite,
@@ -146,8 +148,12 @@ def replay(contract, command_timeout: float, actions, measured, row0: int = 0) -
 
 
 def _states(ep, actions, order, contract):
-    """Measured positions [T, D]: observation.state when it has D values, else the first action
-    projected into the bounds, held (an arm that tracks its commands exactly)."""
+    """
+    Return measured positions [T, D]: observation.state when it has D values.
+
+    Otherwise the first action projected into the bounds, held (an arm that tracks its commands
+    exactly).
+    """
     if ep.state is not None and ep.state.shape[1] == contract.dim:
         return ep.state if order is None else ep.state[:, order]
     first = actions[0] if np.all(np.isfinite(actions[0])) else contract.lower + 0.5 * (

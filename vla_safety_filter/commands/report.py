@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety report`: plot a flight record (actions, interventions, monitor, cost, levels) as HTML."""
+"""`vla-safety report`: plot a flight record (actions, interventions, monitor, cost, levels)."""
 from __future__ import annotations
 
 import os

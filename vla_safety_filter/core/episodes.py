@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Action-episode readers: the npz streams of shared/data, LeRobot datasets (v2.x, v3.0) and csv.
+"""
+Action-episode readers: the npz streams of shared/data, LeRobot datasets (v2.x, v3.0) and csv.
 
 Every reader returns whole episodes in time order and refuses bad input with a one-line
 `InputError` naming the file, episode and step: non-finite rows are reported, never dropped.
@@ -23,13 +24,13 @@ asks, so demonstrations stay finite.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 import glob
 import json
 import os
 import re
-import zipfile
-from dataclasses import dataclass
 from typing import Callable
+import zipfile
 
 import numpy as np
 
@@ -45,8 +46,12 @@ LEROBOT_VERSIONS = ('v2.0', 'v2.1', 'v3.0')
 
 @dataclass(frozen=True)
 class Episode:
-    """One demonstration or rollout: actions [T, D] (float64), observation.state [T, Ds] or None,
-    and the frames' timestamps [T] (seconds) where the source records them."""
+    """
+    One demonstration or rollout.
+
+    Actions [T, D] (float64), observation.state [T, Ds] or None, and the frames' timestamps [T]
+    (seconds) where the source records them.
+    """
 
     index: int
     actions: np.ndarray
@@ -75,7 +80,8 @@ def generic_names(dim: int) -> tuple[str, ...]:
 
 def read_episodes(path: str, fps: float | None = None,
                   allow_nonfinite: bool = False) -> EpisodeSet:
-    """Read one source, detected from the path: LeRobot dataset directory, `.npz` or `.csv`.
+    """
+    Read one source, detected from the path: LeRobot dataset directory, `.npz` or `.csv`.
 
     `fps` overrides the rate the source carries (LeRobot info.json, npz/csv timestamps);
     `allow_nonfinite` keeps non-finite action values instead of refusing the source.
@@ -97,7 +103,8 @@ def read_episodes(path: str, fps: float | None = None,
 
 def read_many(paths: list[str], fps: float | None = None,
               progress: Callable[[str], None] | None = None) -> EpisodeSet:
-    """Read and concatenate several sources; with more than one file, episodes are renumbered 0..N-1.
+    """
+    Read and concatenate several sources; with more than one file, episodes are renumbered 0..N-1.
 
     All sources must agree on dimension, joint names and frame rate. `progress(path)` is called
     after each file is read.
@@ -200,7 +207,8 @@ def _int_column(source: str, name: str, values: np.ndarray, rows: int) -> np.nda
     if values.shape != (rows,):
         raise InputError(f'{source}: {name!r} has shape {values.shape}, expected ({rows},)')
     if values.dtype.kind not in 'iu':
-        if values.dtype.kind != 'f' or not np.all(np.isfinite(values) & (values == np.round(values))):
+        whole = np.isfinite(values) & (values == np.round(values))
+        if values.dtype.kind != 'f' or not np.all(whole):
             raise InputError(f'{source}: {name!r} must hold integers')
     return values.astype(np.int64)
 
@@ -210,8 +218,12 @@ def _int_column(source: str, name: str, values: np.ndarray, rows: int) -> np.nda
 
 
 def _read_npz(path: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
-    """npz layout of shared/data: actions [T, D], episode_index [T] (absent: one episode),
-    optional frame_index, timestamps, observation.state [T, Ds] and action_names [D]."""
+    """
+    Read the npz layout of shared/data.
+
+    actions [T, D], episode_index [T] (absent: one episode), optional frame_index, timestamps,
+    observation.state [T, Ds] and action_names [D].
+    """
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -230,13 +242,15 @@ def _read_npz(path: str, fps: float | None, allow_nonfinite: bool = False) -> Ep
                    if 'frame_index' in arrays else None)
     state = arrays.get('observation.state')
     if state is not None and (state.ndim != 2 or state.shape[0] != rows):
-        raise InputError(f'{path}: `observation.state` has shape {state.shape}, expected ({rows}, Ds)')
+        raise InputError(f'{path}: `observation.state` has shape {state.shape}, '
+                         f'expected ({rows}, Ds)')
     ts = arrays.get('timestamps')
     if ts is not None and (ts.shape != (rows,) or ts.dtype.kind not in 'iuf'):
         raise InputError(f'{path}: `timestamps` has shape {ts.shape}, expected ({rows},) numbers')
     episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite, ts)
     if fps is None and ts is not None:
-        order = np.lexsort((np.arange(rows) if frame_index is None else frame_index, episode_index))
+        within = np.arange(rows) if frame_index is None else frame_index
+        order = np.lexsort((within, episode_index))
         fps = _fps_from_timestamps(path, ts[order], episode_index[order])
     names = _names(path, arrays.get('action_names'), actions.shape[1])
     return EpisodeSet(episodes, names, fps, path)
@@ -247,7 +261,8 @@ def _read_npz(path: str, fps: float | None, allow_nonfinite: bool = False) -> Ep
 
 
 def _read_csv(path: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
-    """csv with a header row, one row per step.
+    """
+    Read a CSV file with a header row, one row per step.
 
     Action columns: the columns named `action.<joint>` / `action_<joint>` if there are any (joint
     name = the suffix), otherwise every numeric column that is not `episode_index`, `frame_index`,
@@ -267,7 +282,8 @@ def _read_csv(path: str, fps: float | None, allow_nonfinite: bool = False) -> Ep
     body = rows[1:]
     for n, row in enumerate(body, start=2):
         if len(row) != len(header):
-            raise InputError(f'{path}: line {n} has {len(row)} cells, the header has {len(header)}')
+            raise InputError(f'{path}: line {n} has {len(row)} cells, '
+                             f'the header has {len(header)}')
 
     def is_number(text: str) -> bool:
         try:
@@ -318,7 +334,8 @@ def _read_csv(path: str, fps: float | None, allow_nonfinite: bool = False) -> Ep
     ts = optional(('timestamp', 'timestamps'))
     episodes = _group(path, actions, episode_index, frame_index, state, allow_nonfinite, ts)
     if fps is None and ts is not None:
-        order = np.lexsort((np.arange(count) if frame_index is None else frame_index, episode_index))
+        within = np.arange(count) if frame_index is None else frame_index
+        order = np.lexsort((within, episode_index))
         fps = _fps_from_timestamps(path, ts[order], episode_index[order])
     return EpisodeSet(episodes, _names(path, names, len(names)), fps, path)
 
@@ -340,7 +357,7 @@ def _lerobot_names(root: str, feature: dict, dim: int) -> tuple[str, ...]:
 
 
 def _list_column(source: str, table, name: str):
-    """A list<float> column of a pyarrow table as float64 [rows, width]."""
+    """Return a list<float> column of a pyarrow table as float64 [rows, width]."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -365,8 +382,12 @@ def _list_column(source: str, table, name: str):
 
 
 def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
-    """LeRobot dataset: meta/info.json and data/chunk-*/episode_*.parquet (v2.x, one episode per
-    file) or data/chunk-*/file-*.parquet (v3.0, episodes grouped by `episode_index`)."""
+    """
+    Read a LeRobot dataset.
+
+    meta/info.json and data/chunk-*/episode_*.parquet (v2.x, one episode per file) or
+    data/chunk-*/file-*.parquet (v3.0, episodes grouped by `episode_index`).
+    """
     info_path = os.path.join(root, 'meta', 'info.json')
     try:
         with open(info_path) as fh:
@@ -415,7 +436,8 @@ def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -
         else:
             raise InputError(f'{path}: no `episode_index` column (required in LeRobot v3.0)')
         if 'frame_index' in table.column_names:
-            frames.append(_int_column(path, 'frame_index', table.column('frame_index').to_numpy(), rows))
+            frames.append(_int_column(path, 'frame_index', table.column('frame_index').to_numpy(),
+                                      rows))
         else:
             frames.append(None)
     widths = {a.shape[1] for a in actions}
@@ -425,7 +447,8 @@ def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -
     dim = action.shape[1]
     shape = feature.get('shape')
     if isinstance(shape, list) and shape and shape[0] != dim:
-        raise InputError(f'{info_path}: features.action.shape says {shape[0]} but the data has {dim}')
+        raise InputError(f'{info_path}: features.action.shape says {shape[0]} '
+                         f'but the data has {dim}')
     state = None
     if len(states) == len(files) and len({s.shape[1] for s in states}) == 1:
         state = np.concatenate(states)

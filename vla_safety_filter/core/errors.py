@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The one error type the CLI and nodes turn into a one-line message (exit code 2) instead of a traceback."""
+"""The one error type the CLI and nodes turn into a one-line message (exit 2), not a traceback."""
 
 
 class InputError(ValueError):

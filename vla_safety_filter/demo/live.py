@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The demo's live terminal view (rich): per-joint raw vs executed, interventions, monitor, levels."""
+"""One frame of the demo's live view (rich): raw vs executed per joint, interventions, monitor."""
 from __future__ import annotations
 
 from collections import Counter
@@ -24,10 +24,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .observer import Observed
+from .. import names
 
-LEVEL_STYLE = {0: ('OK', 'green'), 1: ('WARN', 'yellow'), 2: ('ERROR', 'bold red'), 3: ('STALE', 'dim')}
+LEVEL_STYLE = {names.OK: 'green', names.WARN: 'yellow', names.ERROR: 'bold red',
+               names.STALE: 'dim'}
 METRICS = (('reversal_rate', 'reversal rate'), ('jerk_rms', 'jerk RMS'),
-           ('momentum_coherence', 'momentum coherence'), ('spectral_low_ratio', 'spectral low ratio'),
+           ('momentum_coherence', 'momentum coherence'),
+           ('spectral_low_ratio', 'spectral low ratio'),
            ('stall_s', 'stall (s)'), ('p_value', 'conformal p-value'))
 
 
@@ -58,7 +61,8 @@ def _joints(seen: Observed, scenario) -> Table:
     per_joint = Counter(joint for _, _, joint in seen.events)
     for j, name in enumerate(contract.joint_names):
         outside = np.isfinite(raw[j]) and not contract.lower[j] <= raw[j] <= contract.upper[j]
-        raw_text = Text(f'{raw[j]:+.3f}', style='bold red' if outside or not np.isfinite(raw[j]) else '')
+        alarming = outside or not np.isfinite(raw[j])
+        raw_text = Text(f'{raw[j]:+.3f}', style='bold red' if alarming else '')
         table.add_row(name, raw_text, f'{executed[j]:+.3f}', f'{contract.lower[j]:+.3f}',
                       f'{contract.upper[j]:+.3f}', str(per_joint.get(name, 0) or ''))
     return table
@@ -68,19 +72,21 @@ def _status(seen: Observed) -> Panel:
     lines = Text()
     for name in sorted(seen.statuses):
         level, message, _ = seen.statuses[name]
-        label, style = LEVEL_STYLE.get(level, ('?', ''))
+        label, style = names.level_name(level), LEVEL_STYLE.get(level, '')
         lines.append(f'{name:<24}', style='bold')
         lines.append(f'{label:<6}', style=style)
         lines.append(f' {message[:90]}\n')
     reasons = Counter(reason for _, reason, _ in seen.events)
-    lines.append('interventions: ' + (', '.join(f'{r} {n}' for r, n in reasons.most_common()) or 'none')
-                 + '\n')
-    monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
+    counted = ', '.join(f'{r} {n}' for r, n in reasons.most_common())
+    lines.append(f'interventions: {counted or "none"}\n')
+    monitor = seen.statuses.get(names.MONITOR_STATUS, (names.STALE, '', {}))[2]
     if monitor:
-        lines.append('  '.join(f'{label} {monitor.get(key, "-")}' for key, label in METRICS) + '\n')
+        metrics = '  '.join(f'{label} {monitor.get(key, "-")}' for key, label in METRICS)
+        lines.append(metrics + '\n')
         lines.append(f'CUSUM {monitor.get("cusum_statistic", "-")} / threshold '
                      f'{monitor.get("cusum_threshold", "-")}   episode cost '
-                     f'{monitor.get("episode_cost", "-")} / budget {monitor.get("cost_budget", "-")}\n')
+                     f'{monitor.get("episode_cost", "-")} / budget '
+                     f'{monitor.get("cost_budget", "-")}\n')
     alarms = ', '.join(f'{kind}@{step}' for _, kind, step in seen.alarms[-6:])
     lines.append(f'monitor alarms: {alarms or "none"}')
-    return Panel(lines, title='diagnostics (/diagnostics, /vla/filter_events)')
+    return Panel(lines, title=f'diagnostics ({names.DIAGNOSTICS}, {names.FILTER_EVENTS})')

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The demo's eyes on the ROS graph: what the policy asked, what the arm was told, what was said.
+"""
+The demo's eyes on the ROS graph: what the policy asked, what the arm was told, what was said.
 
 A plain rclpy node that only subscribes; `snapshot()` hands a consistent copy to the live view
 and the summary (callbacks run in the executor thread, the view in the main thread).
@@ -20,16 +21,17 @@ and the summary (callbacks run in the executor thread, the view in the main thre
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 import threading
 import time
-from dataclasses import dataclass, field
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
+from .. import names
 from ..nodes.common import COMMAND_QOS, LATCHED_QOS
 
 
@@ -37,10 +39,10 @@ from ..nodes.common import COMMAND_QOS, LATCHED_QOS
 class Observed:
     """Everything seen so far; times are seconds since the observer started (monotonic)."""
 
-    episode_started: float | None = None     # '/vla/episode' 'episode N'
-    episode_done: float | None = None        # '/vla/episode' 'done'
+    episode_started: float | None = None     # names.EPISODE 'episode N'
+    episode_done: float | None = None        # names.EPISODE 'done'
     raw_times: list = field(default_factory=list)
-    raw: list = field(default_factory=list)            # first point of each /vla/raw_action
+    raw: list = field(default_factory=list)            # first point of each raw action
     command_times: list = field(default_factory=list)
     commands: list = field(default_factory=list)       # controller commands, contract order
     events: list = field(default_factory=list)         # (time, reason, joint)
@@ -59,12 +61,12 @@ class DemoObserver(Node):
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._seen = Observed()
-        self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw, COMMAND_QOS)
-        self.create_subscription(Float64MultiArray, f'/{controller}/commands', self._on_command,
-                                 COMMAND_QOS)
-        self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events, 100)
-        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
-        self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS)
+        self.create_subscription(JointTrajectory, names.RAW_ACTION, self._on_raw, COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, names.forward_commands(controller),
+                                 self._on_command, COMMAND_QOS)
+        self.create_subscription(DiagnosticArray, names.FILTER_EVENTS, self._on_events, 100)
+        self.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._on_diagnostics, 50)
+        self.create_subscription(String, names.EPISODE, self._on_episode, LATCHED_QOS)
 
     def _now(self) -> float:
         return time.monotonic() - self._t0
@@ -102,9 +104,8 @@ class DemoObserver(Node):
             for s in msg.status:
                 values = {kv.key: kv.value for kv in s.values}
                 previous = self._seen.statuses.get(s.name)
-                self._seen.statuses[s.name] = (s.level[0] if isinstance(s.level, bytes) else int(s.level),
-                                               s.message, values)
-                if s.name == 'vla_safety/monitor' and 'cusum_statistic' in values:
+                self._seen.statuses[s.name] = (names.level_of(s.level), s.message, values)
+                if s.name == names.MONITOR_STATUS and 'cusum_statistic' in values:
                     self._record_monitor(now, values, previous)
 
     def _record_monitor(self, now: float, values: dict, previous) -> None:

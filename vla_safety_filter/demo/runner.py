@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Run the demo's ROS 2 graph in this process: sim arm, the four pipeline nodes, recorder, observer.
+"""
+Run the demo's ROS 2 graph in this process: sim arm, the four pipeline nodes, recorder, observer.
 
 The graph lives on its own ROS domain with localhost-only discovery, so a demo can never command a
 real arm that happens to share the network.
@@ -27,17 +28,20 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 
+from .observer import DemoObserver, Observed
+from .. import names
 from ..nodes.bringup import pipeline_nodes
 from ..nodes.common import spin_until_shutdown
-from .observer import DemoObserver, Observed
 
 #: after the episode ends (or the pipeline is refused), keep watching this long (s)
 TAIL_S = 0.5
 REFUSED_TAIL_S = 1.5
 
 
-def run_graph(scenario, domain_id: int, timeout: float, on_frame=None, record: bool = True) -> Observed:
-    """Start the graph, wait for the episode to finish (or the refusal), return what was seen.
+def run_graph(scenario, domain_id: int, timeout: float, on_frame=None,
+              record: bool = True) -> Observed:
+    """
+    Start the graph, wait for the episode to finish (or the refusal), return what was seen.
 
     `on_frame(observed)` is called about 8 times a second from this thread (the live view);
     with a live view the nodes log errors only, so log lines do not tear the frame.
@@ -45,10 +49,11 @@ def run_graph(scenario, domain_id: int, timeout: float, on_frame=None, record: b
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     context = Context()
     quiet = ['--log-level', 'error'] if on_frame is not None else []
-    rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file, *quiet],
+    rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file,
+                     *quiet],
                context=context, domain_id=domain_id)
     executor = SingleThreadedExecutor(context=context)
-    nodes = [DemoObserver(scenario.contract.joint_names, 'forward_position_controller',
+    nodes = [DemoObserver(scenario.contract.joint_names, names.DEFAULT_CONTROLLER,
                           context=context)]
     if record:
         from ..nodes.flight_recorder import FlightRecorder
@@ -79,7 +84,7 @@ def _wait(observer: DemoObserver, timeout: float, on_frame) -> Observed:
         if end is None:
             if seen.episode_done is not None:
                 end = time.monotonic() + TAIL_S
-            elif seen.statuses.get('vla_safety/execspec', (0,))[0] == 2 and not seen.raw:
+            elif seen.statuses.get(names.EXECSPEC_STATUS, (0,))[0] == names.ERROR and not seen.raw:
                 end = time.monotonic() + REFUSED_TAIL_S
         if end is not None and time.monotonic() >= end:
             break

@@ -12,18 +12,20 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The demo's files: checkpoint, policy outputs, contract, calibration and one ROS parameter file.
+"""
+The demo's files: checkpoint, policy outputs, contract, calibration and one ROS parameter file.
 
-The bundled ALOHA insertion episode is turned into the normalized outputs an ACT/OpenVLA-OFT policy
-trained on ALOHA insertion would emit (min/max bounds of the 50-episode dataset), so the bridge must
-unnormalize them with the checkpoint's statistics. `wrong_metadata` configures the bridge with the
-sibling key's statistics (transfer cube), the deployment slip ExecSpec exists to refuse.
+The bundled ALOHA insertion episode is turned into the normalized outputs an ACT/OpenVLA-OFT
+policy trained on ALOHA insertion would emit (min/max bounds of the 50-episode dataset), so the
+bridge must unnormalize them with the checkpoint's statistics. `wrong_metadata` configures the
+bridge with the sibling key's statistics (transfer cube), the deployment slip ExecSpec exists to
+refuse.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import os
 import shutil
-from dataclasses import dataclass
 
 import numpy as np
 import yaml
@@ -36,6 +38,7 @@ from ..core.execspec import check_metadata, metadata_to_params, normalize
 from ..core.faults import DrillFault, parse_drill
 from ..core.limits import HardwareLimits
 from ..core.params import contract_to_params
+from ..names import DEFAULT_CONTROLLER
 
 DATA = os.path.join(os.path.dirname(__file__), '..', 'data')
 EPISODES = os.path.join(DATA, 'aloha_sim_4ep.npz')
@@ -43,7 +46,6 @@ STATISTICS = os.path.join(DATA, 'aloha_action_stats.json')
 KEY = 'aloha_sim_insertion_human'
 SIBLING_KEY = 'aloha_sim_transfer_cube_human'
 NORMALIZATION = 'BOUNDS'   # OpenVLA-OFT's min/max normalization
-CONTROLLER = 'forward_position_controller'
 DRILL = ('unnormalized@2.0', 'oscillation@5.0', 'nan@8.0')
 ALPHA = 0.01
 ALOHA_JOINTS = tuple(f'{side}_{joint}' for side in ('left', 'right') for joint in (
@@ -104,9 +106,9 @@ def prepare(output: str, wrong_metadata: bool = False, drill=DRILL, seed: int = 
     faults = list(drill)
     nodes = {
         'sim_arm': {'joint_names': list(names), 'initial_positions': seed_pose.tolist(),
-                    'rate_hz': 100.0, 'controller_name': CONTROLLER},
+                    'rate_hz': 100.0, 'controller_name': DEFAULT_CONTROLLER},
         'safety_filter': {**contract_to_params(contract, calibration_file),
-                          'controller_name': CONTROLLER, 'output': 'forward_command',
+                          'controller_name': DEFAULT_CONTROLLER, 'output': 'forward_command',
                           'command_timeout': 0.1},
         'action_monitor': {'calibration_file': calibration_file, 'profile': 'generic',
                            'stop_on': 'none', 'diagnostic_period': 0.2},
@@ -116,7 +118,7 @@ def prepare(output: str, wrong_metadata: bool = False, drill=DRILL, seed: int = 
                           **nested(metadata_to_params(deployed))},
         'execspec_check': {'checkpoint': os.path.abspath(checkpoint), 'format': 'openvla-oft',
                            'normalization_type': NORMALIZATION, 'unnorm_key': KEY},
-        'flight_recorder': {'output': record_dir, 'controller_name': CONTROLLER},
+        'flight_recorder': {'output': record_dir, 'controller_name': DEFAULT_CONTROLLER},
     }
     params_file = os.path.join(output, 'demo_params.yaml')
     with open(params_file, 'w') as fh:

@@ -19,16 +19,16 @@ from collections import Counter
 
 import numpy as np
 
-from ..core.contract import audit
-from ..report.series import LEVEL_NAMES
 from .observer import Observed
+from .. import names
+from ..core.contract import audit
 
 #: a response later than this after a fault's last step is not counted as answering it (s)
 GRACE_S = 2.0
 
 
 def summarize(seen: Observed, scenario) -> dict:
-    """The demo's verdict as a JSON-able dict (see `ok` for the pass/fail line)."""
+    """Return the demo's verdict as a JSON-able dict (see `ok` for the pass/fail line)."""
     commands = np.array(seen.commands).reshape(-1, scenario.contract.dim)
     # velocity over elapsed time from arrival times: spans of >= 5 control periods, one period
     # of slack for delivery jitter
@@ -37,14 +37,15 @@ def summarize(seen: Observed, scenario) -> dict:
                   window=5 * dt, time_slack=dt)
     faults = [_fault_response(seen, scenario, k) for k in range(len(scenario.drill))]
     answered = sum(f['holds'] for f in faults)
-    execspec = seen.statuses.get('vla_safety/execspec', (3, 'no verdict seen', {}))
+    execspec = seen.statuses.get(names.EXECSPEC_STATUS, (names.STALE, 'no verdict seen', {}))
     costs = [cost for _, _, _, cost in seen.monitor_history]
-    monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
+    monitor = seen.statuses.get(names.MONITOR_STATUS, (names.STALE, '', {}))[2]
     activated = bool(seen.raw)
     summary = {
         'episode_steps': scenario.n_steps, 'key': scenario.key,
-        'execspec': {'level': LEVEL_NAMES[execspec[0]] if 0 <= execspec[0] < 4 else '?', 'message': execspec[1],
-                     **{k: execspec[2].get(k) for k in ('verdict', 'mean_drift', 'max_drift', 'reasons')}},
+        'execspec': {'level': names.level_name(execspec[0]), 'message': execspec[1],
+                     **{k: execspec[2].get(k)
+                        for k in ('verdict', 'mean_drift', 'max_drift', 'reasons')}},
         'pipeline_activated': activated,
         'certificate': _certificate(scenario),
         'raw_actions': len(seen.raw), 'commands_sent': check['commands'], 'contract_audit': check,
@@ -60,13 +61,16 @@ def summarize(seen: Observed, scenario) -> dict:
     if activated:
         summary['ok'] = contract_kept and all(f['answered'] for f in faults)
     else:   # refused: the proof is that nothing moved
-        summary['ok'] = check['commands'] == 0 and execspec[0] == 2
+        summary['ok'] = check['commands'] == 0 and execspec[0] == names.ERROR
     return summary
 
 
 def _fault_response(seen: Observed, scenario, k: int) -> dict:
-    """Filter interventions and monitor alarms that answer fault k: those after its first faulty
-    action, before the next fault starts and at most GRACE_S after its last faulty action.
+    """
+    Return the filter interventions and monitor alarms that answer fault k.
+
+    Those after its first faulty action, before the next fault starts and at most GRACE_S after
+    its last faulty action.
 
     Hold delays are wall time from the faulty action's arrival; alarm delays are stream time
     (monitor steps after the fault's first step).
@@ -74,7 +78,8 @@ def _fault_response(seen: Observed, scenario, k: int) -> dict:
     drill, dt = scenario.drill, scenario.dt
     fault = drill[k]
     grace = int(round(GRACE_S / dt))
-    stop_step = min(fault.stop + grace, drill[k + 1].start if k + 1 < len(drill) else fault.stop + grace)
+    next_start = drill[k + 1].start if k + 1 < len(drill) else fault.stop + grace
+    stop_step = min(fault.stop + grace, next_start)
     result = {'fault': fault.family, 'start_s': round(fault.start * dt, 3),
               'steps': fault.stop - fault.start, 'first_hold_s': None, 'holds': 0,
               'first_alarm_s': None, 'alarm': None}
@@ -94,7 +99,7 @@ def _fault_response(seen: Observed, scenario, k: int) -> dict:
 
 
 def _certificate(scenario) -> list[dict]:
-    """Per-joint drift of the bridge's unnormalizer from the checkpoint's (empty when identical)."""
+    """Return the per-joint drift of the bridge's unnormalizer from the checkpoint's (or [])."""
     report = scenario.certificate
     if report['verdict'] == 'identical' or report['per_dim_drift_abs'] is None:
         return []

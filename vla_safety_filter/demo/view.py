@@ -28,7 +28,7 @@ def run_live(console, scenario, run):
 
 
 def print_summary(console, summary: dict) -> None:
-    """The demo's verdict: activation, faults and responses, contract audit, cost, files."""
+    """Print the demo's verdict: activation, faults and responses, contract audit, cost, files."""
     execspec = summary['execspec']
     console.rule('summary')
     console.print(f'ExecSpec: {execspec["level"]}: {execspec["message"]}')
@@ -46,7 +46,8 @@ def print_summary(console, summary: dict) -> None:
                       '(the pipeline refused to activate, nothing moved)')
     else:
         table = Table(title='injected faults')
-        for column in ('fault', 'at', 'steps', 'first intervention', 'interventions', 'first alarm', 'alarm'):
+        for column in ('fault', 'at', 'steps', 'first intervention', 'interventions',
+                       'first alarm', 'alarm'):
             table.add_column(column)
         for f in summary['faults']:
             table.add_row(f['fault'], f'{f["start_s"]:.2f} s', str(f['steps']),
@@ -55,11 +56,13 @@ def print_summary(console, summary: dict) -> None:
         console.print(table)
         audit = summary['contract_audit']
         console.print(f'commands sent to the controller: {audit["commands"]}; outside the bounds: '
-                      f'{audit["outside_bounds"]}; over the rate limit: {audit["over_rate_limit"]} '
+                      f'{audit["outside_bounds"]}; over the rate limit: '
+                      f'{audit["over_rate_limit"]} '
                       f'(largest step {audit["max_step_ratio"]:.2f} x vmax*dt; fastest over '
                       f'elapsed time {audit.get("max_speed_ratio", 0.0):.2f} x vmax); '
                       f'non-finite: {audit["non_finite"]}')
-        reasons = ', '.join(f'{k} {v}' for k, v in sorted(summary['interventions_by_reason'].items()))
+        counts = sorted(summary['interventions_by_reason'].items())
+        reasons = ', '.join(f'{k} {v}' for k, v in counts)
         console.print(f'interventions by reason: {reasons or "none"} '
                       f'({summary["interventions_outside_faults"]} outside the injected faults)')
         alarms = ', '.join(f'{a["kind"]}@{a["step"]}' for a in summary['alarms'])

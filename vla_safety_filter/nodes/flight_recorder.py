@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""flight_recorder: records the pipeline's topics to a rosbag2 MCAP directory (record/bag.py).
+"""
+flight_recorder: records the pipeline's topics to a rosbag2 MCAP directory (record/bag.py).
 
 A plain node, not a lifecycle one: it records whether or not the pipeline is active. Each listed
 topic is subscribed raw (CDR bytes written as received) once it has a publisher, with QoS adapted
@@ -23,35 +24,42 @@ after activation are recorded even if they come before the next graph poll.
 """
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
 import importlib
 import sys
 import threading
-from collections import Counter
-from functools import partial
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from .common import declare, require_valid_parameters, run
+from .. import names
 from ..core.errors import InputError
 from ..record.bag import BagWriter, header_stamp_ns
 from ..record.definitions import full_definition, has_header
-from .common import declare, require_valid_parameters, run
 
-DEFAULT_CONTROLLER = 'forward_position_controller'
-DEFAULT_TOPICS = ('/vla/raw_action', '/vla/safe_action', '/{controller}/commands',
-                  '/{controller}/joint_trajectory', '/joint_states', '/vla/filter_events',
-                  '/diagnostics', '/vla/episode', '/vla/safety_stop')
-#: the pipeline's topics whose type and QoS this package fixes: subscribed before they appear
-PIPELINE_TOPICS = {
-    '/vla/raw_action': 'trajectory_msgs/msg/JointTrajectory',
-    '/vla/safe_action': 'trajectory_msgs/msg/JointTrajectory',
-    '/{controller}/commands': 'std_msgs/msg/Float64MultiArray',
-    '/{controller}/joint_trajectory': 'trajectory_msgs/msg/JointTrajectory',
-    '/vla/filter_events': 'diagnostic_msgs/msg/DiagnosticArray',
-    '/vla/episode': 'std_msgs/msg/String',
-    '/vla/safety_stop': 'std_msgs/msg/Bool',
-}
-LATCHED_TOPICS = ('/vla/episode', '/vla/safety_stop')
+
+def pipeline_topics(controller: str) -> dict:
+    """Return the pipeline's topics with the types this package fixes (subscribed at once)."""
+    return {
+        names.RAW_ACTION: 'trajectory_msgs/msg/JointTrajectory',
+        names.SAFE_ACTION: 'trajectory_msgs/msg/JointTrajectory',
+        names.forward_commands(controller): 'std_msgs/msg/Float64MultiArray',
+        names.joint_trajectory(controller): 'trajectory_msgs/msg/JointTrajectory',
+        names.FILTER_EVENTS: 'diagnostic_msgs/msg/DiagnosticArray',
+        names.EPISODE: 'std_msgs/msg/String',
+        names.SAFETY_STOP: 'std_msgs/msg/Bool',
+    }
+
+
+def default_topics(controller: str) -> list:
+    """Return what is recorded unless `topics` says otherwise (pipeline, joints, diagnostics)."""
+    return [names.RAW_ACTION, names.SAFE_ACTION, names.forward_commands(controller),
+            names.joint_trajectory(controller), names.JOINT_STATES, names.FILTER_EVENTS,
+            names.DIAGNOSTICS, names.EPISODE, names.SAFETY_STOP]
+
+
 POLL_PERIOD = 0.5  # s: graph discovery and chunk flush (bounds what a SIGKILL loses)
 DEPTH = 100
 
@@ -63,10 +71,10 @@ class FlightRecorder(Node):
         super().__init__(name, **kwargs)
         output = declare(self, 'output', '', 'record directory (rosbag2 layout); must not exist '
                          'or be empty', read_only=True)
-        controller = declare(self, 'controller_name', DEFAULT_CONTROLLER,
+        controller = declare(self, 'controller_name', names.DEFAULT_CONTROLLER,
                              'controller whose commands/joint_trajectory the default topics name',
                              read_only=True)
-        topics = declare(self, 'topics', [t.format(controller=controller) for t in DEFAULT_TOPICS],
+        topics = declare(self, 'topics', default_topics(controller),
                          'topics to record', read_only=True)
         split = declare(self, 'split_seconds', 5.0, 'close an MCAP segment after this long',
                         read_only=True)
@@ -79,7 +87,7 @@ class FlightRecorder(Node):
         self._handled: dict[str, object] = {}  # topic -> subscription, or None if unrecordable
         self._closed = False
         self.counts: Counter = Counter()  # messages written per topic
-        known = {t.format(controller=controller): type_name for t, type_name in PIPELINE_TOPICS.items()}
+        known = pipeline_topics(controller)
         for topic in self._wanted:
             if topic in known:
                 self._subscribe(topic, known[topic], _pipeline_qos(topic), [], '')
@@ -145,7 +153,7 @@ class FlightRecorder(Node):
         self.get_logger().info(f'recording {topic} ({type_name}, {policies})')
 
     def _on_message(self, topic: str, stamped: bool, data: bytes) -> None:
-        """Write the CDR bytes as received; log time = receive time, publish time = header stamp."""
+        """Write the CDR bytes as received (log time: receive time; publish time: header stamp)."""
         now = self.get_clock().now().nanoseconds
         stamp = header_stamp_ns(data) if stamped else 0
         with self._lock:
@@ -155,7 +163,7 @@ class FlightRecorder(Node):
 
 
 def _adapted_qos(offered: list[QoSProfile]) -> QoSProfile:
-    """The strongest subscription QoS every publisher is compatible with."""
+    """Return the strongest subscription QoS every publisher is compatible with."""
     reliable = all(q.reliability == ReliabilityPolicy.RELIABLE for q in offered)
     latched = all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
     return QoSProfile(
@@ -165,15 +173,16 @@ def _adapted_qos(offered: list[QoSProfile]) -> QoSProfile:
 
 
 def _pipeline_qos(topic: str) -> QoSProfile:
-    """What the pipeline's publishers offer: reliable; transient local for the latched topics."""
-    latched = topic in LATCHED_TOPICS
+    """Return what the pipeline's publishers offer: reliable; transient local when latched."""
+    latched = topic in names.LATCHED_TOPICS
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=DEPTH,
                       reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
+                      else DurabilityPolicy.VOLATILE)
 
 
 def _qos_dict(qos: QoSProfile) -> dict:
-    """An offered QoS as rosbag2 metadata v9 writes it (policy names, durations as sec/nsec)."""
+    """Return an offered QoS as rosbag2 metadata v9 writes it (policy names, sec/nsec)."""
     def span(duration) -> dict:
         sec, nsec = divmod(duration.nanoseconds, 1_000_000_000)
         return {'sec': sec, 'nsec': nsec}
@@ -186,7 +195,7 @@ def _qos_dict(qos: QoSProfile) -> dict:
 
 
 def _message_class(type_name: str):
-    """The generated Python class of `pkg/msg/Type`."""
+    """Return the generated Python class of `pkg/msg/Type`."""
     package, _, name = type_name.split('/')
     try:
         return getattr(importlib.import_module(f'{package}.msg'), name)

@@ -12,12 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""sim_arm: a stand-in arm driver for demos and tests.
+"""
+sim_arm: a stand-in arm driver for demos and tests.
 
-Listens like a ForwardCommandController (`/<controller>/commands`, Float64MultiArray in joint order)
-and a JointTrajectoryController (`/<controller>/joint_trajectory`, last point taken as the target),
-tracks the target with a first-order lag and publishes `/joint_states`. Wrong-length or non-finite
-commands are rejected (logged, ignored) as a careful driver would.
+Listens like a ForwardCommandController (`/<controller>/commands`, Float64MultiArray in joint
+order) and a JointTrajectoryController (`/<controller>/joint_trajectory`, last point taken as the
+target), tracks the target with a first-order lag and publishes `/joint_states`. Wrong-length or
+non-finite commands are rejected (logged, ignored) as a careful driver would.
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from .common import COMMAND_QOS, declare, require_valid_parameters, run
+from .. import names
 from ..core.errors import InputError
 from ..core.joints import JointMap
-from .common import COMMAND_QOS, declare, require_valid_parameters, run
 
 
 class SimArm(Node):
@@ -51,17 +53,17 @@ class SimArm(Node):
         self.target = self.position.copy()
         rate = declare(self, 'rate_hz', 100.0, 'joint_states rate')
         self.tau = declare(self, 'time_constant', 0.02, 'first-order tracking time constant (s)')
-        controller = declare(self, 'controller_name', 'forward_position_controller',
+        controller = declare(self, 'controller_name', names.DEFAULT_CONTROLLER,
                              'controller name the commands arrive on')
         require_valid_parameters(self)
         self.dt = 1.0 / rate
         self.received = 0
         self.rejected = 0
         self._map = JointMap(self.joints)
-        self._pub = self.create_publisher(JointState, '/joint_states', 10)
-        self.create_subscription(Float64MultiArray, f'/{controller}/commands', self._on_forward,
-                                 COMMAND_QOS)
-        self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory',
+        self._pub = self.create_publisher(JointState, names.JOINT_STATES, 10)
+        self.create_subscription(Float64MultiArray, names.forward_commands(controller),
+                                 self._on_forward, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, names.joint_trajectory(controller),
                                  self._on_trajectory, COMMAND_QOS)
         self.create_timer(self.dt, self._on_timer)
 
@@ -70,7 +72,8 @@ class SimArm(Node):
         if values.shape != self.position.shape or not np.all(np.isfinite(values)):
             self.rejected += 1
             self.get_logger().error(f'rejected command of {values.size} values '
-                                    f'(need {self.position.size} finite)', throttle_duration_sec=1.0)
+                                    f'(need {self.position.size} finite)',
+                                    throttle_duration_sec=1.0)
             return
         self.received += 1
         self.target = values
@@ -93,7 +96,8 @@ class SimArm(Node):
         new = self.position + gain * (self.target - self.position)
         self.velocity = (new - self.position) / self.dt
         self.position = new
-        msg = JointState(name=list(self.joints), position=new.tolist(), velocity=self.velocity.tolist())
+        msg = JointState(name=list(self.joints), position=new.tolist(),
+                         velocity=self.velocity.tolist())
         msg.header.stamp = self.get_clock().now().to_msg()
         self._pub.publish(msg)
 

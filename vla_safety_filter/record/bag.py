@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Rosbag2-format MCAP recording: time-split segments plus a metadata.yaml naming the closed ones.
+"""
+Rosbag2-format MCAP recording: time-split segments plus a metadata.yaml naming the closed ones.
 
 Each segment `NAME_<i>.mcap` is finished (summary + footer) once it spans `split_seconds` of log
 time, then metadata.yaml is rewritten atomically: a killed process leaves a valid bag of its closed
@@ -20,14 +21,14 @@ segments, and the open segment keeps every chunk already flushed (read.py salvag
 """
 from __future__ import annotations
 
-import os
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
+import struct
 
+from mcap.writer import CompressionType, LIBRARY_IDENTIFIER, Writer
 import yaml
-from mcap.writer import LIBRARY_IDENTIFIER, CompressionType, Writer
 
 from ..core.errors import InputError
 from ..nodes.compat import ros_distro
@@ -43,7 +44,7 @@ class _Topic:
     """One recorded topic: what rosbag2 keeps in metadata.yaml and in each segment's channel."""
 
     name: str
-    type: str
+    type: str  # noqa: A003 - rosbag2's metadata.yaml key
     definition: str
     qos: list[dict]
     type_hash: str
@@ -65,8 +66,12 @@ class _Segment:
 
 
 class BagWriter:
-    """Writes CDR messages to a rosbag2 directory of MCAP segments that `ros2 bag`, rosbags and
-    Foxglove open; memory: one chunk, the open segment's index, a metadata entry per segment."""
+    """
+    Writes CDR messages to a rosbag2 directory of MCAP segments.
+
+    `ros2 bag`, rosbags and Foxglove open them. Memory: one chunk, the open segment's index, a
+    metadata entry per segment.
+    """
 
     def __init__(self, directory: str | os.PathLike, split_seconds: float = 5.0,
                  chunk_size: int = 64 * 1024):
@@ -88,8 +93,12 @@ class BagWriter:
 
     def add_topic(self, topic: str, type_name: str, definition_text: str,
                   qos_profiles: list[dict] | None = None, type_hash: str = '') -> None:
-        """Record `topic` of `pkg/msg/Type`; qos_profiles are the publishers' offered QoS
-        (rosbag2 v9 dicts) so `ros2 bag play` can offer them again."""
+        """
+        Record `topic` of `pkg/msg/Type`.
+
+        qos_profiles are the publishers' offered QoS (rosbag2 v9 dicts) so `ros2 bag play` can
+        offer them again.
+        """
         if topic in self._topics:
             raise InputError(f'{topic}: already added to the record')
         self._topics[topic] = _Topic(topic, type_name, definition_text, list(qos_profiles or []),
@@ -139,7 +148,7 @@ class BagWriter:
 
     @staticmethod
     def _register(segment: _Segment, topic: _Topic) -> None:
-        """Schema (once per type) and channel, with the channel metadata rosbag2 writes."""
+        """Return the schema (once per type) and channel, with the metadata rosbag2 writes."""
         if topic.type not in segment.schemas:
             segment.schemas[topic.type] = segment.writer.register_schema(
                 topic.type, 'ros2msg', topic.definition.encode())
@@ -193,7 +202,7 @@ class BagWriter:
 
 
 def header_stamp_ns(data: bytes) -> int:
-    """The std_msgs/Header stamp (ns) leading a CDR message, 0 if unset or too short."""
+    """Return the std_msgs/Header stamp (ns) leading a CDR message, 0 if unset or too short."""
     if len(data) < 12:
         return 0
     order = '<' if data[1] & 1 else '>'  # encapsulation id: odd = little endian

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Full ROS 2 message definitions (rosbag2-style `ros2msg` schema text) from installed .msg files.
+"""
+Full ROS 2 message definitions (rosbag2-style `ros2msg` schema text) from installed .msg files.
 
 rosbag2 stores a type's .msg text followed by every dependency's text, each after a line of 80
 `=` and a `MSG: pkg/msg/Type` line; Foxglove and rosbags rebuild the type from that text alone.
@@ -20,8 +21,8 @@ rosbag2 stores a type's .msg text followed by every dependency's text, each afte
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
+import sys
 
 from ..core.errors import InputError
 
@@ -31,7 +32,7 @@ PRIMITIVES = frozenset({'bool', 'byte', 'char', 'float32', 'float64', 'int8', 'u
 
 
 def full_definition(type_name: str) -> str:
-    """The rosbag2 `ros2msg` text of `pkg/msg/Type`: its .msg, then each nested type once."""
+    """Return the rosbag2 `ros2msg` text of `pkg/msg/Type`: its .msg, then each nested type."""
     order, texts = [type_name], {}
     for name in order:  # grows while iterating: breadth-first over the dependencies
         texts[name] = msg_text(name)
@@ -42,13 +43,13 @@ def full_definition(type_name: str) -> str:
 
 
 def has_header(type_name: str) -> bool:
-    """True if the type's first field is a std_msgs/Header (its stamp leads the CDR payload)."""
+    """Return whether the first field is a std_msgs/Header (its stamp leads the CDR payload)."""
     fields = [line.split()[:2] for line in _code_lines(msg_text(type_name)) if '=' not in line]
     return bool(fields) and fields[0][0] in ('std_msgs/Header', 'std_msgs/msg/Header')
 
 
 def dependencies(type_name: str, text: str) -> list[str]:
-    """The non-primitive field types used by one .msg text, as `pkg/msg/Type`."""
+    """Return the non-primitive field types used by one .msg text, as `pkg/msg/Type`."""
     package = type_name.split('/')[0]
     deps = []
     for line in _code_lines(text):
@@ -63,7 +64,7 @@ def dependencies(type_name: str, text: str) -> list[str]:
 
 
 def msg_text(type_name: str) -> str:
-    """The text of the installed `share/<pkg>/msg/<Type>.msg` of `pkg/msg/Type`."""
+    """Return the text of the installed `share/<pkg>/msg/<Type>.msg` of `pkg/msg/Type`."""
     parts = type_name.split('/')
     if len(parts) != 3 or parts[1] != 'msg':
         raise InputError(f'{type_name}: expected a message type named pkg/msg/Type')

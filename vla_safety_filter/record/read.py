@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Open a flight record (a rosbag2 directory or a lone .mcap) and iterate its deserialized messages.
+"""
+Open a flight record (a rosbag2 directory or a lone .mcap) and iterate its deserialized messages.
 
 The segments metadata.yaml lists are read with rosbags; MCAP files it does not list (the segment
 open when the recorder was killed, a bag without metadata.yaml) and lone .mcap files are salvaged
@@ -20,31 +21,35 @@ chunk by chunk, stopping quietly at a truncated or corrupt tail.
 """
 from __future__ import annotations
 
-import os
-import re
 from collections import Counter
-from contextlib import closing, contextmanager
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
+import os
 from pathlib import Path
+import re
 
-import yaml
 from mcap.exceptions import McapError
 from mcap.records import Channel, Header, Message, Schema
 from mcap.stream_reader import StreamReader
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.serde import SerdeError
-from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
+from rosbags.typesys import get_types_from_msg, get_typestore, Stores, TypesysError
+import yaml
 
-from ..core.errors import InputError
 from .bag import METADATA_FILE
+from ..core.errors import InputError
 
 #: Types for records without embedded definitions (rosbag2 sqlite3 bags, non-ros2msg schemas).
 DEFAULT_STORE = Stores.ROS2_KILTED
 
 
 class Record:
-    """An opened record: `.topics` {topic: type}, `.counts` {topic: n}, `.salvaged` (files read
-    past metadata.yaml) and `messages()`."""
+    """
+    An opened record.
+
+    `.topics` {topic: type}, `.counts` {topic: n}, `.salvaged` (files read past metadata.yaml)
+    and `messages()`.
+    """
 
     def __init__(self, path: Path, bag_dir: Path | None, loose: list[Path]):
         self.path = path
@@ -67,8 +72,11 @@ class Record:
         self._typestore.register(typedefs)
 
     def messages(self, topics=None) -> Iterator[tuple[str, int, object]]:
-        """Yield (topic, log_time_ns, message) of the wanted topics: listed segments in time order,
-        then salvaged files in file order."""
+        """
+        Yield (topic, log_time_ns, message) of the wanted topics.
+
+        Listed segments in time order, then salvaged files in file order.
+        """
         wanted = set(self.topics if topics is None else topics)
         if self._bag_dir is not None:
             with _bag_reader(self._bag_dir) as reader:
@@ -116,7 +124,7 @@ def open_record(path: str | os.PathLike) -> Record:
 
 @contextmanager
 def _bag_reader(bag_dir: Path) -> Iterator[AnyReader]:
-    """An open rosbags AnyReader of the segments metadata.yaml lists."""
+    """Return an open rosbags AnyReader of the segments metadata.yaml lists."""
     reader = AnyReader([bag_dir], default_typestore=get_typestore(DEFAULT_STORE))
     try:
         reader.open()
@@ -147,7 +155,7 @@ def _split_index(file: Path) -> tuple[int, str]:
 
 
 def _salvageable(file: Path) -> bool:
-    """False for a segment killed before its MCAP header reached the disk."""
+    """Return False for a segment killed before its MCAP header reached the disk."""
     try:
         with closing(_records(file)) as records:
             next(records, None)
@@ -176,7 +184,7 @@ def _scan(file: Path, counts: Counter) -> list[tuple[str, str, str]]:
 
 
 def _parse(file: Path, definition: str, type_name: str) -> dict:
-    """rosbags type definitions from a `ros2msg` schema text."""
+    """Return rosbags type definitions from a `ros2msg` schema text."""
     try:
         return get_types_from_msg(definition, type_name)
     except TypesysError as exc:
@@ -187,7 +195,8 @@ def _records(file: Path) -> Iterator:
     """MCAP records in file order (chunks opened, CRC-checked), up to a truncated/corrupt tail."""
     size = file.stat().st_size
     with open(file, 'rb') as fh:
-        records = StreamReader(_ExactReader(fh), validate_crcs=True, record_size_limit=size).records
+        reader = StreamReader(_ExactReader(fh), validate_crcs=True, record_size_limit=size)
+        records = reader.records
         try:
             header = next(records)
         except (McapError, EOFError, ValueError) as exc:

@@ -12,4 +12,4 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Offline report of one flight record: series extraction, PNG plots and a self-contained HTML page."""
+"""Offline report of one flight record: series, PNG plots and a self-contained HTML page."""

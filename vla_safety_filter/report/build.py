@@ -21,11 +21,11 @@ from ..core.errors import InputError
 
 
 def build_report(record: str, out_dir: str, joints=None):
-    """Extract, plot and write report.html; returns (page path, {png: None or why skipped}, notes)."""
-    from ..record.read import open_record
-    from .html import write_report
+    """Extract, plot, write report.html; return (page path, {png: None or why skipped}, notes)."""
+    from .page import write_report
     from .plots import render
     from .series import extract
+    from ..record.read import open_record
 
     if not os.path.exists(record):
         raise InputError(f'{record}: no such record')

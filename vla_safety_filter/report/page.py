@@ -12,18 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""One self-contained report.html: summary table, messages per topic, notes and the PNGs (base64)."""
+"""One self-contained report.html: summary table, messages per topic, notes, PNGs (base64)."""
 from __future__ import annotations
 
 import base64
-import datetime
-import os
 from collections import Counter
+import datetime
 from html import escape
+import os
 
 import numpy as np
 
-from .series import EVENTS, FILTER, LEVEL_NAMES, RecordSeries
+from .series import RecordSeries
+from ..names import FILTER_EVENTS, FILTER_STATUS, level_name
 
 STYLE = ('body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;'
          'margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}'
@@ -35,14 +36,14 @@ def _counts(counter: dict) -> str:
 
 
 def interventions_by_reason(s: RecordSeries) -> tuple[dict | None, str]:
-    """Per-reason counts from /vla/filter_events, else the last filter status counters, else None."""
-    if EVENTS in s.topics:
-        return s.interventions.by_reason(), EVENTS
-    if FILTER not in s.levels.last_values:
+    """Return per-reason counts from the filter events, else the last filter status, else None."""
+    if FILTER_EVENTS in s.topics:
+        return s.interventions.by_reason(), FILTER_EVENTS
+    if FILTER_STATUS not in s.levels.last_values:
         return None, 'not recorded'
-    values = s.levels.last_values[FILTER]
+    values = s.levels.last_values[FILTER_STATUS]
     return ({k.split('.', 1)[1]: int(float(v)) for k, v in values.items()
-             if k.startswith('interventions.') and float(v) > 0}, f'last {FILTER} status')
+             if k.startswith('interventions.') and float(v) > 0}, f'last {FILTER_STATUS} status')
 
 
 def summary_rows(s: RecordSeries) -> list[tuple[str, str]]:
@@ -50,7 +51,8 @@ def summary_rows(s: RecordSeries) -> list[tuple[str, str]]:
     m = s.monitor
     start = datetime.datetime.fromtimestamp(s.start_ns / 1e9, datetime.timezone.utc)
     by_reason, source = interventions_by_reason(s)
-    rows = [('start (UTC)', start.isoformat(timespec='seconds') if s.start_ns else 'no messages read'),
+    started = start.isoformat(timespec='seconds') if s.start_ns else 'no messages read'
+    rows = [('start (UTC)', started),
             ('duration', f'{s.duration_s:.2f} s'),
             ('episodes started', str(len(s.episodes))),
             ('joints', ', '.join(s.actions.names) or 'none'),
@@ -58,18 +60,20 @@ def summary_rows(s: RecordSeries) -> list[tuple[str, str]]:
              '-' if by_reason is None else f'{sum(by_reason.values())}: {_counts(by_reason)}')]
     if m.alarm_t.size:
         kinds = Counter(m.alarm_kind)
-        rows.append(('monitor alarms', f'{int(m.alarm_n.sum())}, first seen at {m.alarm_t[0]:.2f} s '
-                                       f'(newest kind per report: {_counts(kinds)})'))
+        rows.append(('monitor alarms', f'{int(m.alarm_n.sum())}, first seen at '
+                                       f'{m.alarm_t[0]:.2f} s (newest kind per report: '
+                                       f'{_counts(kinds)})'))
     else:
         rows.append(('monitor alarms', '0' if m.t.size else 'no monitor statuses'))
     cost = m.metrics.get('episode_cost')
     if cost is not None and np.isfinite(cost).any():
         budget = m.metrics.get('cost_budget', np.array([np.nan]))
-        rows.append(('max episode cost', f'{np.nanmax(cost):.3g} (budget {np.nanmax(budget):.3g})'))
+        rows.append(('max episode cost',
+                     f'{np.nanmax(cost):.3g} (budget {np.nanmax(budget):.3g})'))
     rows.append(('safety stops', str(s.stops.size)))
     for name in s.levels.names:
         level = int(s.levels.level[name][-1])
-        rows.append((f'final level {name}', f'{LEVEL_NAMES[min(max(level, 0), 3)]}: '
+        rows.append((f'final level {name}', f'{level_name(level)}: '
                                             f'{s.levels.last_message[name]}'))
     return rows
 
@@ -93,7 +97,8 @@ def write_report(s: RecordSeries, record: str, out_dir: str, plots: dict) -> str
     notes = list(s.notes) + [f'{name} skipped: {why}' for name, why in plots.items() if why]
     parts = [f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>vla-safety report: '
              f'{escape(record)}</title><style>{STYLE}</style></head><body>',
-             f'<h1>VLA safety report</h1><p>record <code>{escape(os.path.abspath(record))}</code></p>',
+             '<h1>VLA safety report</h1>'
+             f'<p>record <code>{escape(os.path.abspath(record))}</code></p>',
              '<h2>Summary</h2>', _table(None, summary_rows(s)),
              '<h2>Messages per topic</h2>', _table(('topic', 'type', 'messages'), topics)]
     if notes:

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Report figures as PNG (matplotlib, Agg canvas): actions, monitor metrics, cost vs budget, levels.
+"""
+Report figures as PNG (matplotlib, Agg canvas): actions, monitor metrics, cost vs budget, levels.
 
 Every figure uses the same x axis, seconds since the record's first message, with episode starts
 (dotted) and safety stops (red) marked, so the four pictures line up.
@@ -22,13 +23,14 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+import numpy as np
 
-from .series import LEVEL_NAMES, RecordSeries
+from .series import RecordSeries
+from ..names import LEVEL_NAMES
 
 TIME_LABEL = 'time since record start (s)'
 REASON_COLOURS = {'position': 'tab:red', 'bounds': 'tab:red', 'velocity': 'tab:orange',
@@ -49,7 +51,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def reason_colour(reason: str, seen: list) -> str:
-    """Fixed colours for the known reasons, the spare ones in order for any other."""
+    """Return fixed colours for the known reasons, the spare ones in order for any other."""
     if reason in REASON_COLOURS:
         return REASON_COLOURS[reason]
     extra = sorted(r for r in seen if r not in REASON_COLOURS)
@@ -57,7 +59,7 @@ def reason_colour(reason: str, seen: list) -> str:
 
 
 def _time_axis(ax, s: RecordSeries) -> None:
-    """Common x range plus episode starts and safety stops."""
+    """Draw the common x range plus episode starts and safety stops."""
     ax.set_xlim(0.0, max(s.duration_s, 1e-3))
     for t, _ in s.episodes:
         ax.axvline(t, color='0.4', ls=':', lw=1)
@@ -81,7 +83,7 @@ def has_actions(s: RecordSeries) -> bool:
 
 
 def plot_actions(s: RecordSeries, path: str) -> None:
-    """Grid of raw vs executed (vs measured) per joint; interventions and non-finite raw as marks."""
+    """Plot raw vs executed (vs measured) per joint; interventions and non-finite raw as marks."""
     a, ev = s.actions, s.interventions
     nrows = len(a.names) if len(a.names) <= 4 else math.ceil(len(a.names) / 2)
     ncols = math.ceil(len(a.names) / nrows)
@@ -116,7 +118,8 @@ def plot_actions(s: RecordSeries, path: str) -> None:
         (a.raw_t.size, 'tab:blue', 1.6, '-', 'raw policy action (/vla/raw_action)'),
         (a.exec_t.size, 'black', 0.8, '--', f'executed ({a.exec_source})')) if present]
     if a.raw_t.size and not np.isfinite(a.raw).all():
-        handles.append(Line2D([], [], marker='x', ls='', color='magenta', label='raw non-finite (gap)'))
+        handles.append(Line2D([], [], marker='x', ls='', color='magenta',
+                              label='raw non-finite (gap)'))
     handles += [Line2D([], [], marker='|', ls='', ms=9, mew=1.5, color=reason_colour(r, reasons),
                        label=f'intervention: {r}') for r in reasons]
     fig.legend(handles=handles + _marker_handles(s), loc='outside lower center', ncols=2 + ncols,
@@ -167,14 +170,16 @@ def plot_monitor(s: RecordSeries, path: str) -> None:
     handles = [Line2D([], [], color='tab:blue', marker='.', label='value per /diagnostics status'),
                Line2D([], [], color='tab:red', ls='--', label='CUSUM threshold'),
                Line2D([], [], color='crimson', alpha=0.6, label='new alarm(s) seen')]
-    fig.legend(handles=handles + _marker_handles(s), loc='outside lower center', ncols=5, fontsize=8)
+    fig.legend(handles=handles + _marker_handles(s), loc='outside lower center', ncols=5,
+               fontsize=8)
     fig.suptitle(f'Action monitor metrics per status ({int(m.alarm_n.sum())} alarm(s) reported, '
                  'newest kind labelled)')
     fig.savefig(path)
 
 
 def has_cost(s: RecordSeries) -> bool:
-    return 'episode_cost' in s.monitor.metrics and np.isfinite(s.monitor.metrics['episode_cost']).any()
+    cost = s.monitor.metrics.get('episode_cost')
+    return cost is not None and bool(np.isfinite(cost).any())
 
 
 def plot_cost(s: RecordSeries, path: str) -> None:
@@ -186,7 +191,8 @@ def plot_cost(s: RecordSeries, path: str) -> None:
     ax.step(m.t, cost, where='post', color='tab:blue', lw=1.5, label='episode cost')
     ax.fill_between(m.t, cost, step='post', color='tab:blue', alpha=0.15)
     if 'cost_budget' in m.metrics:
-        ax.step(m.t, m.metrics['cost_budget'], where='post', color='tab:red', ls='--', label='budget')
+        ax.step(m.t, m.metrics['cost_budget'], where='post', color='tab:red', ls='--',
+                label='budget')
     _time_axis(ax, s)
     _alarm_lines(ax, s)
     ax.set_xlabel(TIME_LABEL)
@@ -218,7 +224,8 @@ def plot_levels(s: RecordSeries, path: str) -> None:
     _time_axis(ax, s)
     ax.set_xlabel(TIME_LABEL)
     handles = [Patch(color=c, label=n) for c, n in zip(LEVEL_COLOURS, LEVEL_NAMES)]
-    fig.legend(handles=handles + _marker_handles(s), loc='outside lower center', ncols=6, fontsize=8)
+    fig.legend(handles=handles + _marker_handles(s), loc='outside lower center', ncols=6,
+               fontsize=8)
     fig.suptitle('Diagnostic levels over time (/diagnostics)')
     fig.savefig(path)
 
@@ -233,7 +240,7 @@ PLOTS = (
 
 
 def render(s: RecordSeries, out_dir: str) -> dict:
-    """Draw every plot whose data is present; returns {file: None if drawn, else why it was skipped}."""
+    """Draw every plot whose data is present; return {file: None if drawn, else why skipped}."""
     result = {}
     for name, available, draw, why in PLOTS:
         if available(s):

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Time series of one flight record (pure numpy): actions, interventions, monitor metrics, levels.
+"""
+Time series of one flight record (pure numpy): actions, interventions, monitor metrics, levels.
 
 Every time is in seconds since the record's first message (message log time, the receive time),
 so all plots share one axis. Each topic is optional; an absent one leaves an empty series.
@@ -25,18 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import InputError
+from ..names import (DIAGNOSTICS, EPISODE, FILTER_EVENTS, JOINT_STATES, level_of, MONITOR_STATUS,
+                     RAW_ACTION, SAFE_ACTION, SAFETY_STOP)
 
-RAW, SAFE, STATES = '/vla/raw_action', '/vla/safe_action', '/joint_states'
-EVENTS, DIAGNOSTICS = '/vla/filter_events', '/diagnostics'
-EPISODE, STOP = '/vla/episode', '/vla/safety_stop'
-MONITOR, FILTER = 'vla_safety/monitor', 'vla_safety/filter'
-LEVEL_NAMES = ('OK', 'WARN', 'ERROR', 'STALE')
 MAX_LEVEL_ROWS = 12  # diagnostics timeline rows (ours first); the rest are counted in a note
 
 
 @dataclass
 class Actions:
-    """Raw, executed and measured joint positions [N, D] in `names` order (NaN = absent/non-finite)."""
+    """Raw, executed and measured joint positions [N, D] in `names` order (NaN: absent, bad)."""
 
     names: tuple = ()
     raw_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -66,7 +64,7 @@ class Interventions:
 
 @dataclass
 class Monitor:
-    """Statuses `vla_safety/monitor`: level and every numeric value over time; alarm onsets seen."""
+    """The monitor's statuses: level and every numeric value over time; alarm onsets seen."""
 
     t: np.ndarray
     level: np.ndarray
@@ -78,7 +76,7 @@ class Monitor:
 
 @dataclass
 class Levels:
-    """Every /diagnostics status name: times, levels and the last message, in order of first sight."""
+    """Every diagnostic status name: times, levels and last message, in order of first sight."""
 
     names: list
     t: dict
@@ -110,19 +108,16 @@ def short_type(name: str) -> str:
 
 
 def executed_topic(topics: dict) -> str | None:
-    """Where the executed action is: /vla/safe_action, else a controller's trajectory or commands."""
-    if SAFE in topics:
-        return SAFE
-    for suffix, kind in (('/joint_trajectory', 'JointTrajectory'), ('/commands', 'Float64MultiArray')):
+    """Return where the executed action is: the safe action, else a controller's topic, or None."""
+    if SAFE_ACTION in topics:
+        return SAFE_ACTION
+    controller_topics = (('/joint_trajectory', 'JointTrajectory'),
+                         ('/commands', 'Float64MultiArray'))
+    for suffix, kind in controller_topics:
         for topic, type_name in sorted(topics.items()):
             if topic.endswith(suffix) and short_type(type_name) == kind:
                 return topic
     return None
-
-
-def level_of(value) -> int:
-    """DiagnosticStatus.level as an int (rosbags gives int, some readers give bytes)."""
-    return value[0] if isinstance(value, (bytes, bytearray)) else int(value)
 
 
 def _number(text: str) -> float | None:
@@ -142,21 +137,21 @@ class _Collector:
         self.episodes, self.stops = [], []
 
     def add(self, topic: str, ns: int, msg) -> None:
-        if topic in (RAW, self.exec_topic) and hasattr(msg, 'points'):
-            target = self.raw if topic == RAW else self.executed
+        if topic in (RAW_ACTION, self.exec_topic) and hasattr(msg, 'points'):
+            target = self.raw if topic == RAW_ACTION else self.executed
             if msg.points:
                 target.append((ns, list(msg.joint_names), _floats(msg.points[0].positions)))
         elif topic == self.exec_topic:
             self.executed.append((ns, None, _floats(msg.data)))
-        elif topic == STATES:
+        elif topic == JOINT_STATES:
             self.state.append((ns, list(msg.name), _floats(msg.position)))
-        elif topic == EVENTS:
+        elif topic == FILTER_EVENTS:
             self.events.extend((ns, s) for s in msg.status)
         elif topic == DIAGNOSTICS:
             self.statuses.extend((ns, s) for s in msg.status)
         elif topic == EPISODE:
             self.episodes.append((ns, str(msg.data)))
-        elif topic == STOP and msg.data:
+        elif topic == SAFETY_STOP and msg.data:
             self.stops.append(ns)
 
 
@@ -191,7 +186,7 @@ def _joint_names(c: _Collector, joints, notes: list) -> tuple:
     if c.executed and c.executed[0][1] is None:   # Float64MultiArray: controller order, no names
         width = c.executed[0][2].size
         if width == len(names):
-            notes.append(f'{c.exec_topic} carries no joint names: assumed in /vla/raw_action order')
+            notes.append(f'{c.exec_topic} carries no joint names: assumed in {RAW_ACTION} order')
             c.executed = [(ns, names, v) for ns, _, v in c.executed]
         else:
             notes.append(f'{c.exec_topic} has {width} values but {len(names)} joints are named: '
@@ -235,7 +230,7 @@ def _interventions(c: _Collector, names: tuple, start_ns: int, subset: bool) -> 
 
 def _monitor(c: _Collector, start_ns: int) -> Monitor:
     rows = [(ns, level_of(s.level), {kv.key: kv.value for kv in s.values})
-            for ns, s in c.statuses if s.name == MONITOR]
+            for ns, s in c.statuses if s.name == MONITOR_STATUS]
     keys = []
     for _, _, values in rows:
         keys += [k for k, v in values.items() if k not in keys and _number(v) is not None]
@@ -251,7 +246,8 @@ def _monitor(c: _Collector, start_ns: int) -> Monitor:
             alarm_n.append(int(new))
             alarm_kind.append(values.get('last_alarm', '?').split('@')[0])
         seen = count
-    return Monitor(_seconds([r[0] for r in rows], start_ns), np.array([r[1] for r in rows], dtype=int),
+    return Monitor(_seconds([r[0] for r in rows], start_ns),
+                   np.array([r[1] for r in rows], dtype=int),
                    metrics, _seconds(alarm_t, start_ns), np.array(alarm_n, dtype=int), alarm_kind)
 
 
@@ -270,10 +266,11 @@ def _levels(c: _Collector, start_ns: int, notes: list) -> Levels:
 
 
 def extract(record, joints=None) -> RecordSeries:
-    """Read the report's topics of an `open_record` object into series (joints: optional subset)."""
+    """Read the report's topics of an `open_record` object into series (joints: a subset)."""
     topics, counts = dict(record.topics), dict(record.counts)
     exec_topic = executed_topic(topics)
-    wanted = [t for t in (RAW, exec_topic, STATES, EVENTS, DIAGNOSTICS, EPISODE, STOP) if t in topics]
+    wanted = [t for t in (RAW_ACTION, exec_topic, JOINT_STATES, FILTER_EVENTS, DIAGNOSTICS,
+                          EPISODE, SAFETY_STOP) if t in topics]
     collector, first, last = _Collector(exec_topic), None, None
     for topic, ns, msg in record.messages(topics=wanted) if wanted else ():
         first = ns if first is None else min(first, ns)
