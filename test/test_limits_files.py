@@ -143,3 +143,18 @@ def test_optional_limits_round_trip_through_the_filter_parameters():
     assert with_optional_limits(plain, {'max_jerk': [], 'workspace_urdf': ''}) is plain
     with pytest.raises(InputError, match='filter: .*max_jerk'):
         with_optional_limits(plain, {'max_jerk': [1.0]}, source='filter')
+
+
+def test_a_one_sided_urdf_soft_limit_leaves_the_other_side_unbounded(tmp_path):
+    path = _write(tmp_path, '<robot name="r"><joint name="a" type="revolute">'
+                  '<limit lower="-2" upper="2" velocity="1"/>'
+                  '<safety_controller soft_upper_limit="1.5" k_position="20" k_velocity="1"/>'
+                  '</joint></robot>', 'r.urdf')
+    fields, _ = contract_limits(read_hardware_limits(path, ['a']))
+    assert (fields['soft_lower'][0], fields['soft_upper'][0]) == (-np.inf, 1.5)
+    c = Contract(('a',), [-2.0], [1.5], [1.0], dt=0.01, **fields)
+    guard = Guard(c)
+    guard.reset([-1.9])
+    assert guard.step([-2.5])[0][0] == pytest.approx(-1.91)     # no soft shaping downward
+    guard.reset([1.49])
+    assert guard.step([1.6])[0][0] == pytest.approx(1.49 + 20 * 0.01 * 0.01)

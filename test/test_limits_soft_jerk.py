@@ -303,3 +303,14 @@ def test_soft_limit_fields_are_validated():
     with pytest.raises(InputError, match='max_jerk must be > 0'):
         Contract(**base, max_jerk=[-1.0])
     Contract(**base, soft_lower=[-np.inf], soft_upper=[np.inf], k_position=[1.0])
+
+
+def test_speed_scale_scales_the_jerk_limit_too():
+    c = Contract(('a',), [-50.0], [50.0], [2.0], dt=0.01, max_acceleration=[10.0],
+                 max_jerk=[100.0])
+    guard = Guard(c)
+    guard.reset([0.0])
+    guard.set_speed_scale(0.5)
+    out, events = guard.step([1.0])
+    assert out[0] == pytest.approx(0.5 * 100.0 * 0.01 ** 3)    # a = j/2 x dt, over one step
+    assert [e.reason for e in events] == ['velocity']
