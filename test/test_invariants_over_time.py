@@ -12,8 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""End to end: a flight record of what reached the controller through fault drills, checked over
-elapsed time — bounds, velocity and acceleration — not message by message.
+"""
+End to end: a flight record of what reached the controller through fault drills.
+
+Checked over elapsed time (bounds, velocity and acceleration), not message by message.
 
 Drills, over real rclpy/DDS with the filter, a tracking arm and the flight recorder on one
 executor: a policy asking for motion beyond the contract, late ticks (the executor is blocked
@@ -25,14 +27,13 @@ stream's velocity dips there — a deceleration the acceleration audit would rep
 import threading
 import time
 
-import numpy as np
 from lifecycle_msgs.msg import Transition
+import numpy as np
+from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
-
-from ros_harness import wait_for
-from test_node_safety_filter import JOINTS, FakeArm, Probe
-from vla_safety_filter.core.contract import Contract, audit
+from test_node_safety_filter import FakeArm, JOINTS, Probe
+from vla_safety_filter.core.contract import audit, Contract
 from vla_safety_filter.nodes.flight_recorder import FlightRecorder
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.record.read import open_record
@@ -44,8 +45,11 @@ GAP = 0.15   # silence longer than this separates segments (stop, latch); each r
 
 
 class Policy:
-    """Streams a sinusoid far faster than the contract allows, at 100 Hz until stopped. It stays
-    inside the bounds: braking toward a bound is issue 14, not what this drill measures."""
+    """
+    Stream a sinusoid far faster than the contract allows, at 100 Hz until stopped.
+
+    It stays inside the bounds: braking toward a bound is issue 14, not what this drill measures.
+    """
 
     def __init__(self, probe):
         self.probe, self.running = probe, False
@@ -87,8 +91,8 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
         bad_states.publish(JointState(name=JOINTS, position=[0.0]))
         time.sleep(0.02)
     worker.join()
-    time.sleep(0.5)                                      # the policy died: hold, then stop
-    assert probe.state() == 'stopped'
+    # the policy died: hold, then stop (waited for: a loaded machine delays the executor)
+    assert wait_for(lambda: probe.state() == 'stopped', timeout=3.0)
     policy.run_for(0.6)                                  # ... and came back
     stop = probe.node.create_publisher(Bool, '/vla/safety_stop', 10)
     assert wait_for(lambda: stop.get_subscription_count() >= 1)

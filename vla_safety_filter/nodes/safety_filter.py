@@ -12,19 +12,24 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""safety_filter: guards /vla/raw_action against the contract and commands the ros2_control controller.
+"""
+safety_filter: guard /vla/raw_action with the contract and command the ros2_control controller.
 
-A thin shell over core.executive: messages in, one Executive.tick() per control period on a steady
-clock (also under use_sim_time), messages out. Every parameter is read-only: what the filter
-enforces cannot change under a running arm. In `mode: monitor_only` nothing is ever published on
-the controller topic; the guarded stream goes to /vla/safe_action only (a shadow run).
+A thin shell over core.executive: messages in, Executive calls out. A chunk whose first point is
+due executes on arrival (`Executive.on_arrival`); the control timer, on a steady clock (also
+under use_sim_time), fills the gaps (`Executive.on_timer`). Outgoing messages are preallocated
+and filled in place. Achieved timing (core.timing) is on /diagnostics. Every parameter is
+read-only: what the filter enforces cannot change under a running arm. In `mode: monitor_only`
+nothing is ever published on the controller topic; the guarded stream goes to /vla/safe_action
+only (a shadow run).
 """
 from __future__ import annotations
 
 import threading
+import time
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -37,15 +42,16 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from .common import (ANY_PUBLISHER_QOS, COMMAND_QOS, declare, Diagnostics, duration, ERROR,
+                     GatedLifecycleNode, LATCHED_QOS, monotonic, OK, require_valid_parameters,
+                     run, STALE, STATE_QOS, status, WARN)
 from ..core.contract import speed_scale_value
 from ..core.errors import InputError
-from ..core.escalation import NORMAL, Escalation
-from ..core.executive import HOLDING, IDLE, LATCHED, RUNNING, STOPPED, Executive
+from ..core.escalation import Escalation, NORMAL
+from ..core.executive import Executive, HOLDING, IDLE, LATCHED, RUNNING, STOPPED
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from .common import (ANY_PUBLISHER_QOS, COMMAND_QOS, ERROR, LATCHED_QOS, OK, STALE, STATE_QOS,
-                     WARN, Diagnostics, GatedLifecycleNode, declare, duration, monotonic,
-                     require_valid_parameters, run, status)
+from ..core.timing import ControlTiming
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
 LEVEL_OF_STATE = {RUNNING: OK, IDLE: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
@@ -59,7 +65,7 @@ class SafetyFilter(GatedLifecycleNode):
 
     def __init__(self, name: str = 'safety_filter', **kwargs):
         super().__init__(name, **kwargs)
-        ro = dict(read_only=True)
+        ro = {'read_only': True}
         self.p = {
             'joint_names': declare(self, 'joint_names', Parameter.Type.STRING_ARRAY,
                                    'contract joint order', **ro),
@@ -76,7 +82,8 @@ class SafetyFilter(GatedLifecycleNode):
             'control_rate_hz': declare(self, 'control_rate_hz', 100.0,
                                        'guard/command rate (at most 2000 Hz)', **ro),
             'velocity_scaling': declare(self, 'velocity_scaling', 'per_joint',
-                                        'per_joint clamps each joint; uniform keeps direction', **ro),
+                                        'per_joint clamps each joint; uniform keeps direction',
+                                        **ro),
             'mode': declare(self, 'mode', 'enforce',
                             'enforce, or monitor_only (shadow run: never commands the controller)',
                             **ro),
@@ -98,7 +105,7 @@ class SafetyFilter(GatedLifecycleNode):
         self.following_error = declare(
             self, 'following_error', Parameter.Type.DOUBLE_ARRAY,
             'per-joint tolerance between /joint_states and the commands (units); more than '
-            'vmax * (dt + the driver\'s lag); empty: not checked', **ro)
+            "vmax * (dt + the driver's lag); empty: not checked", **ro)
         self.following_error_ticks = declare(self, 'following_error_ticks', 5,
                                              'ticks in a row over the tolerance that latch a stop',
                                              **ro)
@@ -118,6 +125,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._executive: Executive | None = None
+        self._timing: ControlTiming | None = None
         self._last_state = STOPPED
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, STATE_QOS)
@@ -143,11 +151,13 @@ class SafetyFilter(GatedLifecycleNode):
                               self.following_error_ticks, escalation)
         executive.set_speed_scale(self.speed_scale)
         self._out_names = tuple(self.controller_joints or contract.joint_names)
-        self._out_index = JointMap(self._out_names).indices(contract.joint_names)
+        self._out_index = np.asarray(JointMap(self._out_names).indices(contract.joint_names))
         self._action_map = JointMap(contract.joint_names)
         self._state_map = JointMap(contract.joint_names)
+        self._preallocate(contract)
         with self._lock:
             self._executive = executive
+            self._timing = ControlTiming(contract.dt)
         self._cmd_pub = self._brake_pub = None
         if contract.mode == 'enforce':
             msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
@@ -160,20 +170,36 @@ class SafetyFilter(GatedLifecycleNode):
                                                          100))
         for qos in (LATCHED_QOS, ANY_PUBLISHER_QOS):   # a latched supervisor and a plain button
             self.own(self.create_subscription(Bool, '/vla/safety_stop', self._on_stop, qos))
+        # the control path (arrivals and timer) is mutually exclusive under any executor: both
+        # write the same preallocated messages
+        control = MutuallyExclusiveCallbackGroup()
         self.own(self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw_action,
-                                          COMMAND_QOS))
+                                          COMMAND_QOS, callback_group=control))
         self.own(self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS))
         self.own(self.create_service(Trigger, '~/reset', self._on_reset))
         self.own(self.create_timer(contract.dt, self._on_tick, clock=self._steady,
-                                   callback_group=MutuallyExclusiveCallbackGroup()))
+                                   callback_group=control))
         self.get_logger().info(
             f'configured: {contract.dim} joints at {1 / contract.dt:g} Hz, mode {contract.mode}, '
             + (f'output {self.output} on {topic}' if self._cmd_pub else
                'shadow run: /vla/safe_action only, the controller is never commanded'))
 
+    def _preallocate(self, contract) -> None:
+        """Build the outgoing messages once; each command is written into them in place."""
+        dt, zeros = contract.dt, [0.0] * contract.dim
+        self._command_msg = Float64MultiArray(data=zeros)
+        self._trajectory_msg = _trajectory(self._out_names, zeros, dt)
+        self._safe_msg = _trajectory(contract.joint_names, zeros, dt)
+        out = self._command_msg.data if self.output == 'forward_command' else \
+            self._trajectory_msg.points[0].positions
+        # numpy views of the messages' own arrays: filled with np.take / copyto, no allocation
+        self._out_view = np.frombuffer(out, dtype=np.float64)
+        self._safe_view = np.frombuffer(self._safe_msg.points[0].positions, dtype=np.float64)
+
     def activate_node(self) -> None:
-        self._stamp_origin = self.get_clock().now().nanoseconds * 1e-9 - monotonic()
+        self._stamp_origin = self.get_clock().now().nanoseconds - int(monotonic() * 1e9)
         with self._lock:
+            self._timing = ControlTiming(self._executive.contract.dt)
             try:
                 self._executive.start(monotonic())
             except InputError as exc:
@@ -183,9 +209,12 @@ class SafetyFilter(GatedLifecycleNode):
         self.get_logger().info('active: seeded from /joint_states')
 
     def deactivate_node(self) -> None:
-        """A controlled stop: brake within the acceleration limits, then stop publishing. A
-        JointTrajectoryController gets the whole braking path at once; a forward command
-        controller gets it one control period at a time."""
+        """
+        Stop in a controlled way: brake within the acceleration limits, then stop publishing.
+
+        A JointTrajectoryController gets the whole braking path at once; a forward command
+        controller gets it one control period at a time.
+        """
         with self._lock:
             path = self._executive.brake_path()
         if not len(path) or self._brake_pub is None:
@@ -217,8 +246,12 @@ class SafetyFilter(GatedLifecycleNode):
         self._diagnostics.publish()
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """speed_scale is the one writable parameter: validated, and only ever lowered while
-        configured (raising it needs a cleanup and configure: a deliberate step)."""
+        """
+        Validate and apply speed_scale, the one writable parameter.
+
+        It is only ever lowered while configured (raising it needs a cleanup and configure: a
+        deliberate step).
+        """
         for param in params:
             if param.name != 'speed_scale':
                 continue
@@ -249,10 +282,13 @@ class SafetyFilter(GatedLifecycleNode):
                 self.get_logger().warning(f'/joint_states ignored: {exc}',
                                           throttle_duration_sec=1.0)
 
-    def _on_raw_action(self, msg: JointTrajectory) -> None:
+    def _on_raw_action(self, msg: JointTrajectory, info=None) -> None:
+        """Make a chunk the plan; execute it at once when its first point is due."""
         if not self.active:
             return
         now = monotonic()
+        received = info.get('received_timestamp') if isinstance(info, dict) else None
+        received = received * 1e-9 if received else time.time()
         try:
             idx = self._action_map.indices(msg.joint_names)
         except InputError as exc:
@@ -268,10 +304,14 @@ class SafetyFilter(GatedLifecycleNode):
             if self._executive is None:
                 return
             events = self._executive.on_chunk(targets, offsets, now, self._age(msg))
+            self._timing.arrival(received)
+            tick = self._executive.on_arrival(now)
         if events:
             self.get_logger().warning(f'/vla/raw_action: {events[0].reason}',
                                       throttle_duration_sec=1.0)
             self._publish_events(events)
+        if tick is not None:
+            self._execute(tick, now)
 
     def _age(self, msg: JointTrajectory) -> float:
         """Seconds since the chunk's stamp (0 for an unstamped chunk: it starts on arrival)."""
@@ -321,21 +361,29 @@ class SafetyFilter(GatedLifecycleNode):
 
     # ---- control tick ----------------------------------------------------------------------
     def _on_tick(self) -> None:
+        """Fill the gaps: a tick unless an arrival just executed one."""
         if not self.active:
             return
         with self._lock:
             if self._executive is None:
                 return
             now = monotonic()
-            tick = self._executive.tick(now)
-        # /vla/safe_action is stamped with the tick's own time (ROS clock at activation + the
-        # steady time since), so audits of velocity over time see exactly what the guard saw
-        stamp = Time(nanoseconds=int(round((self._stamp_origin + now) * 1e9)),
-                     clock_type=self.get_clock().clock_type)
+            tick = self._executive.on_timer(now)
+        if tick is not None:
+            self._execute(tick, now)
+
+    def _execute(self, tick, now: float) -> None:
+        """Publish what a tick decided (started at `now`) and account for its timing."""
         if tick.command is not None:
-            self._publish_command(tick.command, stamp)
+            self._publish_command(tick.command, now)
         if tick.events:
             self._publish_events(tick.events)
+        with self._lock:
+            if self._timing is not None:
+                if tick.command is None:
+                    self._timing.silence()
+                else:
+                    self._timing.command(now, monotonic(), time.time())
         if tick.state != self._last_state:
             change = f'filter state {self._last_state} -> {tick.state}'
             if tick.state in (RUNNING, IDLE):
@@ -345,17 +393,18 @@ class SafetyFilter(GatedLifecycleNode):
             self._last_state = tick.state
             self._diagnostics.publish()
 
-    def _publish_command(self, command: np.ndarray, stamp) -> None:
-        dt = self._executive.contract.dt
+    def _publish_command(self, command: np.ndarray, now: float) -> None:
+        """Write the command into the preallocated messages and publish them."""
         if self._cmd_pub is not None:
-            ordered = command[self._out_index].tolist()
-            if self.output == 'forward_command':
-                self._cmd_pub.publish(Float64MultiArray(data=ordered))
-            else:
-                self._cmd_pub.publish(_trajectory(self._out_names, ordered, dt))
-        safe = _trajectory(self._executive.contract.joint_names, command.tolist(), dt)
-        safe.header.stamp = stamp.to_msg()
-        self._safe_pub.publish(safe)
+            np.take(command, self._out_index, out=self._out_view)
+            self._cmd_pub.publish(self._command_msg if self.output == 'forward_command'
+                                  else self._trajectory_msg)
+        np.copyto(self._safe_view, command)
+        # /vla/safe_action is stamped with the tick's own time (ROS clock at activation + the
+        # steady time since), so audits of velocity over time see exactly what the guard saw
+        stamp = self._safe_msg.header.stamp
+        stamp.sec, stamp.nanosec = divmod(self._stamp_origin + int(now * 1e9), 1_000_000_000)
+        self._safe_pub.publish(self._safe_msg)
 
     def _publish_events(self, events) -> None:
         msg = DiagnosticArray()
@@ -366,7 +415,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._event_pub.publish(msg)
 
     def diagnostic_status(self) -> DiagnosticStatus:
-        """The `vla_safety/filter` status (the one function both /diagnostics paths publish)."""
+        """Build the `vla_safety/filter` status (the one both /diagnostics paths publish)."""
         ex = self._executive
         if ex is None:
             level, text = (ERROR, self.refusal) if self.refusal else (STALE, 'unconfigured')
@@ -389,9 +438,17 @@ class SafetyFilter(GatedLifecycleNode):
             text = f'monitor_only (controller not commanded): {text}'
         if self.refusal:
             level, text = ERROR, self.refusal
+        with self._lock:
+            timing = self._timing.summary() if self._timing is not None else {}
+            slow = self._timing is not None and not self._timing.rate_ok()
+        if self.active and slow:
+            level = max(level, WARN)
+            text = (f'{text}: achieved {timing["achieved_rate_hz"]:.4g} Hz below the configured '
+                    f'{timing["configured_rate_hz"]:.4g} Hz')
         values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
                   'speed_scale': ex.guard.speed_scale, 'escalation': ex.escalation_level,
-                  **{f'interventions.{k}': v for k, v in ex.guard.counts.items()}}
+                  **{f'interventions.{k}': v for k, v in ex.guard.counts.items()},
+                  **{f'timing.{k}': v for k, v in timing.items()}}
         return status('vla_safety/filter', level, text, self.get_name(), values)
 
 
