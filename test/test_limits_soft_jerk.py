@@ -314,3 +314,28 @@ def test_speed_scale_scales_the_jerk_limit_too():
     out, events = guard.step([1.0])
     assert out[0] == pytest.approx(0.5 * 100.0 * 0.01 ** 3)    # a = j/2 x dt, over one step
     assert [e.reason for e in events] == ['velocity']
+
+
+def test_agrees_with_ros2_control_soft_limiter_position_cases():
+    """
+    Reproduce the position-command cases of ros2_control's JointSoftLimiter tests (dt 1 s).
+
+    Hard bounds +-pi, vmax 1; the limiter uses the previous command, as the guard does.
+    """
+    def guard(k, start):
+        c = Contract(('a',), [-np.pi], [np.pi], [1.0], dt=1.0, soft_lower=[-1.5],
+                     soft_upper=[1.5], k_position=[k])
+        g = Guard(c)
+        g.reset([start])
+        return g
+
+    g = guard(1.0, 0.0)
+    out, events = g.step([0.0])
+    assert out[0] == 0.0 and events == ()                      # inside: not limited
+    assert [g.step([2.0])[0][0] for _ in range(3)] == pytest.approx([1.0, 1.5, 1.5])
+    g, prev = guard(0.5, 0.2), 0.2
+    while prev < 1.5 - 1e-6:                                    # halfway to 1.5 every second
+        out = g.step([2.0])[0][0]
+        assert out == pytest.approx(prev + (1.5 - prev) * 0.5)
+        prev = out
+    assert g.step([2.0])[0][0] <= 1.5
