@@ -43,6 +43,7 @@ IMAGE = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
 RATE = 10.0
 CONFIGURE, ACTIVATE, CLEANUP = (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE,
                                 Transition.TRANSITION_CLEANUP)
+DEACTIVATE = Transition.TRANSITION_DEACTIVATE
 
 
 class Rig:
@@ -225,6 +226,23 @@ def test_malformed_replies_are_refused_with_a_diagnostic(ros, openpi, rest, sour
     rig.wait_status(ERROR, reason)
     time.sleep(0.3)
     assert rig.chunks == []
+
+
+def test_a_reply_to_a_request_from_before_a_pause_is_never_published(ros, openpi):
+    rig = Rig(ros)
+
+    def slow(obs):
+        n = len(openpi.received)          # this reply's request number, from 1
+        time.sleep(0.6)
+        return pack({'actions': chunk(start=100.0 * n)})
+    openpi.respond = slow
+    bridge(ros, 'openpi', openpi.uri, request_timeout=2.0)
+    start(rig)
+    assert wait_for(lambda: openpi.received)
+    assert rig.change('policy_bridge', DEACTIVATE) and rig.change('policy_bridge', ACTIVATE)
+    paused_at = len(openpi.received)     # requests sent before the pause
+    assert wait_for(lambda: len(rig.chunks) >= 2, timeout=10)
+    assert all(positions(m).min() >= 100.0 * (paused_at + 1) for m in rig.chunks)
 
 
 def test_missing_or_old_inputs_mean_no_request_and_a_warning(ros, openpi):

@@ -184,6 +184,18 @@ def test_episode_done_at_max_steps_then_holds_and_reset_starts_the_next_seed(ros
     assert probe.world[-1].position != start_state
 
 
+def test_with_wait_for_command_an_episode_steps_from_its_first_command(ros):
+    probe = start(ros, rate_hz=20.0, seed=5, max_steps=10, wait_for_command=True)
+    time.sleep(1.0)                      # 20 periods without a command: not a step taken
+    assert probe.episodes == []
+    probe.forward(probe.position() + [10.0, 10.0])
+    assert wait_for(lambda: probe.episodes, timeout=10)
+    assert probe.episodes[0].startswith('done success=false steps=10 seed=5')
+    probe.reset()
+    time.sleep(1.0)                      # the next episode waits for its own first command
+    assert len(probe.episodes) == 1
+
+
 def test_render_publishes_a_well_formed_rgb8_image(ros):
     probe = start(ros, render=True)
     assert wait_for(lambda: probe.images, timeout=10)

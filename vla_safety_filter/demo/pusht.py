@@ -121,7 +121,8 @@ def _node_params(contract, calibration_file, checkpoint, server_uri, max_steps, 
     """Every node's ROS parameters (the bridge's unnormalizer is added by the caller)."""
     return {
         'sim_world': {'world': 'pusht', 'joint_names': list(JOINTS), 'seed': seed,
-                      'max_steps': max_steps, 'controller_name': CONTROLLER},
+                      'max_steps': max_steps, 'controller_name': CONTROLLER,
+                      'wait_for_command': True},
         'safety_filter': {**contract_to_params(contract, calibration_file),
                           'controller_name': CONTROLLER, 'output': 'forward_command',
                           'command_timeout': 0.5},
@@ -226,12 +227,12 @@ def _nodes(context, record: bool) -> list:
 
 
 def _episodes(observer, scenario: PushtScenario, deadline: float, server) -> Run:
-    """Wait for the first command, then reset and run each episode until sim_world says done."""
+    """Wait for the first command, then start and run each episode until sim_world says done."""
     run = Run()
     if not _wait(lambda: observer.snapshot().commands, deadline):
         return run     # never activated (refused, or no server): the summary says so
     for k in range(scenario.episodes):
-        if not observer.reset_world(deadline):
+        if not _next_episode(observer, scenario, deadline):
             break
         run.resets.append(observer.now())
         if k == 0 and scenario.fault and server is not None:
@@ -242,6 +243,25 @@ def _episodes(observer, scenario: PushtScenario, deadline: float, server) -> Run
             break
     time.sleep(0.5)   # the last diagnostics and events
     return run
+
+
+def _next_episode(observer, scenario: PushtScenario, deadline: float) -> bool:
+    """
+    Pause the pipeline, reset the world to the next seed, resume; False if a step failed.
+
+    Nothing of the last episode may act in the next, as in the drill: the manager's teardown
+    drops the bridge's reply in flight and stops the filter (its braking rows are waited out
+    before the reset), and bringup re-checks the bridge and re-seeds the filter from the new
+    episode's /joint_states (two world periods after the reset).
+    """
+    if not observer.trigger('/execspec_check/teardown', deadline):
+        return False
+    quiet = 3 * scenario.dt
+    _wait(lambda: observer.now() - (observer.last_command_time() or 0.0) > quiet, deadline)
+    if not observer.trigger('/sim_world/reset', deadline):
+        return False
+    time.sleep(2 * scenario.dt)
+    return observer.trigger('/execspec_check/bringup', deadline)
 
 
 def _outage(observer, server, scenario: PushtScenario, deadline: float) -> tuple:

@@ -22,6 +22,9 @@ from std_srvs.srv import Trigger
 
 from .observer import DemoObserver
 
+SERVICES = ('/sim_world/reset', '/execspec_check/teardown', '/execspec_check/bringup')
+"""The Trigger services the PushT runner calls between episodes."""
+
 
 class PushtObserver(DemoObserver):
     """Keeps every `/vla/episode` message with its time and resets sim_world on request."""
@@ -29,7 +32,7 @@ class PushtObserver(DemoObserver):
     def __init__(self, joint_names, controller: str, **kwargs):
         super().__init__(joint_names, controller, **kwargs)
         self._reports: list[tuple[float, str]] = []
-        self._reset = self.create_client(Trigger, '/sim_world/reset')
+        self._triggers = {name: self.create_client(Trigger, name) for name in SERVICES}
 
     def now(self) -> float:
         """Seconds since the observer started (the time base of everything it saw)."""
@@ -46,11 +49,17 @@ class PushtObserver(DemoObserver):
             return next((text for t, text in self._reports
                          if t > start and text.startswith('done ')), None)
 
-    def reset_world(self, deadline: float) -> bool:
-        """Call `/sim_world/reset` (from a thread not spinning this node); True if it answered."""
-        if not self._reset.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic())):
+    def trigger(self, service: str, deadline: float) -> bool:
+        """Call one of SERVICES (from a thread not spinning this node); True if it succeeded."""
+        client = self._triggers[service]
+        if not client.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic())):
             return False
-        future = self._reset.call_async(Trigger.Request())
+        future = client.call_async(Trigger.Request())
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.02)
         return future.done() and future.result() is not None and future.result().success
+
+    def last_command_time(self) -> float | None:
+        """Return when the last controller command was seen (observer time), or None."""
+        with self._lock:
+            return self._seen.command_times[-1] if self._seen.command_times else None

@@ -25,13 +25,7 @@ from .observer import Observed
 
 def summarize(seen: Observed, run, scenario) -> dict:
     """The PushT demo's verdict as a JSON-able dict (`ok`: activated, contract kept, recovered)."""
-    commands = np.array(seen.commands).reshape(-1, scenario.contract.dim)
-    times = np.asarray(seen.command_times, dtype=float)
-    dt = scenario.contract.dt
-    # over elapsed time from arrival times, as the ALOHA demo audits; the stream starts at the
-    # filter's first command (it resumes from the measured pusher)
-    seed = commands[0] if len(commands) else np.zeros(scenario.contract.dim)
-    check = audit(scenario.contract, seed, commands, times, window=5 * dt, time_slack=dt)
+    check = _audit_episodes(seen, run, scenario.contract)
     monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
     costs = [cost for _, _, _, cost in seen.monitor_history]
     episodes = [o or {'success': False, 'steps': None, 'seed': None, 'coverage': None}
@@ -55,6 +49,29 @@ def summarize(seen: Observed, run, scenario) -> dict:
     summary['ok'] = bool(summary['pipeline_activated'] and kept and recovered
                          and len(episodes) == len(run.resets) > 0)
     return summary
+
+
+def _audit_episodes(seen: Observed, run, contract) -> dict:
+    """
+    Audit the commands over elapsed time (arrival times), one episode at a time.
+
+    Each episode's stream starts at its first command: between episodes the world is reset and
+    the filter re-seeded from the measured pusher, so the step across a reset is no command
+    step. Counts are summed and ratios maximised over the episodes.
+    """
+    commands = np.array(seen.commands).reshape(-1, contract.dim)
+    times = np.asarray(seen.command_times, dtype=float)
+    edges = np.searchsorted(times, np.asarray(run.resets, dtype=float))
+    total: dict = {}
+    for part in np.split(np.arange(len(times)), edges):
+        if part.size == 0:
+            continue
+        check = audit(contract, commands[part[0]], commands[part], times[part],
+                      window=5 * contract.dt, time_slack=contract.dt)
+        for key, value in check.items():
+            merge = max if key.startswith('max_') else (lambda a, b: a + b)
+            total[key] = merge(total[key], value) if key in total else value
+    return total or audit(contract, np.zeros(contract.dim), commands, times)
 
 
 def _outage(seen: Observed, run) -> dict | None:

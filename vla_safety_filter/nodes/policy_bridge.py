@@ -136,6 +136,8 @@ class PolicyBridge(GatedLifecycleNode):
                              if self.source in LIVE_SOURCES else None)
         self._queue: list[tuple[int, np.ndarray]] = []
         self._generation = 0
+        self._epoch = 0            # activations so far: a reply is delivered only in its own
+        self._samples: dict[str, tuple] = {}
         self._loaded: dict | None = None
         self.create_service(Trigger, '~/loaded_unnormalizer', self._on_loaded_unnormalizer)
 
@@ -237,9 +239,17 @@ class PolicyBridge(GatedLifecycleNode):
         return played, dt, names, loaded
 
     def activate_node(self) -> None:
-        """Start from the first episode (replay) or the first query (live)."""
+        """Start from the first episode (replay) or the first query (live).
+
+        Live: inputs received before activation are forgotten and a reply to a request sent
+        before it is dropped, so nothing observed before a pause (e.g. an episode reset) acts
+        after it.
+        """
         self._cursor = (0, 0)
         self._announced = False
+        with self._lock:
+            self._epoch += 1
+            self._samples = {}
         self._set_status(OK, 'active: waiting for the first reply')
 
     def deactivate_node(self) -> None:
@@ -281,7 +291,6 @@ class PolicyBridge(GatedLifecycleNode):
         policy.reset(0, self.task)
         self._dt = 1.0 / (self.rate_hz * self.replan_every)
         self._chunks = 0
-        self._samples: dict[str, tuple] = {}
         self._generation += 1
         self._loaded = {'configured': True, 'source': f'/{self.get_name()}', 'values': live,
                         'parameters': params, 'normalized_input': live['normalized_input'],
@@ -353,7 +362,7 @@ class PolicyBridge(GatedLifecycleNode):
         except InputError as exc:
             self._set_status(WARN, f'no request: {exc}')
             return
-        requests.submit(observation, stamp)
+        requests.submit(observation, (stamp, self._epoch))
 
     def _snapshot(self) -> tuple[dict, Time]:
         """The observation now and its time (its oldest input's); InputError if one is missing
@@ -385,8 +394,13 @@ class PolicyBridge(GatedLifecycleNode):
             observation['observation.images.' + key] = image_rgb(
                 msg.height, msg.width, msg.encoding, msg.step, msg.data)
 
-    def _deliver(self, requests, chunk: np.ndarray, stamp: Time, elapsed: float) -> None:
-        """Worker: publish a reply's chunk, unless the bridge moved on meanwhile."""
+    def _deliver(self, requests, chunk: np.ndarray, tag: tuple, elapsed: float) -> None:
+        """Worker: publish a reply's chunk, unless the bridge moved on meanwhile.
+
+        TAG is (observation time, activation epoch of the request): a reply to a request of an
+        earlier activation is dropped.
+        """
+        stamp, epoch = tag
         try:
             actions = unnormalize(self._meta, chunk) if self._meta is not None else chunk
         except InputError as exc:
@@ -395,7 +409,7 @@ class PolicyBridge(GatedLifecycleNode):
         message = _chunk_message(self._names, actions[:self.replan_every], self._dt)
         message.header.stamp = stamp.to_msg()
         with self._lock:
-            if not self.active or requests is not self._requests:
+            if not self.active or requests is not self._requests or epoch != self._epoch:
                 return
             message.header.frame_id = f'chunk {self._chunks}'
             self._chunks += 1
@@ -520,10 +534,10 @@ class _Requests:
         """No request in flight."""
         return self._idle.is_set()
 
-    def submit(self, observation: dict, stamp) -> None:
-        """Queue one request (taken at once: callers submit only when idle)."""
+    def submit(self, observation: dict, tag) -> None:
+        """Queue one request (taken at once: callers submit only when idle); TAG goes back."""
         self._idle.clear()
-        self._jobs.put((observation, stamp, monotonic()))
+        self._jobs.put((observation, tag, monotonic()))
 
     def stop(self) -> None:
         """Stop after the request in flight (its reply is ignored); closes the connection."""
@@ -537,7 +551,7 @@ class _Requests:
                 self._idle.set()
         self._policy.close()
 
-    def _request(self, observation: dict, stamp, start: float) -> None:
+    def _request(self, observation: dict, tag, start: float) -> None:
         try:
             chunk = self._policy.act(observation)
         except PolicyFault as fault:
@@ -551,7 +565,7 @@ class _Requests:
             self._fail(self, f'reply after {elapsed:.2f} s, later than request_timeout '
                              f'{self._timeout:g} s: dropped')
             return
-        self._deliver(self, chunk, stamp, elapsed)
+        self._deliver(self, chunk, tag, elapsed)
 
 
 def main() -> None:

@@ -20,8 +20,10 @@ period it steps the world once with the last accepted command (wrong-length or n
 are rejected and logged; the world keeps its last target) and publishes the pusher as
 `/joint_states`, the full world state as a JointState on `/world/state` (the drills'
 `observation.state`), an rgb8 camera image on `/world/image` when `render`, and, on success or at
-`max_steps`, `done success=<bool> steps=<n> seed=<seed> coverage=<c>` on the latched `/vla/episode`; then it
-holds (keeps publishing the frozen state) until `~/reset` starts the episode of the next seed.
+`max_steps`, `done success=<bool> steps=<n> seed=<seed> coverage=<c>` on the latched
+`/vla/episode`; then it holds (keeps publishing the frozen state) until `~/reset` starts the
+episode of the next seed. With `wait_for_command` an episode's steps start at its first accepted
+command (the world is still until then), as a drill's do.
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ class SimWorld(Node):
                          'pusher_y)')
         self.max_steps = declare(self, 'max_steps', self.world.max_steps,
                                  'episode length in steps; then /vla/episode reports done')
+        self.wait_for_command = declare(
+            self, 'wait_for_command', False, 'an episode steps from its first accepted command '
+            '(as a drill\'s step 0 is the first action), not from its reset')
         require_valid_parameters(self)
         self.joints = tuple(joints or WORLD_JOINTS[self.world.name])
         self._check(rate)
@@ -100,6 +105,7 @@ class SimWorld(Node):
         self.steps = 0
         self.done = False
         self._pending = None
+        self._started = not self.wait_for_command
 
     def _accept(self, values) -> None:
         values = np.asarray(values, dtype=float)
@@ -108,6 +114,7 @@ class SimWorld(Node):
                                     f'{self.position.size} finite)', throttle_duration_sec=1.0)
             return
         self._pending = values
+        self._started = True
 
     def _on_forward(self, msg: Float64MultiArray) -> None:
         self._accept(msg.data)
@@ -131,7 +138,7 @@ class SimWorld(Node):
         return response
 
     def _on_timer(self) -> None:
-        if not self.done:
+        if not self.done and self._started:
             self._step()
         stamp = self.get_clock().now().to_msg()
         self._publish_states(stamp)

@@ -1,0 +1,81 @@
+# Copyright 2026 vla_safety_filter maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The ROS closed loop solves PushT as the drill does, for the same policy and seeds.
+
+Both run the built-in nearest-neighbour policy on the real PushT demonstrations with a contract
+calibrated on them, replanning every 4 steps, for 150 steps on world seeds 7..10: the drill
+synchronously in-process, the loop over real DDS and a real websocket (`vla-safety demo --world
+pusht --no-faults`: serve-policy -> policy_bridge -> execspec_check -> safety_filter ->
+sim_world). Four episodes of 15 s cannot compare success *rates* with any power, so the check is
+paired: the seeds were picked from the drill to hold two successes and two failures, and the loop
+must reach the drill's outcome on at least three of the four. A loop that always fails (or always
+succeeds) matches two; one that ignored its observations would not find the two successes.
+"""
+import json
+import os
+
+from data_paths import DATA
+import numpy as np
+import pytest
+from ros_harness import next_domain
+from vla_safety_filter.cli import main
+
+SEEDS = (7, 8, 9, 10)
+MAX_STEPS = 150
+REPLAN_EVERY = 4
+
+
+@pytest.fixture(scope='module')
+def demos():
+    pytest.importorskip('gym_pusht')
+    path = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
+    if not os.path.isfile(path):
+        pytest.skip(f'{path} not found')
+    return path
+
+
+def drill_outcomes(demos: str, out) -> dict:
+    """Return {seed: success} of the synchronous drill (filter condition)."""
+    code = main(['drill', '--policy', f'nn:{demos}', '--episodes', str(len(SEEDS)),
+                 '--seed', str(SEEDS[0]), '--conditions', 'filter',
+                 '--replan-every', str(REPLAN_EVERY), '--max-steps', str(MAX_STEPS),
+                 '--no-plots', '--output', str(out)])
+    assert code == 0
+    episodes = np.load(os.path.join(out, 'episodes.npz'), allow_pickle=False)
+    return {int(s): bool(ok) for s, ok in zip(episodes['seed'], episodes['success'])}
+
+
+def ros_outcomes(demos: str, out) -> tuple[dict, dict]:
+    """Return {seed: success} of the ROS loop (each reset takes the next seed) and its summary."""
+    code = main(['demo', '--world', 'pusht', '--headless', '--no-faults', '--output', str(out),
+                 '--seed', str(SEEDS[0] - 1), '--episodes', str(len(SEEDS)),
+                 '--max-steps', str(MAX_STEPS), '--demos', demos, '--timeout', '240',
+                 '--domain-id', str(next_domain())])
+    with open(os.path.join(out, 'demo_summary.json')) as fh:
+        summary = json.load(fh)
+    assert code == 0 and summary['ok'], summary
+    return {e['seed']: e['success'] for e in summary['episodes']}, summary
+
+
+def test_ros_loop_reaches_the_drills_outcome_on_paired_seeds(demos, tmp_path):
+    drill = drill_outcomes(demos, tmp_path / 'drill')
+    assert sorted(drill.values()) == [False, False, True, True], drill   # the seeds' premise
+    ros, summary = ros_outcomes(demos, tmp_path / 'ros')
+    assert sorted(ros) == list(SEEDS), ros
+    agree = sum(ros[s] == drill[s] for s in SEEDS)
+    assert agree >= 3, {'drill': drill, 'ros': ros}
+    audit = summary['contract_audit']        # and the loop kept the contract throughout
+    assert audit['outside_bounds'] == audit['over_rate_limit'] == audit['over_speed'] == 0
