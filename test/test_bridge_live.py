@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""policy_bridge's live sources over real DDS and real sockets on 127.0.0.1.
+"""
+policy_bridge's live sources over real DDS and real sockets on 127.0.0.1.
 
 The servers are test_drill_remote's (written from the protocol facts); the bridge is driven only
 through topics, lifecycle services, its loaded_unnormalizer service and /diagnostics.
@@ -87,7 +88,7 @@ class Rig:
         return json.loads(call(client, Trigger.Request(), 10.0).message)
 
     def status(self, level, text='', node='policy_bridge', since=0):
-        """The first bridge status of NODE at LEVEL containing TEXT (after index SINCE)."""
+        """Return the first bridge status of NODE at LEVEL containing TEXT (after index SINCE)."""
         for s in list(self.statuses)[since:]:
             if s.hardware_id == node and s.level == level and text in s.message:
                 return s
@@ -101,7 +102,7 @@ class Rig:
 
 
 def bridge(ros, source, uri, name='policy_bridge', **params):
-    """A live bridge on the rig's topics (not yet configured)."""
+    """Add a live bridge on the rig's topics (not yet configured)."""
     defaults = dict(source=source, server_uri=uri, request_timeout=1.0, rate_hz=RATE,
                     task='push the T', image_topics=['top=/cam/top'], state_joints=JOINTS,
                     joint_names=JOINTS, replan_every=2)

@@ -31,7 +31,7 @@ REPORT_KEYS = ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drif
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    """An OpenVLA checkpoint directory holding the real bridge/fractal norm_stats."""
+    """Return an OpenVLA checkpoint directory holding the real bridge/fractal norm_stats."""
     with open(STATS_FILE) as fh:
         stats = json.load(fh)
     (tmp_path / 'ckpt').mkdir()

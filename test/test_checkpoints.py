@@ -41,7 +41,7 @@ def write_json(path, doc) -> str:
 
 
 def openvla_dir(tmp_path, norm_stats=None) -> str:
-    """An OpenVLA HF checkpoint directory: config.json with norm_stats and n_action_bins."""
+    """Return an OpenVLA HF checkpoint directory: config.json with norm_stats and n_action_bins."""
     write_json(tmp_path / 'config.json', {'model_type': 'openvla', 'n_action_bins': 256,
                                           'norm_stats': norm_stats or real_stats()})
     return str(tmp_path)

@@ -12,10 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety demo --world pusht --headless` end to end over real rclpy/DDS and a real websocket
-on 127.0.0.1: the pipeline activates, the world moves under the filter's commands, every command
+"""
+`vla-safety demo --world pusht --headless` end to end over real rclpy/DDS and a websocket.
+
+On 127.0.0.1: the pipeline activates, the world moves under the filter's commands, every command
 keeps the contract over elapsed time (the observer's and the record's), the policy server's
-outage is held and recovered from, and the summary carries its fields."""
+outage is held and recovered from, and the summary carries its fields.
+"""
 import json
 import os
 import pathlib

@@ -12,9 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety serve-policy` over real sockets on 127.0.0.1: the package's own clients get the
-policy's chunks, bad requests get one-line errors while the server keeps serving, and the drill
-closes the same loop through the server as with the policy in-process."""
+"""
+`vla-safety serve-policy` over real sockets on 127.0.0.1.
+
+The package's own clients get the policy's chunks, bad requests get one-line errors while the
+server keeps serving, and the drill closes the same loop through the server as with the policy
+in-process.
+"""
 import contextlib
 import http.client
 import io
@@ -81,7 +85,7 @@ def direct(demos):
 
 
 def expected(direct, state) -> np.ndarray:
-    """The policy's own chunk for STATE as the clients send it (float32)."""
+    """Return the policy's own chunk for STATE as the clients send it (float32)."""
     return direct.act({'observation.state': np.float32(state).astype(np.float64)})
 
 
@@ -90,7 +94,7 @@ def client(servers, protocol):
 
 
 def good_request_works(servers, protocol, direct, state):
-    """A new client still gets the policy's chunk (the server kept serving)."""
+    """Check that a new client still gets the policy's chunk (the server kept serving)."""
     policy = client(servers, protocol)
     try:
         np.testing.assert_array_equal(policy.act({'observation.state': state}),

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""sim_world over real rclpy/DDS: the PushT world as the arm driver.
+"""
+sim_world over real rclpy/DDS: the PushT world as the arm driver.
 
 Everything through public interfaces: /joint_states, /world/state, /world/image, /vla/episode,
 the controller's command topics, the ~/reset service and /rosout.
@@ -70,7 +71,7 @@ class Probe:
         self._forward.publish(Float64MultiArray(data=[float(v) for v in values]))
 
     def trajectory(self, names, positions) -> None:
-        """A one-point trajectory to `positions` (None: a trajectory without points)."""
+        """Publish a one-point trajectory to `positions` (None: a trajectory without points)."""
         points = [] if positions is None else [
             JointTrajectoryPoint(positions=[float(v) for v in positions])]
         self._trajectory.publish(JointTrajectory(joint_names=list(names), points=points))

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety check`: compare a checkpoint's unnormalizer with a deployment's before any rollout.
+"""
+`vla-safety check`: compare a checkpoint's unnormalizer with a deployment's before any rollout.
 
 Exit 0 = identical, 1 = mismatch (the drift certificate is printed), 2 = cannot check.
 """

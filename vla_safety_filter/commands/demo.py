@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety demo`: a real ALOHA episode through the whole ROS 2 pipeline, with a fault drill.
+"""
+`vla-safety demo`: a real ALOHA episode through the whole ROS 2 pipeline, with a fault drill.
 
 Sim arm, policy_bridge, safety_filter, action_monitor, execspec_check and the flight recorder run
 in this process on a private ROS domain; mid-episode the bridge injects a burst of outputs that
@@ -100,7 +101,7 @@ def _outputs(output: str, scenario) -> dict:
 
 
 def run_pusht(args) -> int:
-    """The closed loop: policy server, bridge, manager, filter, monitor, PushT world, recorder."""
+    """Run the closed loop: policy server, bridge, manager, filter, monitor, PushT world, recorder."""
     from rich.console import Console
 
     from ..demo import pusht

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """True if HOST names only this machine (a loopback address, or a name resolving to one)."""
+    """Return True if HOST names only this machine (a loopback address, or a name resolving to one)."""
     try:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
@@ -63,7 +63,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _policy(spec: str, chunk: int):
-    """The nn:DATA policy with chunk length CHUNK, and the metadata the server announces."""
+    """Return the nn:DATA policy with chunk length CHUNK, and the metadata the server announces."""
     from ..core.drill.policies import NearestNeighbourPolicy
 
     kind, sep, path = spec.partition(':')

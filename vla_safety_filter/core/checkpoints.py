@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Load a checkpoint's action unnormalizer metadata: OpenVLA, OpenVLA-OFT, LeRobot (0.3, >= 0.4), our YAML.
+"""
+Load a checkpoint's action unnormalizer metadata: OpenVLA, OpenVLA-OFT, LeRobot (0.3, >= 0.4), our YAML.
 
 Each loader reads only the documented files, picks the statistics the runtime would use, and turns
 every unreadable or inconsistent input into a one-line InputError naming the file and field. The key
@@ -53,7 +54,7 @@ def _read_json(path: str):
 
 
 def _read_tensors(path: str, names: list[str]) -> dict[str, np.ndarray]:
-    """The named tensors of a .safetensors file (only those present); other tensors are not read."""
+    """Return the named tensors of a .safetensors file (only those present); other tensors are not read."""
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
@@ -95,7 +96,7 @@ def _vectors(fields: dict, where: str) -> dict[str, np.ndarray]:
 
 
 def _select_key(entries: dict, key: str | None, where: str) -> str:
-    """The entry to use: the given key, or the only entry; never a guess, never a `_no_noops` fallback."""
+    """Return the entry to use: the given key, or the only entry; never a guess, never a `_no_noops` fallback."""
     keys = sorted(k for k, v in entries.items() if isinstance(v, dict))
     if key is None:
         if len(keys) == 1:
@@ -134,9 +135,12 @@ def _openvla_metadata(entries: dict, key: str | None, mode: str, path: str, fiel
 
 
 def _openvla_entries(path: str) -> tuple[dict, str, str]:
-    """The `{key: stats}` map of an OpenVLA checkpoint directory, config.json or statistics file,
-    the file it came from and its field; dataset_statistics.json wins over config.json as in the
-    OpenVLA and OFT evaluation scripts."""
+    """
+    Return the `{key: stats}` map of an OpenVLA checkpoint, the file it came from and its field.
+
+    PATH is a checkpoint directory, config.json or statistics file; dataset_statistics.json wins
+    over config.json as in the OpenVLA and OFT evaluation scripts.
+    """
     if os.path.isdir(path):
         stats_file = os.path.join(path, 'dataset_statistics.json')
         path = stats_file if os.path.isfile(stats_file) else os.path.join(path, 'config.json')
@@ -222,7 +226,8 @@ def _action_feature(features, where: str) -> tuple[str, int | None]:
 
 
 def _lerobot_metadata(tensor_file: str, prefix: str, mode: str, dim: int | None) -> Metadata:
-    """Metadata from the `<prefix><stat>` tensors the mode uses.
+    """
+    Metadata from the `<prefix><stat>` tensors the mode uses.
 
     A missing one is refused: LeRobot would silently pass the actions through.
     """
@@ -243,7 +248,7 @@ def _lerobot_metadata(tensor_file: str, prefix: str, mode: str, dim: int | None)
 
 
 def _load_lerobot_postprocessor(json_path: str) -> Metadata:
-    """LeRobot >= 0.4: the `unnormalizer_processor` step of policy_postprocessor.json and its state_file."""
+    """Load LeRobot >= 0.4: policy_postprocessor.json's `unnormalizer_processor` and state_file."""
     doc = _mapping(_read_json(json_path), json_path)
     steps = doc.get('steps')
     if not isinstance(steps, list):
@@ -270,7 +275,11 @@ def _load_lerobot_postprocessor(json_path: str) -> Metadata:
 
 
 def _load_lerobot_legacy(config_path: str) -> Metadata:
-    """LeRobot 0.3: config.json `normalization_mapping` + model.safetensors `unnormalize_outputs` buffers."""
+    """
+    Load LeRobot 0.3.
+
+    config.json `normalization_mapping` and model.safetensors `unnormalize_outputs` buffers.
+    """
     config = _mapping(_read_json(config_path), config_path)
     mode = _lerobot_mode(config.get('normalization_mapping'), f'{config_path}: normalization_mapping')
     feature, dim = 'action', None
@@ -286,7 +295,11 @@ def _load_lerobot_legacy(config_path: str) -> Metadata:
 
 
 def load_lerobot(path: str) -> Metadata:
-    """LeRobot checkpoint directory (or its policy_postprocessor.json / config.json): >= 0.4 first, then 0.3."""
+    """
+    Load a LeRobot checkpoint directory (or its policy_postprocessor.json / config.json).
+
+    LeRobot >= 0.4 is tried first, then 0.3.
+    """
     if os.path.isdir(path):
         post = os.path.join(path, POSTPROCESSOR)
         return _load_lerobot_postprocessor(post) if os.path.isfile(post) else \
@@ -296,7 +309,8 @@ def load_lerobot(path: str) -> Metadata:
 
 
 def load_params_yaml(path: str, node: str = BRIDGE_NODE) -> Metadata:
-    """The unnormalizer a bridge would run with, from `policy_bridge: ros__parameters: unnormalizer:`.
+    """
+    Return the unnormalizer a bridge would run with, from `policy_bridge: ros__parameters: unnormalizer:`.
 
     Not validated for finiteness: the check reports non-finite values or inverted ranges as
     cannot_check.
@@ -313,7 +327,7 @@ def write_params_yaml(path: str, meta: Metadata, node: str = BRIDGE_NODE) -> Non
 
 
 def detect_format(path: str, normalization_type: str | None = None) -> str:
-    """The checkpoint format from the files present (and, for OpenVLA, whether OFT's type was given)."""
+    """Return the checkpoint format from the files present (and, for OpenVLA, whether OFT's type was given)."""
     openvla = 'openvla-oft' if normalization_type else 'openvla'
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, POSTPROCESSOR)):
@@ -348,9 +362,12 @@ def detect_format(path: str, normalization_type: str | None = None) -> str:
 
 def load_metadata(path: str, fmt: str = 'auto', unnorm_key: str | None = None,
                   normalization_type: str | None = None) -> Metadata:
-    """The checkpoint's action unnormalizer, validated (finite, no inverted range), or InputError.
+    """
+    Return the checkpoint's action unnormalizer, validated (finite, no inverted range).
 
-    A constant dimension (q99 == q01) is valid: the check compares it exactly."""
+    Unreadable or invalid input raises InputError. A constant dimension (q99 == q01) is valid:
+    the check compares it exactly.
+    """
     if fmt not in FORMATS:
         raise InputError(f'unknown format {fmt!r} (expected one of {", ".join(FORMATS)})')
     if fmt == 'auto':

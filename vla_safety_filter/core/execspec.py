@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ExecSpec (DESIGN §6): normalization metadata, unnormalizers, the activation check, the drift certificate.
+"""
+ExecSpec (DESIGN §6): normalization metadata, unnormalizers, the activation check, the drift certificate.
 
 The same policy weights become a different robot when the unnormalizer changes, so before anything
 moves the metadata a deployment runs with is compared with the checkpoint's, and any difference is
@@ -102,17 +103,18 @@ class Metadata:
         return int(self.mask.size)
 
     def stat_label(self, field_name: str) -> str:
-        """The checkpoint's name for a field in this mode (low -> 'q01' in quantile mode)."""
+        """Return the checkpoint's name for a field in this mode (low -> 'q01' in quantile mode)."""
         pair = STAT_NAMES[self.mode]
         index = {'low': 0, 'mean': 0, 'high': 1, 'std': 1}[field_name]
         return pair[index] if pair else field_name
 
     def stats(self) -> dict[str, np.ndarray]:
-        """The statistics this mode uses, by field name (empty for identity)."""
+        """Return the statistics this mode uses, by field name (empty for identity)."""
         return {k: getattr(self, k) for k in ('low', 'high', 'mean', 'std') if getattr(self, k) is not None}
 
     def problems(self) -> list[str]:
-        """Non-finite statistics anywhere and inverted ranges on normalized dims, one line each.
+        """
+        Non-finite statistics anywhere and inverted ranges on normalized dims, one line each.
 
         A constant dimension (q99 == q01, std == 0: e.g. a gripper that never moved) is valid: it
         unnormalizes to the constant, as the policy's runtime does, and the check compares it exactly.
@@ -157,8 +159,12 @@ def unnormalize(meta: Metadata, x) -> np.ndarray:
 
 
 def normalize(meta: Metadata, a) -> np.ndarray:
-    """Action units -> the policy's normalized units (inverse of unnormalize), e.g. to replay a
-    demonstration as the raw outputs a policy trained on these statistics would produce."""
+    """
+    Map action units to the policy's normalized units (the inverse of unnormalize).
+
+    E.g. to replay a demonstration as the raw outputs a policy trained on these statistics
+    would produce.
+    """
     a = np.asarray(a, dtype=np.float64)
     if a.ndim not in (1, 2) or a.shape[-1] != meta.dim:
         raise InputError(f'{meta.source}: action of shape {list(a.shape)} does not match '
@@ -184,7 +190,7 @@ def _affine(meta: Metadata) -> tuple[np.ndarray, np.ndarray]:
 
 
 def expected_abs_affine(a, b) -> np.ndarray:
-    """Closed form of E_{u~U[-1,1]} |a u + b|, elementwise: |b| if |b| >= |a|, else (a²+b²)/(2|a|)."""
+    """Return closed form of E_{u~U[-1,1]} |a u + b|, elementwise: |b| if |b| >= |a|, else (a²+b²)/(2|a|)."""
     a, b = np.abs(np.asarray(a, dtype=np.float64)), np.abs(np.asarray(b, dtype=np.float64))
     crossing = b < a   # the line changes sign inside [-1, 1]
     safe_a = np.where(crossing, a, 1.0)
@@ -193,7 +199,8 @@ def expected_abs_affine(a, b) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Certificate:
-    """Closed-form drift of the deployed unnormalizer from the reference, per dimension.
+    """
+    Closed-form drift of the deployed unnormalizer from the reference, per dimension.
 
     deployed(x) = reference(x) + half_range * ((scale - 1) u + shift), u = x / radius ~ U[-1, 1];
     per_dim_drift = E|(scale - 1) u + shift| in reference half-ranges. `mask` marks the dims
@@ -217,7 +224,8 @@ class Certificate:
 
 
 def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
-    """The drift certificate of DESIGN §6, generalised to any pair of modes and masks of equal dimension.
+    """
+    Return the drift certificate of DESIGN §6, generalised to any pair of modes and masks of equal dimension.
 
     A dimension constant in the reference (half-range 0) has no relative scale: its drift is 0 when
     the deployed unnormalizer is the same constant and infinite otherwise (exact comparison).
@@ -251,7 +259,8 @@ def _dims(indices) -> str:
 
 
 def name_differences(reference: tuple, deployed, what: str) -> list[str]:
-    """Why `deployed` dimension names are not the checkpoint's, in order (empty when equal).
+    """
+    Why `deployed` dimension names are not the checkpoint's, in order (empty when equal).
 
     The same names in another order are called a permutation: dimension j would drive another joint.
     """
@@ -360,7 +369,8 @@ def _names_note(reference: Metadata, deployed: Metadata) -> str:
 
 def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
                  tol: float = DEFAULT_TOL) -> CheckResult:
-    """Check what a bridge loaded at its last configure against the checkpoint.
+    """
+    Check what a bridge loaded at its last configure against the checkpoint.
 
     `loaded` is the bridge's report: `configured`, `parameters` (its `unnormalizer.*` values),
     `normalized_input`, `joint_names` (the order its actions are published in) and
@@ -402,7 +412,8 @@ def _pending_reasons(loaded: dict, source: str) -> list[str]:
 
 def server_unnormalizes(reference: Metadata, deployed: Metadata,
                         outputs_normalized: bool) -> bool:
-    """Tell whether the policy server applies the checkpoint's statistics, not the bridge.
+    """
+    Tell whether the policy server applies the checkpoint's statistics, not the bridge.
 
     That is the declared case `policy_outputs_normalized` false (openpi servers unnormalize
     inside the server, OpenVLA's REST server with its `unnorm_key`) with a checkpoint that has
@@ -414,7 +425,8 @@ def server_unnormalizes(reference: Metadata, deployed: Metadata,
 
 def _check_delegated(reference: Metadata, deployed: Metadata, loaded: dict,
                      source: str) -> CheckResult:
-    """Check the bridge's half of a deployment whose policy server unnormalizes.
+    """
+    Check the bridge's half of a deployment whose policy server unnormalizes.
 
     The statistics a server applies never cross the wire (openpi's metadata frame carries the
     training config's `policy_metadata`, not its norm stats; OpenVLA's REST server sends
@@ -446,7 +458,8 @@ def _check_delegated(reference: Metadata, deployed: Metadata, loaded: dict,
 
 def _server_key_reasons(reference: Metadata, loaded: dict, source: str,
                         notes: list) -> list[str]:
-    """Whether the bridge asks a REST server for the checkpoint's statistics key.
+    """
+    Whether the bridge asks a REST server for the checkpoint's statistics key.
 
     A sibling key is the classic silent failure (one dataset's statistics on another's policy);
     a REST bridge that sends no key leaves the choice to the server, which is refused too.
@@ -487,7 +500,7 @@ def _normalization_reasons(reference: Metadata, normalized_input: bool, outputs_
 
 def _joint_name_reasons(reference: Metadata, joint_names: list, source: str,
                         notes: list) -> list[str]:
-    """The bridge's published joint order against the checkpoint's dimension names."""
+    """Return the bridge's published joint order against the checkpoint's dimension names."""
     if len(joint_names) != reference.dim:
         return [f'{source} publishes {len(joint_names)} joints for the checkpoint\'s '
                 f'{reference.dim} action dimensions']
@@ -500,7 +513,7 @@ def _joint_name_reasons(reference: Metadata, joint_names: list, source: str,
 
 
 def metadata_to_params(meta: Metadata) -> dict:
-    """The bridge's ROS parameters for this unnormalizer: flat dotted names, flat double/bool arrays."""
+    """Return the bridge's ROS parameters for this unnormalizer: flat dotted names, flat double/bool arrays."""
     params = {PARAM_PREFIX + 'mode': meta.mode, PARAM_PREFIX + 'dim': meta.dim,
               PARAM_PREFIX + 'mask': [bool(m) for m in meta.mask]}
     if meta.key:
@@ -524,7 +537,8 @@ def flatten_params(params: dict, prefix: str = '') -> dict:
 
 
 def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
-    """Metadata from `unnormalizer.*` parameters (dotted or nested); other parameters are ignored.
+    """
+    Metadata from `unnormalizer.*` parameters (dotted or nested); other parameters are ignored.
 
     Structural errors raise InputError; non-finite or degenerate values are left for the check.
     """

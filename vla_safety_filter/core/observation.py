@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Observations for live policies from ROS message fields, without rclpy.
+"""
+Observations for live policies from ROS message fields, without rclpy.
 
 `image_rgb` turns the fields of a sensor_msgs/Image (rgb8, bgr8 or mono8) into the HxWx3 uint8
 array policy servers take; `state_vector` reads named joints of a JointState into the ordered
@@ -32,7 +33,7 @@ CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}
 
 
 def image_rgb(height: int, width: int, encoding: str, step: int, data) -> np.ndarray:
-    """An Image's fields as a fresh HxWx3 uint8 RGB array (rows may be padded to `step`)."""
+    """Return an Image's fields as a fresh HxWx3 uint8 RGB array (rows may be padded to `step`)."""
     channels = CHANNELS.get(encoding)
     if channels is None:
         raise InputError(f'image encoding {encoding!r} is not supported; use '
@@ -56,7 +57,7 @@ def image_rgb(height: int, width: int, encoding: str, step: int, data) -> np.nda
 
 
 def state_vector(wanted: Sequence[str], names: Sequence[str], positions) -> np.ndarray:
-    """The positions of the WANTED joints, in that order, as float32 (a JointState by name)."""
+    """Return the positions of the WANTED joints, in that order, as float32 (a JointState by name)."""
     if len(positions) != len(names):
         raise InputError(f'joint state has {len(names)} names but {len(positions)} positions')
     index = {name: i for i, name in enumerate(names)}

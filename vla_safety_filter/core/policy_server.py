@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Serve any drill `Policy` over the openpi websocket protocol or OpenVLA-style REST.
+"""
+Serve any drill `Policy` over the openpi websocket protocol or OpenVLA-style REST.
 
 Pure Python (no rclpy): `vla-safety serve-policy` uses it, and so can tests and demos that need
 a real policy server on this machine. The protocol facts are those the clients in
@@ -80,7 +81,7 @@ class PolicyFailed(Exception):
 
 
 def _image(key: str, value) -> np.ndarray:
-    """A camera image as HxWx3 uint8, else RequestError naming the key."""
+    """Return a camera image as HxWx3 uint8, else RequestError naming the key."""
     image = np.asarray(value)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise RequestError(f'{key} must be an HxWx3 uint8 image, got {image.dtype} '
@@ -103,7 +104,7 @@ def state_vector(value) -> np.ndarray:
 
 
 def observation_from(request) -> dict:
-    """The policy's observation from a decoded openpi request map, validated."""
+    """Return the policy's observation from a decoded openpi request map, validated."""
     if not isinstance(request, dict):
         raise RequestError(f'the observation is a {type(request).__name__}, not a map')
     if 'observation.state' not in request:
@@ -127,7 +128,7 @@ class PolicyService:
         self._lock = threading.Lock()
 
     def act(self, observation: dict) -> np.ndarray:
-        """The policy's chunk; RequestError if it refuses the observation, else PolicyFailed."""
+        """Return the policy's chunk; RequestError if it refuses the observation, else PolicyFailed."""
         with self._lock:
             try:
                 actions = self.policy.act(observation)
@@ -154,13 +155,13 @@ class _Server:
 
     @property
     def address(self) -> tuple[str, int]:
-        """The host and port actually bound (the OS's port when asked for port 0)."""
+        """Return the host and port actually bound (the OS's port when asked for port 0)."""
         host, port = self._socket().getsockname()[:2]
         return host, port
 
     @property
     def uri(self) -> str:
-        """The address as a client's policy spec (`ws://HOST:PORT`, `http://HOST:PORT/act`)."""
+        """Return the address as a client's policy spec (`ws://HOST:PORT`, `http://HOST:PORT/act`)."""
         host, port = self.address
         host = f'[{host}]' if ':' in host else host
         return f'{self.scheme}://{host}:{port}{self.path}'
@@ -233,7 +234,7 @@ class OpenpiServer(_Server):
             self._connections.discard(connection)
 
     def _reply(self, message) -> bytes:
-        """The msgpack-numpy reply to one frame, or RequestError / PolicyFailed."""
+        """Return the msgpack-numpy reply to one frame, or RequestError / PolicyFailed."""
         if isinstance(message, str):
             raise RequestError('expected a binary msgpack-numpy frame, got a text frame')
         try:
@@ -280,7 +281,7 @@ class _RestHandler(BaseHTTPRequestHandler):
         self._send(200, 'OK', chunk)
 
     def _read_json(self):
-        """The request body decoded by json-numpy, or an HTTP error saying what is wrong."""
+        """Return the request body decoded by json-numpy, or an HTTP error saying what is wrong."""
         length = self.headers.get('Content-Length')
         if length is None or not length.strip().isdigit():
             self.close_connection = True  # where this request's body ends is unknown
@@ -296,7 +297,7 @@ class _RestHandler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _observation(request) -> dict:
-        """The REST body's keys mapped onto an openpi-style observation, validated."""
+        """Return the REST body's keys mapped onto an openpi-style observation, validated."""
         if not isinstance(request, dict):
             raise RequestError(f'the body is a JSON {type(request).__name__}, not an object')
         if 'state' not in request:
@@ -361,7 +362,7 @@ PROTOCOLS = ('openpi', 'rest')
 
 def make_server(protocol: str, policy: Policy, host: str = '127.0.0.1', port: int = 8000,
                 metadata: dict | None = None) -> _Server:
-    """A bound (not yet serving) server for POLICY; OSError if the address cannot be bound."""
+    """Return a bound (not yet serving) server for POLICY; OSError if the address cannot be bound."""
     if protocol == 'openpi':
         return OpenpiServer(policy, host, port, metadata)
     if protocol == 'rest':

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Remote policies: an openpi websocket server or an OpenVLA REST server as a drill `Policy`.
+"""
+Remote policies: an openpi websocket server or an OpenVLA REST server as a drill `Policy`.
 
 Pure Python (no rclpy) so the drills and the ROS policy_bridge share one client. Every bad case
 (unreachable server, late reply, text error frame, HTTP error, the `"error"` body, malformed
@@ -71,7 +72,8 @@ BACKOFF_MAX = 2.0
 
 def make_remote_policy(spec: str, timeout: float, action_dim: int | None = None,
                        **options):
-    """Build the remote policy for SPEC: `ws://HOST:PORT` (openpi) or `http://HOST:PORT/act`.
+    """
+    Build the remote policy for SPEC: `ws://HOST:PORT` (openpi) or `http://HOST:PORT/act`.
 
     `action_dim` is the action dimension replies must have; if None the first good reply fixes
     it. `options` go to the client (`unnorm_key`, `camera` for REST).
@@ -99,7 +101,7 @@ def _host_port(spec: str) -> tuple[str, int | None]:
 
 
 def one_line(text, limit: int = 200) -> str:
-    """The last non-empty line of a message (a traceback ends with its exception), or ''."""
+    """Return the last non-empty line of a message (a traceback ends with its exception), or ''."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     line = lines[-1] if lines else ''
     return line if len(line) <= limit else line[:limit - 3] + '...'
@@ -144,7 +146,7 @@ class _Backoff:
         self.retry_at = time.monotonic() + self.delay
 
     def succeeded(self):
-        """Connected: the next failure starts from the first delay again."""
+        """Note a connection: the next failure starts from the first delay again."""
         self.delay = 0.0
         self.retry_at = 0.0
 
@@ -197,13 +199,13 @@ class _RemotePolicy:
         self._backoff.succeeded()
 
     def _state(self, observation: dict) -> np.ndarray:
-        """The observation's state vector as float32 (what openpi servers expect)."""
+        """Return the observation's state vector as float32 (what openpi servers expect)."""
         if 'observation.state' not in observation:
             raise PolicyFault('the observation has no observation.state')
         return np.asarray(observation['observation.state'], dtype=np.float32).reshape(-1)
 
     def _task(self, observation: dict) -> str:
-        """The observation's task text, else the one given at reset."""
+        """Return the observation's task text, else the one given at reset."""
         return str(observation.get('task', self.task))
 
 
@@ -254,7 +256,7 @@ class OpenpiPolicy(_RemotePolicy):
         return reply['actions']
 
     def _encode(self, observation: dict) -> bytes:
-        """The observation as an openpi msgpack-numpy frame."""
+        """Return the observation as an openpi msgpack-numpy frame."""
         obs = {'observation.state': self._state(observation), 'task': self._task(observation)}
         for key, value in observation.items():
             if key.startswith('observation.images.'):
@@ -265,7 +267,7 @@ class OpenpiPolicy(_RemotePolicy):
             raise PolicyFault(f'observation cannot be encoded ({_why(exc)})') from None
 
     def _receive(self, what: str):
-        """The next frame decoded, within the timeout; any fault drops the connection."""
+        """Return the next frame decoded, within the timeout; any fault drops the connection."""
         try:
             data = self._ws.recv(timeout=self.timeout)
         except TimeoutError:
@@ -280,7 +282,7 @@ class OpenpiPolicy(_RemotePolicy):
         return self._decode(data, what)
 
     def _decode(self, data: bytes, what: str):
-        """A msgpack-numpy frame decoded; any malformation is a fault, never a crash."""
+        """Return a msgpack-numpy frame decoded; any malformation is a fault, never a crash."""
         try:
             return msgpack_numpy.unpackb(data)
         except Exception as exc:  # noqa: BLE001 - any decoding error means a malformed frame
@@ -322,7 +324,8 @@ class OpenvlaRestPolicy(_RemotePolicy):
         self._conn = conn
 
     def _request(self, observation: dict):
-        """POST one observation on a fresh connection; the decoded reply (action or list).
+        """
+        POST one observation on a fresh connection; the decoded reply (action or list).
 
         A fresh connection per request: servers close idle keep-alive connections (uvicorn
         after 5 s), which would otherwise fail the next request of a healthy server.
@@ -352,7 +355,7 @@ class OpenvlaRestPolicy(_RemotePolicy):
             raise PolicyFault(f'request failed ({_why(exc)})') from None
 
     def _payload(self, observation: dict) -> dict:
-        """The request body: image, instruction, state, and unnorm_key when set."""
+        """Return the request body: image, instruction, state, and unnorm_key when set."""
         payload = {'instruction': self._task(observation), 'state': self._state(observation)}
         image = self._image(observation)
         if image is not None:
@@ -362,7 +365,7 @@ class OpenvlaRestPolicy(_RemotePolicy):
         return payload
 
     def _image(self, observation: dict):
-        """The chosen camera's image (the first one by name if none was chosen), or None."""
+        """Return the chosen camera's image (the first one by name if none was chosen), or None."""
         keys = sorted(k for k in observation if k.startswith('observation.images.'))
         if self.camera is not None:
             key = 'observation.images.' + self.camera
@@ -372,7 +375,7 @@ class OpenvlaRestPolicy(_RemotePolicy):
         return np.asarray(observation[keys[0]], dtype=np.uint8) if keys else None
 
     def _decode(self, status: int, reason: str, data: bytes):
-        """The reply's JSON, refusing HTTP errors, oversize bodies and the `"error"` body."""
+        """Return the reply's JSON, refusing HTTP errors, oversize bodies and the `"error"` body."""
         if status != 200:
             raise PolicyFault(f'HTTP {status} {one_line(reason)}')
         if len(data) > MAX_REPLY_BYTES:

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety demo --world pusht`: the closed loop over ROS 2, policy server to PushT world.
+"""
+`vla-safety demo --world pusht`: the closed loop over ROS 2, policy server to PushT world.
 
 The built-in nearest-neighbour policy (the drills' `nn:DEMOS`) is served over the openpi protocol
 on 127.0.0.1 (or the user's server is used); policy_bridge (`source: openpi`) sends it the
@@ -76,7 +77,7 @@ class Run:
 
 
 def default_demos() -> str:
-    """The PushT demonstrations beside the repository (or in $VLA_SAFETY_DATA)."""
+    """Return the PushT demonstrations beside the repository (or in $VLA_SAFETY_DATA)."""
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.environ.get('VLA_SAFETY_DATA') or os.path.join(here, '..', '..', '..', 'shared',
                                                              'data')

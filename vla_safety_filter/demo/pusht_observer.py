@@ -44,7 +44,7 @@ class PushtObserver(DemoObserver):
             self._reports.append((self._now(), msg.data))
 
     def done_after(self, start: float) -> str | None:
-        """The first `done ...` report of sim_world after START, or None."""
+        """Return the first `done ...` report of sim_world after START, or None."""
         with self._lock:
             return next((text for t, text in self._reports
                          if t > start and text.startswith('done ')), None)

@@ -24,7 +24,7 @@ from .observer import Observed
 
 
 def summarize(seen: Observed, run, scenario) -> dict:
-    """The PushT demo's verdict as a JSON-able dict (`ok`: activated, contract kept, recovered)."""
+    """Return the PushT demo's verdict as a JSON-able dict (`ok`: activated, contract kept, recovered)."""
     check = _audit_episodes(seen, run, scenario.contract)
     monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
     costs = [cost for _, _, _, cost in seen.monitor_history]
@@ -75,7 +75,7 @@ def _audit_episodes(seen: Observed, run, contract) -> dict:
 
 
 def _outage(seen: Observed, run) -> dict | None:
-    """The server outage: policy chunks and interventions while down, commands after restart."""
+    """Return the server outage: policy chunks and interventions while down, commands after restart."""
     if run.outage is None:
         return None
     stopped, restarted = run.outage
@@ -90,7 +90,7 @@ def _outage(seen: Observed, run) -> dict | None:
 
 
 def print_summary(console, summary: dict) -> None:
-    """The closing lines: episodes, the outage, the audit, interventions, alarms, cost, files."""
+    """Print the closing lines: episodes, the outage, the audit, interventions, alarms, cost, files."""
     from rich.table import Table
 
     console.rule('summary')

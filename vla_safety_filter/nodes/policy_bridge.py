@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""policy_bridge: a policy's actions on /vla/raw_action (JointTrajectory, one point or a chunk).
+"""
+policy_bridge: a policy's actions on /vla/raw_action (JointTrajectory, one point or a chunk).
 
 Source `replay` plays recorded episodes (npz, LeRobot dataset, csv) at their frame rate; with
 `normalized_input` the recorded values are policy outputs in normalized units and are unnormalized
@@ -163,7 +164,7 @@ class PolicyBridge(GatedLifecycleNode):
                                'rest is replanned); points are 1 / (rate_hz * replan_every) apart')
 
     def unnormalizer_params(self) -> dict:
-        """The live unnormalizer parameters that are set."""
+        """Return the live unnormalizer parameters that are set."""
         values = {}
         for name in unnormalizer_parameter_names():
             param = self.get_parameter_or(name, None)   # typed parameters may be unset
@@ -195,7 +196,7 @@ class PolicyBridge(GatedLifecycleNode):
                                f'joints at {1 / self._dt:g} Hz, chunk {self.chunk_size}')
 
     def _live_loaded_values(self) -> dict:
-        """The live values of the parameters configure loads (unset ones left out)."""
+        """Return the live values of the parameters configure loads (unset ones left out)."""
         return {**self.unnormalizer_params(),
                 'normalized_input': bool(self.get_parameter('normalized_input').value)}
 
@@ -239,7 +240,8 @@ class PolicyBridge(GatedLifecycleNode):
         return played, dt, names, loaded
 
     def activate_node(self) -> None:
-        """Start from the first episode (replay) or the first query (live).
+        """
+        Start from the first episode (replay) or the first query (live).
 
         Live: inputs received before activation are forgotten and a reply to a request sent
         before it is dropped, so nothing observed before a pause (e.g. an episode reset) acts
@@ -341,7 +343,7 @@ class PolicyBridge(GatedLifecycleNode):
         self._cameras = cameras
 
     def _keep(self, key: str, msg) -> None:
-        """The latest message of an input, with its arrival on the steady and the node clock."""
+        """Keep the latest message of an input, with its arrival on the steady and the node clock."""
         self._samples[key] = (msg, monotonic(), self.get_clock().now())
 
     def _on_query_tick(self) -> None:
@@ -365,8 +367,12 @@ class PolicyBridge(GatedLifecycleNode):
         requests.submit(observation, (stamp, self._epoch))
 
     def _snapshot(self) -> tuple[dict, Time]:
-        """The observation now and its time (its oldest input's); InputError if one is missing
-        or older than request_timeout (its chunk would be stale)."""
+        """
+        Return the observation now and its time (its oldest input's).
+
+        InputError if an input is missing or older than request_timeout (its chunk would be
+        stale).
+        """
         observation = {'task': self.task}
         stamps = []
         inputs = [('state', self.state_topic), *self._cameras.items()]
@@ -395,7 +401,8 @@ class PolicyBridge(GatedLifecycleNode):
                 msg.height, msg.width, msg.encoding, msg.step, msg.data)
 
     def _deliver(self, requests, chunk: np.ndarray, tag: tuple, elapsed: float) -> None:
-        """Worker: publish a reply's chunk, unless the bridge moved on meanwhile.
+        """
+        Worker: publish a reply's chunk, unless the bridge moved on meanwhile.
 
         TAG is (observation time, activation epoch of the request): a reply to a request of an
         earlier activation is dropped.
@@ -438,7 +445,7 @@ class PolicyBridge(GatedLifecycleNode):
             self._status_dirty = True
 
     def _bridge_status(self):
-        """The bridge's /diagnostics status: a refused transition, else the last outcome."""
+        """Return the bridge's /diagnostics status: a refused transition, else the last outcome."""
         level, message = self._status
         if self.refusal:
             level, message = ERROR, self.refusal
@@ -513,7 +520,8 @@ def _cameras(specs) -> dict[str, str]:
 
 
 class _Requests:
-    """The worker thread of a live source: one request at a time, never in an executor callback.
+    """
+    The worker thread of a live source: one request at a time, never in an executor callback.
 
     The executor's timer `submit`s an observation when the worker is `idle`; the worker calls
     the policy (bounded by its timeout), drops replies later than `timeout` and hands the chunk

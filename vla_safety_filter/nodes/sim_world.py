@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""sim_world: a physics world (gym-pusht) as the arm driver, so a policy loop closes over ROS.
+"""
+sim_world: a physics world (gym-pusht) as the arm driver, so a policy loop closes over ROS.
 
 Listens like sim_arm: a ForwardCommandController (`/<controller>/commands`, Float64MultiArray in
 joint order) and a JointTrajectoryController (`/<controller>/joint_trajectory`, last point). Each
@@ -172,7 +173,7 @@ class SimWorld(Node):
         self._state_pub.publish(world)
 
     def _publish_image(self, stamp) -> None:
-        """The world's first camera as rgb8 (H x W x 3 uint8)."""
+        """Publish the world's first camera as rgb8 (H x W x 3 uint8)."""
         obs = self.world.observation()
         pixels = next(v for k, v in obs.items() if k.startswith(IMAGE_PREFIX))
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
