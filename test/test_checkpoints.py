@@ -47,7 +47,8 @@ def openvla_dir(tmp_path, norm_stats=None) -> str:
     return str(tmp_path)
 
 
-# ---- OpenVLA ---------------------------------------------------------------------------------------
+# ---- OpenVLA
+# ---------------------------------------------------------------------------------------
 
 def test_openvla_config_json_gives_quantile_q01_q99_with_gripper_mask(tmp_path):
     ckpt = openvla_dir(tmp_path)
@@ -95,7 +96,8 @@ def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
     stats = real_stats()
     ckpt = openvla_dir(tmp_path, {'libero_goal_no_noops': stats['bridge_orig'],
                                   'libero_10_no_noops': stats['fractal20220817_data']})
-    with pytest.raises(InputError, match=r"unnorm key 'libero_goal' not found \(similar: libero_goal_no_noops; "
+    with pytest.raises(InputError, match=r"unnorm key 'libero_goal' not found \(similar: "
+                                         r"libero_goal_no_noops; "
                                          r"not used automatically\); available keys: "
                                          r"libero_10_no_noops, libero_goal_no_noops"):
         load_metadata(ckpt, unnorm_key='libero_goal')
@@ -106,7 +108,8 @@ def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
 @pytest.mark.parametrize('edit, message', [
     (lambda a: a.pop('q99'), r"\['k'\]\.action has no 'q99'"),
     (lambda a: a.__setitem__('q01', a['q01'][:6]), 'statistics have different lengths'),
-    (lambda a: a.__setitem__('std', [float('nan')] * 7), r"\['k'\]\.action\.std\[0\] is not finite"),
+    (lambda a: a.__setitem__('std', [float('nan')] * 7), r"\['k'\]\.action\.std\[0\] is not "
+                                                         r"finite"),
     (lambda a: a.__setitem__('q99', [v - 1.0 for v in a['q01']]),
      r"\['k'\]\.action: q99\[0\] = .* < q01\[0\] = .* \(inverted range\)"),
     (lambda a: a.__setitem__('mask', [1] * 7), r'action\.mask must be a list of 7 booleans'),
@@ -154,7 +157,8 @@ def test_corrupt_truncated_and_missing_files(tmp_path):
         load_metadata(STATS_FILE, 'onnx')
 
 
-# ---- OpenVLA-OFT -----------------------------------------------------------------------------------
+# ---- OpenVLA-OFT
+# -----------------------------------------------------------------------------------
 
 def test_oft_bounds_uses_min_max_and_bounds_q99_uses_quantiles(tmp_path):
     write_json(tmp_path / 'dataset_statistics.json', real_stats())
@@ -183,7 +187,8 @@ def test_oft_needs_an_explicit_normalization_type_and_others_refuse_it(tmp_path)
         load_metadata(ckpt, 'openvla', 'bridge_orig', 'BOUNDS')
 
 
-# ---- LeRobot >= 0.4 --------------------------------------------------------------------------------
+# ---- LeRobot >= 0.4
+# --------------------------------------------------------------------------------
 
 ALOHA_MEAN = np.linspace(-0.5, 0.5, 14).astype(np.float32)
 ALOHA_STD = np.linspace(0.1, 0.8, 14).astype(np.float32)
@@ -232,7 +237,8 @@ def test_lerobot_identity_and_missing_statistic(tmp_path):
 @pytest.mark.parametrize('change, message', [
     ({'norm_map': {'ACTION': 'ZSCORE'}}, r"norm_map\.ACTION must be one of"),
     ({'norm_map': {'STATE': 'MEAN_STD'}}, r"norm_map\.ACTION must be one of .* got None"),
-    ({'features': {'action': {'type': 'ACTION', 'shape': [7]}}}, r'have 14 values but the ACTION shape is \[7\]'),
+    ({'features': {'action': {'type': 'ACTION', 'shape': [7]}}}, r'have 14 values but the ACTION '
+                                                                 r'shape is \[7\]'),
     ({'features': {'obs': {'type': 'STATE', 'shape': [7]}}}, 'expected one feature of type ACTION'),
 ])
 def test_bad_lerobot_configs(tmp_path, change, message):
@@ -259,13 +265,15 @@ def test_lerobot_nan_tensor_truncated_and_missing_state_files(tmp_path):
     with pytest.raises(InputError, match='unnormalizer_processor.safetensors: file not found'):
         load_metadata(ckpt)
     write_json(tmp_path / 'c' / 'policy_postprocessor.json', {'steps': [{'registry_name': 'device_processor'}]})
-    with pytest.raises(InputError, match=r"expected one step with registry_name 'unnormalizer_processor', found 0"):
+    with pytest.raises(InputError, match=r"expected one step with registry_name "
+                                         r"'unnormalizer_processor', found 0"):
         load_metadata(str(tmp_path / 'c'))
     with pytest.raises(InputError, match='unnorm keys do not apply'):
         load_metadata(str(tmp_path / 'c'), unnorm_key='aloha')
 
 
-# ---- LeRobot 0.3 -----------------------------------------------------------------------------------
+# ---- LeRobot 0.3
+# -----------------------------------------------------------------------------------
 
 def lerobot_legacy_dir(tmp_path, norm='MIN_MAX', fill=None) -> str:
     write_json(tmp_path / 'config.json', {
@@ -293,7 +301,8 @@ def test_lerobot_legacy_uninitialised_infinite_buffers_are_refused(tmp_path):
         load_metadata(lerobot_legacy_dir(tmp_path, fill=np.inf))
 
 
-# ---- our YAML ---------------------------------------------------------------------------------------
+# ---- our YAML
+# ---------------------------------------------------------------------------------------
 
 def test_yaml_round_trip_is_identical_with_zero_drift(tmp_path):
     ref = load_metadata(STATS_FILE, unnorm_key='bridge_orig')

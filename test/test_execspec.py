@@ -47,7 +47,8 @@ def replace(meta: Metadata, **changes) -> Metadata:
     return Metadata(**fields)
 
 
-# ---- unnormalizers -------------------------------------------------------------------------------
+# ---- unnormalizers
+# -------------------------------------------------------------------------------
 
 def test_quantile_matches_openvla_formula_on_bin_centres_and_passes_the_gripper_through():
     meta = real('bridge_orig')
@@ -89,7 +90,8 @@ def test_oft_epsilon_changes_actions_by_at_most_1e_8_and_is_not_part_of_the_comp
     assert check_metadata(meta, meta).verdict == 'identical'
 
 
-# ---- metadata validation -------------------------------------------------------------------------
+# ---- metadata validation
+# -------------------------------------------------------------------------
 
 @pytest.mark.parametrize('changes, message', [
     (dict(mode='zscore'), 'unknown normalization mode'),
@@ -123,7 +125,8 @@ def test_problems_name_non_finite_and_inverted_fields_but_ignore_unnormalized_di
         std.require_valid()
 
 
-# ---- the check: every refusal reason ---------------------------------------------------------------
+# ---- the check: every refusal reason
+# ---------------------------------------------------------------
 
 def test_identical_metadata_gives_exactly_zero_drift():
     for key in ('bridge_orig', 'fractal20220817_data'):
@@ -275,7 +278,8 @@ def test_mean_std_certificate_covers_two_standard_deviations():
         assert cert.per_dim_drift_abs[j] == pytest.approx(numeric, abs=1e-9)
 
 
-# ---- the ROS parameter form ------------------------------------------------------------------------
+# ---- the ROS parameter form
+# ------------------------------------------------------------------------
 
 def test_params_round_trip_and_follow_ros_parameter_rules():
     meta = replace(real('bridge_orig'), names=tuple(f'j{i}' for i in range(7)))

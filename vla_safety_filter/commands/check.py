@@ -32,32 +32,42 @@ EXIT_CODES = {'identical': 0, 'mismatch': 1, 'cannot_check': 2}
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         'check', help='verify the unnormalizer metadata against the checkpoint before a rollout',
-        description='Compare the action unnormalizer stored with a checkpoint (OpenVLA, OpenVLA-OFT, '
-                    'LeRobot, or our YAML) with the one a deployment would run, and print the drift '
-                    'certificate: how far the executed actions move, in closed form, without inference.',
+        description='Compare the action unnormalizer stored with a checkpoint (OpenVLA, '
+                    'OpenVLA-OFT, '
+                    'LeRobot, or our YAML) with the one a deployment would run, and print the '
+                    'drift '
+                    'certificate: how far the executed actions move, in closed form, without '
+                    'inference.',
         epilog='Exit codes: 0 identical, 1 mismatch (certificate printed), 2 cannot check (bad or '
-               'missing input). Example: vla-safety check --checkpoint ckpt/ --unnorm-key bridge_orig '
+               'missing input). Example: vla-safety check --checkpoint ckpt/ --unnorm-key '
+               'bridge_orig '
                '--params config/policy_bridge.yaml')
     parser.add_argument('--checkpoint', required=True, metavar='PATH',
-                        help='checkpoint directory or metadata file (config.json, dataset_statistics.json, '
+                        help='checkpoint directory or metadata file (config.json, '
+                             'dataset_statistics.json, '
                              'policy_postprocessor.json, or a policy_bridge parameter YAML)')
     parser.add_argument('--format', choices=FORMATS, default='auto',
                         help='checkpoint format (default: detected from the files present)')
     parser.add_argument('--unnorm-key', metavar='K',
-                        help='dataset key of the statistics the policy was trained for (needed when the '
+                        help='dataset key of the statistics the policy was trained for (needed '
+                             'when the '
                              'checkpoint holds several; never guessed)')
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument('--params', metavar='PARAMS.yaml',
-                        help='the policy_bridge parameter file whose `unnormalizer.*` the robot would run with')
+                        help='the policy_bridge parameter file whose `unnormalizer.*` the robot '
+                             'would run with')
     target.add_argument('--against-key', metavar='K2',
-                        help='what-if: certify the drift if the deployment used key K2 instead of K')
+                        help='what-if: certify the drift if the deployment used key K2 instead of '
+                             'K')
     parser.add_argument('--normalization-type', choices=sorted({**OFT_TYPES, **OPENPI_TYPES}),
                         help='OpenVLA-OFT: BOUNDS (min/max, e.g. ALOHA) or BOUNDS_Q99 (q01/q99, '
                              'e.g. LIBERO, Bridge); openpi: MEAN_STD (pi0) or QUANTILE '
                              '(pi0-FAST, pi0.5)')
     parser.add_argument('--tol', type=float, default=DEFAULT_TOL, metavar='FRACTION',
-                        help=f'allowed statistic difference as a fraction of the half-range (default {DEFAULT_TOL:g})')
-    parser.add_argument('--report', metavar='REPORT.json', help='also write the verdict and certificate as JSON')
+                        help=f'allowed statistic difference as a fraction of the half-range '
+                             f'(default {DEFAULT_TOL:g})')
+    parser.add_argument('--report', metavar='REPORT.json', help='also write the verdict and '
+                                                                'certificate as JSON')
     parser.set_defaults(func=run)
 
 
@@ -83,12 +93,16 @@ def format_result(result: CheckResult) -> str:
         return '\n'.join(lines)
     names = result.reference.names or ('-',) * cert.mask.size
     x_range = f'u = x/{cert.radius:g}' if cert.radius != 1 else 'u = x'
-    lines += ['', f'drift certificate: deployed(x) = checkpoint(x) + h * ((s - 1) u + t), {x_range} ~ U[-1, 1]',
-              f'  {"dim":>4} {"name":<14} {"h":>11} {"s":>10} {"t":>10} {"drift":>10} {"drift*h":>11}']
+    lines += ['', f'drift certificate: deployed(x) = checkpoint(x) + h * ((s - 1) u + t), '
+                  f'{x_range} ~ U[-1, 1]',
+              f'  {"dim":>4} {"name":<14} {"h":>11} {"s":>10} {"t":>10} {"drift":>10} '
+              f'{"drift*h":>11}']
     for j, name in enumerate(names):
         flag = '' if cert.mask[j] else '  (passed through)'
-        lines.append(f'  {j:>4} {name[:14]:<14} {cert.half_range[j]:>11.5g} {cert.scale[j]:>10.5g} '
-                     f'{cert.shift[j]:>10.5g} {cert.per_dim_drift[j]:>10.5g} {cert.per_dim_drift_abs[j]:>11.5g}{flag}')
+        lines.append(f'  {j:>4} {name[:14]:<14} {cert.half_range[j]:>11.5g} '
+                     f'{cert.scale[j]:>10.5g} '
+                     f'{cert.shift[j]:>10.5g} {cert.per_dim_drift[j]:>10.5g} '
+                     f'{cert.per_dim_drift_abs[j]:>11.5g}{flag}')
     lines.append(f'  mean drift {cert.mean_drift:.6g}, max drift {cert.max_drift:.6g} '
                  '(in half-ranges h, over normalized dims)')
     return '\n'.join(lines)

@@ -16,7 +16,8 @@
 Load a checkpoint's action unnormalizer metadata: OpenVLA, OpenVLA-OFT, LeRobot (0.3, >= 0.4), our YAML.
 
 Each loader reads only the documented files, picks the statistics the runtime would use, and turns
-every unreadable or inconsistent input into a one-line InputError naming the file and field. The key
+every unreadable or inconsistent input into a one-line InputError naming the file and field. The
+key
 is never guessed: no key with several entries, or a missing key, is refused with the keys listed.
 """
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _vectors(fields: dict, where: str) -> dict[str, np.ndarray]:
         except (TypeError, ValueError):
             raise InputError(f'{where}.{name} must be a list of numbers') from None
         if arr.ndim != 1 or arr.size == 0:
-            raise InputError(f'{where}.{name} must be a non-empty flat list of numbers, got shape {list(arr.shape)}')
+            raise InputError(f'{where}.{name} must be a non-empty flat list of numbers, got shape '
+                             f'{list(arr.shape)}')
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
             raise InputError(f'{where}.{name}[{bad[0]}] is not finite ({arr[bad[0]]})')
@@ -109,7 +111,8 @@ def _select_key(entries: dict, key: str | None, where: str) -> str:
         return key
     siblings = [k for k in keys if k.startswith(key) or key.startswith(k)]
     hint = f' (similar: {", ".join(siblings)}; not used automatically)' if siblings else ''
-    raise InputError(f'{where}: unnorm key {key!r} not found{hint}; available keys: {", ".join(keys)}')
+    raise InputError(f'{where}: unnorm key {key!r} not found{hint}; available keys: '
+                     f'{", ".join(keys)}')
 
 
 def _openvla_metadata(entries: dict, key: str | None, mode: str, path: str, field: str) -> Metadata:
@@ -161,8 +164,10 @@ def load_openvla(path: str, unnorm_key: str | None = None) -> Metadata:
 def load_openvla_oft(path: str, normalization_type: str | None, unnorm_key: str | None = None) -> Metadata:
     """OpenVLA-OFT: dataset_statistics.json (else config.json) with BOUNDS (min/max) or BOUNDS_Q99 (q01/q99)."""
     if normalization_type not in OFT_TYPES:
-        raise InputError(f'{path}: OpenVLA-OFT needs --normalization-type BOUNDS or BOUNDS_Q99 (OFT picks it '
-                         f'per platform: LIBERO and Bridge BOUNDS_Q99, ALOHA BOUNDS), got {normalization_type!r}')
+        raise InputError(f'{path}: OpenVLA-OFT needs --normalization-type BOUNDS or BOUNDS_Q99 '
+                         '(OFT picks it '
+                         f'per platform: LIBERO and Bridge BOUNDS_Q99, ALOHA BOUNDS), got '
+                         f'{normalization_type!r}')
     entries, source, field = _openvla_entries(path)
     return _openvla_metadata(entries, unnorm_key, OFT_TYPES[normalization_type], source, field)
 
@@ -240,7 +245,8 @@ def _lerobot_metadata(tensor_file: str, prefix: str, mode: str, dim: int | None)
                              f'(LeRobot would pass the actions through un-normalized)')
     size = stats[STAT_NAMES[mode][0]].size
     if dim is not None and size != dim:
-        raise InputError(f'{tensor_file}: {prefix}* statistics have {size} values but the ACTION shape is [{dim}]')
+        raise InputError(f'{tensor_file}: {prefix}* statistics have {size} values but the ACTION '
+                         f'shape is [{dim}]')
     fields = dict(zip(('mean', 'std') if mode == 'mean_std' else ('low', 'high'),
                       (stats[n] for n in STAT_NAMES[mode])))
     return Metadata(mode=mode, mask=np.ones(size, dtype=bool), source=f'{tensor_file} ({prefix}*)',
@@ -256,7 +262,8 @@ def _load_lerobot_postprocessor(json_path: str) -> Metadata:
     found = [i for i, s in enumerate(steps) if isinstance(s, dict) and s.get('registry_name') == UNNORMALIZER_STEP]
     if len(found) != 1:
         names = [s.get('registry_name') for s in steps if isinstance(s, dict)]
-        raise InputError(f'{json_path}: expected one step with registry_name {UNNORMALIZER_STEP!r}, '
+        raise InputError(f'{json_path}: expected one step with registry_name '
+                         f'{UNNORMALIZER_STEP!r}, '
                          f'found {len(found)} among {names}')
     where = f'{json_path}: steps[{found[0]}]'
     step = steps[found[0]]
@@ -266,7 +273,8 @@ def _load_lerobot_postprocessor(json_path: str) -> Metadata:
     state_file = step.get('state_file')
     if mode == 'identity':
         if dim is None:
-            raise InputError(f'{where}.config.features.{feature}.shape is needed for mode IDENTITY')
+            raise InputError(f'{where}.config.features.{feature}.shape is needed for mode '
+                             'IDENTITY')
         return Metadata(mode='identity', mask=np.zeros(dim, dtype=bool), source=where)
     if not isinstance(state_file, str) or not state_file:
         raise InputError(f'{where}.state_file must name the .safetensors file of the statistics')
@@ -281,13 +289,16 @@ def _load_lerobot_legacy(config_path: str) -> Metadata:
     config.json `normalization_mapping` and model.safetensors `unnormalize_outputs` buffers.
     """
     config = _mapping(_read_json(config_path), config_path)
-    mode = _lerobot_mode(config.get('normalization_mapping'), f'{config_path}: normalization_mapping')
+    mode = _lerobot_mode(config.get('normalization_mapping'), f'{config_path}: '
+                                                              'normalization_mapping')
     feature, dim = 'action', None
     if 'output_features' in config:
-        feature, dim = _action_feature(config['output_features'], f'{config_path}: output_features')
+        feature, dim = _action_feature(config['output_features'], f'{config_path}: '
+                                                                  'output_features')
     if mode == 'identity':
         if dim is None:
-            raise InputError(f'{config_path}: output_features with the ACTION shape is needed for mode IDENTITY')
+            raise InputError(f'{config_path}: output_features with the ACTION shape is needed for '
+                             'mode IDENTITY')
         return Metadata(mode='identity', mask=np.zeros(dim, dtype=bool), source=config_path)
     weights = os.path.join(os.path.dirname(os.path.abspath(config_path)), 'model.safetensors')
     prefix = f'unnormalize_outputs.buffer_{feature.replace(".", "_")}.'
@@ -338,7 +349,8 @@ def detect_format(path: str, normalization_type: str | None = None) -> str:
             return openvla
         config = os.path.join(path, 'config.json')
         if not os.path.isfile(config):
-            raise InputError(f'{path}: no {POSTPROCESSOR}, dataset_statistics.json or config.json: '
+            raise InputError(f'{path}: no {POSTPROCESSOR}, dataset_statistics.json or '
+                             'config.json: '
                              'not a checkpoint directory')
         path = config
     elif not os.path.exists(path):
@@ -386,7 +398,8 @@ def load_metadata(path: str, fmt: str = 'auto', unnorm_key: str | None = None,
         return load_openvla_oft(path, normalization_type, unnorm_key)
     if fmt == 'lerobot':
         if unnorm_key:
-            raise InputError(f'{path}: a LeRobot checkpoint holds one set of statistics; unnorm keys do not apply')
+            raise InputError(f'{path}: a LeRobot checkpoint holds one set of statistics; unnorm '
+                             'keys do not apply')
         return load_lerobot(path)
     meta = load_params_yaml(path).require_valid()
     if unnorm_key and meta.key != unnorm_key:

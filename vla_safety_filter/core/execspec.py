@@ -83,19 +83,22 @@ class Metadata:
         for field_name in ('low', 'high', 'mean', 'std'):
             value = getattr(self, field_name)
             if field_name in needed and value is None:
-                raise InputError(f'{self.source}: mode {self.mode!r} needs {self.stat_label(field_name)}')
+                raise InputError(f'{self.source}: mode {self.mode!r} needs '
+                                 f'{self.stat_label(field_name)}')
             if field_name not in needed:
                 object.__setattr__(self, field_name, None)
                 continue
             arr = _stat_vector(self.source, self.stat_label(field_name), value)
             if arr.size != mask.size:
-                raise InputError(f'{self.source}: field {self.stat_label(field_name)!r} has {arr.size} '
+                raise InputError(f'{self.source}: field {self.stat_label(field_name)!r} has '
+                                 f'{arr.size} '
                                  f'values but mask has {mask.size}')
             object.__setattr__(self, field_name, arr)
         if self.names is not None:
             names = tuple(str(n) for n in self.names)
             if len(names) != mask.size:
-                raise InputError(f'{self.source}: field \'names\' has {len(names)} entries, expected {mask.size}')
+                raise InputError(f'{self.source}: field \'names\' has {len(names)} entries, '
+                                 f'expected {mask.size}')
             object.__setattr__(self, 'names', names)
 
     @property
@@ -117,17 +120,20 @@ class Metadata:
         Non-finite statistics anywhere and inverted ranges on normalized dims, one line each.
 
         A constant dimension (q99 == q01, std == 0: e.g. a gripper that never moved) is valid: it
-        unnormalizes to the constant, as the policy's runtime does, and the check compares it exactly.
+        unnormalizes to the constant, as the policy's runtime does, and the check compares it
+        exactly.
         """
         found = []
         for field_name, arr in self.stats().items():
             for j in np.flatnonzero(~np.isfinite(arr)):
-                found.append(f'{self.source}: {self.stat_label(field_name)}[{j}] is not finite ({arr[j]})')
+                found.append(f'{self.source}: {self.stat_label(field_name)}[{j}] is not finite '
+                             f'({arr[j]})')
         if found:
             return found
         if self.mode in BOUND_MODES:
             for j in np.flatnonzero(self.mask & (self.high < self.low)):
-                found.append(f'{self.source}: {self.stat_label("high")}[{j}] = {self.high[j]:.9g} < '
+                found.append(f'{self.source}: {self.stat_label("high")}[{j}] = {self.high[j]:.9g} '
+                             '< '
                              f'{self.stat_label("low")}[{j}] = {self.low[j]:.9g} (inverted range)')
         elif self.mode == 'mean_std':
             for j in np.flatnonzero(self.mask & (self.std < 0)):
@@ -262,7 +268,8 @@ def name_differences(reference: tuple, deployed, what: str) -> list[str]:
     """
     Why `deployed` dimension names are not the checkpoint's, in order (empty when equal).
 
-    The same names in another order are called a permutation: dimension j would drive another joint.
+    The same names in another order are called a permutation: dimension j would drive another
+    joint.
     """
     deployed = tuple(deployed)
     if deployed == tuple(reference):
@@ -277,7 +284,8 @@ def _differences(reference: Metadata, deployed: Metadata, tol: float) -> list[st
     """Why the deployed unnormalizer is not the reference one (empty when identical within tol)."""
     reasons = []
     if reference.key and deployed.key and reference.key != deployed.key:
-        reasons.append(f'unnorm key differs: checkpoint {reference.key!r}, deployed {deployed.key!r}')
+        reasons.append(f'unnorm key differs: checkpoint {reference.key!r}, deployed '
+                       f'{deployed.key!r}')
     if reference.mode != deployed.mode:
         reasons.append(f'mode differs: checkpoint {reference.mode!r}, deployed {deployed.mode!r}')
     if reference.dim != deployed.dim:
@@ -287,7 +295,8 @@ def _differences(reference: Metadata, deployed: Metadata, tol: float) -> list[st
         reasons += name_differences(reference.names, deployed.names, 'deployed')
     if not np.array_equal(reference.mask, deployed.mask):
         diff = np.flatnonzero(reference.mask != deployed.mask)
-        reasons.append(f'mask differs on dims {_dims(diff)}: checkpoint {reference.mask.tolist()}, '
+        reasons.append(f'mask differs on dims {_dims(diff)}: checkpoint '
+                       f'{reference.mask.tolist()}, '
                        f'deployed {deployed.mask.tolist()}')
     if reference.mode != deployed.mode:
         return reasons
@@ -299,7 +308,8 @@ def _differences(reference: Metadata, deployed: Metadata, tol: float) -> list[st
         bad = np.flatnonzero(both & (delta > allowed))
         if bad.size:
             reasons.append(f'{reference.stat_label(field_name)} differs on dims {_dims(bad)} '
-                           f'(max |difference| {delta[bad].max():.6g}; tolerance {tol:g} of the half-range)')
+                           f'(max |difference| {delta[bad].max():.6g}; tolerance {tol:g} of the '
+                           'half-range)')
     return reasons
 
 
@@ -383,7 +393,8 @@ def check_loaded(reference: Metadata, loaded: dict, outputs_normalized: bool,
     """
     source = str(loaded.get('source', 'bridge'))
     if not loaded.get('configured'):
-        return CheckResult('cannot_check', [f'{source} is not configured (nothing loaded to check)'])
+        return CheckResult('cannot_check', [f'{source} is not configured (nothing loaded to '
+                                            'check)'])
     try:
         deployed = metadata_from_params(loaded.get('parameters') or {}, f'{source} (loaded)')
     except InputError as exc:
@@ -555,18 +566,21 @@ def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
             raise InputError(f'{source}: parameter {PARAM_PREFIX}{name} must be a list of numbers')
     dim = flat.get('dim')
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise InputError(f'{source}: parameter {PARAM_PREFIX}dim must be a positive integer, got {dim!r}')
+        raise InputError(f'{source}: parameter {PARAM_PREFIX}dim must be a positive integer, got '
+                         f'{dim!r}')
     mask = flat.get('mask')
     if mask is None:
         sizes = [len(flat[n]) for n in ('low', 'high', 'mean', 'std', 'names') if flat.get(n) is not None]
         size = dim if dim is not None else (sizes[0] if sizes else None)
         if size is None:
-            raise InputError(f'{source}: set {PARAM_PREFIX}dim or {PARAM_PREFIX}mask to give the dimension')
+            raise InputError(f'{source}: set {PARAM_PREFIX}dim or {PARAM_PREFIX}mask to give the '
+                             'dimension')
         mask = [mode != 'identity'] * size
     elif isinstance(mask, (str, bytes)) or not all(isinstance(m, bool) for m in mask):
         raise InputError(f'{source}: parameter {PARAM_PREFIX}mask must be a list of booleans')
     if dim is not None and len(mask) != dim:
-        raise InputError(f'{source}: {PARAM_PREFIX}mask has {len(mask)} entries but {PARAM_PREFIX}dim is {dim}')
+        raise InputError(f'{source}: {PARAM_PREFIX}mask has {len(mask)} entries but '
+                         f'{PARAM_PREFIX}dim is {dim}')
     key = flat.get('key')
     if key is not None and not isinstance(key, str):
         raise InputError(f'{source}: parameter {PARAM_PREFIX}key must be a string, got {key!r}')

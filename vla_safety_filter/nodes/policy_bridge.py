@@ -41,7 +41,8 @@ loaded (the `unnormalizer.*` values, `normalized_input`, the published joint ord
 `generation` counter, `pending_changes`: parameters changed since, and for live sources
 `source_kind`, `server_uri` and the `server_unnorm_key` an openvla_rest bridge sends), which
 execspec_check verifies before activation. A server that unnormalizes itself (openpi, OpenVLA
-with `unnorm_key`) goes with `normalized_input` false and `unnormalizer.mode: identity`. Each message carries the node-clock time
+with `unnorm_key`) goes with `normalized_input` false and `unnormalizer.mode: identity`. Each
+message carries the node-clock time
 of publishing in `header.stamp` (for replay, the observation time) and `chunk <n>` in
 `header.frame_id`. Configure creates the publishers and the timer; GatedLifecycleNode destroys
 them through the node, once, at cleanup, shutdown or error, and turns any exception in a
