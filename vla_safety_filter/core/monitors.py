@@ -199,7 +199,7 @@ class ActionMonitor:
         if motion.seam_scores is not None:
             self.seam_scorer = SeamScorer(motion, p.spike_margin)
         if motion.windows is not None and motion.windows.norm.shape == (3, self.dim):
-            self.window_scorer = WindowScorer(motion.windows, p.spike_margin)
+            self.window_scorer = WindowScorer(motion.windows, p.window_margin)
             self.window_exceed = self.window_scorer.exceedance_threshold(self.alpha)
         self.motion_cusum = BernoulliCusum(self._motion_design(motion.cusum))
 

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Monitor presets per policy family, selected by one name (DESIGN §5, issue 3).
+"""
+Monitor presets per policy family, selected by one name (DESIGN §5, issue 3).
 
 Which action-health signals predict failure differs by policy family: flow-matching / diffusion
 policies (SmolVLA, pi0, Diffusion Policy) fail with direction reversals and loss of momentum
@@ -31,7 +32,8 @@ METRIC_ALARMS = ('reversal', 'jerk', 'coherence', 'spectral', 'stall')
 
 @dataclass(frozen=True)
 class MonitorProfile:
-    """Window, deadband, alarm thresholds and CUSUM settings of the action monitor.
+    """
+    Window, deadband, alarm thresholds and CUSUM settings of the action monitor.
 
     Thresholds are dimensionless so one preset serves every robot: deadband and jerk are in units
     of the calibrated typical per-step motion (velocity_scale * dt).
@@ -41,10 +43,10 @@ class MonitorProfile:
     primary: tuple[str, ...]          # metric alarms that are armed (subset of METRIC_ALARMS)
     window_s: float = 1.0             # metric window length (seconds)
     block_s: float = 0.1              # metrics advance in blocks of this length (alarm latency)
-    deadband: float = 0.1             # |d_j| below deadband * velocity_scale_j * dt is "not moving"
+    deadband: float = 0.1             # |d_j| < deadband * velocity_scale_j * dt: "not moving"
     reversal_max: float = 0.5         # alarm when the window reversal rate exceeds this
-    jerk_max: float = 6.0             # alarm when RMS(third difference / (velocity_scale * dt)) exceeds this
-    coherence_min: float = 0.0        # alarm when the mean cosine of consecutive steps falls below this
+    jerk_max: float = 6.0             # alarm: RMS(3rd difference / (velocity_scale * dt)) > this
+    coherence_min: float = 0.0        # alarm when the mean cosine of consecutive steps < this
     spectral_cutoff_hz: float = 2.0   # low-frequency band of the velocity spectrum
     spectral_min: float = 0.2         # alarm when the low-frequency power share falls below this
     spectral_window_s: float = 3.0    # the FFT metric's window (resolution 1 / this, in Hz)
@@ -54,7 +56,8 @@ class MonitorProfile:
     cusum_arl0_hours: float = 10.0    # in-control average run length target of the CUSUM
     cusum_stride_s: float = 1.0       # CUSUM sees one p-value per stride (decorrelation)
     spike_margin: float = 1.5         # step_spike: step score > this * largest calibration score
-    motion_stride_s: float = 0.5      # motion CUSUM sees one step p-value per stride
+    motion_stride_s: float = 0.5      # motion CUSUM (i.i.d. design only): one sample per stride
+    window_margin: float = 3.0        # window_spike: NN window score > this * largest calibration
 
     def __post_init__(self):
         unknown = [m for m in self.primary if m not in METRIC_ALARMS]
@@ -68,7 +71,8 @@ class MonitorProfile:
         if not -1.0 <= self.coherence_min <= 1.0:
             raise InputError(f'profile {self.name!r}: coherence_min must be in [-1, 1]')
         if not 0.0 < self.reversal_max <= 1.0 or not 0.0 < self.spectral_min <= 1.0:
-            raise InputError(f'profile {self.name!r}: reversal_max and spectral_min must be in (0, 1]')
+            raise InputError(f'profile {self.name!r}: reversal_max and spectral_min must be in '
+                             '(0, 1]')
 
 
 PROFILES = {
@@ -89,7 +93,7 @@ def profile_names() -> list[str]:
 
 
 def get_profile(name: str, **overrides) -> MonitorProfile:
-    """The preset called `name` (or an alias such as 'smolvla'), with optional field overrides."""
+    """Return the preset called `name` (or an alias such as 'smolvla'), with field overrides."""
     key = ALIASES.get(str(name).lower(), str(name).lower())
     if key not in PROFILES:
         raise InputError(f'unknown monitor profile {name!r}; choose from {profile_names()}')
