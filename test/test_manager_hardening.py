@@ -20,7 +20,6 @@ checks what the bridge loaded, and the bridge survives configure -> cleanup -> c
 activate.
 """
 import json
-import os
 import threading
 import time
 
@@ -37,7 +36,6 @@ from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
-from test_bringup import pipeline_setup
 from trajectory_msgs.msg import JointTrajectory
 from vla_safety_filter import names
 from vla_safety_filter.core.checkpoints import write_params_yaml
@@ -112,9 +110,9 @@ class Pipeline:
 
 
 @pytest.fixture
-def so101(tmp_path, shared_data):
-    """Per-node parameters replaying SO-101 episode 0 (actions in action units)."""
-    return pipeline_setup(tmp_path, os.path.join(shared_data, SO101))[1]
+def so101(pipeline_params, data_file):
+    """Return per-node parameters replaying SO-101 episode 0 (actions in action units)."""
+    return pipeline_params(data_file(SO101))[1]
 
 
 def _max_gap(arrivals, start, end) -> float:

@@ -19,7 +19,6 @@ Bad lifecycle requests, parameters of the wrong type, a monitor alarm driving th
 and the happy path on a real ALOHA episode. Everything through topics, services, lifecycle
 transitions, parameters and /diagnostics.
 """
-import os
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -31,8 +30,6 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from std_msgs.msg import Bool, Float64MultiArray
-from test_bringup import pipeline_setup
-from test_node_safety_filter import call, CONTRACT, Probe
 from vla_safety_filter import names
 from vla_safety_filter.core.contract import audit
 from vla_safety_filter.core.episodes import read_episodes
@@ -50,10 +47,10 @@ OK, ERROR = b'\x00', b'\x02'
 
 
 @pytest.fixture
-def aloha(tmp_path, shared_data):
+def aloha(pipeline_params, data_file):
     """Return (contract, per-node parameters, actions of replayed episode 0); calibrated on 1-3."""
-    path = os.path.join(shared_data, ALOHA)
-    contract, params = pipeline_setup(tmp_path, path, calibrate_on_rest=True)
+    path = data_file(ALOHA)
+    contract, params = pipeline_params(path, calibrate_on_rest=True)
     return contract, params, read_episodes(path).episodes[0].actions
 
 
@@ -70,14 +67,15 @@ def _values(status) -> dict:
 
 
 @pytest.mark.parametrize('name', sorted(NODES))
-def test_invalid_transition_requests_are_refused_and_the_node_keeps_serving(ros, aloha, name):
+def test_invalid_transition_requests_are_refused_and_the_node_keeps_serving(
+        ros, aloha, name, filter_probe, service_call):
     params = aloha[1]
     ros.add(NODES[name], name, **params[name])
-    probe = Probe(ros)
+    probe = filter_probe()
     for bad in (Transition(id=Transition.TRANSITION_ACTIVATE), Transition(id=99),
                 Transition(id=Transition.TRANSITION_DEACTIVATE), Transition(label='bogus')):
-        answer = call(probe.node, ChangeState, f'/{name}/change_state',
-                      ChangeState.Request(transition=bad))
+        answer = service_call(probe.node, ChangeState, f'/{name}/change_state',
+                              ChangeState.Request(transition=bad))
         assert not answer.success, bad
         assert probe.lifecycle_state(name) == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.transition(Transition.TRANSITION_CONFIGURE, name)
@@ -87,9 +85,10 @@ def test_invalid_transition_requests_are_refused_and_the_node_keeps_serving(ros,
 
 # a string, and an integer, where a double is declared
 @pytest.mark.parametrize('rate', ['fast', 100])
-def test_wrong_parameter_type_at_startup_is_reported_and_configure_refused(ros, rate):
-    ros.add(SafetyFilter, 'safety_filter', **{**CONTRACT, 'control_rate_hz': rate})
-    probe = Probe(ros, controller='forward_position_controller')
+def test_wrong_parameter_type_at_startup_is_reported_and_configure_refused(
+        ros, rate, filter_probe, small_contract):
+    ros.add(SafetyFilter, 'safety_filter', **{**small_contract, 'control_rate_hz': rate})
+    probe = filter_probe(controller='forward_position_controller')
     assert not probe.transition(Transition.TRANSITION_CONFIGURE)
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert wait_for(lambda: probe.status is not None and probe.status.level == ERROR)
@@ -98,20 +97,22 @@ def test_wrong_parameter_type_at_startup_is_reported_and_configure_refused(ros, 
     assert 'control_rate_hz' in message
 
 
-def test_wrong_parameter_type_at_runtime_is_rejected_and_the_filter_keeps_commanding(ros):
-    ros.add(SimArm, 'sim_arm', joint_names=CONTRACT['joint_names'], controller_name='arm')
-    ros.add(SafetyFilter, 'safety_filter', **CONTRACT, controller_name='arm')
-    probe = Probe(ros)
+def test_wrong_parameter_type_at_runtime_is_rejected_and_the_filter_keeps_commanding(
+        ros, filter_probe, service_call, small_contract):
+    ros.add(SimArm, 'sim_arm', joint_names=small_contract['joint_names'], controller_name='arm')
+    ros.add(SafetyFilter, 'safety_filter', **small_contract, controller_name='arm')
+    probe = filter_probe()
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     request = SetParameters.Request(parameters=[
         Parameter('output', value=3).to_parameter_msg(),                 # string parameter
         Parameter('command_timeout', value=1).to_parameter_msg(),        # double parameter
         Parameter('control_rate_hz', value='fast').to_parameter_msg()])  # contract
-    results = call(probe.node, SetParameters, '/safety_filter/set_parameters', request).results
+    results = service_call(probe.node, SetParameters, '/safety_filter/set_parameters',
+                           request).results
     assert [r.successful for r in results] == [False, False, False]
-    got = call(probe.node, GetParameters, '/safety_filter/get_parameters',
-               GetParameters.Request(names=['output'])).values
+    got = service_call(probe.node, GetParameters, '/safety_filter/get_parameters',
+                       GetParameters.Request(names=['output'])).values
     assert got[0].string_value == 'forward_command'
     count = len(probe.commands)
     assert wait_for(lambda: probe.send([0.1, 0.5, 1.0]) or len(probe.commands) > count + 10)
@@ -129,12 +130,13 @@ def _feed(probe, joints, rows, until=None, timeout=10.0, period=0.02) -> bool:
     return until is None or bool(until())
 
 
-def test_monitor_alarm_latches_the_stop_until_it_clears_and_reset_then_again(ros, aloha):
+def test_monitor_alarm_latches_the_stop_until_it_clears_and_reset_then_again(
+        ros, aloha, filter_probe):
     contract, params, actions = aloha
     ros.add(SimArm, 'sim_arm', **params['sim_arm'])
     ros.add(SafetyFilter, 'safety_filter', **params['safety_filter'])
     ros.add(ActionMonitorNode, 'action_monitor', **params['action_monitor'], stop_on='alarm')
-    probe = Probe(ros, controller='forward_position_controller')
+    probe = filter_probe(controller='forward_position_controller')
     diags = _diagnostics(probe.node)
     joints = list(contract.joint_names)
     stops = []
