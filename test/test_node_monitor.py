@@ -12,22 +12,26 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""action_monitor over real rclpy/DDS, through its public interfaces only: lifecycle services,
-parameters, /vla/raw_action, /vla/filter_events, /vla/episode, /vla/safety_stop, /diagnostics."""
+"""
+action_monitor over real rclpy/DDS, through its public interfaces only.
+
+Lifecycle services, parameters, /vla/raw_action, /vla/safe_action, /vla/filter_events,
+/vla/episode, /vla/safety_stop, /diagnostics.
+"""
 import math
 import time
 
-import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+import numpy as np
+import pytest
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from ros_harness import wait_for
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-from ros_harness import wait_for
+from vla_safety_filter.core.sequential import MotionCalibration
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
 from vla_safety_filter.nodes.common import LATCHED_QOS
 
@@ -39,10 +43,10 @@ ERROR = 2
 
 
 def _calibration(path, **fields) -> str:
-    """A 2-joint calibration file (scores of a well-behaved stream), fields overridable."""
-    data = dict(joint_names=np.array(NAMES), mu=np.zeros(2), sigma=np.ones(2),
-                scores=np.linspace(0.5, 3.0, 200), velocity_scale=np.ones(2), q=3.0,
-                alpha=0.05, dt=DT)
+    """Write a 2-joint calibration file (scores of a well-behaved stream), fields overridable."""
+    data = {'joint_names': np.array(NAMES), 'mu': np.zeros(2), 'sigma': np.ones(2),
+            'scores': np.linspace(0.5, 3.0, 200), 'velocity_scale': np.ones(2), 'q': 3.0,
+            'alpha': 0.05, 'dt': DT}
     data.update(fields)
     np.savez(path, **data)
     return str(path)
@@ -84,7 +88,7 @@ class Probe:
         return self._call(self._change, ChangeState.Request(
             transition=Transition(id=transition_id))).success
 
-    def set(self, **params) -> list:
+    def set_params(self, **params) -> list:
         request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
                                                     for k, v in params.items()])
         return self._call(self._set, request).results
@@ -94,7 +98,7 @@ class Probe:
             JointTrajectoryPoint(positions=[float(v) for v in values])]))
 
     def healthy(self, steps: int) -> None:
-        """A smooth in-calibration motion (0.2 amplitude, 0.5 Hz), one action per DT."""
+        """Send a smooth in-calibration motion (0.2 amplitude, 0.5 Hz), one action per DT."""
         for _ in range(steps):
             phase = 2 * math.pi * 0.5 * self.t * DT
             self.send([0.2 * math.sin(phase), 0.2 * math.cos(phase)])
@@ -152,8 +156,12 @@ CASES = [('param', *case) for case in BAD_PARAMETERS] + [('file', *case) for cas
                          ids=[f'{kind}-{word}' for kind, _, word in CASES])
 def test_configure_refuses_every_out_of_range_parameter_with_its_reason(ros, tmp_path, kind,
                                                                         params, word):
-    """Regression (issue 10, defect 8): NaN rates, infinite budgets and broken calibration files
-    were accepted at configure."""
+    """
+    Refuse every out-of-range parameter at configure, naming it.
+
+    Regression (issue 10, defect 8): NaN rates, infinite budgets and broken calibration files
+    were accepted at configure.
+    """
     if kind == 'file':
         params = {'calibration_file': _calibration(tmp_path / 'bad.npz', **params)}
     probe = _monitor(ros, tmp_path, **params)
@@ -166,18 +174,22 @@ def test_configure_refuses_every_out_of_range_parameter_with_its_reason(ros, tmp
 
 
 def test_live_parameters_are_validated_and_applied_read_only_ones_refused(ros, tmp_path):
-    """Regression: a writable cost_budget was accepted and ignored; configure-time parameters
-    are now read-only."""
+    """
+    Validate and apply live parameters; refuse the read-only ones.
+
+    Regression: a writable cost_budget was accepted and ignored; configure-time parameters
+    are now read-only.
+    """
     probe = _active(ros, tmp_path)
     for name, value in (('calibration_file', '/tmp/other.npz'), ('profile', 'aloha'),
                         ('rate_hz', 10.0), ('diagnostic_period', 2.0)):
-        [result] = probe.set(**{name: value})
+        [result] = probe.set_params(**{name: value})
         assert not result.successful and 'read-only' in result.reason, name
     for name, value in (('cost_budget', -1.0), ('cost_budget', math.nan),
                         ('stop_on', 'maybe')):
-        [result] = probe.set(**{name: value})
+        [result] = probe.set_params(**{name: value})
         assert not result.successful and name in result.reason, (name, value)
-    [result] = probe.set(cost_budget=0.5)
+    [result] = probe.set_params(cost_budget=0.5)
     assert result.successful
     assert wait_for(lambda: probe.value('cost_budget') == '0.5')
     probe.refusals('stale')                       # costs 1.0 > 0.5: ERROR at once
@@ -195,8 +207,12 @@ def test_every_refusal_reason_is_charged_to_the_budget(ros, tmp_path):
 
 
 def test_alarm_stop_is_withdrawn_once_cleared_and_asserted_again_on_the_next_alarm(ros, tmp_path):
-    """Regression (defect 13): the monitor never said when its alarm condition had cleared, so the
-    filter could not refuse a `~/reset` while it persisted."""
+    """
+    Withdraw the alarm stop once cleared and assert it again on the next alarm.
+
+    Regression (defect 13): the monitor never said when its alarm condition had cleared, so the
+    filter could not refuse a `~/reset` while it persisted.
+    """
     probe = _active(ros, tmp_path, stop_on='alarm', stop_clear_s=0.3)
     probe.healthy(30)
     assert probe.stops == [] and probe.value('safety_stop') == 'clear'
@@ -242,8 +258,12 @@ def test_budget_stop_holds_until_the_next_episode(ros, tmp_path):
 
 
 def test_configure_cleanup_configure_activate_keeps_one_of_each_entity(ros, tmp_path):
-    """Regression (defect 17): cleanup destroyed subscriptions behind the executor's back and left
-    the stop publisher alive, so every reconfigure added one more."""
+    """
+    Keep one of each entity over configure, cleanup, configure, activate.
+
+    Regression (defect 17): cleanup destroyed subscriptions behind the executor's back and left
+    the stop publisher alive, so every reconfigure added one more.
+    """
     probe = _monitor(ros, tmp_path, stop_on='alarm')
     for _ in range(3):
         assert probe.transition(CONFIGURE)
@@ -258,3 +278,46 @@ def test_configure_cleanup_configure_activate_keeps_one_of_each_entity(ros, tmp_
     probe.healthy(10)
     probe.send([math.nan, math.nan])
     assert wait_for(lambda: probe.stops == [True])
+
+
+def _motion_calibration(path) -> str:
+    """Write a calibration file with motion scores of the healthy circle (12 noisy 3 s runs)."""
+    rng = np.random.default_rng(0)
+    episodes = []
+    for _ in range(12):
+        phase = 2 * math.pi * (0.5 * np.arange(150) * DT + rng.random())
+        circle = 0.2 * np.stack([np.sin(phase), np.cos(phase)], axis=1)
+        episodes.append(circle + rng.normal(scale=0.002, size=circle.shape))
+    motion = MotionCalibration.from_episodes(episodes, np.ones(2), dt=DT)
+    assert motion.cusum is not None and motion.windows is not None
+    return _calibration(path, **motion.to_arrays())
+
+
+def test_chunk_seam_jump_asserts_the_stop_and_the_cusum_reports_its_measured_rate(ros, tmp_path):
+    """Issue 12: a chunk whose first point jumps from the executed command is a seam_spike."""
+    probe = _active(ros, tmp_path, stop_on='alarm',
+                    calibration_file=_motion_calibration(tmp_path / 'motion.npz'))
+    executed = probe.node.create_publisher(JointTrajectory, '/vla/safe_action', 10)
+    assert wait_for(lambda: probe.node.count_subscribers('/vla/safe_action') == 1)
+    probe.healthy(30)
+    assert wait_for(lambda: probe.value('motion_cusum_threshold_iid') is not None)
+    assert float(probe.value('motion_cusum_threshold')) > 0
+    assert float(probe.value('motion_cusum_measured_per_hour_iid')) >= 0
+    assert probe.value('motion_cusum_stride_steps') == '1'
+    assert probe.stops == []
+    here = [0.2 * math.sin(math.pi * probe.t * DT), 0.2 * math.cos(math.pi * probe.t * DT)]
+
+    def chunk(first):
+        probe.action.publish(JointTrajectory(joint_names=list(NAMES), points=[
+            JointTrajectoryPoint(positions=[float(v) for v in p]) for p in (first, first)]))
+
+    executed.publish(JointTrajectory(joint_names=list(NAMES),
+                                     points=[JointTrajectoryPoint(positions=here)]))
+    time.sleep(0.2)
+    chunk(here)                                   # continues the executed motion: no seam alarm
+    time.sleep(0.3)
+    assert probe.stops == []
+    chunk([here[0] + 0.15, here[1]])              # a jump no demonstrated step came near
+    assert wait_for(lambda: probe.stops == [True])
+    assert wait_for(lambda: 'seam_spike' in (probe.value('stop_reason') or ''))
+    assert wait_for(lambda: probe.value('seam_score') not in (None, 'nan'))
