@@ -56,6 +56,7 @@ setup(
             'safety_filter = vla_safety_filter.nodes.safety_filter:main',
             'action_monitor = vla_safety_filter.nodes.action_monitor:main',
             'execspec_check = vla_safety_filter.nodes.execspec_check:main',
+            'lifecycle_manager = vla_safety_filter.nodes.lifecycle_manager:main',
             'sim_arm = vla_safety_filter.nodes.sim_arm:main',
             'sim_world = vla_safety_filter.nodes.sim_world:main',
             'flight_recorder = vla_safety_filter.nodes.flight_recorder:main',

@@ -21,6 +21,8 @@ import sys
 
 import pytest
 
+from vla_safety_filter import names
+
 ROOT = os.path.join(os.path.dirname(__file__), '..')
 LAUNCH = os.path.join(ROOT, 'launch', 'safety_pipeline.launch.py')
 
@@ -30,24 +32,36 @@ def _console_scripts():
     return set(re.findall(r"'([\w-]+) = vla_safety_filter[\w.]*:main'", text))
 
 
-def _launch_executables():
-    tree = ast.parse(open(LAUNCH).read())
-    names = set()
-    for node in ast.walk(tree):
+def _launched_lifecycle_nodes() -> tuple:
+    """Return the launch file's LIFECYCLE_NODES (a literal, or names.PIPELINE_NODES)."""
+    for node in ast.walk(ast.parse(open(LAUNCH).read())):
         if isinstance(node, ast.Assign) and \
                 getattr(node.targets[0], 'id', '') == 'LIFECYCLE_NODES':
-            names |= set(ast.literal_eval(node.value))
-        if isinstance(node, ast.keyword) and node.arg == 'executable' and \
-                isinstance(node.value, ast.Constant):
-            names.add(node.value.value)
-    return names
+            if getattr(node.value, 'attr', '') == 'PIPELINE_NODES':
+                return names.PIPELINE_NODES
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+def _launch_executables():
+    launched = set(_launched_lifecycle_nodes())
+    for node in ast.walk(ast.parse(open(LAUNCH).read())):
+        if isinstance(node, ast.keyword) and node.arg == 'executable':
+            if isinstance(node.value, ast.Constant):
+                launched.add(node.value.value)
+            elif getattr(node.value, 'attr', '').isupper():      # names.EXECSPEC_CHECK, ...
+                launched.add(getattr(names, node.value.attr))
+    return launched
 
 
 def test_every_launched_executable_is_a_console_script():
     launched = _launch_executables()
-    assert launched == {'action_monitor', 'safety_filter', 'policy_bridge', 'execspec_check',
-                        'flight_recorder'}
+    assert launched == {*names.PIPELINE_NODES, names.EXECSPEC_CHECK, names.FLIGHT_RECORDER}
     assert launched <= _console_scripts()
+
+
+def test_the_launch_file_activates_the_pipeline_nodes_in_the_managers_order():
+    assert _launched_lifecycle_nodes() == names.PIPELINE_NODES
 
 
 def test_every_node_module_has_an_entry_point():

@@ -24,7 +24,8 @@ still read for one release, with a deprecation warning.
 Every transition is confirmed with GetState. The manager's work runs in coroutines that await
 their service calls, so the executor keeps serving every other callback meanwhile; every wait is
 bounded on the steady clock. `startup()` (on autostart) configures and activates everything;
-subclasses override it to check before they activate.
+subclasses override it to check before they activate. Run alone (`lifecycle_manager`) it brings
+up `node_names` without the metadata check; the pipeline's manager is execspec_check.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.task import Future
 
-from .common import declare
+from .common import declare, run
 from ..names import PIPELINE_NODES
 
 STATE_NAMES = {State.PRIMARY_STATE_UNCONFIGURED: 'unconfigured',
@@ -293,3 +294,8 @@ class LifecycleManager(Node):
     async def _on_autostart(self) -> None:
         self.destroy_timer(self._autostart_timer)
         await self.exclusive(self.startup)
+
+
+def main() -> None:
+    """Run a manager without the metadata check: `ros2 run vla_safety_filter lifecycle_manager`."""
+    run(LifecycleManager)
