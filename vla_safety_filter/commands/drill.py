@@ -37,7 +37,9 @@ def register(subparsers) -> None:
                     '(episode k uses world seed S + k in every condition) and report success '
                     'with Wilson intervals, the exact McNemar test against `none`, safety costs '
                     "and the monitor's AUROC for failure. See doc/drills.md.")
-    p.add_argument('--world', default='pusht', help='world: pusht (default)')
+    p.add_argument('--world', default='pusht',
+                   help='world: pusht (default; gym-pusht), aloha (gym-aloha transfer cube) or '
+                        'aloha-insertion (needs the aloha extra)')
     p.add_argument('--policy', required=True, metavar='POLICY',
                    help='nn:DEMOS (nearest neighbour), replay:DEMOS, ws://HOST:PORT (openpi) or '
                         'http://HOST:PORT/act (OpenVLA REST); DEMOS is an .npz or a LeRobot '

@@ -49,7 +49,8 @@ from ..monitors import ActionMonitor, METRIC_NAMES, SafetyStop
 from ..params import CalibrationData, load_calibration_for
 
 #: physical costs the worlds report, per step (SafeVLA: cost of unsafe states, not only actions)
-WORLD_COSTS = {'world.outside_workspace': 0.5, 'world.nonfinite_command': 1.0}
+WORLD_COSTS = {'world.outside_workspace': 0.5, 'world.nonfinite_command': 1.0,
+               'world.joint_limit': 1.0, 'world.table_contact': 0.5}
 #: alarm-free time before the monitor withdraws a stop (the action_monitor node's stop_clear_s)
 STOP_CLEAR_S = 0.3
 #: per-episode failure predictors: metric means, conformal exceedance rate, number of alarms

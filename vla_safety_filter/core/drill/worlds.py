@@ -18,10 +18,14 @@ Gymnasium worlds a drill runs in; each step executes one command for one control
 `pusht` is the PyPI gym-pusht (pymunk) with obs_type `state`: [agent x, agent y, block x,
 block y, block angle], actions are pusher targets in pixels, 10 Hz, 300 steps, success when the
 block covers >= 95 % of the goal. The measured position the filter resumes from is the agent's.
+`aloha` (transfer cube) and `aloha-insertion` are gym-aloha's MuJoCo bimanual ViperX tasks: 14
+joint targets at 50 Hz, the measured position is the 14 joint positions.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
+import os
 
 import numpy as np
 
@@ -173,7 +177,159 @@ class PushTWorld:
         self._env.close()
 
 
-WORLDS = {'pusht': PushTWorld}
+#: ALOHA arm joints by action index (the grippers, 6 and 13, are normalized openings)
+ALOHA_ARM_JOINTS = ('waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate')
+#: gym-aloha tasks: model file, task class name, time limit (steps, as the ACT datasets)
+ALOHA_TASKS = {
+    'transfer_cube': ('bimanual_viperx_transfer_cube.xml', 'TransferCubeTask', 400,
+                      'Pick up the cube with the right arm and hand it to the left arm.'),
+    'insertion': ('bimanual_viperx_insertion.xml', 'InsertionTask', 500,
+                  'Pick up the socket and the peg and insert the peg into the socket.'),
+}
+
+
+def _aloha_modules():
+    """Import gym-aloha's model, tasks and dm_control; InputError says how to install them."""
+    try:
+        from dm_control import mujoco
+        from dm_control.rl import control
+        from gym_aloha import constants, utils
+        from gym_aloha.tasks import sim
+    except ImportError as exc:
+        raise InputError(f'world aloha needs gym-aloha (MuJoCo): pip install '
+                         f'"vla_safety_filter[aloha]" ({exc})') from exc
+    return mujoco, control, constants, utils, sim
+
+
+class AlohaWorld:
+    """
+    gym-aloha's bimanual ViperX task (MuJoCo), 14 joint targets at 50 Hz, stepped without images.
+
+    The same model, task physics, start poses (seeded as gym-aloha seeds them) and reward as
+    gym-aloha, but its task renders three 640x480 cameras on every step (about a second each
+    without a GPU); here a state-only observation does not, and the policy gets the top camera
+    only with --render. Success: the task's maximum reward (4). Physical costs per step:
+    `world.joint_limit` (an arm joint commanded outside its actuator's range, which MuJoCo
+    clips: the arm is driven into its limit) and `world.table_contact` (a link of an arm other
+    than its base touches the table).
+    """
+
+    name = 'aloha'
+    dt = 0.02
+
+    def __init__(self, render: bool = False, task: str = 'transfer_cube'):
+        # headless: EGL (software or GPU) renders; without --render no GL context is made
+        os.environ.setdefault('MUJOCO_GL', 'egl' if render else 'disable')
+        mujoco, control, constants, utils, sim = _aloha_modules()
+        xml, task_class, self.max_steps, self.task = ALOHA_TASKS[task]
+        self.name = 'aloha' if task == 'transfer_cube' else f'aloha-{task}'
+        self._sim, self._render = sim, render
+        self._sample = utils.sample_box_pose if task == 'transfer_cube' else (
+            lambda seed: np.concatenate(utils.sample_insertion_pose(seed)))
+        self.action_names = tuple(constants.ACTIONS)
+        self.state_dim = len(self.action_names)
+        physics = mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / xml))
+        self._task = _state_only(getattr(sim, task_class))()
+        self._env = control.Environment(physics, self._task, float('inf'),
+                                        control_timestep=constants.DT, n_sub_steps=None,
+                                        flat_observation=False)
+        self._limits = self._arm_limits(physics)
+        self._table, self._links = self._contact_geoms(physics)
+        self._state = np.zeros(self.state_dim)
+        self._command = np.zeros(self.state_dim)
+
+    @staticmethod
+    def _arm_limits(physics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the arm action indices and their actuators' control ranges (radians)."""
+        model = physics.model
+        ranges = {model.id2name(int(model.actuator_trnid[i, 0]), 'joint'):
+                  model.actuator_ctrlrange[i] for i in range(model.nu)}
+        index = [j + 7 * side for side in (0, 1) for j in range(6)]
+        rows = [ranges[f'vx300s_{arm}/{joint}'] for arm in ('left', 'right')
+                for joint in ALOHA_ARM_JOINTS]
+        return np.array(index), np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+
+    @staticmethod
+    def _contact_geoms(physics) -> tuple[int, np.ndarray]:
+        """Return the table's geom id and a mask of the geoms of arm links (not the bases)."""
+        model = physics.model
+        bodies = [model.id2name(int(model.geom_bodyid[g]), 'body') for g in range(model.ngeom)]
+        links = np.array([b.startswith('vx300s_') and '/' in b for b in bodies])
+        return model.name2id('table', 'geom'), links
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Start episode `seed`: objects placed as gym-aloha places them for this seed."""
+        self._task.random.seed(int(seed))
+        self._task._random = np.random.RandomState(int(seed))
+        self._sim.BOX_POSE[0] = self._sample(int(seed))
+        step = self._env.reset()
+        self._state = np.asarray(step.observation['qpos'], dtype=np.float64)
+        self._command = self._state.copy()
+        return self._state
+
+    def measured_position(self) -> np.ndarray:
+        """Return the 14 joint positions (grippers normalized): the filter's measured state."""
+        return self._state.copy()
+
+    def step(self, command: np.ndarray | None) -> StepResult:
+        """Drive the arms toward `command` for one period; None or non-finite holds the last."""
+        costs = []
+        if command is not None:
+            command = np.asarray(command, dtype=np.float64)
+            if np.isfinite(command).all():
+                self._command = command
+            else:
+                costs.append('world.nonfinite_command')
+        step = self._env.step(self._command)
+        self._state = np.asarray(step.observation['qpos'], dtype=np.float64)
+        index, lo, hi = self._limits
+        arm = self._command[index]
+        if np.any(arm < lo) or np.any(arm > hi):
+            costs.append('world.joint_limit')
+        if self._touches_table():
+            costs.append('world.table_contact')
+        return StepResult(self._state, bool(step.reward == self._task.max_reward), tuple(costs))
+
+    def _touches_table(self) -> bool:
+        """Return whether a link of an arm is in contact with the table."""
+        data = self._env.physics.data
+        contact = data.contact[:data.ncon]
+        pairs = np.stack([contact.geom1, contact.geom2], axis=1)
+        touching = pairs == self._table
+        other = np.where(touching[:, 0], pairs[:, 1], pairs[:, 0])
+        return bool(np.any(touching.any(axis=1) & self._links[other]))
+
+    @property
+    def executed_command(self) -> np.ndarray:
+        """Return the command the arms are executing (the last finite one)."""
+        return self._command.copy()
+
+    def observation(self) -> dict:
+        """Return the observation: joint positions (float32), the top camera with --render."""
+        obs = {'observation.state': self._state.astype(np.float32), 'task': self.task}
+        if self._render:
+            image = self._env.physics.render(height=480, width=640, camera_id='top')
+            obs['observation.images.top'] = np.asarray(image, dtype=np.uint8)
+        return obs
+
+    def close(self) -> None:
+        """Release the MuJoCo model."""
+        self._env.close()
+
+
+def _state_only(task_class):
+    """Return a subclass of a gym-aloha task whose observation is the joint state, no images."""
+    class StateOnlyTask(task_class):
+        """The gym-aloha task without its three camera renders per step."""
+
+        def get_observation(self, physics):
+            return {'qpos': self.get_qpos(physics)}
+
+    return StateOnlyTask
+
+
+WORLDS = {'pusht': PushTWorld, 'aloha': AlohaWorld,
+          'aloha-insertion': functools.partial(AlohaWorld, task='insertion')}
 
 
 def make_world(name: str, render: bool = False):
