@@ -21,18 +21,17 @@ through topics, lifecycle services, its loaded_unnormalizer service and /diagnos
 import json
 import time
 
-import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+import numpy as np
+import pytest
 from rclpy.time import Time
+from ros_harness import wait_for
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
+from test_drill_remote import chunk, encode, OpenpiServer, pack
 from trajectory_msgs.msg import JointTrajectory
-
-from ros_harness import wait_for
-from test_drill_remote import OpenpiServer, chunk, encode, pack
 from vla_safety_filter.nodes.execspec_check import call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
@@ -103,9 +102,9 @@ class Rig:
 
 def bridge(ros, source, uri, name='policy_bridge', **params):
     """Add a live bridge on the rig's topics (not yet configured)."""
-    defaults = dict(source=source, server_uri=uri, request_timeout=1.0, rate_hz=RATE,
-                    task='push the T', image_topics=['top=/cam/top'], state_joints=JOINTS,
-                    joint_names=JOINTS, replan_every=2)
+    defaults = {'source': source, 'server_uri': uri, 'request_timeout': 1.0, 'rate_hz': RATE,
+                'task': 'push the T', 'image_topics': ['top=/cam/top'], 'state_joints': JOINTS,
+                'joint_names': JOINTS, 'replan_every': 2}
     return ros.add(PolicyBridge, name, **{**defaults, **params})
 
 
@@ -266,19 +265,19 @@ def test_missing_or_old_inputs_mean_no_request_and_a_warning(ros, openpi):
 
 
 BAD = [
-    (dict(server_uri=''), 'server_uri'),
-    (dict(server_uri='http://127.0.0.1:1/act'), 'needs ws://'),
-    (dict(server_uri='ws://'), 'names no host'),
-    (dict(request_timeout=0.0), 'request_timeout'),
-    (dict(rate_hz=float('nan')), 'rate_hz'),
-    (dict(replan_every=0), 'replan_every'),
-    (dict(image_topics=['top']), 'NAME=/topic'),
-    (dict(image_topics=['a=/x', 'a=/y']), "names 'a' twice"),
-    (dict(faults=['spike@0.1']), 'drill replays only'),
+    ({'server_uri': ''}, 'server_uri'),
+    ({'server_uri': 'http://127.0.0.1:1/act'}, 'needs ws://'),
+    ({'server_uri': 'ws://'}, 'names no host'),
+    ({'request_timeout': 0.0}, 'request_timeout'),
+    ({'rate_hz': float('nan')}, 'rate_hz'),
+    ({'replan_every': 0}, 'replan_every'),
+    ({'image_topics': ['top']}, 'NAME=/topic'),
+    ({'image_topics': ['a=/x', 'a=/y']}, "names 'a' twice"),
+    ({'faults': ['spike@0.1']}, 'drill replays only'),
     (dict(normalized_input=True, **{'unnormalizer.mode': 'min_max', 'unnormalizer.dim': 3,
                                     'unnormalizer.low': [0.0] * 3,
                                     'unnormalizer.high': [1.0] * 3}), '3 dimensions for 2'),
-    (dict(request_timeout=1), 'wrong parameter type'),
+    ({'request_timeout': 1}, 'wrong parameter type'),
 ]
 
 

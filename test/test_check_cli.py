@@ -12,21 +12,24 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety check`: exit codes 0/1/2, the printed certificate, the JSON report, one-line errors."""
+"""
+`vla-safety check`.
+
+Exit codes 0/1/2, the printed certificate, the JSON report, one-line errors.
+"""
 import json
 import os
 import subprocess
 import sys
 
+from data_paths import DATA  # noqa: E402
 import pytest
-
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.checkpoints import load_metadata, write_params_yaml
 from vla_safety_filter.core.execspec import Metadata
-
-from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
-REPORT_KEYS = ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift', 'scale', 'shift')
+REPORT_KEYS = ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift',
+               'scale', 'shift')
 
 
 @pytest.fixture
@@ -61,7 +64,8 @@ def test_identical_params_exit_0_with_zero_drift_report(tmp_path, capsys, checkp
     data = json.loads(report.read_text())
     assert all(key in data for key in REPORT_KEYS)
     assert data['verdict'] == 'identical' and data['reasons'] == []
-    assert data['per_dim_drift'] == [0.0] * 7 and data['mean_drift'] == 0.0 and data['max_drift'] == 0.0
+    assert data['per_dim_drift'] == [0.0] * 7
+    assert data['mean_drift'] == 0.0 and data['max_drift'] == 0.0
     assert data['scale'] == [1.0] * 7 and data['shift'] == [0.0] * 7
     assert data['mode'] == 'quantile' and data['mask'] == [True] * 6 + [False]
 
@@ -69,9 +73,11 @@ def test_identical_params_exit_0_with_zero_drift_report(tmp_path, capsys, checkp
 def test_params_of_the_sibling_key_exit_1_and_print_the_certificate(tmp_path, capsys, checkpoint):
     report = tmp_path / 'report.json'
     code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
-                             '--params', bridge_params(tmp_path, 'fractal20220817_data'), '--report', str(report))
+                             '--params', bridge_params(tmp_path, 'fractal20220817_data'),
+                             '--report', str(report))
     assert code == 1
-    assert 'verdict:    MISMATCH' in out and 'drift certificate' in out and '(passed through)' in out
+    assert 'verdict:    MISMATCH' in out and 'drift certificate' in out
+    assert '(passed through)' in out
     data = json.loads(report.read_text())
     assert data['verdict'] == 'mismatch' and data['max_drift'] > 1
     assert data['mean_drift'] == pytest.approx(sum(data['per_dim_drift'][:6]) / 6)
@@ -80,7 +86,8 @@ def test_params_of_the_sibling_key_exit_1_and_print_the_certificate(tmp_path, ca
 def test_against_key_answers_the_substitution_what_if(tmp_path, capsys, checkpoint):
     code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
                              '--against-key', 'fractal20220817_data')
-    assert code == 1 and "unnorm key differs: checkpoint 'bridge_orig', deployed 'fractal20220817_data'" in out
+    assert code == 1
+    assert "unnorm key differs: checkpoint 'bridge_orig', deployed 'fractal20220817_data'" in out
     code, out, _ = run_check(capsys, '--checkpoint', STATS_FILE, '--unnorm-key', 'bridge_orig',
                              '--against-key', 'bridge_orig')
     assert code == 0
@@ -88,8 +95,8 @@ def test_against_key_answers_the_substitution_what_if(tmp_path, capsys, checkpoi
 
 def test_ambiguous_key_exits_2_with_one_line_error_and_a_report(tmp_path, capsys, checkpoint):
     report = tmp_path / 'report.json'
-    code, out, err = run_check(capsys, '--checkpoint', checkpoint, '--params', bridge_params(tmp_path),
-                               '--report', str(report))
+    code, out, err = run_check(capsys, '--checkpoint', checkpoint,
+                               '--params', bridge_params(tmp_path), '--report', str(report))
     assert code == 2 and 'CANNOT_CHECK' in out
     assert err.count('\n') == 1 and err.startswith('vla-safety check: error: ')
     assert 'available keys: bridge_orig, fractal20220817_data' in err
@@ -101,31 +108,37 @@ def test_nan_in_deployed_params_exits_2_naming_file_and_field(tmp_path, capsys, 
     text = open(bridge_params(tmp_path)).read()
     assert '0.028309678435325586' in text
     path.write_text(text.replace('0.028309678435325586', '.nan'))
-    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig', '--params', str(path))
+    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                             '--params', str(path))
     assert code == 2 and f'{path}: q99[0] is not finite (nan)' in err
 
 
 @pytest.mark.parametrize('argv, message', [
     (['--params', 'missing.yaml'], 'missing.yaml: parameter file not found'),
     (['--against-key', 'libero_goal'], "'libero_goal' not found"),
-    (['--against-key', 'fractal20220817_data', '--normalization-type', 'BOUNDS', '--format', 'openvla'],
+    (['--against-key', 'fractal20220817_data', '--normalization-type', 'BOUNDS',
+      '--format', 'openvla'],
      'applies to OpenVLA-OFT and openpi checkpoints only'),
 ])
 def test_bad_inputs_exit_2(capsys, checkpoint, argv, message):
-    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig', *argv)
+    code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
+                             *argv)
     assert code == 2 and message in err and err.count('\n') == 1
 
 
 def test_unwritable_report_exits_2(tmp_path, capsys, checkpoint):
     code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
-                             '--against-key', 'bridge_orig', '--report', str(tmp_path / 'no' / 'dir' / 'r.json'))
+                             '--against-key', 'bridge_orig',
+                             '--report', str(tmp_path / 'no' / 'dir' / 'r.json'))
     assert code == 2 and 'cannot write report' in err
 
 
 def test_console_script_truncated_checkpoint_no_traceback(tmp_path):
-    (tmp_path / 'config.json').write_text('{"norm_stats": {"bridge_orig": {"action": {"q01": [0.1, ')
-    proc = subprocess.run([sys.executable, '-m', 'vla_safety_filter.cli', 'check', '--checkpoint', str(tmp_path),
-                           '--against-key', 'x'], capture_output=True, text=True, timeout=60)
+    truncated = '{"norm_stats": {"bridge_orig": {"action": {"q01": [0.1, '
+    (tmp_path / 'config.json').write_text(truncated)
+    proc = subprocess.run([sys.executable, '-m', 'vla_safety_filter.cli', 'check',
+                           '--checkpoint', str(tmp_path), '--against-key', 'x'],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert 'Traceback' not in proc.stderr and proc.stderr.count('\n') == 1
     assert 'config.json: not valid JSON' in proc.stderr

@@ -12,20 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Checkpoint metadata loaders on minimal fixtures of each documented layout and on the real OpenVLA stats."""
+"""Checkpoint metadata loaders on fixtures of each documented layout and real OpenVLA stats."""
 import json
 import os
 
+from data_paths import DATA  # noqa: E402
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
-
-from vla_safety_filter.core.checkpoints import (
-    detect_format, load_metadata, load_params_yaml, write_params_yaml)
+from vla_safety_filter.core.checkpoints import (detect_format, load_metadata, load_params_yaml,
+                                                write_params_yaml)
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.execspec import check_metadata
-
-from data_paths import DATA  # noqa: E402
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 
 
@@ -67,13 +65,15 @@ def test_openvla_statistics_file_and_single_entry_needs_no_key(tmp_path):
     single = write_json(tmp_path / 'dataset_statistics.json', fractal)
     assert load_metadata(single).key == 'fractal20220817_data'
     assert load_metadata(str(tmp_path), 'openvla').key == 'fractal20220817_data'
-    assert load_metadata(STATS_FILE, unnorm_key='fractal20220817_data').high[3] == pytest.approx(0.5892666035890578)
+    fractal = load_metadata(STATS_FILE, unnorm_key='fractal20220817_data')
+    assert fractal.high[3] == pytest.approx(0.5892666035890578)
 
 
 def test_openvla_dataset_statistics_json_wins_over_config_json(tmp_path):
     stats = real_stats()
     openvla_dir(tmp_path, {'bridge_orig': stats['bridge_orig']})
-    write_json(tmp_path / 'dataset_statistics.json', {'bridge_orig': stats['fractal20220817_data']})
+    write_json(tmp_path / 'dataset_statistics.json',
+               {'bridge_orig': stats['fractal20220817_data']})
     meta = load_metadata(str(tmp_path), unnorm_key='bridge_orig')
     assert 'dataset_statistics.json' in meta.source
     np.testing.assert_array_equal(meta.low, stats['fractal20220817_data']['action']['q01'])
@@ -97,9 +97,9 @@ def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
     ckpt = openvla_dir(tmp_path, {'libero_goal_no_noops': stats['bridge_orig'],
                                   'libero_10_no_noops': stats['fractal20220817_data']})
     with pytest.raises(InputError, match=r"unnorm key 'libero_goal' not found \(similar: "
-                                         r"libero_goal_no_noops; "
-                                         r"not used automatically\); available keys: "
-                                         r"libero_10_no_noops, libero_goal_no_noops"):
+                                         r'libero_goal_no_noops; '
+                                         r'not used automatically\); available keys: '
+                                         r'libero_10_no_noops, libero_goal_no_noops'):
         load_metadata(ckpt, unnorm_key='libero_goal')
     with pytest.raises(InputError, match="'nope' not found; available keys"):
         load_metadata(ckpt, unnorm_key='nope')
@@ -109,7 +109,7 @@ def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
     (lambda a: a.pop('q99'), r"\['k'\]\.action has no 'q99'"),
     (lambda a: a.__setitem__('q01', a['q01'][:6]), 'statistics have different lengths'),
     (lambda a: a.__setitem__('std', [float('nan')] * 7), r"\['k'\]\.action\.std\[0\] is not "
-                                                         r"finite"),
+                                                         r'finite'),
     (lambda a: a.__setitem__('q99', [v - 1.0 for v in a['q01']]),
      r"\['k'\]\.action: q99\[0\] = .* < q01\[0\] = .* \(inverted range\)"),
     (lambda a: a.__setitem__('mask', [1] * 7), r'action\.mask must be a list of 7 booleans'),
@@ -170,7 +170,8 @@ def test_oft_bounds_uses_min_max_and_bounds_q99_uses_quantiles(tmp_path):
     np.testing.assert_array_equal(bounds.high, stats['max'])
     q99 = load_metadata(str(tmp_path), 'openvla-oft', 'bridge_orig', 'BOUNDS_Q99')
     assert q99.mode == 'quantile'
-    assert check_metadata(q99, load_metadata(str(tmp_path), 'openvla', 'bridge_orig')).verdict == 'identical'
+    openvla = load_metadata(str(tmp_path), 'openvla', 'bridge_orig')
+    assert check_metadata(q99, openvla).verdict == 'identical'
 
 
 def test_oft_without_statistics_file_uses_config_norm_stats(tmp_path):
@@ -201,17 +202,21 @@ def lerobot_dir(tmp_path, norm='MEAN_STD', tensors=None, step_index=2, extra_con
             'config': {'eps': 1e-8, 'features': {'action': {'type': 'ACTION', 'shape': [14]}},
                        'norm_map': {'VISUAL': 'IDENTITY', 'STATE': 'MEAN_STD', 'ACTION': norm}}}
     step['config'].update(extra_config or {})
-    steps = [{'registry_name': 'rename_observations_processor', 'config': {}}] * step_index + [step]
-    write_json(tmp_path / 'policy_postprocessor.json', {'name': 'policy_postprocessor', 'steps': steps})
+    rename = {'registry_name': 'rename_observations_processor', 'config': {}}
+    steps = [rename] * step_index + [step]
+    write_json(tmp_path / 'policy_postprocessor.json',
+               {'name': 'policy_postprocessor', 'steps': steps})
     if tensors is None:
-        tensors = {'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD, 'action.min': ALOHA_MEAN - 2,
-                   'action.max': ALOHA_MEAN + 2, 'action.q01': ALOHA_MEAN - 1, 'action.q99': ALOHA_MEAN + 1,
+        tensors = {'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD,
+                   'action.min': ALOHA_MEAN - 2, 'action.max': ALOHA_MEAN + 2,
+                   'action.q01': ALOHA_MEAN - 1, 'action.q99': ALOHA_MEAN + 1,
                    'observation.state.mean': np.zeros(14, np.float32)}
     save_file(tensors, str(tmp_path / state_file))
     return str(tmp_path)
 
 
-@pytest.mark.parametrize('norm, mode, low_name', [('MEAN_STD', 'mean_std', 'mean'), ('MIN_MAX', 'min_max', 'min'),
+@pytest.mark.parametrize('norm, mode, low_name', [('MEAN_STD', 'mean_std', 'mean'),
+                                                  ('MIN_MAX', 'min_max', 'min'),
                                                   ('QUANTILES', 'quantile', 'q01')])
 def test_lerobot_postprocessor_modes(tmp_path, norm, mode, low_name):
     ckpt = lerobot_dir(tmp_path, norm)
@@ -229,17 +234,19 @@ def test_lerobot_identity_and_missing_statistic(tmp_path):
     os.makedirs(tmp_path / 'b')
     identity = load_metadata(lerobot_dir(tmp_path / 'a', 'IDENTITY'))
     assert identity.mode == 'identity' and identity.dim == 14 and not identity.mask.any()
-    ckpt = lerobot_dir(tmp_path / 'b', 'QUANTILES', tensors={'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD})
+    ckpt = lerobot_dir(tmp_path / 'b', 'QUANTILES',
+                       tensors={'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD})
     with pytest.raises(InputError, match=r"no tensor 'action.q01' .*pass the actions through"):
         load_metadata(ckpt)
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'norm_map': {'ACTION': 'ZSCORE'}}, r"norm_map\.ACTION must be one of"),
-    ({'norm_map': {'STATE': 'MEAN_STD'}}, r"norm_map\.ACTION must be one of .* got None"),
+    ({'norm_map': {'ACTION': 'ZSCORE'}}, r'norm_map\.ACTION must be one of'),
+    ({'norm_map': {'STATE': 'MEAN_STD'}}, r'norm_map\.ACTION must be one of .* got None'),
     ({'features': {'action': {'type': 'ACTION', 'shape': [7]}}}, r'have 14 values but the ACTION '
                                                                  r'shape is \[7\]'),
-    ({'features': {'obs': {'type': 'STATE', 'shape': [7]}}}, 'expected one feature of type ACTION'),
+    ({'features': {'obs': {'type': 'STATE', 'shape': [7]}}},
+     'expected one feature of type ACTION'),
 ])
 def test_bad_lerobot_configs(tmp_path, change, message):
     with pytest.raises(InputError, match=message):
@@ -252,7 +259,8 @@ def test_lerobot_nan_tensor_truncated_and_missing_state_files(tmp_path):
     bad = ALOHA_STD.copy()
     bad[5] = np.nan
     with pytest.raises(InputError, match=r'action\.std\[5\] is not finite'):
-        load_metadata(lerobot_dir(tmp_path / 'a', tensors={'action.mean': ALOHA_MEAN, 'action.std': bad}))
+        load_metadata(lerobot_dir(tmp_path / 'a',
+                                  tensors={'action.mean': ALOHA_MEAN, 'action.std': bad}))
     ckpt = lerobot_dir(tmp_path / 'b')
     state = os.path.join(ckpt, 'policy_postprocessor_step_2_unnormalizer_processor.safetensors')
     with open(state, 'rb') as fh:
@@ -264,8 +272,9 @@ def test_lerobot_nan_tensor_truncated_and_missing_state_files(tmp_path):
     os.remove(state)
     with pytest.raises(InputError, match='unnormalizer_processor.safetensors: file not found'):
         load_metadata(ckpt)
-    write_json(tmp_path / 'c' / 'policy_postprocessor.json', {'steps': [{'registry_name': 'device_processor'}]})
-    with pytest.raises(InputError, match=r"expected one step with registry_name "
+    write_json(tmp_path / 'c' / 'policy_postprocessor.json',
+               {'steps': [{'registry_name': 'device_processor'}]})
+    with pytest.raises(InputError, match=r'expected one step with registry_name '
                                          r"'unnormalizer_processor', found 0"):
         load_metadata(str(tmp_path / 'c'))
     with pytest.raises(InputError, match='unnorm keys do not apply'):
@@ -277,11 +286,13 @@ def test_lerobot_nan_tensor_truncated_and_missing_state_files(tmp_path):
 
 def lerobot_legacy_dir(tmp_path, norm='MIN_MAX', fill=None) -> str:
     write_json(tmp_path / 'config.json', {
-        'type': 'act', 'normalization_mapping': {'VISUAL': 'MEAN_STD', 'STATE': 'MEAN_STD', 'ACTION': norm},
+        'type': 'act',
+        'normalization_mapping': {'VISUAL': 'MEAN_STD', 'STATE': 'MEAN_STD', 'ACTION': norm},
         'output_features': {'action': {'type': 'ACTION', 'shape': [14]}}})
     prefix = 'unnormalize_outputs.buffer_action.'
-    tensors = {prefix + 'mean': ALOHA_MEAN, prefix + 'std': ALOHA_STD, prefix + 'min': ALOHA_MEAN - 2,
-               prefix + 'max': ALOHA_MEAN + 2, 'model.layer.weight': np.ones((3, 3), np.float32)}
+    tensors = {prefix + 'mean': ALOHA_MEAN, prefix + 'std': ALOHA_STD,
+               prefix + 'min': ALOHA_MEAN - 2, prefix + 'max': ALOHA_MEAN + 2,
+               'model.layer.weight': np.ones((3, 3), np.float32)}
     if fill is not None:
         tensors = {k: np.full_like(v, fill) for k, v in tensors.items()}
     save_file(tensors, str(tmp_path / 'model.safetensors'))
@@ -334,9 +345,10 @@ def test_yaml_checkpoint_is_validated_but_params_yaml_leaves_it_to_the_check(tmp
 
 def test_lerobot_reads_only_the_statistics_its_mode_uses(tmp_path):
     nan = np.full(14, np.nan, np.float32)
-    ckpt = lerobot_dir(tmp_path, 'MEAN_STD', tensors={'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD,
-                                                      'action.q01': nan, 'action.q99': nan})
-    assert load_metadata(ckpt).mode == 'mean_std'   # the runtime never reads q01/q99 in MEAN_STD mode
+    ckpt = lerobot_dir(tmp_path, 'MEAN_STD',
+                       tensors={'action.mean': ALOHA_MEAN, 'action.std': ALOHA_STD,
+                                'action.q01': nan, 'action.q99': nan})
+    assert load_metadata(ckpt).mode == 'mean_std'   # the runtime never reads q01/q99 here
 
 
 def openpi_stats(tmp_path) -> tuple[str, np.ndarray]:

@@ -23,10 +23,9 @@ import json
 import os
 import pathlib
 
+from data_paths import DATA
 import numpy as np
 import pytest
-
-from data_paths import DATA
 from ros_harness import next_domain
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import audit

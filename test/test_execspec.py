@@ -12,22 +12,25 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ExecSpec core: unnormalizers, the activation check's refusal reasons, the closed-form drift certificate."""
+"""
+ExecSpec core.
+
+Unnormalizers, the activation check's refusal reasons, the closed-form drift certificate.
+"""
 import json
 import os
 
+from data_paths import DATA  # noqa: E402
+from hypothesis import given
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 from scipy import integrate
-
 from vla_safety_filter.core.errors import InputError
-from hypothesis import given
-from hypothesis import strategies as st
-from vla_safety_filter.core.execspec import (
-    CheckResult, Metadata, check_loaded, check_metadata, drift_certificate, expected_abs_affine,
-    metadata_from_params, metadata_to_params, name_differences, normalize, unnormalize)
-
-from data_paths import DATA  # noqa: E402
+from vla_safety_filter.core.execspec import (check_loaded, check_metadata, CheckResult,
+                                             drift_certificate, expected_abs_affine, Metadata,
+                                             metadata_from_params, metadata_to_params,
+                                             name_differences, normalize, unnormalize)
 STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 BIN_CENTRES = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
 
@@ -36,13 +39,14 @@ def real(key: str, mode: str = 'quantile') -> Metadata:
     with open(STATS_FILE) as fh:
         action = json.load(fh)[key]['action']
     low, high = {'quantile': ('q01', 'q99'), 'min_max': ('min', 'max')}[mode]
-    return Metadata(mode=mode, mask=np.array(action['mask']), low=action[low], high=action[high], key=key,
-                    source=key)
+    return Metadata(mode=mode, mask=np.array(action['mask']), low=action[low],
+                    high=action[high], key=key, source=key)
 
 
 def replace(meta: Metadata, **changes) -> Metadata:
-    fields = dict(mode=meta.mode, mask=meta.mask, low=meta.low, high=meta.high, mean=meta.mean, std=meta.std,
-                  key=meta.key, names=meta.names, source=meta.source)
+    fields = {'mode': meta.mode, 'mask': meta.mask, 'low': meta.low, 'high': meta.high,
+              'mean': meta.mean, 'std': meta.std, 'key': meta.key, 'names': meta.names,
+              'source': meta.source}
     fields.update(changes)
     return Metadata(**fields)
 
@@ -65,9 +69,10 @@ def test_quantile_matches_openvla_formula_on_bin_centres_and_passes_the_gripper_
 
 def test_min_max_mean_std_quantile10_and_identity_formulas():
     x = np.array([[-1.0, 0.5], [0.25, 1.0]])
-    bounds = dict(mask=np.array([True, True]), low=[0.0, -2.0], high=[4.0, 2.0])
-    np.testing.assert_allclose(unnormalize(Metadata(mode='min_max', **bounds), x), [[0.0, 1.0], [2.5, 2.0]])
-    np.testing.assert_allclose(unnormalize(Metadata(mode='quantile10', **bounds), x), [[0.0, 1.0], [2.5, 2.0]])
+    bounds = {'mask': np.array([True, True]), 'low': [0.0, -2.0], 'high': [4.0, 2.0]}
+    for mode in ('min_max', 'quantile10'):
+        np.testing.assert_allclose(unnormalize(Metadata(mode=mode, **bounds), x),
+                                   [[0.0, 1.0], [2.5, 2.0]])
     meta = Metadata(mode='mean_std', mask=np.array([True, False]), mean=[1.0, 5.0], std=[2.0, 3.0])
     np.testing.assert_allclose(unnormalize(meta, x), [[-1.0, 0.5], [1.5, 1.0]])
     ident = Metadata(mode='identity', mask=np.array([True, True]))
@@ -94,12 +99,12 @@ def test_oft_epsilon_changes_actions_by_at_most_1e_8_and_is_not_part_of_the_comp
 # -------------------------------------------------------------------------
 
 @pytest.mark.parametrize('changes, message', [
-    (dict(mode='zscore'), 'unknown normalization mode'),
-    (dict(mask=[1, 1, 1, 1, 1, 1, 0]), 'mask'),
-    (dict(low=[0.0] * 6), "'q01' has 6 values but mask has 7"),
-    (dict(high=None), 'needs q99'),
-    (dict(names=('a', 'b')), "'names' has 2 entries"),
-    (dict(low=[[0.0] * 7]), 'flat list'),
+    ({'mode': 'zscore'}, 'unknown normalization mode'),
+    ({'mask': [1, 1, 1, 1, 1, 1, 0]}, 'mask'),
+    ({'low': [0.0] * 6}, "'q01' has 6 values but mask has 7"),
+    ({'high': None}, 'needs q99'),
+    ({'names': ('a', 'b')}, "'names' has 2 entries"),
+    ({'low': [[0.0] * 7]}, 'flat list'),
 ])
 def test_structurally_bad_metadata_is_refused(changes, message):
     with pytest.raises(InputError, match=message):
@@ -142,7 +147,7 @@ def test_sibling_key_substitution_is_a_mismatch_with_a_large_certificate():
     assert result.verdict == 'mismatch'
     assert any('unnorm key differs' in r for r in result.reasons)
     assert any(r.startswith('q01 differs on dims 0,1,2,3,4,5') for r in result.reasons)
-    assert result.certificate.max_drift > 1.0       # the deployed actions move by more than a half-range
+    assert result.certificate.max_drift > 1.0       # deployed actions move by over a half-range
     assert result.certificate.per_dim_drift[6] == 0  # the gripper is passed through by both
 
 
@@ -155,7 +160,8 @@ def test_mode_difference_is_a_mismatch_and_still_certified():
 
 def test_dimension_difference_is_a_mismatch_without_certificate():
     ref = real('bridge_orig')
-    dep = Metadata(mode='quantile', mask=ref.mask[:6], low=ref.low[:6], high=ref.high[:6], key='bridge_orig')
+    dep = Metadata(mode='quantile', mask=ref.mask[:6], low=ref.low[:6], high=ref.high[:6],
+                   key='bridge_orig')
     result = check_metadata(ref, dep)
     assert result.verdict == 'mismatch' and result.certificate is None
     assert result.reasons == ['dimension differs: checkpoint 7, deployed 6']
@@ -218,9 +224,11 @@ def test_non_finite_or_degenerate_statistics_cannot_be_checked():
 def test_report_is_json_with_the_required_keys():
     result = check_metadata(real('bridge_orig'), real('fractal20220817_data'))
     report = json.loads(json.dumps(result.to_report()))
-    for key in ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift', 'scale', 'shift'):
+    for key in ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift',
+                'scale', 'shift'):
         assert key in report
-    assert report['verdict'] == 'mismatch' and report['mode'] == 'quantile' and len(report['scale']) == 7
+    assert report['verdict'] == 'mismatch' and report['mode'] == 'quantile'
+    assert len(report['scale']) == 7
     empty = json.loads(json.dumps(CheckResult('cannot_check', ['x: missing']).to_report()))
     assert empty['verdict'] == 'cannot_check' and empty['per_dim_drift'] is None
 
@@ -229,7 +237,8 @@ def test_report_is_json_with_the_required_keys():
 
 def quad_abs(a: float, b: float) -> float:
     points = [-b / a] if a != 0 and abs(b / a) < 1 else None
-    value, _ = integrate.quad(lambda u: abs(a * u + b), -1, 1, points=points, epsabs=1e-13, epsrel=1e-12)
+    value, _ = integrate.quad(lambda u: abs(a * u + b), -1, 1, points=points, epsabs=1e-13,
+                              epsrel=1e-12)
     return value / 2
 
 
@@ -254,8 +263,8 @@ def test_certificate_is_the_mean_action_drift_of_the_real_unnormalizers(ref_key,
             return abs(unnormalize(dep, e)[j] - unnormalize(ref, e)[j])
         slope_ref = (ref.high[j] - ref.low[j]) / 2 if ref.mask[j] else 1.0
         slope_dep = (dep.high[j] - dep.low[j]) / 2 if dep.mask[j] else 1.0
-        kink = ((ref.high[j] + ref.low[j]) - (dep.high[j] + dep.low[j])) / 2 / (slope_dep - slope_ref) \
-            if ref.mask[j] else None
+        centres = ((ref.high[j] + ref.low[j]) - (dep.high[j] + dep.low[j])) / 2
+        kink = centres / (slope_dep - slope_ref) if ref.mask[j] else None
         points = [kink] if kink is not None and -1 < kink < 1 else None
         numeric = integrate.quad(gap, -1, 1, points=points, epsabs=1e-14, epsrel=1e-14)[0] / 2
         assert cert.per_dim_drift_abs[j] == pytest.approx(numeric, abs=1e-9)
@@ -273,8 +282,9 @@ def test_mean_std_certificate_covers_two_standard_deviations():
     np.testing.assert_allclose(cert.scale, [1.0, 1.5])
     np.testing.assert_allclose(cert.shift, [0.25, 0.0])
     for j in range(2):   # E over x ~ U[-2, 2] of |deployed - reference|
-        numeric = integrate.quad(lambda x: abs(unnormalize(dep, np.full(2, x))[j] - unnormalize(ref, np.full(2, x))[j]),
-                                 -2, 2, points=[0.0], epsabs=1e-14)[0] / 4
+        def gap(x, j=j):
+            return abs(unnormalize(dep, np.full(2, x))[j] - unnormalize(ref, np.full(2, x))[j])
+        numeric = integrate.quad(gap, -2, 2, points=[0.0], epsabs=1e-14)[0] / 4
         assert cert.per_dim_drift_abs[j] == pytest.approx(numeric, abs=1e-9)
 
 
@@ -287,7 +297,8 @@ def test_params_round_trip_and_follow_ros_parameter_rules():
     for name, value in params.items():
         assert name.startswith('unnormalizer.')
         if isinstance(value, list):
-            assert value and len({type(v) for v in value}) == 1 and type(value[0]) in (float, bool, str)
+            assert value and len({type(v) for v in value}) == 1
+            assert type(value[0]) in (float, bool, str)
     assert isinstance(params['unnormalizer.low'][6], float)   # 0.0, never the integer 0
     back = metadata_from_params(params)
     assert check_metadata(meta, back).verdict == 'identical'
@@ -309,11 +320,14 @@ def test_params_without_mask_default_to_all_normalized_and_identity_needs_a_dime
 @pytest.mark.parametrize('params, message', [
     ({}, 'missing parameter unnormalizer.mode'),
     ({'unnormalizer.mode': 3}, 'must be a string'),
-    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': ['a'], 'unnormalizer.high': [1.0]}, 'list of numbers'),
-    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [True], 'unnormalizer.high': [1.0]}, 'list of numbers'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': ['a'], 'unnormalizer.high': [1.0]},
+     'list of numbers'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [True], 'unnormalizer.high': [1.0]},
+     'list of numbers'),
     ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
       'unnormalizer.mask': [1]}, 'list of booleans'),
-    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0, 2.0]}, 'has 2 values'),
+    ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0],
+      'unnormalizer.high': [1.0, 2.0]}, 'has 2 values'),
     ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
       'unnormalizer.dim': 2}, 'has 1 values but mask has 2'),
     ({'unnormalizer.mode': 'quantile', 'unnormalizer.low': [0.0], 'unnormalizer.high': [1.0],
@@ -334,7 +348,8 @@ def test_certificate_predicts_the_mean_drift_over_openvla_bin_centres():
     ref, dep = real('bridge_orig'), real('fractal20220817_data')
     x = np.tile(BIN_CENTRES, (7, 1)).T
     empirical = np.abs(unnormalize(dep, x) - unnormalize(ref, x)).mean(axis=0)
-    np.testing.assert_allclose(drift_certificate(ref, dep).per_dim_drift_abs, empirical, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(drift_certificate(ref, dep).per_dim_drift_abs, empirical,
+                               rtol=1e-4, atol=1e-12)
 
 
 # ---- constant dimensions, dimension names, what a bridge loaded ---------------------------------
@@ -423,8 +438,8 @@ def test_check_loaded_refuses_unconfigured_pending_and_different_statistics():
 def _server_side(ref: Metadata, **changes) -> dict:
     """Report a live bridge passing a server's actions through (identity, not normalized)."""
     identity = Metadata('identity', np.zeros(ref.dim, dtype=bool), source='bridge')
-    fields = dict(parameters=metadata_to_params(identity), normalized_input=False,
-                  source_kind='openpi', server_uri='ws://gpu:8000')
+    fields = {'parameters': metadata_to_params(identity), 'normalized_input': False,
+              'source_kind': 'openpi', 'server_uri': 'ws://gpu:8000'}
     return _loaded(ref, **{**fields, **changes})
 
 
@@ -449,8 +464,8 @@ def test_server_side_needs_the_declaration_an_identity_bridge_and_the_checkpoint
     assert 'normalized_input is true' in unnormalizing.reasons[0]
     permuted = check_loaded(ref, _server_side(ref, joint_names=list('yxzrpwg')), False)
     assert 'permutation' in permuted.reasons[0]
-    narrow = check_loaded(ref, _server_side(ref, parameters={'unnormalizer.mode': 'identity',
-                                                            'unnormalizer.dim': 6}), False)
+    six = {'unnormalizer.mode': 'identity', 'unnormalizer.dim': 6}
+    narrow = check_loaded(ref, _server_side(ref, parameters=six), False)
     assert narrow.verdict == 'mismatch' and 'dimension differs' in narrow.reasons[0]
     pending = check_loaded(ref, _server_side(ref, pending_changes=['unnormalizer.mode']), False)
     assert 'changed since configure' in pending.reasons[0]

@@ -13,11 +13,10 @@
 # limitations under the License.
 
 """core.observation: sensor_msgs/Image fields -> HxWx3 RGB, JointState by name -> state."""
-import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
+import numpy as np
+import pytest
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.observation import image_rgb, state_vector
 

@@ -29,23 +29,21 @@ import socket
 import subprocess
 import sys
 
+from data_paths import DATA  # noqa: E402
+from hypothesis import given, HealthCheck, settings
+from hypothesis import strategies as st
 import json_numpy
 import msgpack
 import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from openpi_client import msgpack_numpy
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
-
+import pytest
 from vla_safety_filter.cli import main
 from vla_safety_filter.commands.serve_policy import is_loopback
-from vla_safety_filter.core.drill.policies import PolicyFault, load_demos, make_policy
+from vla_safety_filter.core.drill.policies import load_demos, make_policy, PolicyFault
 from vla_safety_filter.core.policy_server import make_server
 from vla_safety_filter.core.remote_policies import make_remote_policy
-
-from data_paths import DATA  # noqa: E402
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 HOST = '127.0.0.1'
 TIMEOUT = 5.0

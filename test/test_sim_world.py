@@ -24,12 +24,11 @@ import time
 import numpy as np
 import pytest
 from rcl_interfaces.msg import Log
+from ros_harness import wait_for
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-from ros_harness import wait_for
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.nodes.common import LATCHED_QOS
 

@@ -24,7 +24,7 @@ import sys
 
 from ..core.checkpoints import FORMATS, load_metadata, load_params_yaml, OFT_TYPES, OPENPI_TYPES
 from ..core.errors import InputError
-from ..core.execspec import DEFAULT_TOL, CheckResult, Metadata, check_metadata
+from ..core.execspec import check_metadata, CheckResult, DEFAULT_TOL, Metadata
 
 EXIT_CODES = {'identical': 0, 'mismatch': 1, 'cannot_check': 2}
 
@@ -110,11 +110,13 @@ def format_result(result: CheckResult) -> str:
 
 def run(args) -> int:
     try:
-        reference = load_metadata(args.checkpoint, args.format, args.unnorm_key, args.normalization_type)
+        reference = load_metadata(args.checkpoint, args.format, args.unnorm_key,
+                                  args.normalization_type)
         if args.params:
             deployed = load_params_yaml(args.params)
         else:
-            deployed = load_metadata(args.checkpoint, args.format, args.against_key, args.normalization_type)
+            deployed = load_metadata(args.checkpoint, args.format, args.against_key,
+                                     args.normalization_type)
         result = check_metadata(reference, deployed, args.tol)
     except InputError as exc:
         result = CheckResult('cannot_check', [str(exc)])

@@ -101,7 +101,11 @@ def _outputs(output: str, scenario) -> dict:
 
 
 def run_pusht(args) -> int:
-    """Run the closed loop: policy server, bridge, manager, filter, monitor, PushT world, recorder."""
+    """
+    Run the closed loop.
+
+    Policy server, bridge, manager, filter, monitor, PushT world, recorder.
+    """
     from rich.console import Console
 
     from ..demo import pusht

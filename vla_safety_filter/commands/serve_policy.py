@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                     'Serves until Ctrl-C.')
     p.add_argument('--policy', required=True, metavar='nn:DEMOS.npz',
                    help='the policy to serve: nn:DEMOS.npz (nearest neighbour on the '
-                        'demonstrations\' observation.state)')
+                        "demonstrations' observation.state)")
     p.add_argument('--protocol', choices=('openpi', 'rest'), default='openpi',
                    help='openpi websocket (default) or rest (POST /act)')
     p.add_argument('--host', default=DEFAULT_HOST,
@@ -53,7 +53,11 @@ def register(subparsers) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """Return True if HOST names only this machine (a loopback address, or a name resolving to one)."""
+    """
+    Return True if HOST names only this machine.
+
+    (a loopback address, or a name resolving to one).
+    """
     try:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):

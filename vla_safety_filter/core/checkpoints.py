@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Load a checkpoint's action unnormalizer metadata: OpenVLA, OpenVLA-OFT, LeRobot (0.3, >= 0.4), our YAML.
+Load a checkpoint's action unnormalizer: OpenVLA, OpenVLA-OFT, LeRobot, openpi, our YAML.
 
 Each loader reads only the documented files, picks the statistics the runtime would use, and turns
 every unreadable or inconsistent input into a one-line InputError naming the file and field. The
@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from .errors import InputError
-from .execspec import STAT_NAMES, Metadata, metadata_from_params, metadata_to_params
+from .execspec import Metadata, metadata_from_params, metadata_to_params, STAT_NAMES
 from .params import read_node_params
 
 FORMATS = ('auto', 'openvla', 'openvla-oft', 'lerobot', 'openpi', 'yaml')
@@ -55,7 +55,11 @@ def _read_json(path: str):
 
 
 def _read_tensors(path: str, names: list[str]) -> dict[str, np.ndarray]:
-    """Return the named tensors of a .safetensors file (only those present); other tensors are not read."""
+    """
+    Return the named tensors of a .safetensors file (only those present).
+
+    Other tensors are not read.
+    """
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
@@ -63,11 +67,13 @@ def _read_tensors(path: str, names: list[str]) -> dict[str, np.ndarray]:
     try:
         with safe_open(path, framework='numpy') as fh:
             present = set(fh.keys())
-            return {n: np.asarray(fh.get_tensor(n), dtype=np.float64) for n in names if n in present}
+            return {n: np.asarray(fh.get_tensor(n), dtype=np.float64)
+                    for n in names if n in present}
     except FileNotFoundError:
         raise InputError(f'{path}: file not found') from None
     except (OSError, SafetensorError, TypeError, ValueError) as exc:
-        raise InputError(f'{path}: not a readable safetensors file ({str(exc).splitlines()[0]})') from None
+        raise InputError(f'{path}: not a readable safetensors file '
+                         f'({str(exc).splitlines()[0]})') from None
 
 
 def _mapping(value, where: str) -> dict:
@@ -98,7 +104,11 @@ def _vectors(fields: dict, where: str) -> dict[str, np.ndarray]:
 
 
 def _select_key(entries: dict, key: str | None, where: str) -> str:
-    """Return the entry to use: the given key, or the only entry; never a guess, never a `_no_noops` fallback."""
+    """
+    Return the entry to use: the given key, or the only entry.
+
+    Never a guess, never a `_no_noops` fallback.
+    """
     keys = sorted(k for k, v in entries.items() if isinstance(v, dict))
     if key is None:
         if len(keys) == 1:
@@ -115,13 +125,18 @@ def _select_key(entries: dict, key: str | None, where: str) -> str:
                      f'{", ".join(keys)}')
 
 
-def _openvla_metadata(entries: dict, key: str | None, mode: str, path: str, field: str) -> Metadata:
-    """Metadata of one OpenVLA-style `{key: {"action": {...}}}` entry (field `norm_stats` or '') in a bound mode."""
+def _openvla_metadata(entries: dict, key: str | None, mode: str, path: str,
+                      field: str) -> Metadata:
+    """
+    Read one OpenVLA-style `{key: {"action": {...}}}` entry in a bound mode.
+
+    FIELD is where the entries sit in the file (`norm_stats`, or '' at the top level).
+    """
     key = _select_key(entries, key, f'{path}: {field}' if field else path)
     entry_where = f'{path}: {field}[{key!r}]'
     action = entries[key].get('action')
     if action is None:
-        raise InputError(f'{entry_where} has no \'action\' statistics')
+        raise InputError(f"{entry_where} has no 'action' statistics")
     action = _mapping(action, f'{entry_where}.action')
     action_where = f'{entry_where}.action'
     stats = _vectors({n: action[n] for n in OPENVLA_STATS if n in action}, action_where)
@@ -131,10 +146,11 @@ def _openvla_metadata(entries: dict, key: str | None, mode: str, path: str, fiel
             raise InputError(f'{action_where} has no {name!r} (needed by mode {mode!r})')
     dim = stats[low_name].size
     mask = action.get('mask', [True] * dim)
-    if not isinstance(mask, list) or len(mask) != dim or not all(isinstance(m, bool) for m in mask):
+    if not isinstance(mask, list) or len(mask) != dim \
+            or not all(isinstance(m, bool) for m in mask):
         raise InputError(f'{action_where}.mask must be a list of {dim} booleans')
-    return Metadata(mode=mode, mask=np.array(mask, dtype=bool), low=stats[low_name], high=stats[high_name],
-                    key=key, source=action_where).require_valid()
+    return Metadata(mode=mode, mask=np.array(mask, dtype=bool), low=stats[low_name],
+                    high=stats[high_name], key=key, source=action_where).require_valid()
 
 
 def _openvla_entries(path: str) -> tuple[dict, str, str]:
@@ -151,18 +167,27 @@ def _openvla_entries(path: str) -> tuple[dict, str, str]:
     if 'norm_stats' in doc:
         return _mapping(doc['norm_stats'], f'{path}: norm_stats'), path, 'norm_stats'
     if os.path.basename(path) == 'config.json':
-        raise InputError(f'{path}: no \'norm_stats\' (not an OpenVLA config.json)')
+        raise InputError(f"{path}: no 'norm_stats' (not an OpenVLA config.json)")
     return doc, path, ''
 
 
 def load_openvla(path: str, unnorm_key: str | None = None) -> Metadata:
-    """OpenVLA: `norm_stats` of config.json or dataset_statistics.json; BOUNDS_Q99 (q01/q99) with mask."""
+    """
+    Load OpenVLA statistics: `norm_stats` of config.json or dataset_statistics.json.
+
+    OpenVLA unnormalizes with BOUNDS_Q99 (q01/q99) and the mask.
+    """
     entries, source, field = _openvla_entries(path)
     return _openvla_metadata(entries, unnorm_key, 'quantile', source, field)
 
 
-def load_openvla_oft(path: str, normalization_type: str | None, unnorm_key: str | None = None) -> Metadata:
-    """OpenVLA-OFT: dataset_statistics.json (else config.json) with BOUNDS (min/max) or BOUNDS_Q99 (q01/q99)."""
+def load_openvla_oft(path: str, normalization_type: str | None,
+                     unnorm_key: str | None = None) -> Metadata:
+    """
+    Load OpenVLA-OFT statistics: dataset_statistics.json (else config.json).
+
+    OFT unnormalizes with BOUNDS (min/max) or BOUNDS_Q99 (q01/q99), chosen per platform.
+    """
     if normalization_type not in OFT_TYPES:
         raise InputError(f'{path}: OpenVLA-OFT needs --normalization-type BOUNDS or BOUNDS_Q99 '
                          '(OFT picks it '
@@ -225,7 +250,8 @@ def _action_feature(features, where: str) -> tuple[str, int | None]:
     shape = features[actions[0]].get('shape')
     if shape is None:
         return actions[0], None
-    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] > 0):
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int)
+            and shape[0] > 0):
         raise InputError(f'{where}.{actions[0]}.shape must be [D] with D > 0, got {shape!r}')
     return actions[0], shape[0]
 
@@ -258,8 +284,9 @@ def _load_lerobot_postprocessor(json_path: str) -> Metadata:
     doc = _mapping(_read_json(json_path), json_path)
     steps = doc.get('steps')
     if not isinstance(steps, list):
-        raise InputError(f'{json_path}: field \'steps\' must be a list')
-    found = [i for i, s in enumerate(steps) if isinstance(s, dict) and s.get('registry_name') == UNNORMALIZER_STEP]
+        raise InputError(f"{json_path}: field 'steps' must be a list")
+    found = [i for i, s in enumerate(steps)
+             if isinstance(s, dict) and s.get('registry_name') == UNNORMALIZER_STEP]
     if len(found) != 1:
         names = [s.get('registry_name') for s in steps if isinstance(s, dict)]
         raise InputError(f'{json_path}: expected one step with registry_name '
@@ -321,7 +348,9 @@ def load_lerobot(path: str) -> Metadata:
 
 def load_params_yaml(path: str, node: str = BRIDGE_NODE) -> Metadata:
     """
-    Return the unnormalizer a bridge would run with, from `policy_bridge: ros__parameters: unnormalizer:`.
+    Return the unnormalizer a bridge would run with.
+
+    It is read from `policy_bridge: ros__parameters: unnormalizer:` in a parameter file.
 
     Not validated for finiteness: the check reports non-finite values or inverted ranges as
     cannot_check.
@@ -338,7 +367,11 @@ def write_params_yaml(path: str, meta: Metadata, node: str = BRIDGE_NODE) -> Non
 
 
 def detect_format(path: str, normalization_type: str | None = None) -> str:
-    """Return the checkpoint format from the files present (and, for OpenVLA, whether OFT's type was given)."""
+    """
+    Return the checkpoint format from the files present.
+
+    (and, for OpenVLA, whether OFT's type was given).
+    """
     openvla = 'openvla-oft' if normalization_type else 'openvla'
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, POSTPROCESSOR)):
@@ -365,8 +398,8 @@ def detect_format(path: str, normalization_type: str | None = None) -> str:
             return openvla
         if 'steps' in doc or 'normalization_mapping' in doc:
             return 'lerobot'
-        if doc and all(isinstance(v, dict) and 'action' in v for v in doc.values() if isinstance(v, dict)) \
-                and any(isinstance(v, dict) for v in doc.values()):
+        entries = [v for v in doc.values() if isinstance(v, dict)]
+        if entries and all('action' in v for v in entries):
             return openvla
     raise InputError(f'{path}: unknown checkpoint metadata (expected OpenVLA norm_stats, LeRobot '
                      'normalization_mapping or policy_postprocessor steps)')

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-ExecSpec (DESIGN §6): normalization metadata, unnormalizers, the activation check, the drift certificate.
+ExecSpec (DESIGN §6): normalization metadata, unnormalizers, activation check, drift certificate.
 
 The same policy weights become a different robot when the unnormalizer changes, so before anything
 moves the metadata a deployment runs with is compared with the checkpoint's, and any difference is
@@ -37,6 +37,9 @@ STAT_NAMES = {
     'identity': (),
 }
 MODES = tuple(STAT_NAMES)
+# mode -> the Metadata fields holding its two statistics
+STAT_FIELDS = {'mean_std': ('mean', 'std'), 'quantile': ('low', 'high'),
+               'quantile10': ('low', 'high'), 'min_max': ('low', 'high')}
 BOUND_MODES = ('quantile', 'quantile10', 'min_max')
 MEAN_STD_RADIUS = 2.0   # a mean_std policy output is a standard score: certify over x in [-2, 2]
 DEFAULT_TOL = 1e-6      # a statistic may differ by this fraction of the reference half-range
@@ -74,12 +77,12 @@ class Metadata:
                              f'(expected one of {", ".join(MODES)})')
         mask = np.array(self.mask).reshape(-1)
         if mask.size == 0 or mask.dtype != np.bool_:
-            raise InputError(f'{self.source}: field \'mask\' must be a non-empty list of booleans')
+            raise InputError(f"{self.source}: field 'mask' must be a non-empty list of booleans")
         if self.mode == 'identity':
             mask = np.zeros_like(mask)
         mask.setflags(write=False)
         object.__setattr__(self, 'mask', mask)
-        needed = ('mean', 'std') if self.mode == 'mean_std' else ('low', 'high') if self.mode in BOUND_MODES else ()
+        needed = STAT_FIELDS.get(self.mode, ())
         for field_name in ('low', 'high', 'mean', 'std'):
             value = getattr(self, field_name)
             if field_name in needed and value is None:
@@ -97,7 +100,7 @@ class Metadata:
         if self.names is not None:
             names = tuple(str(n) for n in self.names)
             if len(names) != mask.size:
-                raise InputError(f'{self.source}: field \'names\' has {len(names)} entries, '
+                raise InputError(f"{self.source}: field 'names' has {len(names)} entries, "
                                  f'expected {mask.size}')
             object.__setattr__(self, 'names', names)
 
@@ -106,14 +109,19 @@ class Metadata:
         return int(self.mask.size)
 
     def stat_label(self, field_name: str) -> str:
-        """Return the checkpoint's name for a field in this mode (low -> 'q01' in quantile mode)."""
+        """
+        Return the checkpoint's name for a field in this mode.
+
+        (low -> 'q01' in quantile mode).
+        """
         pair = STAT_NAMES[self.mode]
         index = {'low': 0, 'mean': 0, 'high': 1, 'std': 1}[field_name]
         return pair[index] if pair else field_name
 
     def stats(self) -> dict[str, np.ndarray]:
         """Return the statistics this mode uses, by field name (empty for identity)."""
-        return {k: getattr(self, k) for k in ('low', 'high', 'mean', 'std') if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in ('low', 'high', 'mean', 'std')
+                if getattr(self, k) is not None}
 
     def problems(self) -> list[str]:
         """
@@ -141,7 +149,11 @@ class Metadata:
         return found
 
     def require_valid(self) -> 'Metadata':
-        """Raise InputError naming the first non-finite statistic or inverted range; return self."""
+        """
+        Raise InputError naming the first non-finite statistic or inverted range.
+
+        Return self.
+        """
         found = self.problems()
         if found:
             more = f' (and {len(found) - 1} more)' if len(found) > 1 else ''
@@ -196,7 +208,11 @@ def _affine(meta: Metadata) -> tuple[np.ndarray, np.ndarray]:
 
 
 def expected_abs_affine(a, b) -> np.ndarray:
-    """Return closed form of E_{u~U[-1,1]} |a u + b|, elementwise: |b| if |b| >= |a|, else (a²+b²)/(2|a|)."""
+    """
+    Return closed form of E_{u~U[-1,1]} |a u + b|, elementwise.
+
+    |b| if |b| >= |a|, else (a²+b²)/(2|a|).
+    """
     a, b = np.abs(np.asarray(a, dtype=np.float64)), np.abs(np.asarray(b, dtype=np.float64))
     crossing = b < a   # the line changes sign inside [-1, 1]
     safe_a = np.where(crossing, a, 1.0)
@@ -231,7 +247,7 @@ class Certificate:
 
 def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
     """
-    Return the drift certificate of DESIGN §6, generalised to any pair of modes and masks of equal dimension.
+    Return the drift certificate of DESIGN §6, for any pair of modes and masks of equal dimension.
 
     A dimension constant in the reference (half-range 0) has no relative scale: its drift is 0 when
     the deployed unnormalizer is the same constant and infinite otherwise (exact comparison).
@@ -250,7 +266,8 @@ def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
     shift = np.where(constant, np.where(offset_delta == 0, 0.0, np.copysign(np.inf, offset_delta)),
                      offset_delta / unit)
     exact = (dep_slope == 0) & (offset_delta == 0)
-    regular = expected_abs_affine(np.where(constant, 0.0, scale - 1.0), np.where(constant, 0.0, shift))
+    regular = expected_abs_affine(np.where(constant, 0.0, scale - 1.0),
+                                  np.where(constant, 0.0, shift))
     drift = np.where(constant, np.where(exact, 0.0, np.inf), regular)
     mask = reference.mask | deployed.mask
     certified = drift[mask]
@@ -333,13 +350,17 @@ class CheckResult:
             return None if values is None else [float(v) for v in values]
 
         def describe(meta):
-            return None if meta is None else {'source': meta.source, 'key': meta.key, 'mode': meta.mode,
-                                              'dim': meta.dim, 'mask': meta.mask.tolist()}
+            if meta is None:
+                return None
+            return {'source': meta.source, 'key': meta.key, 'mode': meta.mode, 'dim': meta.dim,
+                    'mask': meta.mask.tolist()}
+        reference = self.reference
         return {
             'verdict': self.verdict,
             'reasons': list(self.reasons),
             'mode': self.reference.mode if self.reference else None,
-            'mask': cert.mask.tolist() if cert else (self.reference.mask.tolist() if self.reference else None),
+            'mask': cert.mask.tolist() if cert else (reference.mask.tolist() if reference
+                                                     else None),
             'per_dim_drift': floats(cert.per_dim_drift) if cert else None,
             'per_dim_drift_abs': floats(cert.per_dim_drift_abs) if cert else None,
             'mean_drift': cert.mean_drift if cert else None,
@@ -355,8 +376,13 @@ class CheckResult:
         }
 
 
-def check_metadata(reference: Metadata, deployed: Metadata, tol: float = DEFAULT_TOL) -> CheckResult:
-    """Compare the deployed unnormalizer with the checkpoint's: identical, mismatch or cannot_check."""
+def check_metadata(reference: Metadata, deployed: Metadata,
+                   tol: float = DEFAULT_TOL) -> CheckResult:
+    """
+    Compare the deployed unnormalizer with the checkpoint's.
+
+    Identical, mismatch or cannot_check.
+    """
     if not (np.isfinite(tol) and tol >= 0):
         raise InputError(f'tolerance must be a finite number >= 0, got {tol!r}')
     invalid = reference.problems() + deployed.problems()
@@ -450,7 +476,7 @@ def _check_delegated(reference: Metadata, deployed: Metadata, loaded: dict,
         return CheckResult('cannot_check', invalid, None, reference, deployed)
     where = f' at {loaded["server_uri"]}' if loaded.get('server_uri') else ''
     notes = [f'unnormalization: delegated to the policy server{where} '
-             '(policy_outputs_normalized false): it must apply the checkpoint\'s '
+             "(policy_outputs_normalized false): it must apply the checkpoint's "
              f'{reference.mode} statistics; NOT verified here (no drift certificate); '
              'the bridge passes actions through (identity: checked)']
     reasons = _pending_reasons(loaded, source)
@@ -478,16 +504,16 @@ def _server_key_reasons(reference: Metadata, loaded: dict, source: str,
     sent = loaded.get('server_unnorm_key') or None
     if loaded.get('source_kind') != 'openvla_rest':
         notes.append('server unnorm_key: not applicable (the openpi protocol sends none; '
-                     'the server reads its checkpoint\'s norm stats)')
+                     "the server reads its checkpoint's norm stats)")
         return []
     if not reference.key:
         notes.append('server unnorm_key: not checked (the checkpoint names no key)')
         return []
     if sent is None:
         return [f'{source} sends no unnorm_key: the server would choose the statistics; set '
-                f'unnorm_key to the checkpoint\'s {reference.key!r}']
+                f"unnorm_key to the checkpoint's {reference.key!r}"]
     if sent != reference.key:
-        return [f'{source} asks the server for unnorm_key {sent!r}, the checkpoint\'s is '
+        return [f"{source} asks the server for unnorm_key {sent!r}, the checkpoint's is "
                 f'{reference.key!r}']
     notes.append(f'server unnorm_key: checked ({sent!r}; the server must honour it)')
     return []
@@ -513,18 +539,22 @@ def _joint_name_reasons(reference: Metadata, joint_names: list, source: str,
                         notes: list) -> list[str]:
     """Return the bridge's published joint order against the checkpoint's dimension names."""
     if len(joint_names) != reference.dim:
-        return [f'{source} publishes {len(joint_names)} joints for the checkpoint\'s '
+        return [f"{source} publishes {len(joint_names)} joints for the checkpoint's "
                 f'{reference.dim} action dimensions']
     if not reference.names:
         return []
     found = name_differences(reference.names, joint_names, f'{source} joint_names')
     if not found:
-        notes.append('joint order: checked (joint_names in the checkpoint\'s order)')
+        notes.append("joint order: checked (joint_names in the checkpoint's order)")
     return found
 
 
 def metadata_to_params(meta: Metadata) -> dict:
-    """Return the bridge's ROS parameters for this unnormalizer: flat dotted names, flat double/bool arrays."""
+    """
+    Return the bridge's ROS parameters for this unnormalizer.
+
+    Flat dotted names, flat double/bool arrays.
+    """
     params = {PARAM_PREFIX + 'mode': meta.mode, PARAM_PREFIX + 'dim': meta.dim,
               PARAM_PREFIX + 'mask': [bool(m) for m in meta.mask]}
     if meta.key:
@@ -547,13 +577,21 @@ def flatten_params(params: dict, prefix: str = '') -> dict:
     return flat
 
 
+def _is_number_list(values) -> bool:
+    """Tell whether a parameter value is a list of numbers (bools are not numbers here)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, '__len__'):
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
     """
     Metadata from `unnormalizer.*` parameters (dotted or nested); other parameters are ignored.
 
     Structural errors raise InputError; non-finite or degenerate values are left for the check.
     """
-    flat = {k[len(PARAM_PREFIX):]: v for k, v in flatten_params(params).items() if k.startswith(PARAM_PREFIX)}
+    flat = {k[len(PARAM_PREFIX):]: v for k, v in flatten_params(params).items()
+            if k.startswith(PARAM_PREFIX)}
     if 'mode' not in flat:
         raise InputError(f'{source}: missing parameter {PARAM_PREFIX}mode')
     mode = flat['mode']
@@ -561,8 +599,7 @@ def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
         raise InputError(f'{source}: parameter {PARAM_PREFIX}mode must be a string, got {mode!r}')
     for name in ('low', 'high', 'mean', 'std'):
         values = flat.get(name)
-        if values is not None and (isinstance(values, (str, bytes)) or not hasattr(values, '__len__')
-                                   or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)):
+        if values is not None and not _is_number_list(values):
             raise InputError(f'{source}: parameter {PARAM_PREFIX}{name} must be a list of numbers')
     dim = flat.get('dim')
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
@@ -570,7 +607,8 @@ def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
                          f'{dim!r}')
     mask = flat.get('mask')
     if mask is None:
-        sizes = [len(flat[n]) for n in ('low', 'high', 'mean', 'std', 'names') if flat.get(n) is not None]
+        sizes = [len(flat[n]) for n in ('low', 'high', 'mean', 'std', 'names')
+                 if flat.get(n) is not None]
         size = dim if dim is not None else (sizes[0] if sizes else None)
         if size is None:
             raise InputError(f'{source}: set {PARAM_PREFIX}dim or {PARAM_PREFIX}mask to give the '
@@ -585,7 +623,8 @@ def metadata_from_params(params: dict, source: str = 'parameters') -> Metadata:
     if key is not None and not isinstance(key, str):
         raise InputError(f'{source}: parameter {PARAM_PREFIX}key must be a string, got {key!r}')
     names = flat.get('names')
-    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+    if names is not None and (isinstance(names, str)
+                              or not all(isinstance(n, str) for n in names)):
         raise InputError(f'{source}: parameter {PARAM_PREFIX}names must be a list of strings')
     return Metadata(mode=mode, mask=np.array(list(mask), dtype=bool), low=flat.get('low'),
                     high=flat.get('high'), mean=flat.get('mean'), std=flat.get('std'),

@@ -57,7 +57,11 @@ def image_rgb(height: int, width: int, encoding: str, step: int, data) -> np.nda
 
 
 def state_vector(wanted: Sequence[str], names: Sequence[str], positions) -> np.ndarray:
-    """Return the positions of the WANTED joints, in that order, as float32 (a JointState by name)."""
+    """
+    Return the positions of the WANTED joints, in that order, as float32.
+
+    (a JointState by name).
+    """
     if len(positions) != len(names):
         raise InputError(f'joint state has {len(names)} names but {len(positions)} positions')
     index = {name: i for i, name in enumerate(names)}

@@ -40,8 +40,8 @@ episode boundaries, so the served policy should not keep state between requests.
 """
 from __future__ import annotations
 
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import threading
 
 import json_numpy
 import numpy as np
@@ -50,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
 
 from .drill.policies import Policy, PolicyFault
-from .remote_policies import MAX_REPLY_BYTES, as_chunk, one_line
+from .remote_policies import as_chunk, MAX_REPLY_BYTES, one_line
 
 MAX_REQUEST_BYTES = MAX_REPLY_BYTES
 """Largest observation accepted: a few camera images are megabytes."""
@@ -128,7 +128,11 @@ class PolicyService:
         self._lock = threading.Lock()
 
     def act(self, observation: dict) -> np.ndarray:
-        """Return the policy's chunk; RequestError if it refuses the observation, else PolicyFailed."""
+        """
+        Return the policy's chunk.
+
+        RequestError if it refuses the observation, else PolicyFailed.
+        """
         with self._lock:
             try:
                 actions = self.policy.act(observation)
@@ -161,7 +165,11 @@ class _Server:
 
     @property
     def uri(self) -> str:
-        """Return the address as a client's policy spec (`ws://HOST:PORT`, `http://HOST:PORT/act`)."""
+        """
+        Return the address as a client's policy spec.
+
+        (`ws://HOST:PORT`, `http://HOST:PORT/act`).
+        """
         host, port = self.address
         host = f'[{host}]' if ':' in host else host
         return f'{self.scheme}://{host}:{port}{self.path}'
@@ -362,7 +370,11 @@ PROTOCOLS = ('openpi', 'rest')
 
 def make_server(protocol: str, policy: Policy, host: str = '127.0.0.1', port: int = 8000,
                 metadata: dict | None = None) -> _Server:
-    """Return a bound (not yet serving) server for POLICY; OSError if the address cannot be bound."""
+    """
+    Return a bound (not yet serving) server for POLICY.
+
+    OSError if the address cannot be bound.
+    """
     if protocol == 'openpi':
         return OpenpiServer(policy, host, port, metadata)
     if protocol == 'rest':

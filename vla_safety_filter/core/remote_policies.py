@@ -47,10 +47,10 @@ OpenVLA / OpenVLA-OFT REST (`http://HOST:PORT/act`)
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 import http.client
 import json
 import time
-from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 import json_numpy
@@ -375,7 +375,11 @@ class OpenvlaRestPolicy(_RemotePolicy):
         return np.asarray(observation[keys[0]], dtype=np.uint8) if keys else None
 
     def _decode(self, status: int, reason: str, data: bytes):
-        """Return the reply's JSON, refusing HTTP errors, oversize bodies and the `"error"` body."""
+        """
+        Return the reply's JSON, refusing HTTP errors.
+
+        Oversize bodies and the `"error"` body.
+        """
         if status != 200:
             raise PolicyFault(f'HTTP {status} {one_line(reason)}')
         if len(data) > MAX_REPLY_BYTES:

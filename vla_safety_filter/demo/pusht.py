@@ -24,22 +24,22 @@ mid-episode and restarts it, so the filter must hold and the bridge must recover
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import os
 import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import yaml
 
+from .scenario import nested
 from ..core.calibration import calibrate
 from ..core.checkpoints import write_params_yaml
 from ..core.drill.policies import episode_ends, load_demos
 from ..core.execspec import Metadata, metadata_to_params
 from ..core.params import contract_to_params
-from .scenario import nested
 
 JOINTS = ('pusher_x', 'pusher_y')
 STATE_JOINTS = ('agent_x', 'agent_y', 'block_x', 'block_y', 'block_angle')

@@ -19,12 +19,16 @@ from collections import Counter
 
 import numpy as np
 
-from ..core.contract import audit
 from .observer import Observed
+from ..core.contract import audit
 
 
 def summarize(seen: Observed, run, scenario) -> dict:
-    """Return the PushT demo's verdict as a JSON-able dict (`ok`: activated, contract kept, recovered)."""
+    """
+    Return the PushT demo's verdict as a JSON-able dict.
+
+    (`ok`: activated, contract kept, recovered).
+    """
     check = _audit_episodes(seen, run, scenario.contract)
     monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
     costs = [cost for _, _, _, cost in seen.monitor_history]
@@ -43,8 +47,8 @@ def summarize(seen: Observed, run, scenario) -> dict:
         'cost_budget': float(monitor.get('cost_budget', 'nan')),
         'fault': _outage(seen, run),
     }
-    kept = all(check.get(k, 0) == 0 for k in ('outside_bounds', 'over_rate_limit', 'non_finite',
-                                               'over_speed'))
+    kept = all(check.get(k, 0) == 0
+               for k in ('outside_bounds', 'over_rate_limit', 'non_finite', 'over_speed'))
     recovered = summary['fault'] is None or summary['fault']['commands_after_restart'] > 0
     summary['ok'] = bool(summary['pipeline_activated'] and kept and recovered
                          and len(episodes) == len(run.resets) > 0)
@@ -75,7 +79,11 @@ def _audit_episodes(seen: Observed, run, contract) -> dict:
 
 
 def _outage(seen: Observed, run) -> dict | None:
-    """Return the server outage: policy chunks and interventions while down, commands after restart."""
+    """
+    Return the server outage.
+
+    Policy chunks and interventions while down, commands after restart.
+    """
     if run.outage is None:
         return None
     stopped, restarted = run.outage
@@ -90,7 +98,11 @@ def _outage(seen: Observed, run) -> dict | None:
 
 
 def print_summary(console, summary: dict) -> None:
-    """Print the closing lines: episodes, the outage, the audit, interventions, alarms, cost, files."""
+    """
+    Print the closing lines.
+
+    Episodes, the outage, the audit, interventions, alarms, cost, files.
+    """
     from rich.table import Table
 
     console.rule('summary')

@@ -65,16 +65,16 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from .common import (COMMAND_QOS, declare, Diagnostics, duration, ERROR, GatedLifecycleNode,
+                     LATCHED_QOS, monotonic, OK, require_valid_parameters, run, STATE_QOS, status,
+                     WARN)
+from ..core.drill.policies import PolicyFault
 from ..core.episodes import read_episodes
 from ..core.errors import InputError
-from ..core.execspec import PARAM_PREFIX, metadata_from_params, unnormalize
-from ..core.drill.policies import PolicyFault
+from ..core.execspec import metadata_from_params, PARAM_PREFIX, unnormalize
 from ..core.faults import apply_drill, parse_drill
 from ..core.observation import image_rgb, state_vector
 from ..core.remote_policies import make_remote_policy
-from .common import (ERROR, OK, WARN, GatedLifecycleNode, COMMAND_QOS, LATCHED_QOS, STATE_QOS,
-                     Diagnostics, declare, duration, monotonic, require_valid_parameters, run,
-                     status)
 
 LIVE_SOURCES = {'openpi': ('ws', 'wss'), 'openvla_rest': ('http', 'https')}
 """Live sources and the URI schemes their servers speak."""
@@ -344,7 +344,11 @@ class PolicyBridge(GatedLifecycleNode):
         self._cameras = cameras
 
     def _keep(self, key: str, msg) -> None:
-        """Keep the latest message of an input, with its arrival on the steady and the node clock."""
+        """
+        Keep the latest message of an input.
+
+        With its arrival on the steady and the node clock.
+        """
         self._samples[key] = (msg, monotonic(), self.get_clock().now())
 
     def _on_query_tick(self) -> None:

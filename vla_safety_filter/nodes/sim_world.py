@@ -36,10 +36,10 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from .common import COMMAND_QOS, declare, LATCHED_QOS, require_valid_parameters, run
 from ..core.drill.worlds import make_world
 from ..core.errors import InputError
 from ..core.joints import JointMap
-from .common import COMMAND_QOS, LATCHED_QOS, declare, require_valid_parameters, run
 
 #: Default joint names of each world's commanded axes (its `action_names`, in order).
 WORLD_JOINTS = {'pusht': ('pusher_x', 'pusher_y')}
@@ -68,7 +68,7 @@ class SimWorld(Node):
                                  'episode length in steps; then /vla/episode reports done')
         self.wait_for_command = declare(
             self, 'wait_for_command', False, 'an episode steps from its first accepted command '
-            '(as a drill\'s step 0 is the first action), not from its reset')
+            "(as a drill's step 0 is the first action), not from its reset")
         require_valid_parameters(self)
         self.joints = tuple(joints or WORLD_JOINTS[self.world.name])
         self._check(rate)
