@@ -12,10 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Safety cost budget after SafeVLA's constrained (CMDP) formulation.
+"""
+Safety cost budget after SafeVLA's constrained (CMDP) formulation.
 
-Every filter intervention (per step and reason) and every monitor alarm carries a configurable cost;
-an episode's cumulative cost is compared with a budget b and escalates OK -> WARN -> ERROR.
+Every filter intervention (per step and reason) and every monitor alarm carries a configurable
+cost; an episode's cumulative cost is compared with a budget b and escalates OK -> WARN -> ERROR.
 A kind missing from the table (e.g. a refusal reason a newer filter emits) is never free: it costs
 as much as the dearest priced kind of its family (`intervention.` / `alarm.`), at least
 UNKNOWN_KIND_COST.
@@ -68,7 +69,7 @@ class CostModel:
                 raise InputError(f'cost of {kind!r} must be a finite number >= 0, got {cost!r}')
 
     def cost_of(self, kind: str) -> float:
-        """The priced cost of `kind`; an unpriced one costs the dearest of its family (never 0)."""
+        """Return the priced cost of `kind`; an unpriced one costs its family's dearest (never 0)."""
         if kind in self.costs:
             return float(self.costs[kind])
         family = kind.split('.', 1)[0] + '.'

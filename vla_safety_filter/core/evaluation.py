@@ -12,12 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Offline evaluation of the action monitor on recorded episodes (what `vla-safety evaluate` reports).
+"""
+Offline evaluation of the action monitor on recorded episodes (what `vla-safety evaluate` reports).
 
-Each episode is streamed through the `ActionMonitor` exactly as the node would (optionally behind the
-contract's guard, whose interventions are charged to the cost budget). Clean episodes (without
-injected faults, and not labelled as failures) give the false-alarm rate per hour of in-control motion; injected faults give detection rate and delay;
-success labels give the AUROC of each per-episode statistic for predicting failure.
+Each episode is streamed through the `ActionMonitor` exactly as the node would (optionally
+behind the contract's guard, whose interventions are charged to the cost budget). Clean episodes
+(without injected faults, and not labelled as failures) give the false-alarm rate per hour of
+in-control motion; injected faults give detection rate and delay; success labels give the AUROC
+of each per-episode statistic for predicting failure.
 """
 from __future__ import annotations
 
@@ -26,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .contract import Contract, Guard
-from .costs import CostModel, budget_summary
+from .costs import budget_summary, CostModel
 from .errors import InputError
 from .faults import action_range, inject
-from .monitors import METRIC_NAMES, ActionMonitor
+from .monitors import ActionMonitor, METRIC_NAMES
 from .params import CalibrationData
 from .profiles import MonitorProfile
 from .sequential import MotionCalibration
@@ -50,7 +52,7 @@ class EvalSettings:
 
 
 def check_compatible(settings: EvalSettings, dim: int, joint_names, source: str) -> None:
-    """Episodes must have the calibration's dimension and, when they carry names, its joint order."""
+    """Check that episodes have the calibration's dimension and, if named, its joint order."""
     cal_names = tuple(settings.calibration.joint_names)
     if dim != len(cal_names):
         raise InputError(f'{source}: actions have {dim} dimensions but the calibration has '
@@ -90,7 +92,8 @@ def run_episode(settings: EvalSettings, index: int, actions: np.ndarray,
         summary['false_alarms_before_fault'] = len(summary['alarms']) - len(after)
         summary['detection_step'] = first['step'] if first else None
         summary['detection_kind'] = first['kind'] if first else None
-        summary['detection_delay_s'] = (first['step'] - fault_step) * settings.dt if first else None
+        summary['detection_delay_s'] = ((first['step'] - fault_step) * settings.dt
+                                        if first else None)
         summary['detected'] = bool(first and summary['detection_delay_s'] <= DETECTION_DEADLINE_S)
     return summary
 
@@ -182,7 +185,7 @@ def fault_steps(n_steps: int, window: int, dt: float, repeats: int, at: int | No
 def evaluate(settings: EvalSettings, episodes: list[tuple[int, np.ndarray]],
              labels: dict[int, bool] | None = None, families: list[str] | None = None,
              at: int | None = None, seed: int = 0, repeats: int = 1) -> dict:
-    """The full report: clean episodes, false alarms, cost budget, AUROC, injected detections."""
+    """Build the full report: clean episodes, false alarms, cost, AUROC, injected detections."""
     clean = [run_episode(settings, index, actions) for index, actions in episodes]
     # every alarm on an episode not labelled as a failure is a false alarm
     in_control = [r for r in clean if not labels or labels.get(r['episode'], True)]
@@ -204,11 +207,13 @@ def evaluate(settings: EvalSettings, episodes: list[tuple[int, np.ndarray]],
         injected = []
         for index, actions in episodes:
             if at is not None and not 0 <= at < actions.shape[0]:
-                raise InputError(f'--at {at} is outside episode {index} (0..{actions.shape[0] - 1})')
+                raise InputError(f'--at {at} is outside episode {index} '
+                                 f'(0..{actions.shape[0] - 1})')
             for family in families:
                 for k, step in enumerate(fault_steps(actions.shape[0], window, settings.dt,
                                                      repeats, at, rng)):
-                    faulty, fault = inject(actions, family, step, seed + k, span, cal.mu, settings.dt)
+                    faulty, fault = inject(actions, family, step, seed + k, span, cal.mu,
+                                           settings.dt)
                     record = run_episode(settings, index, faulty, fault_step=step)
                     record['fault'] = fault.to_dict()
                     injected.append(record)
