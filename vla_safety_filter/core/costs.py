@@ -69,7 +69,7 @@ class CostModel:
                 raise InputError(f'cost of {kind!r} must be a finite number >= 0, got {cost!r}')
 
     def cost_of(self, kind: str) -> float:
-        """Return the priced cost of `kind`; an unpriced one costs its family's dearest (never 0)."""
+        """Return the priced cost of `kind` (unpriced: its family's dearest, never 0)."""
         if kind in self.costs:
             return float(self.costs[kind])
         family = kind.split('.', 1)[0] + '.'

@@ -356,6 +356,7 @@ def run_length_threshold(exceedances: list[np.ndarray], dt: float, alpha: float,
         h_median=float(np.median(boot)), hours=hours, n_episodes=len(episodes))
 
 
+@lru_cache(maxsize=64)
 def design_with_threshold(alpha: float, rho: float, h: float) -> CusumDesign:
     """Return a CusumDesign at threshold h, its ARLs from the i.i.d. chain (for reference)."""
     _check_rates(alpha, rho)
