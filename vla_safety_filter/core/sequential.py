@@ -356,16 +356,17 @@ def run_length_threshold(exceedances: list[np.ndarray], dt: float, alpha: float,
         h_median=float(np.median(boot)), hours=hours, n_episodes=len(episodes))
 
 
-@lru_cache(maxsize=64)
 def design_with_threshold(alpha: float, rho: float, h: float) -> CusumDesign:
-    """Return a CusumDesign at threshold h, its ARLs from the i.i.d. chain (for reference)."""
+    """
+    Return a CusumDesign at a measured threshold h.
+
+    Its i.i.d. ARLs are NaN: they would not describe an autocorrelated stream (the measured
+    false-alarm rate does), and the chain solve at a high h costs seconds.
+    """
     _check_rates(alpha, rho)
-    up, down = _steps(alpha, rho)
-    size = max(1, math.ceil(h / (up / CHAIN_RESOLUTION) - 1e-9))
-    if size > MAX_CHAIN_STATES:
-        return CusumDesign(alpha, rho, h, math.inf, math.inf)
-    return CusumDesign(alpha, rho, h, _chain_arl(alpha, up, down, size),
-                       _chain_arl(rho * alpha, up, down, size, upper=False))
+    if not (math.isfinite(h) and h > 0):
+        raise InputError(f'CUSUM threshold must be a finite number > 0, got {h}')
+    return CusumDesign(alpha, rho, h, math.nan, math.nan)
 
 
 def step_differences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
