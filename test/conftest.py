@@ -49,7 +49,7 @@ def missing_data(what: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def shared_data():
     """Return the real recorded data folder (see the policy above)."""
     if not os.path.isdir(DATA_DIR):
@@ -57,7 +57,7 @@ def shared_data():
     return DATA_DIR
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def data_file(shared_data):
     """Return a function giving the path of one recording in the data folder (policy above)."""
     def path(name: str) -> str:

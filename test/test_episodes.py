@@ -16,7 +16,6 @@
 import json
 import os
 
-from data_paths import DATA  # noqa: E402
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,29 +23,31 @@ import pytest
 from vla_safety_filter.core.episodes import read_episodes, read_many
 from vla_safety_filter.core.errors import InputError
 
-ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
-SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
+ALOHA, PUSHT = 'aloha_sim_lerobot_4ep.npz', 'pusht_cchi_v7_replay.npz'
+SO101 = 'so101_record_test_4ep.npz'
 SO101_NAMES = ('shoulder_pan.pos', 'shoulder_lift.pos', 'elbow_flex.pos', 'wrist_flex.pos',
                'wrist_roll.pos', 'gripper.pos')
 
 
-def test_real_npz_files_read_whole_episodes_with_rate_and_names():
-    aloha = read_episodes(ALOHA)
+def test_real_npz_files_read_whole_episodes_with_rate_and_names(data_file):
+    aloha_path = data_file(ALOHA)
+    pusht_path = data_file(PUSHT)
+    so101_path = data_file(SO101)
+    aloha = read_episodes(aloha_path)
     assert len(aloha.episodes) == 4 and aloha.fps == 50.0
     assert aloha.joint_names == tuple(f'joint_{j}' for j in range(14))
-    raw = np.load(ALOHA)
+    raw = np.load(aloha_path)
     first = raw['actions'][raw['episode_index'] == 0]
     np.testing.assert_array_equal(aloha.episodes[0].actions, first.astype(np.float64))
     assert aloha.episodes[0].actions.dtype == np.float64
     assert aloha.episodes[0].state.shape == first.shape
 
-    pusht = read_episodes(PUSHT)
+    pusht = read_episodes(pusht_path)
     assert len(pusht.episodes) == 206 and pusht.fps == 10.0 and pusht.dim == 2
     assert sum(len(e.actions) for e in pusht.episodes) == 25650
     assert pusht.episodes[0].state.shape[1] == 5
 
-    so101 = read_episodes(SO101, fps=15.0)
+    so101 = read_episodes(so101_path, fps=15.0)
     assert so101.joint_names == SO101_NAMES and so101.fps == 15.0
 
 
@@ -89,7 +90,8 @@ def test_nonfinite_action_is_reported_with_episode_and_step_not_dropped(tmp_path
         read_episodes(path)
 
 
-def test_missing_corrupt_and_unknown_files_are_input_errors(tmp_path):
+def test_missing_corrupt_and_unknown_files_are_input_errors(tmp_path, data_file):
+    so101_path = data_file(SO101)
     with pytest.raises(InputError, match='not found'):
         read_episodes(str(tmp_path / 'nope.npz'))
     corrupt = tmp_path / 'corrupt.npz'
@@ -103,7 +105,7 @@ def test_missing_corrupt_and_unknown_files_are_input_errors(tmp_path):
     with pytest.raises(InputError, match='not a LeRobot dataset'):
         read_episodes(str(tmp_path))
     with pytest.raises(InputError, match='fps must be a positive'):
-        read_episodes(SO101, fps=0.0)
+        read_episodes(so101_path, fps=0.0)
 
 
 # --- LeRobot datasets -------------------------------------------------------------------------
@@ -205,13 +207,15 @@ def test_csv_without_prefix_uses_other_numeric_columns(tmp_path):
 
 # --- several files ----------------------------------------------------------------------------
 
-def test_read_many_concatenates_and_renumbers(tmp_path):
+def test_read_many_concatenates_and_renumbers(tmp_path, data_file):
+    aloha_path = data_file(ALOHA)
+    so101_path = data_file(SO101)
     calls = []
-    both = read_many([SO101, SO101], progress=calls.append)
+    both = read_many([so101_path, so101_path], progress=calls.append)
     assert len(both.episodes) == 8 and [e.index for e in both.episodes] == list(range(8))
-    assert both.fps == 30.0 and calls == [SO101, SO101]
+    assert both.fps == 30.0 and calls == [so101_path, so101_path]
     with pytest.raises(InputError, match='has 14 action dimensions but .*so101'):
-        read_many([SO101, ALOHA])
+        read_many([so101_path, aloha_path])
     with pytest.raises(InputError, match='no input'):
         read_many([])
 

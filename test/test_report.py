@@ -16,7 +16,6 @@
 from collections import Counter
 import os
 
-from data_paths import DATA  # noqa: E402
 import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -32,6 +31,7 @@ from vla_safety_filter.report.series import extract
 
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types
+ALOHA = 'aloha_sim_lerobot_4ep.npz'
 DT = 0.02
 STEP_NS = 20_000_000
 START_NS = 1_750_000_000_000_000_000
@@ -95,19 +95,20 @@ def write_record(path, messages):
             writer.write(connections[topic], ns, TS.serialize_cdr(msg, TYPES[topic]))
 
 
-def aloha_episodes():
-    with np.load(os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz'), allow_pickle=False) as z:
+def aloha_episodes(path):
+    """Return ALOHA episodes 0 and 1 and all actions of the recording at `path`."""
+    with np.load(path, allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     return [actions[index == 0], actions[index == 1]], actions
 
 
-def simulate():
+def simulate(aloha_file):
     """
     Run the real guard and monitor over two ALOHA episodes with NaNs injected, as the nodes do.
 
     Return the messages plus the truth: guard events, executed commands, alarm reports.
     """
-    episodes, everything = aloha_episodes()
+    episodes, everything = aloha_episodes(aloha_file)
     speed = np.abs(np.diff(everything, axis=0)) / DT
     contract = Contract(NAMES, np.percentile(everything, 1, axis=0),
                         np.percentile(everything, 99, axis=0),
@@ -162,8 +163,8 @@ def simulate():
 
 
 @pytest.fixture(scope='module')
-def pipeline(tmp_path_factory):
-    messages, raw, executed, events, alarms = simulate()
+def pipeline(tmp_path_factory, data_file):
+    messages, raw, executed, events, alarms = simulate(data_file(ALOHA))
     path = str(tmp_path_factory.mktemp('rec') / 'pipeline')
     write_record(path, messages)
     return path, raw, executed, events, alarms
@@ -241,9 +242,9 @@ def test_record_with_only_joint_states_renders_with_skipped_plots_noted(tmp_path
     assert s.actions.names == joints and s.duration_s == pytest.approx(99 * DT)
 
 
-def test_controller_commands_are_the_executed_series_in_raw_order(tmp_path):
+def test_controller_commands_are_the_executed_series_in_raw_order(tmp_path, data_file):
     path = str(tmp_path / 'forward')
-    episodes, _ = aloha_episodes()
+    episodes, _ = aloha_episodes(data_file(ALOHA))
     layout = T['std_msgs/msg/MultiArrayLayout'](dim=[], data_offset=0)
     messages = []
     for i, row in enumerate(episodes[1][:50]):
