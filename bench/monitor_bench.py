@@ -12,14 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Cost of the action monitor per action on the real ALOHA stream (D = 14, and its first 7 columns).
+"""
+Cost of the action monitor per action on the real ALOHA stream (D = 14, and its first 7 columns).
 
-Run by hand: `python bench/monitor_bench.py [--json] [--passes N] [--arl]`. Prints median, mean and p99 µs
-per `ActionMonitor.update` (which includes the vectorized metric block every 0.1 s, so the median
-is the plain per-step path and the mean includes the amortized blocks), and the µs of one
-`window_metrics()` call (the FFT metric, computed at the diagnostic period, not per step).
-The monitor runs with its step scores armed (step_spike, motion_cusum); D = 14 is also timed
-without them, for comparison.
+Run by hand: `python bench/monitor_bench.py [--json] [--passes N] [--arl]`. Prints median, mean
+and p99 µs per `ActionMonitor.update` (which includes the vectorized metric block every 0.1 s, so
+the median is the plain per-step path and the mean includes the amortized blocks), and the µs of
+one `window_metrics()` call (the FFT metric, computed at the diagnostic period, not per step).
+The monitor runs with its motion scores armed (step_spike, the every-step motion_cusum at its
+measured threshold, window_spike); D = 14 is also timed without them, for comparison.
 `--arl` adds the CUSUM check: designed h, chain ARL0 (lower bound) and ARL1 (upper bound) against
 simulation, and the design time (what the monitor's configure pays) for alpha down to 1e-4.
 """
@@ -35,10 +36,11 @@ import numpy as np
 
 from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.monitors import ActionMonitor
-from vla_safety_filter.core.sequential import (MotionCalibration, design_cusum,
+from vla_safety_filter.core.sequential import (design_cusum, MotionCalibration,
                                                simulate_run_lengths)
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'aloha_sim_lerobot_4ep.npz')
+DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
+                    'aloha_sim_lerobot_4ep.npz')
 FPS = 50.0
 
 
@@ -49,13 +51,14 @@ def aloha_episodes(dim: int) -> list[np.ndarray]:
 
 
 def time_monitor(dim: int, passes: int, motion: bool = True) -> dict:
-    """Per-update and per-window_metrics timings in µs over `passes` passes of the stream.
+    """
+    Time `update` and `window_metrics` in µs over `passes` passes of the stream.
 
-    `motion`: with the step scores armed (step_spike, motion_cusum), as evaluate runs them.
+    `motion`: with the motion scores armed (step, window, measured CUSUM), as evaluate runs them.
     """
     episodes = aloha_episodes(dim)
     cal = calibrate(episodes, [f'joint_{j}' for j in range(dim)], 1.0 / FPS, holdout=0.0).data
-    steps = MotionCalibration.from_episodes(episodes, cal.sigma) if motion else None
+    steps = MotionCalibration.from_episodes(episodes, cal.sigma, dt=1.0 / FPS) if motion else None
     monitor = ActionMonitor(cal, 1.0 / FPS, 'generic', motion=steps)
     rows = [row for episode in episodes for row in episode]
     clock = time.perf_counter_ns
@@ -85,7 +88,8 @@ def arl_check(alpha: float = 0.05, runs: int = 4000) -> dict:
             'h': round(design.h, 4), 'arl0_chain': round(design.arl0, 1),
             'arl0_simulated': float(simulate_run_lengths(design, alpha, runs, seed=1).mean()),
             'arl1_chain': round(design.arl1, 2),
-            'arl1_simulated': float(simulate_run_lengths(design, rho * alpha, runs, seed=2).mean())}
+            'arl1_simulated': float(simulate_run_lengths(design, rho * alpha, runs,
+                                                         seed=2).mean())}
     return rows
 
 
@@ -104,9 +108,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     parser.add_argument('--passes', type=int, default=5, help='passes over the 1700-step stream')
-    parser.add_argument('--arl', action='store_true', help='also check the CUSUM ARL0/ARL1 by simulation')
+    parser.add_argument('--arl', action='store_true',
+                        help='also check the CUSUM ARL0/ARL1 by simulation')
     args = parser.parse_args()
-    result = {'machine': platform.processor() or platform.machine(), 'python': platform.python_version()}
+    result = {'machine': platform.processor() or platform.machine(),
+              'python': platform.python_version()}
     for dim in (7, 14):
         t = time_monitor(dim, args.passes)
         result.update({f'monitor_us_median_d{dim}': round(t['median'], 2),
@@ -125,7 +131,8 @@ def main() -> None:
         return
     for dim in (7, 14):
         print(f'D={dim:2d}: update median {result[f"monitor_us_median_d{dim}"]:.2f} µs, '
-              f'mean {result[f"monitor_us_mean_d{dim}"]:.2f} µs, p99 {result[f"monitor_us_p99_d{dim}"]:.2f} µs; '
+              f'mean {result[f"monitor_us_mean_d{dim}"]:.2f} µs, '
+              f'p99 {result[f"monitor_us_p99_d{dim}"]:.2f} µs; '
               f'window_metrics {result[f"window_metrics_us_d{dim}"]:.1f} µs')
     print(f'D=14 without step scores: update median '
           f'{result["monitor_us_median_d14_no_motion"]:.2f} µs, '
@@ -135,8 +142,8 @@ def main() -> None:
               f'{row["arl0_simulated"]:.1f} (simulated), ARL1 <= {row["arl1_chain"]} vs '
               f'{row["arl1_simulated"]:.2f}')
     if 'cusum_design_ms' in result:
-        print('CUSUM design time (ms): ' + ', '.join(f'{k} {v}' for k, v
-                                                      in result['cusum_design_ms'].items()))
+        times = result['cusum_design_ms'].items()
+        print('CUSUM design time (ms): ' + ', '.join(f'{k} {v}' for k, v in times))
 
 
 if __name__ == '__main__':
