@@ -134,6 +134,20 @@ def test_openpi_chunks_carry_the_observation_time_and_the_joint_names(ros, openp
     rig.wait_status(OK, 'chunk ')
 
 
+def test_openpi_observation_keys_are_renamed_for_the_servers_transform(ros, openpi):
+    rig = Rig(ros)
+    bridge(ros, 'openpi', openpi.uri, observation_keys=[
+        'observation.state=observation/state', 'observation.images.top=observation/image',
+        'task=prompt'])
+    start(rig)
+    assert wait_for(lambda: openpi.received)
+    obs = openpi.received[0]
+    assert set(obs) == {'observation/state', 'observation/image', 'prompt'}
+    np.testing.assert_array_equal(obs['observation/state'], np.float32([-0.5, 0.25]))
+    np.testing.assert_array_equal(obs['observation/image'], IMAGE)
+    assert obs['prompt'] == 'push the T'
+
+
 def test_rest_single_actions_are_published_as_chunks(ros, rest):
     rig = Rig(ros)
     bridge(ros, 'openvla_rest', rest.url)
@@ -278,6 +292,9 @@ BAD = [
                                     'unnormalizer.low': [0.0] * 3,
                                     'unnormalizer.high': [1.0] * 3}), '3 dimensions for 2'),
     ({'request_timeout': 1}, 'wrong parameter type'),
+    ({'observation_keys': ['task']}, 'use OURS=THEIRS'),
+    ({'observation_keys': ['observation.images.side=image']}, 'is not an observation key'),
+    ({'observation_keys': ['task=x', 'observation.state=x']}, 'two observation entries'),
 ]
 
 

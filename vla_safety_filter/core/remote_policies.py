@@ -100,6 +100,31 @@ def _host_port(spec: str) -> tuple[str, int | None]:
     return host, port
 
 
+def parse_key_map(specs, known) -> dict:
+    """
+    Return {our key: the server's key} from `ours=theirs` entries, refusing malformed ones.
+
+    An openpi server reads the keys its policy's input transform expects (openpi's LIBERO
+    example: observation/state, observation/image, prompt), so the observation's keys may need
+    renaming. KNOWN are the keys an observation carries; the server's keys must be distinct.
+    """
+    keys = {}
+    for spec in specs:
+        ours, sep, theirs = str(spec).partition('=')
+        if not sep or not ours or not theirs:
+            raise InputError(f'observation_keys entry {spec!r}: use OURS=THEIRS')
+        if ours not in known:
+            raise InputError(f'observation_keys entry {spec!r}: {ours!r} is not an observation '
+                             f'key here ({", ".join(sorted(known))})')
+        if ours in keys:
+            raise InputError(f'observation_keys renames {ours!r} twice')
+        keys[ours] = theirs
+    renamed = [keys.get(k, k) for k in known]
+    if len(set(renamed)) != len(renamed):
+        raise InputError(f'observation_keys gives two observation entries one key: {renamed}')
+    return keys
+
+
 def one_line(text, limit: int = 200) -> str:
     """Return the last non-empty line of a message (a traceback ends with its exception), or ''."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
@@ -212,9 +237,11 @@ class _RemotePolicy:
 class OpenpiPolicy(_RemotePolicy):
     """A policy served over the openpi websocket protocol (pi0, pi0.5 or any such server)."""
 
-    def __init__(self, spec: str, timeout: float, action_dim: int | None = None):
+    def __init__(self, spec: str, timeout: float, action_dim: int | None = None,
+                 keys: dict | None = None):
         super().__init__(spec, timeout, action_dim)
         _host_port(spec)  # refuse a bad URI now, not at the first act
+        self.keys = dict(keys or {})   # our observation key -> the server's
         self.server_metadata: dict = {}
         self._ws = None
         self._session = ExitStack()
@@ -261,6 +288,7 @@ class OpenpiPolicy(_RemotePolicy):
         for key, value in observation.items():
             if key.startswith('observation.images.'):
                 obs[key] = np.asarray(value)
+        obs = {self.keys.get(key, key): value for key, value in obs.items()}
         try:
             return msgpack_numpy.packb(obs)
         except (TypeError, ValueError) as exc:

@@ -25,14 +25,15 @@ Sources `openpi` (websocket, ws://HOST:PORT) and `openvla_rest` (POST http://HOS
 live policy server through core.remote_policies. At `rate_hz`, when no request is in flight, the
 timer takes one observation snapshot: `observation.state` (the `state_joints` of the latest
 JointState on `state_topic`, float32), `observation.images.<name>` (the latest image of each
-`image_topics` entry `name=/topic`, as HxWx3 uint8) and `task`. A missing input, or one older than
-`request_timeout`, means no request and WARN. A worker thread (never an executor callback) sends
-it; the reply's first `replan_every` actions go out 1 / (rate_hz * replan_every) s apart, stamped
-with the observation's time (its oldest input's header stamp, else arrival). A reply later than
-`request_timeout`, of the wrong dimension, with NaN, or a server error is dropped: no actions and
-ERROR with the reason on /diagnostics (`vla_safety/bridge`, live sources only); the next tick
-retries (the client backs off from a dead server). With `normalized_input` replies are
-unnormalized exactly as replayed values are. Live parameters are read-only.
+`image_topics` entry `name=/topic`, as HxWx3 uint8) and `task` (openpi: renamed by
+`observation_keys` entries `ours=theirs`, e.g. `task=prompt`, for the server's input transform). A
+missing input, or one older than `request_timeout`, means no request and WARN. A worker thread
+(never an executor callback) sends it; the reply's first `replan_every` actions go out 1 / (rate_hz
+* replan_every) s apart, stamped with the observation's time (its oldest input's header stamp, else
+arrival). A reply later than `request_timeout`, of the wrong dimension, with NaN, or a server error
+is dropped: no actions and ERROR with the reason on /diagnostics (`vla_safety/bridge`, live sources
+only); the next tick retries (the client backs off from a dead server). With `normalized_input`
+replies are unnormalized exactly as replayed values are. Live parameters are read-only.
 
 Configure loads the episodes and reads `normalized_input` and `unnormalizer.*` (other parameters
 are read at construction); changes to those two take effect at the next configure.
@@ -74,7 +75,7 @@ from ..core.errors import InputError
 from ..core.execspec import metadata_from_params, PARAM_PREFIX, unnormalize
 from ..core.faults import apply_drill, parse_drill
 from ..core.observation import image_rgb, state_vector
-from ..core.remote_policies import make_remote_policy
+from ..core.remote_policies import make_remote_policy, parse_key_map
 
 LIVE_SOURCES = {'openpi': ('ws', 'wss'), 'openvla_rest': ('http', 'https')}
 """Live sources and the URI schemes their servers speak."""
@@ -154,6 +155,9 @@ class PolicyBridge(GatedLifecycleNode):
         self.task = ro('task', '', 'live: the instruction sent with every observation')
         self.unnorm_key = ro('unnorm_key', '', 'openvla_rest: statistics key sent with every '
                              'request (the server unnormalizes with it)')
+        self.observation_keys = ro('observation_keys', Parameter.Type.STRING_ARRAY,
+                                   'openpi: OURS=THEIRS renames of observation keys (e.g. '
+                                   "task=prompt) for the server's input transform")
         self.image_topics = ro('image_topics', Parameter.Type.STRING_ARRAY,
                                'live: NAME=/topic sensor_msgs/Image (rgb8, bgr8, mono8) sent as '
                                'observation.images.NAME')
@@ -287,8 +291,7 @@ class PolicyBridge(GatedLifecycleNode):
         if self._meta is not None and self._meta.dim != len(self._names):
             raise InputError(f'the unnormalizer has {self._meta.dim} dimensions for '
                              f'{len(self._names)} joints')
-        options = {'unnorm_key': self.unnorm_key} \
-            if self.source == 'openvla_rest' and self.unnorm_key else {}
+        options = self._client_options(cameras)
         policy = make_remote_policy(self.server_uri, self.request_timeout,
                                     action_dim=len(self._names), **options)
         policy.reset(0, self.task)
@@ -312,6 +315,16 @@ class PolicyBridge(GatedLifecycleNode):
         self._set_status(OK, 'configured: waiting for activation')
         self.get_logger().info(f'configured: {self.source} at {self.server_uri}, '
                                f'{len(self._names)} joints, {self.rate_hz:g} queries/s')
+
+    def _client_options(self, cameras: dict) -> dict:
+        """Return the client's options: the REST unnorm_key, the openpi key renames."""
+        if self.source == 'openvla_rest':
+            if self.observation_keys:
+                raise InputError('observation_keys applies to source openpi only (OpenVLA REST '
+                                 'keys are fixed: image, instruction, unnorm_key)')
+            return {'unnorm_key': self.unnorm_key} if self.unnorm_key else {}
+        known = ['observation.state', 'task', *('observation.images.' + c for c in cameras)]
+        return {'keys': parse_key_map(self.observation_keys or [], known)}
 
     def _check_live_parameters(self) -> dict[str, str]:
         """Refuse live parameters that cannot work; the cameras as {name: topic}."""
