@@ -104,28 +104,28 @@ def describe_nodes(domain_id: int) -> dict:
     spinner = threading.Thread(target=spin_until_shutdown, args=(executor, context), daemon=True)
     spinner.start()
     nodes = []
+    scratch = tempfile.TemporaryDirectory()   # the flight recorder's record, removed last
     try:
-        with tempfile.TemporaryDirectory() as scratch:
-            probe = rclpy.create_node('vla_safety_params', context=context)
-            nodes.append(probe)
-            executor.add_node(probe)
-            tables = {}
-            for name, module, cls, required in NODES:
-                given = {k: os.path.join(scratch, 'record') if v is None else v
-                         for k, v in required.items()}
-                node_class = getattr(importlib.import_module(f'..nodes.{module}', __package__),
-                                     cls)
-                node = node_class(context=context, parameter_overrides=[
-                    Parameter(k, value=v) for k, v in given.items()])
-                nodes.append(node)
-                executor.add_node(node)
-                tables[name] = _rows(probe, name, set(given))
-            return tables
+        probe = rclpy.create_node('vla_safety_params', context=context)
+        nodes.append(probe)
+        executor.add_node(probe)
+        tables = {}
+        for name, module, cls, required in NODES:
+            given = {k: os.path.join(scratch.name, 'record') if v is None else v
+                     for k, v in required.items()}
+            node_class = getattr(importlib.import_module(f'..nodes.{module}', __package__), cls)
+            node = node_class(context=context, parameter_overrides=[
+                Parameter(k, value=v) for k, v in given.items()])
+            nodes.append(node)
+            executor.add_node(node)
+            tables[name] = _rows(probe, name, set(given))
+        return tables
     finally:
         context.try_shutdown()
         spinner.join(timeout=5)
         for node in reversed(nodes):
             node.destroy_node()
+        scratch.cleanup()
 
 
 def _rows(probe, node: str, required: set) -> list:
@@ -217,5 +217,5 @@ def _print_tables(tables: dict) -> None:
         for column in HEADER:
             table.add_column(column)
         for row in rows:
-            table.add_row(*_cells(row))
+            table.add_row(row.name, *_cells(row)[1:])
         console.print(table)
