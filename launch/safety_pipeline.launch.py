@@ -12,17 +12,22 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch the VLA safety pipeline next to an arm driver: `ros2 launch vla_safety_filter safety_pipeline.launch.py params_file:=...`.
+"""
+Launch the VLA safety pipeline next to an arm driver.
+
+`ros2 launch vla_safety_filter safety_pipeline.launch.py params_file:=... [executor:=events]`
 
 execspec_check checks the unnormalizer metadata and only then configures and activates
 action_monitor -> safety_filter -> policy_bridge over their lifecycle services. With
 `record:=DIR` the flight recorder writes the pipeline's topics to DIR (rosbag2, MCAP).
+`executor:=events` runs every node process under rclpy's EventsExecutor (default `single`: the
+single-threaded executor).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import PythonExpression
 from launch.substitutions import LaunchConfiguration
+from launch.substitutions import PythonExpression
 from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = 'vla_safety_filter'
@@ -31,18 +36,23 @@ LIFECYCLE_NODES = ('action_monitor', 'safety_filter', 'policy_bridge')
 
 def generate_launch_description():
     params = LaunchConfiguration('params_file')
+    executor = {'executor': LaunchConfiguration('executor')}
     managed = [LifecycleNode(package=PACKAGE, executable=name, name=name, namespace='',
-                             parameters=[params], output='screen') for name in LIFECYCLE_NODES]
+                             parameters=[params, executor], output='screen')
+               for name in LIFECYCLE_NODES]
     manager = Node(package=PACKAGE, executable='execspec_check', name='execspec_check',
-                   namespace='', parameters=[params], output='screen')
+                   namespace='', parameters=[params, executor], output='screen')
     record = LaunchConfiguration('record')
     recorder = Node(package=PACKAGE, executable='flight_recorder', name='flight_recorder',
-                    namespace='', parameters=[params, {'output': record}], output='screen',
+                    namespace='', parameters=[params, executor, {'output': record}],
+                    output='screen',
                     condition=IfCondition(PythonExpression(["'", record, "' != ''"])))
     return LaunchDescription([
         DeclareLaunchArgument('params_file', description='pipeline parameter YAML (see config/)'),
         DeclareLaunchArgument('record', default_value='',
                               description='flight record directory (empty: do not record)'),
+        DeclareLaunchArgument('executor', default_value='single',
+                              description='executor of every node process: single or events'),
         recorder,
         *managed,
         manager,

@@ -113,16 +113,31 @@ def test_no_two_commands_move_further_than_vmax_over_the_time_between_them(
         assert np.all(step <= VMAX * np.diff(times[index]) + 1e-12)
 
 
+def _velocity_changes(times, commands):
+    """
+    Return (|change of velocity|, time between the steps' midpoints, rounding allowance).
+
+    Commands at the same instant are one command (the guard moves nothing in zero time). The
+    allowance is the position round-off (1e-15) over each step's duration.
+    """
+    keep = np.append(np.diff(times) > 0, True)
+    times, commands = times[keep], commands[keep]
+    h = np.diff(times)[:, None]
+    v = np.diff(commands, axis=0) / h
+    span = (h[1:] + h[:-1]) / 2
+    return np.abs(np.diff(v, axis=0)), span, 1e-15 / h[1:] + 1e-15 / h[:-1]
+
+
 @settings(max_examples=100, deadline=None)
 @given(**schedule)
 def test_acceleration_holds_over_elapsed_time_whatever_the_arrival_times(dt, chunks, timer_lag):
     ex = _executive(dt, amax=AMAX)
     arrivals = _arrivals(dt, chunks)
     times, commands, _ = _run(ex, arrivals, timer_lag, arrivals[-1][0] + 3 * dt)
-    report = audit(ex.contract, commands[0], commands, times, time_slack=1e-12)
+    report = audit(ex.contract, commands[0], commands, times)
     assert report['outside_bounds'] == report['non_finite'] == 0
-    assert report['max_speed_ratio'] <= 1.0 + 1e-9
-    assert report['max_accel_ratio'] <= 1.0 + 1e-6, report
+    change, span, allowance = _velocity_changes(times, commands)
+    assert np.all(change <= AMAX * span * (1 + 1e-9) + allowance)
 
 
 @settings(max_examples=100, deadline=None)

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety bringup`: the launch file's pipeline in one process, for machines without `ros2 launch`."""
+"""`vla-safety bringup`: the launch file's pipeline in one process (no `ros2 launch` needed)."""
 from __future__ import annotations
 
 
@@ -29,10 +29,13 @@ def register(subparsers) -> None:
                    help='also start sim_arm (publishes /joint_states, obeys the controller topic)')
     p.add_argument('--duration', type=float, default=None, metavar='S',
                    help='stop after S seconds (default: run until Ctrl-C)')
+    p.add_argument('--executor', choices=('single', 'events'), default='single',
+                   help="the nodes' shared executor: single-threaded (default) or rclpy's "
+                        'EventsExecutor (falls back to single, with a warning, where absent)')
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..nodes.bringup import run_bringup
-    run_bringup(args.params, args.with_sim_arm, args.duration)
+    run_bringup(args.params, args.with_sim_arm, args.duration, args.executor)
     return 0

@@ -20,12 +20,13 @@ import threading
 
 import rclpy
 
+from .common import make_executor, spin
 from ..core.errors import InputError
-from .common import spin
 
 
 def pipeline_nodes(with_sim_arm: bool, context=None) -> list:
-    """Instantiate sim_arm (optional), action_monitor, safety_filter, policy_bridge, execspec_check.
+    """
+    Instantiate sim_arm (optional), action_monitor, safety_filter, policy_bridge, execspec_check.
 
     execspec_check is created last: it checks the metadata and then drives the others' lifecycles.
     """
@@ -40,8 +41,14 @@ def pipeline_nodes(with_sim_arm: bool, context=None) -> list:
     return nodes + [ExecSpecCheck(**kw)]
 
 
-def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | None = None) -> None:
-    """`vla-safety bringup`: load ROS parameter files, start the nodes, spin until Ctrl-C/duration."""
+def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | None = None,
+                executor: str = 'single') -> None:
+    """
+    Run `vla-safety bringup`: load parameter files, start the nodes, spin until Ctrl-C/duration.
+
+    All nodes share one executor, `executor` (single or events; events falls back to single,
+    with a warning, where this rclpy has no EventsExecutor).
+    """
     for path in param_files:
         if not os.path.isfile(path):
             raise InputError(f'{path}: parameter file not found')
@@ -50,6 +57,8 @@ def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | No
         args += ['--params-file', os.path.abspath(path)]
     rclpy.init(args=args)
     nodes = pipeline_nodes(with_sim_arm)
+    chosen = make_executor(executor, logger=nodes[-1].get_logger())
+    nodes[-1].get_logger().info(f'bringup executor: {type(chosen).__name__}')
     if duration:
         threading.Timer(duration, rclpy.try_shutdown).start()
-    spin(nodes)
+    spin(nodes, chosen)

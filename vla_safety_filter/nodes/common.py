@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Shared plumbing of the nodes: parameter declaration, QoS, diagnostics messages, process entry."""
+"""Shared plumbing of the nodes: parameters, QoS, diagnostics messages, executors, entry."""
 from __future__ import annotations
 
 import sys
@@ -20,24 +20,24 @@ import time
 import traceback
 from typing import Any
 
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.client import Client
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.client import Client
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
+from .compat import events_executor, harden_change_state
 from ..core.errors import InputError
-from .compat import harden_change_state
 
 try:  # on every ROS 2 install, not installable from PyPI
     import diagnostic_updater
@@ -59,10 +59,13 @@ ANY_PUBLISHER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFO
                                history=HistoryPolicy.KEEP_LAST)
 #: /joint_states: best effort receives from both reliable and best-effort drivers.
 STATE_QOS = qos_profile_sensor_data
+#: Executors a process can run its nodes under (parameter / option `executor`).
+EXECUTORS = ('single', 'events')
 
 
 class GatedLifecycleNode(LifecycleNode):
-    """A lifecycle node whose transitions cannot fail open.
+    """
+    A lifecycle node whose transitions cannot fail open.
 
     Subclasses implement the hooks `configure_node`, `activate_node`, `deactivate_node` and
     `cleanup_node` and raise InputError (or anything else) to refuse; the base turns every
@@ -185,7 +188,8 @@ class GatedLifecycleNode(LifecycleNode):
 
 
 def declare(node, name: str, default: Any, description: str, read_only: bool = False) -> Any:
-    """Declare a parameter (a Parameter.Type for typed parameters without a default) and return it.
+    """
+    Declare a parameter (a Parameter.Type for typed parameters without a default), return it.
 
     A value of the wrong type (e.g. `control_rate_hz: 100` for a double) makes rclpy raise during
     construction; instead it is logged, the default is kept and `require_valid_parameters` refuses.
@@ -217,7 +221,7 @@ def monotonic() -> float:
 
 def status(name: str, level: bytes, message: str, hardware_id: str,
            values: dict | None = None) -> DiagnosticStatus:
-    """A DiagnosticStatus with values stringified (rqt shows strings)."""
+    """Build a DiagnosticStatus with values stringified (rqt shows strings)."""
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=str(k), value=_text(v))
                                     for k, v in (values or {}).items()])
@@ -230,14 +234,15 @@ def duration(seconds: float) -> Duration:
 
 
 def diagnostic_array(node, statuses: list) -> DiagnosticArray:
-    """The /diagnostics message both publishing paths send: statuses stamped with the node clock."""
+    """Build the /diagnostics message both paths send: statuses stamped with the node clock."""
     msg = DiagnosticArray(status=list(statuses))
     msg.header.stamp = node.get_clock().now().to_msg()
     return msg
 
 
 class Diagnostics:
-    """Publishes one status, `build()`, on /diagnostics every `period` s and on `publish()`.
+    """
+    Publishes one status, `build()`, on /diagnostics every `period` s and on `publish()`.
 
     With diagnostic_updater (every ROS 2 install) this is a `diagnostic_updater.Updater` (parameter
     `diagnostic_updater.period`, default `period`); without it, a plain publisher and timer. Both
@@ -266,11 +271,16 @@ class Diagnostics:
 
 if diagnostic_updater is not None:
     class _Updater(diagnostic_updater.Updater):
-        """The Updater without its two additions: the `<node>: ` name prefix (the aggregator and
-        users match `vla_safety/...`) and the 'Node starting up' OK status sent when a task is added."""
+        """
+        diagnostic_updater's Updater without its two additions.
+
+        Without the `<node>: ` name prefix (the aggregator and users match `vla_safety/...`) and
+        the 'Node starting up' OK status sent when a task is added.
+        """
 
         def publish(self, msg) -> None:
-            self.publisher.publish(diagnostic_array(self.node, msg if isinstance(msg, list) else [msg]))
+            self.publisher.publish(diagnostic_array(self.node,
+                                                    msg if isinstance(msg, list) else [msg]))
 
         def addedTaskCallback(self, task) -> None:
             pass
@@ -282,18 +292,40 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def spin(nodes: list, executor=None) -> None:
-    """Spin nodes under one executor until Ctrl-C or shutdown.
+def make_executor(name: str, context=None, logger=None):
+    """
+    Return the executor `name` (one of EXECUTORS) for `context`.
 
-    Single-threaded on purpose: rclpy's multi-threaded executor costs several times more CPU per
-    callback under the GIL, which starved the control timer when all nodes share one process.
-    Nothing blocks in a callback (the manager waits for services in its own worker thread).
+    'events' is rclpy's EventsExecutor where this rclpy has it; elsewhere the single-threaded
+    executor, with one warning on `logger` saying so (a clean fallback, never a failure).
+    """
+    if name not in EXECUTORS:
+        raise InputError(f'executor must be one of {EXECUTORS}, got {name!r}')
+    if name == 'events':
+        events, why = events_executor()
+        if events is not None:
+            return events(context=context)
+        if logger is not None:
+            logger.warning(f'executor events: {why}; falling back to the single-threaded '
+                           'executor')
+    return SingleThreadedExecutor(context=context)
+
+
+def spin(nodes: list, executor=None) -> None:
+    """
+    Spin nodes under one executor until Ctrl-C or shutdown.
+
+    Single-threaded (or events) on purpose: rclpy's multi-threaded executor costs several times
+    more CPU per callback under the GIL, which starved the control timer when all nodes share
+    one process. Nothing blocks in a callback (the manager awaits its service calls). The loop
+    is `spin_once` for both executors: EventsExecutor.spin() neither fires timers when spun off
+    the main thread nor returns on shutdown (rclpy 7.1.6 and 9.1.2).
     """
     executor = executor or SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
     try:
-        executor.spin()
+        spin_until_shutdown(executor, nodes[0].context)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -315,6 +347,19 @@ def spin_until_shutdown(executor, context) -> None:
 
 
 def run(node_factory) -> None:
-    """Console-script entry: `ros2 run vla_safety_filter <node> --ros-args ...`."""
+    """
+    Run one node as a process: `ros2 run vla_safety_filter <node> --ros-args ...`.
+
+    The read-only parameter `executor` (single or events, default single) picks its executor.
+    """
     rclpy.init(args=sys.argv)
-    spin([node_factory()])
+    node = node_factory()
+    name = declare(node, 'executor', 'single', f'process executor, one of {EXECUTORS}',
+                   read_only=True)
+    try:
+        executor = make_executor(name, logger=node.get_logger())
+    except InputError as exc:
+        node.get_logger().error(f'{exc}; using the single-threaded executor')
+        executor = make_executor('single')
+    node.get_logger().info(f'executor: {type(executor).__name__}')
+    spin([node], executor)

@@ -12,16 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Differences between the ROS 2 distributions we support (Jazzy, Kilted), kept in one place.
+"""
+Differences between the ROS 2 distributions we support (Jazzy, Kilted), kept in one place.
 
 Imports no rclpy at module level: the flight recorder's bag writer asks `ros_distro()` offline.
 """
 from __future__ import annotations
 
 import functools
+from importlib import metadata
 import os
 import re
-from importlib import metadata
 
 #: rclpy major version of each distribution, for installs without a `ros-<distro>-rclpy` pin.
 RCLPY_MAJOR_DISTRO = {3: 'humble', 5: 'iron', 7: 'jazzy', 9: 'kilted'}
@@ -31,14 +32,18 @@ _PIN = re.compile(r'ros-([a-z]+)-rclpy')
 
 
 def ros_distro() -> str:
-    """The running ROS 2 distribution: $ROS_DISTRO where set, else the installed wheels' metadata
-    (a `ros-<distro>-rclpy` pin, else the `ros-rclpy` version), else 'unknown'."""
+    """
+    Return the running ROS 2 distribution.
+
+    $ROS_DISTRO where set, else the installed wheels' metadata (a `ros-<distro>-rclpy` pin, else
+    the `ros-rclpy` version), else 'unknown'.
+    """
     return os.environ.get('ROS_DISTRO') or _distro_from_wheels()
 
 
 @functools.lru_cache(maxsize=None)
 def _distro_from_wheels() -> str:
-    """The distro named by an installed pin, or implied by the rclpy wheel's major version."""
+    """Return the distro named by an installed pin, or implied by rclpy's major version."""
     for dist in metadata.distributions():
         match = _PIN.fullmatch(_normalized(dist.metadata['Name'] or ''))
         if match:
@@ -47,7 +52,7 @@ def _distro_from_wheels() -> str:
 
 
 def _normalized(name: str) -> str:
-    """A distribution name as PyPI compares them (PEP 503)."""
+    """Return a distribution name as PyPI compares them (PEP 503)."""
     return re.sub(r'[-_.]+', '-', name).lower()
 
 
@@ -59,8 +64,22 @@ def _rclpy_major() -> int | None:
         return None
 
 
+def events_executor():
+    """
+    Return (rclpy's EventsExecutor factory, '') or (None, why it is not available).
+
+    rclpy.experimental.EventsExecutor exists from Jazzy's rclpy 7.1.4 and on Kilted.
+    """
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError as exc:
+        return None, f'rclpy.experimental.EventsExecutor is not in this rclpy ({exc})'
+    return EventsExecutor, ''
+
+
 def harden_change_state(node) -> None:
-    """Make the lifecycle change_state service answer success=False on invalid transitions.
+    """
+    Make the lifecycle change_state service answer success=False on invalid transitions.
 
     rclpy < 8 (Jazzy) lets the RCLError of a transition not valid from the current state escape
     the service callback: no reply, and the executor re-raises, ending the process. Wrap the
@@ -76,7 +95,7 @@ def harden_change_state(node) -> None:
 
 
 def _refusing_invalid(callback, logger):
-    """`callback` with the rcl error of an invalid transition turned into success=False."""
+    """Wrap `callback`: the rcl error of an invalid transition becomes success=False."""
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
     def change_state(request, response):
