@@ -27,7 +27,7 @@ from vla_safety_filter.core.contract import Contract, Guard
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.kinematics import UrdfKinematics
 from vla_safety_filter.core.limits import with_optional_limits
-from vla_safety_filter.core.workspace import DeltaTarget, distance, Workspace
+from vla_safety_filter.core.workspace import delta_events, DeltaTarget, distance, Workspace
 
 pytest.importorskip('pinocchio')
 PLANAR = os.path.join(os.path.dirname(__file__), 'data', 'planar3.urdf')
@@ -127,11 +127,14 @@ def test_straightening_the_elbow_stops_where_the_tool_reaches_the_face():
        st.lists(st.lists(st.floats(-0.5, 0.5), min_size=3, max_size=3), max_size=30))
 def test_delta_target_stays_in_the_box_and_never_jumps(start, deltas):
     target = DeltaTarget(LOWER, UPPER, start)
-    for delta in deltas:
+    for k, delta in enumerate(deltas):
         before = target.target.copy()
         allowed, cut = target.step(delta)
         assert np.all(np.abs(allowed) <= np.abs(delta) + 1e-12)       # never a jump
         assert np.array_equal(cut, allowed != np.asarray(delta))
+        events = delta_events(k, delta, allowed)
+        assert [e.joint for e in events] == [a for a, c in zip('xyz', cut) if c]
+        assert all(e.reason == 'workspace' and e.step == k for e in events)
         assert distance(target.target, LOWER, UPPER) <= distance(before, LOWER, UPPER) + 1e-12
         if _inside(before):
             assert _inside(target.target)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contract import Event
 from .errors import InputError
 from .kinematics import UrdfKinematics
 
@@ -117,6 +118,14 @@ class DeltaTarget:
         allowed = target - self.target
         self.target = target
         return allowed, allowed != delta
+
+
+def delta_events(step: int, delta, allowed, axes=('x', 'y', 'z')) -> tuple[Event, ...]:
+    """Return one 'workspace' event per axis whose end-effector delta DeltaTarget cut."""
+    delta = np.asarray(delta, dtype=np.float64).reshape(-1)[:3]
+    return tuple(Event(step, axes[i], 'workspace', float(delta[i]), float(allowed[i]),
+                       abs(float(delta[i]) - float(allowed[i])))
+                 for i in np.flatnonzero(allowed != delta))
 
 
 def workspace_from_params(params: dict, joint_names, source: str = 'parameters'):
