@@ -15,14 +15,15 @@
 """Safety cost budget escalation and summary; monitor profiles and their selection by name."""
 import math
 
-import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from vla_safety_filter.core.costs import ERROR, OK, WARN, CostBudget, CostModel, budget_summary
+import numpy as np
+import pytest
+from vla_safety_filter.core.costs import (budget_summary, CostBudget, CostModel, ERROR, OK,
+                                          WARN)
 from vla_safety_filter.core.errors import InputError
-from vla_safety_filter.core.profiles import METRIC_ALARMS, PROFILES, get_profile, profile_names
+from vla_safety_filter.core.profiles import (get_profile, METRIC_ALARMS, profile_names,
+                                             PROFILES)
 
 
 def test_budget_escalates_ok_warn_error():

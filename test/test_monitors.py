@@ -12,19 +12,20 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Action-health metrics: hand-computed cases, streaming equals batch, NaN never sticks, bounded memory."""
+"""Action-health metrics: hand-computed cases, streaming == batch, NaN never sticks, bounded."""
 import os
 
+from data_paths import DATA
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
-
-from vla_safety_filter.core.costs import ERROR, OK, CostModel
+from vla_safety_filter.core.costs import CostModel, ERROR, OK
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.monitors import ActionMonitor, episode_metrics, spectral_low_ratio
 from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.core.profiles import get_profile
 
-from data_paths import DATA  # noqa: E402
+METRICS = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s')
 DT = 0.02  # 50 Hz
 
 
@@ -84,9 +85,11 @@ def test_jerk_rms_of_a_cubic_by_hand():
 
 def test_momentum_coherence_straight_line_and_zigzag():
     line = np.arange(70)[:, None] * np.array([[1.0, 2.0]])
-    assert episode_metrics(line, calibration(2, 10.0), DT)['momentum_coherence'][-1] == pytest.approx(1.0)
+    coherence = episode_metrics(line, calibration(2, 10.0), DT)['momentum_coherence']
+    assert coherence[-1] == pytest.approx(1.0)
     zigzag = np.cumsum(np.tile([[1.0, 1.0], [-1.0, -1.0]], (35, 1)), axis=0)
-    assert episode_metrics(zigzag, calibration(2, 10.0), DT)['momentum_coherence'][-1] == pytest.approx(-1.0)
+    coherence = episode_metrics(zigzag, calibration(2, 10.0), DT)['momentum_coherence']
+    assert coherence[-1] == pytest.approx(-1.0)
     still = np.zeros((70, 2))
     assert episode_metrics(still, calibration(2, 10.0), DT)['momentum_coherence'][-1] == 1.0
 
@@ -101,7 +104,8 @@ def test_spectral_ratio_uses_mean_removed_velocity():
     # a pure ramp has constant velocity: nothing left after the mean is removed -> neutral 1
     assert spectral_low_ratio(3.0 * t[:, None], vs, DT, 2.0) == 1.0
     # a big position offset does not change it (it ran on positions with the mean left in before)
-    assert spectral_low_ratio(fast + 100.0, vs, DT, 2.0) == pytest.approx(spectral_low_ratio(fast, vs, DT, 2.0))
+    shifted = spectral_low_ratio(fast + 100.0, vs, DT, 2.0)
+    assert shifted == pytest.approx(spectral_low_ratio(fast, vs, DT, 2.0))
 
 
 def test_stall_alarm_after_configured_time():
@@ -129,7 +133,7 @@ def test_streaming_equals_batch_on_real_aloha(episode):
         monitor.update(row)
         if t in checks:  # irregular flushes: block boundaries must not matter
             live = monitor.window_metrics()
-            for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s'):
+            for name in METRICS:
                 assert live[name] == pytest.approx(batch[name][t], rel=1e-9, abs=1e-9), (name, t)
             if np.isfinite(batch['score'][t]):
                 assert live['p_value'] == pytest.approx(batch['p_value'][t])
@@ -169,8 +173,7 @@ def test_nan_is_an_alarm_and_never_sticks():
     nonfinite = [a for a in alarms if a.kind == 'nonfinite']
     assert [a.step for a in nonfinite] == [100, 150]  # one alarm per burst
     metrics = monitor.window_metrics()
-    assert all(np.isfinite(metrics[k]) for k in ('reversal_rate', 'jerk_rms', 'momentum_coherence',
-                                                  'spectral_low_ratio', 'cusum_statistic'))
+    assert all(np.isfinite(metrics[k]) for k in (*METRICS[:4], 'cusum_statistic'))
     # once the window has passed the gap, the metrics equal those of the clean stream
     reference = ActionMonitor(cal, DT)
     run(reference, clean)
@@ -199,7 +202,7 @@ def test_bad_monitor_settings():
         ActionMonitor(bad, DT)
 
 
-# --- memory, reset, status, cost ------------------------------------------------------------------
+# --- memory, reset, status, cost ------------------------------------------------------------
 
 def test_memory_is_bounded_and_reset_clears_the_episode():
     monitor = ActionMonitor(calibration(2, 10.0), DT)
@@ -231,13 +234,12 @@ def test_status_levels_and_keys():
     assert monitor.budget.by_kind['intervention.position'] == pytest.approx(0.05)
 
 
-# --- any input stream ------------------------------------------------------------------------------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
+# --- any input stream ------------------------------------------------------------------------
 
 
 @settings(max_examples=int(os.environ.get('HYPOTHESIS_EXAMPLES', '400')) // 10, deadline=None)
-@given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float('nan')), st.just(float('inf'))),
+@given(st.lists(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float('nan')),
+                                   st.just(float('inf'))),
                          min_size=2, max_size=2), min_size=1, max_size=90),
        st.integers(1, 9))
 def test_any_stream_gives_finite_bounded_metrics_equal_to_batch(rows, flush_every):
@@ -251,7 +253,8 @@ def test_any_stream_gives_finite_bounded_metrics_equal_to_batch(rows, flush_ever
     live = monitor.window_metrics()
     batch = episode_metrics(actions, cal, DT)
     assert 0.0 <= live['reversal_rate'] <= 1.0 and -1.0 <= live['momentum_coherence'] <= 1.0
-    for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s'):
+    for name in METRICS:
         assert np.isfinite(live[name])
         assert live[name] == pytest.approx(batch[name][-1], rel=1e-6, abs=1e-6), name
-    assert monitor.episode_summary()['nonfinite_steps'] == int((~np.isfinite(actions).all(axis=1)).sum())
+    bad_rows = int((~np.isfinite(actions).all(axis=1)).sum())
+    assert monitor.episode_summary()['nonfinite_steps'] == bad_rows

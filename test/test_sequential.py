@@ -18,11 +18,12 @@ import math
 import numpy as np
 import pytest
 
+from vla_safety_filter.core import sequential
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.params import CalibrationData
-from vla_safety_filter.core import sequential
-from vla_safety_filter.core.sequential import (MAX_CHAIN_STATES, BernoulliCusum, ConformalScorer,
-                                               cusum_arl, design_cusum, simulate_run_lengths)
+from vla_safety_filter.core.sequential import (BernoulliCusum, ConformalScorer, cusum_arl,
+                                               design_cusum, MAX_CHAIN_STATES,
+                                               simulate_run_lengths)
 
 
 def calibration(scores, dim=2):
@@ -106,8 +107,12 @@ def test_designed_arls_bracket_the_simulated_run_lengths(alpha, rho, target):
 
 
 def test_design_work_does_not_grow_as_alpha_shrinks(monkeypatch):
-    """Regression: the per-sample lattice needed ~1/alpha states (3 s at alpha = 0.001 inside the
-    monitor's configure); the embedded chain solves O(log) systems of bounded size."""
+    """
+    Keep the design work bounded as alpha shrinks.
+
+    Regression: the per-sample lattice needed ~1/alpha states (3 s at alpha = 0.001 inside the
+    monitor's configure); the embedded chain solves O(log) systems of bounded size.
+    """
     sizes = []
     solve = np.linalg.solve
 

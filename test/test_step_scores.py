@@ -15,11 +15,11 @@
 """Step scores (issue 12 part 2): spikes alarm at once, smooth held-out demos do not, p valid."""
 import os
 
-import numpy as np
-import pytest
+from data_paths import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+import numpy as np
+import pytest
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.faults import action_range, inject
 from vla_safety_filter.core.monitors import ActionMonitor
@@ -27,14 +27,13 @@ from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.core.profiles import get_profile
 from vla_safety_filter.core.sequential import MotionCalibration, StepScorer
 
-from data_paths import DATA  # noqa: E402
 PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 DT = 0.1  # PushT runs at 10 Hz
 MOTION_KINDS = ('step_spike', 'motion_cusum')
 
 
 def position_calibration(frames: np.ndarray, dim: int, dt: float) -> CalibrationData:
-    """A calibration built by hand from demonstration frames (what the monitor reads)."""
+    """Build a calibration by hand from demonstration frames (what the monitor reads)."""
     mu, sigma = frames.mean(0), frames.std(0)
     scores = np.sort(np.abs((frames - mu) / sigma).max(1))
     velocity = np.diff(frames, axis=0).std(0) / dt + 1e-6
@@ -44,7 +43,7 @@ def position_calibration(frames: np.ndarray, dim: int, dt: float) -> Calibration
 
 @pytest.fixture(scope='module')
 def pusht():
-    """PushT demos split by episode: every 5th held out, the rest calibrate position and motion."""
+    """Split the PushT demos by episode: every 5th held out, the rest calibrate both scores."""
     with np.load(PUSHT, allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in np.unique(index)]
