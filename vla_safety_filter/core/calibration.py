@@ -40,7 +40,7 @@ from .errors import InputError
 from .limits import HardwareLimits
 from .params import CalibrationData
 from .profiles import DEFAULT_PROFILE, PROFILES
-from .sequential import MotionCalibration
+from .sequential import MIN_RUN_LENGTH_EPISODES, MotionCalibration
 
 SCORE_CHUNK_ROWS = 1 << 16
 HEURISTIC_MARGIN = 0.10  # the heuristic contract: data min/max widened by 10 % of the range
@@ -396,8 +396,9 @@ def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: floa
             f'step_spike and window_spike false alarms on episodes unlike them')
     if motion.cusum is None:
         report['warnings'].append(
-            'motion CUSUM: too few episodes to measure in-control run lengths; it keeps the '
-            'i.i.d. design, thinned to one sample per motion_stride_s')
+            f'motion CUSUM: fewer than {MIN_RUN_LENGTH_EPISODES} episodes, too few to measure '
+            f'in-control run lengths; it keeps the i.i.d. design, thinned to one sample per '
+            f'motion_stride_s')
     return report
 
 

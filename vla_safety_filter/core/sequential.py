@@ -237,7 +237,8 @@ RUN_LENGTH_BOOTSTRAP = 200      # episode-block bootstrap resamples of the thres
 RUN_LENGTH_CONFIDENCE = 0.9     # designed h = this quantile of the bootstrap thresholds
 TAIL_SHARE = 0.2                # peaks-over-threshold: the top share of episode peaks ...
 TAIL_MIN = 5                    # ... but at least this many
-MIN_RUN_LENGTH_EPISODES = 4     # fewer episodes: no measured threshold (the i.i.d. design stays)
+MIN_RUN_LENGTH_EPISODES = 10    # fewer episodes: no measured threshold (the i.i.d. design stays)
+MIN_FOLD_EPISODES = 4           # the out-of-fold window and CUSUM scores need 2 episodes a fold
 
 
 def cusum_path(exceeded: np.ndarray, up: float, down: float) -> np.ndarray:
@@ -478,7 +479,7 @@ class MotionCalibration:
 
 def _halves(episodes: list, seed: int) -> tuple[list, list]:
     """Two folds of episodes by a seeded permutation (empty folds when fewer than 4 episodes)."""
-    if len(episodes) < MIN_RUN_LENGTH_EPISODES:
+    if len(episodes) < MIN_FOLD_EPISODES:
         return [], []
     order = np.random.default_rng(seed).permutation(len(episodes))
     return [episodes[i] for i in order[::2]], [episodes[i] for i in order[1::2]]
