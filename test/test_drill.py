@@ -340,3 +340,9 @@ def test_replay_policy_executes_the_recorded_episode_in_order(world, demos, safe
     with np.load(demos) as z:
         recorded = z['actions'][z['episode_index'] == 1][:30]
     np.testing.assert_array_equal(np.asarray(ep.executed), recorded)
+
+
+def test_the_calibrated_contract_stays_inside_the_worlds_workspace(world, safety):
+    """Whole-episode bounds of the demos reach past 512 px; the world's limits cut them."""
+    assert np.all(safety.contract.lower >= 0.0) and np.all(safety.contract.upper <= 512.0)
+    assert safety.contract.upper.max() == 512.0  # the workspace, not the data, binds here

@@ -144,3 +144,11 @@ def test_the_drill_command_runs_aloha_with_the_recorded_episodes(tmp_path, demos
     assert report['world'] == 'aloha' and report['conditions']['filter']['n'] == 1
     with np.load(out / 'episodes.npz') as z:
         assert z['raw_action'].shape == (50, 14) and z['world_state'].shape == (50, 14)
+
+
+def test_the_calibrated_contract_respects_the_actuator_ranges(safety):
+    """Four recorded episodes give wide bounds; the arm joints are cut to their actuators."""
+    arm = [j + 7 * side for side in (0, 1) for j in range(6)]
+    assert np.all(np.abs(safety.contract.upper[arm]) <= np.pi)
+    assert np.all(np.abs(safety.contract.lower[arm]) <= np.pi)
+    assert safety.contract.upper[LEFT_SHOULDER] == pytest.approx(1.25664)

@@ -135,12 +135,17 @@ def safety_from_params(path: str, world) -> Safety:
 
 
 def safety_from_demos(path: str, world, seed: int = 0) -> Safety:
-    """Calibrate contract and monitor on the demonstrations' actions (as `calibrate` does)."""
+    """
+    Calibrate contract and monitor on the demonstrations' actions (as `calibrate` does).
+
+    The world's own position limits (PushT's workspace, ALOHA's actuator ranges) are the
+    hardware limits the bounds are intersected with, as `calibrate --hardware-limits` would.
+    """
     actions, _, episodes = load_demos(path)
     starts = np.flatnonzero(np.r_[True, np.diff(episodes) != 0])
     ends = episode_ends(episodes)[starts]
     result = calibrate([actions[s:e] for s, e in zip(starts, ends)], world.action_names,
-                       world.dt, seed=seed)
+                       world.dt, seed=seed, hardware=world.hardware_limits())
     return _checked(Safety(result.contract, result.data, _cost_model(), path), world)
 
 

@@ -30,10 +30,17 @@ import os
 import numpy as np
 
 from ..errors import InputError
+from ..limits import HardwareLimits
 
 PUSHT_TASK = 'Push the T-shaped block onto the T-shaped target.'
 #: the pusher may move only inside this square (pixels); a step outside it is a physical cost
 PUSHT_WORKSPACE = (0.0, 512.0)
+
+
+def _position_limits(lower: np.ndarray, upper: np.ndarray, source: str) -> HardwareLimits:
+    """Return hardware limits on positions only (NaN: no limit), as a URDF would give them."""
+    none = np.full(lower.shape, np.nan)
+    return HardwareLimits(lower, upper, none, none.copy(), source=source)
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,11 @@ class PushTWorld:
         self._state = np.asarray(state, dtype=np.float64)
         self._command = self._state[:2].copy()
         return self._state
+
+    def hardware_limits(self) -> HardwareLimits:
+        """Return the pusher's workspace (0..512 px) as hardware position limits."""
+        return _position_limits(np.full(2, PUSHT_WORKSPACE[0]), np.full(2, PUSHT_WORKSPACE[1]),
+                                'pusht workspace')
 
     def measured_position(self) -> np.ndarray:
         """Return the pusher's position: what the filter observes as the executed 'joint' state."""
@@ -256,6 +268,13 @@ class AlohaWorld:
         bodies = [model.id2name(int(model.geom_bodyid[g]), 'body') for g in range(model.ngeom)]
         links = np.array([b.startswith('vx300s_') and '/' in b for b in bodies])
         return model.name2id('table', 'geom'), links
+
+    def hardware_limits(self) -> HardwareLimits:
+        """Return the arm joints' actuator ranges as hardware position limits (grippers: none)."""
+        index, lo, hi = self._limits
+        lower, upper = np.full(self.state_dim, np.nan), np.full(self.state_dim, np.nan)
+        lower[index], upper[index] = lo, hi
+        return _position_limits(lower, upper, 'gym-aloha actuator ranges')
 
     def reset(self, seed: int) -> np.ndarray:
         """Start episode `seed`: objects placed as gym-aloha places them for this seed."""
