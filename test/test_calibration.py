@@ -16,19 +16,17 @@
 import json
 import os
 
-import numpy as np
-import pytest
+from data_paths import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import numpy as np
+import pytest
 from scipy import stats
-
 from vla_safety_filter.core.calibration import (calibrate, conformal_rank, episode_quantile,
                                                 min_episodes)
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.limits import HardwareLimits, read_hardware_limits
-
-from data_paths import DATA  # noqa: E402
 
 
 def _nan(d):
@@ -117,7 +115,7 @@ def _inside(ep, contract):
 
 
 def _pooled_frame_q(episodes, result):
-    """The former method on the same split: the conformal quantile of the pooled frame scores."""
+    """Return the former method's q on the same split: quantile of the pooled frame scores."""
     report = result.report
     score_eps = sorted(set(report['calibration_episodes']) - set(report['fit_episodes']))
     scores = np.sort(np.concatenate([np.max(np.abs(episodes[i] - result.data.mu)
@@ -248,21 +246,25 @@ def test_hardware_limits_intersect_and_are_reported():
     c = result.contract
     assert c.lower[0] == free.lower[0] + 1 and c.upper[0] == free.upper[0]
     assert c.upper[1] == free.upper[1]  # the looser hardware limit changes nothing
-    assert c.max_velocity[0] == free.max_velocity[0] / 2 and c.max_velocity[1] == free.max_velocity[1]
+    assert c.max_velocity[0] == free.max_velocity[0] / 2
+    assert c.max_velocity[1] == free.max_velocity[1]
     assert result.report['hardware']['missing_joints'] == ['b']
     assert len(result.report['hardware']['clipped']) == 2
     with pytest.raises(InputError, match="joint 'a'.*does not overlap"):
         calibrate(episodes, ['a', 'b'], dt=0.1, holdout=0.0,
-                  hardware=_limits([free.upper[0] + 1, np.nan], [np.nan, np.nan], [np.nan, np.nan]))
+                  hardware=_limits([free.upper[0] + 1, np.nan], [np.nan, np.nan],
+                                   [np.nan, np.nan]))
 
 
 URDF = """<?xml version="1.0"?>
 <robot name="arm">
   <joint name="pan" type="revolute"><limit lower="-1.5" upper="1.5" velocity="2.0" effort="5"/>
     <safety_controller soft_lower_limit="-1.4" soft_upper_limit="1.6" k_velocity="1"/></joint>
-  <joint name="roll" type="continuous"><limit velocity="3.0" effort="5" lower="-9" upper="9"/></joint>
+  <joint name="roll" type="continuous">
+    <limit velocity="3.0" effort="5" lower="-9" upper="9"/></joint>
   <joint name="base" type="fixed"/>
-  <transmission name="t"><joint name="lift"><limit lower="0" upper="0" velocity="0"/></joint></transmission>
+  <transmission name="t">
+    <joint name="lift"><limit lower="0" upper="0" velocity="0"/></joint></transmission>
 </robot>
 """
 
@@ -305,7 +307,7 @@ def test_joint_limits_yaml_needs_the_has_flag(tmp_path):
         read_hardware_limits(str(tmp_path / 'empty.yaml'), ['pan'])
 
 
-# --- real data ------------------------------------------------------------------------------------
+# --- real data -------------------------------------------------------------------------------
 
 def _episode_cv_coverage(name, alpha=0.05, folds=5):
     """Per-episode held-out coverage with every episode held out once (K-fold by episode)."""
@@ -324,7 +326,8 @@ def _episode_cv_coverage(name, alpha=0.05, folds=5):
 
 
 def _slack(values):
-    """One-sided 99 % sampling margin of a mean over k episodes: t_{0.99,k-1} sd / sqrt(k).
+    """
+    One-sided 99 % sampling margin of a mean over k episodes: t_{0.99,k-1} sd / sqrt(k).
 
     Frames within an episode are strongly autocorrelated, so the episode, not the frame, is the
     independent unit; the margin is what episode-to-episode variation alone explains.
@@ -343,7 +346,7 @@ def test_real_data_held_out_coverage_meets_target_within_episode_sampling_slack(
 
 
 def _binomial_plausible(inside, total, level=0.95):
-    """inside of total held-out episodes is not implausibly low (p >= 1 %) under `level`."""
+    """Check that `inside` of `total` held-out episodes is plausible (p >= 1 %) at `level`."""
     return stats.binom.cdf(inside, total, level) >= 0.01
 
 

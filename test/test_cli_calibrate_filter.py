@@ -12,20 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety calibrate` and `vla-safety filter` end to end on real data, and their error exits."""
+"""`vla-safety calibrate` and `vla-safety filter` end to end on real data, and error exits."""
 import contextlib
 import io
 import json
 import os
 
+from data_paths import DATA
 import numpy as np
 import pytest
-
 from vla_safety_filter.cli import main
-from vla_safety_filter.core.contract import REASONS, Guard
+from vla_safety_filter.core.contract import Guard, REASONS
 from vla_safety_filter.core.params import load_calibration_for
 
-from data_paths import DATA  # noqa: E402
 SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
 ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
 
@@ -37,8 +36,9 @@ def calibrated(tmp_path_factory):
     params = folder / 'so101.yaml'
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(['calibrate', SO101, '--output', str(params), '--report', str(folder / 'r.json'),
-                     '--plot', str(folder / 'p.png'), '--alpha', '0.1'])
+        code = main(['calibrate', SO101, '--output', str(params),
+                     '--report', str(folder / 'r.json'), '--plot', str(folder / 'p.png'),
+                     '--alpha', '0.1'])
     assert code == 0
     return params, stdout.getvalue()
 
@@ -153,13 +153,14 @@ def test_filter_refuses_params_of_another_dimension(tmp_path, calibrated, capsys
 
 def test_calibrate_needs_fps_when_the_input_has_none(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    lines = ['episode_index,a,b'] + [f'{t // 10},{x:.4f},{y:.4f}'
-                                    for t, (x, y) in enumerate(rng.normal(size=(40, 2)))]
+    rows = enumerate(rng.normal(size=(40, 2)))
+    lines = ['episode_index,a,b'] + [f'{t // 10},{x:.4f},{y:.4f}' for t, (x, y) in rows]
     csv_path = tmp_path / 'demo.csv'
     csv_path.write_text('\n'.join(lines) + '\n')
     code = main(['calibrate', str(csv_path), '--output', str(tmp_path / 'p.yaml')])
     assert code == 2 and 'pass --fps' in capsys.readouterr().err
-    assert main(['calibrate', str(csv_path), '--fps', '20', '--output', str(tmp_path / 'p.yaml')]) == 0
+    assert main(['calibrate', str(csv_path), '--fps', '20',
+                 '--output', str(tmp_path / 'p.yaml')]) == 0
     contract, _ = load_calibration_for(str(tmp_path / 'p.yaml'))
     assert contract.joint_names == ('a', 'b') and contract.dt == pytest.approx(0.05)
 
@@ -169,7 +170,8 @@ def test_calibrate_with_hardware_limits_and_bad_inputs(tmp_path, capsys):
     limits.write_text('joint_limits:\n  gripper.pos: {has_position_limits: true, '
                       'min_position: 0.0, max_position: 30.0}\n')
     params = tmp_path / 'p.yaml'
-    assert main(['calibrate', SO101, '--hardware-limits', str(limits), '--output', str(params)]) == 0
+    assert main(['calibrate', SO101, '--hardware-limits', str(limits),
+                 '--output', str(params)]) == 0
     out = capsys.readouterr().out
     contract, _ = load_calibration_for(str(params))
     assert contract.lower[5] == 0.0 and contract.upper[5] == 30.0
@@ -191,8 +193,12 @@ URDF_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wris
 @pytest.mark.parametrize('spec', [','.join(URDF_NAMES),
                                   ','.join(f'{n}.pos={n}' for n in URDF_NAMES)])
 def test_calibrate_renames_joints_to_the_urdf_names(tmp_path, spec, capsys):
-    """Regression (defect 15): LeRobot feature names (shoulder_pan.pos) never match a real
-    /joint_states; --joint-names maps them, and hardware limits are found under the new names."""
+    """
+    Rename the joints to the URDF names and find hardware limits under them.
+
+    Regression (defect 15): LeRobot feature names (shoulder_pan.pos) never match a real
+    /joint_states; --joint-names maps them, and hardware limits are found under the new names.
+    """
     limits = tmp_path / 'limits.yaml'
     limits.write_text('joint_limits:\n  gripper: {has_position_limits: true, '
                       'min_position: 0.0, max_position: 30.0}\n')

@@ -16,17 +16,16 @@
 import json
 import os
 
+from data_paths import DATA
 import numpy as np
 import pytest
-
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.costs import CostModel
 from vla_safety_filter.core.errors import InputError
-from vla_safety_filter.core.evaluation import EvalSettings, auroc, run_episode
+from vla_safety_filter.core.evaluation import auroc, EvalSettings, run_episode
 from vla_safety_filter.core.params import load_calibration_for
 from vla_safety_filter.core.profiles import get_profile
 
-from data_paths import DATA  # noqa: E402
 ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
 LIBERO = os.path.join(DATA, 'libero_smolvla_rollouts_7ep.npz')
 SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
@@ -35,7 +34,8 @@ SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
 def calibrate(tmp_path, source, fps, stem):
     params = str(tmp_path / f'{stem}.yaml')
     report = str(tmp_path / f'{stem}_report.json')
-    assert main(['calibrate', source, '--fps', str(fps), '--output', params, '--report', report]) == 0
+    assert main(['calibrate', source, '--fps', str(fps), '--output', params,
+                 '--report', report]) == 0
     return params, report
 
 
@@ -68,8 +68,8 @@ def test_report_layout_on_held_out_aloha(aloha_cal, tmp_path):
 def test_injected_nan_and_freeze_are_detected(aloha_cal, tmp_path):
     params, _ = aloha_cal
     out = tmp_path / 'inject.json'
-    assert main(['evaluate', ALOHA, '--calibration', params, '--inject', 'nan,freeze', '--at', '150',
-                 '--seed', '3', '--report', str(out)]) == 0
+    assert main(['evaluate', ALOHA, '--calibration', params, '--inject', 'nan,freeze',
+                 '--at', '150', '--seed', '3', '--report', str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report['episodes']) == 4 and len(report['injections']) == 8
     nan_runs = [r for r in report['injections'] if r['fault']['family'] == 'nan']
@@ -127,8 +127,8 @@ def test_bad_inputs_are_one_line_errors(aloha_cal, tmp_path, capsys):
                             '--report', out], 'unknown fault family')
     bad_labels = tmp_path / 'labels.json'
     bad_labels.write_text('{"0": "yes"}')
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--labels', str(bad_labels),
-                            '--report', out], 'label of episode 0')
+    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params,
+                            '--labels', str(bad_labels), '--report', out], 'label of episode 0')
     with np.load(ALOHA, allow_pickle=False) as z:
         short = z['actions'][:20]
     short_path = tmp_path / 'short.npz'
@@ -173,3 +173,26 @@ def test_step_scores_calibrate_on_the_episodes_not_held_out(aloha_cal, tmp_path)
     spiked = [r for r in armed['injections'] if r['detection_kind'] == 'step_spike']
     assert spiked and all(r['detection_step'] in (200, 201) for r in spiked)
     assert not any(r['detection_kind'] == 'step_spike' for r in disarmed['injections'])
+
+
+def test_pusht_report_carries_the_measured_cusum_and_catches_unnormalized_outputs(tmp_path):
+    """60 real PushT demos: the measured threshold beside the i.i.d. one; unnormalized alarmed."""
+    with np.load(os.path.join(DATA, 'pusht_cchi_v7_replay.npz'), allow_pickle=False) as z:
+        keep = z['episode_index'] < 60
+        np.savez(tmp_path / 'pusht60.npz', actions=z['actions'][keep],
+                 episode_index=z['episode_index'][keep])
+    source, params = str(tmp_path / 'pusht60.npz'), str(tmp_path / 'p.yaml')
+    cal_report, out = str(tmp_path / 'cal.json'), tmp_path / 'eval.json'
+    assert main(['calibrate', source, '--fps', '10', '--output', params,
+                 '--report', cal_report]) == 0
+    assert main(['evaluate', source, '--calibration', params, '--holdout-from', cal_report,
+                 '--inject', 'unnormalized,scale', '--report', str(out)]) == 0
+    report = json.loads(out.read_text())
+    cusum = report['motion_calibration']['cusum']
+    assert cusum['n_episodes'] == 48 and cusum['h'] > cusum['h_iid']
+    assert cusum['measured_iid_per_hour'] > cusum['iid_design_per_hour'] == 0.1
+    assert report['false_alarms'] == 0
+    assert report['detection']['unnormalized']['detected_within_deadline'] >= 0.95
+    assert set(report['detection']) == {'unnormalized', 'scale'}
+    calibration = json.loads(open(cal_report).read())['motion']['cusum']
+    assert calibration['h_iid'] == cusum['h_iid']
