@@ -12,33 +12,40 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`vla-safety bringup` node set over real DDS: five nodes from parameter files, sim arm moving."""
+"""
+`vla-safety bringup` node set over real DDS: five nodes from parameter files, sim arm moving.
+
+Under each executor `vla-safety bringup --executor` offers: `events` falls back to the
+single-threaded executor (the manager's services are coroutines, which EventsExecutor never runs).
+"""
 import os
 import threading
 import time
 
-import numpy as np
-import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
+import numpy as np
+import pytest
+import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from ros_harness import next_domain, wait_for
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
-
-from ros_harness import next_domain, wait_for
 from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.checkpoints import write_params_yaml
 from vla_safety_filter.core.episodes import read_episodes
 from vla_safety_filter.core.execspec import Metadata, metadata_to_params
 from vla_safety_filter.core.params import contract_to_params, write_filter_params
 from vla_safety_filter.nodes.bringup import pipeline_nodes
-from vla_safety_filter.nodes.execspec_check import LifecycleClient, call
+from vla_safety_filter.nodes.common import make_executor, spin_until_shutdown
+from vla_safety_filter.nodes.execspec_check import call, LifecycleClient
+import yaml
 
 
 def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
-    """Calibrate on a real recording; parameters of every node for replaying its first episode.
+    """
+    Calibrate on a real recording; parameters of every node for replaying its first episode.
 
     Returns (contract, {node name: parameters}). The contract and calibration come from all
     episodes, or with `calibrate_on_rest` from all but the replayed one; the checkpoint metadata
@@ -78,13 +85,15 @@ def _param_files(tmp_path, shared_data):
     return contract, [str(filt), str(pipeline)]
 
 
-def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
+@pytest.mark.parametrize('executor_name', ['single', 'events'])
+def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data, executor_name):
     contract, files = _param_files(tmp_path, shared_data)
     args = ['bringup', '--ros-args'] + [x for f in files for x in ('--params-file', f)]
     context = Context()
     rclpy.init(context=context, args=args, domain_id=next_domain())
-    executor = SingleThreadedExecutor(context=context)
     nodes = pipeline_nodes(True, context)
+    executor = make_executor(executor_name, context, nodes=nodes)
+    assert isinstance(executor, SingleThreadedExecutor)        # the clean fallback for events
     probe = rclpy.create_node('probe', context=context)
     commands, diags, arrivals = [], {}, []
 
@@ -97,7 +106,7 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
                               lambda m: diags.update({s.name: s for s in m.status}), 100)
     for node in nodes + [probe]:
         executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread = threading.Thread(target=spin_until_shutdown, args=(executor, context), daemon=True)
     thread.start()
     try:
         managed = [LifecycleClient(probe, n, None, 10.0)
@@ -111,18 +120,21 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data):
         assert np.all(cmds >= contract.lower - 1e-9) and np.all(cmds <= contract.upper + 1e-9)
         assert np.all(np.abs(np.diff(cmds, axis=0)) <= 2 * contract.max_step() + 1e-9)  # late tick
         monitor = diags['vla_safety/monitor']
-        assert monitor.hardware_id and {kv.key for kv in monitor.values} >= {'reversal_rate',
-                                                                           'cusum_statistic'}
+        keys = {kv.key for kv in monitor.values}
+        assert monitor.hardware_id and keys >= {'reversal_rate', 'cusum_statistic'}
         _manager_services_keep_the_executor_serving(probe, managed, arrivals)
     finally:
-        executor.shutdown()
         context.try_shutdown()
         thread.join(timeout=5)
+        executor.shutdown()
 
 
 def _manager_services_keep_the_executor_serving(probe, managed, arrivals):
-    """~/bringup while active keeps commands flowing (no stall of the shared executor);
-    ~/teardown then ~/bringup end with every node as GetState says they should be."""
+    """
+    Check ~/bringup while active keeps commands flowing (no stall of the shared executor).
+
+    ~/teardown then ~/bringup end with every node as GetState says they should be.
+    """
     bringup = probe.create_client(Trigger, '/execspec_check/bringup')
     start = time.monotonic()
     for _ in range(3):

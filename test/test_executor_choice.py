@@ -18,7 +18,8 @@ The executor choice (issue 15): the filter under the single-threaded and the eve
 Everything the node needs, verified under each over real DDS: lifecycle services, parameter
 services, timers, subscriptions (with message info), /diagnostics; and the process entry point
 `executor:=events` started as `ros2 run` starts it, ended by Ctrl-C. Where rclpy has no
-EventsExecutor the choice falls back to the single-threaded one with a warning.
+EventsExecutor, or a node has coroutine callbacks (which it never runs), the choice falls back to
+the single-threaded one with a warning.
 """
 import os
 import signal
@@ -39,6 +40,7 @@ from rclpy.parameter import Parameter
 from ros_harness import next_domain, wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.nodes import common
@@ -173,6 +175,44 @@ def test_events_falls_back_to_single_with_a_warning_where_rclpy_lacks_it(monkeyp
             make_executor('multi', context)
     finally:
         context.try_shutdown()
+
+
+def test_events_falls_back_for_nodes_with_coroutine_callbacks():
+    """Async services (which rclpy's EventsExecutor never answers) are served by the fallback."""
+    warnings = []
+
+    class Logger:
+        def warning(self, text):
+            warnings.append(text)
+
+    async def answer(request, response):
+        response.success = True
+        return response
+
+    context = Context()
+    rclpy.init(context=context, domain_id=next_domain())
+    plain = rclpy.create_node('plain', context=context)
+    manager = rclpy.create_node('manager', context=context)
+    manager.create_service(Trigger, '/manager/ping', answer)
+    try:
+        assert not isinstance(make_executor('events', context, Logger(), [plain]),
+                              SingleThreadedExecutor)
+        executor = make_executor('events', context, Logger(), [plain, manager])
+        assert isinstance(executor, SingleThreadedExecutor)
+        assert len(warnings) == 1 and 'manager use coroutine callbacks' in warnings[0]
+        for node in (plain, manager):
+            executor.add_node(node)
+        thread = threading.Thread(target=spin_until_shutdown, args=(executor, context),
+                                  daemon=True)
+        thread.start()
+        client = plain.create_client(Trigger, '/manager/ping')
+        assert client.wait_for_service(timeout_sec=5.0)
+        future = client.call_async(Trigger.Request())
+        assert wait_for(future.done, timeout=5.0) and future.result().success
+    finally:
+        context.try_shutdown()
+        plain.destroy_node()
+        manager.destroy_node()
 
 
 @pytest.mark.parametrize('executor', EXECUTORS)

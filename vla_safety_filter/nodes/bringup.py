@@ -47,7 +47,7 @@ def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | No
     Run `vla-safety bringup`: load parameter files, start the nodes, spin until Ctrl-C/duration.
 
     All nodes share one executor, `executor` (single or events; events falls back to single,
-    with a warning, where this rclpy has no EventsExecutor).
+    with a warning, where this rclpy has no EventsExecutor and for the manager's coroutines).
     """
     for path in param_files:
         if not os.path.isfile(path):
@@ -57,7 +57,7 @@ def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | No
         args += ['--params-file', os.path.abspath(path)]
     rclpy.init(args=args)
     nodes = pipeline_nodes(with_sim_arm)
-    chosen = make_executor(executor, logger=nodes[-1].get_logger())
+    chosen = make_executor(executor, logger=nodes[-1].get_logger(), nodes=nodes)
     nodes[-1].get_logger().info(f'bringup executor: {type(chosen).__name__}')
     if duration:
         threading.Timer(duration, rclpy.try_shutdown).start()

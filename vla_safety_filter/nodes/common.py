@@ -15,6 +15,7 @@
 """Shared plumbing of the nodes: parameters, QoS, diagnostics messages, executors, entry."""
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import traceback
@@ -292,23 +293,35 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def make_executor(name: str, context=None, logger=None):
+def make_executor(name: str, context=None, logger=None, nodes=()):
     """
-    Return the executor `name` (one of EXECUTORS) for `context`.
+    Return the executor `name` (one of EXECUTORS) for `context` and `nodes`.
 
-    'events' is rclpy's EventsExecutor where this rclpy has it; elsewhere the single-threaded
-    executor, with one warning on `logger` saying so (a clean fallback, never a failure).
+    'events' is rclpy's EventsExecutor where this rclpy has it and none of `nodes` has a
+    coroutine callback (it never answers an async service: the manager's ~/bringup); elsewhere
+    the single-threaded executor, with one warning on `logger` saying why (a clean fallback).
     """
     if name not in EXECUTORS:
         raise InputError(f'executor must be one of {EXECUTORS}, got {name!r}')
     if name == 'events':
         events, why = events_executor()
-        if events is not None:
+        blockers = coroutine_nodes(nodes)
+        if blockers:
+            why = (f'{", ".join(blockers)} use coroutine callbacks, which rclpy\'s '
+                   'EventsExecutor does not run')
+        if events is not None and not blockers:
             return events(context=context)
         if logger is not None:
             logger.warning(f'executor events: {why}; falling back to the single-threaded '
                            'executor')
     return SingleThreadedExecutor(context=context)
+
+
+def coroutine_nodes(nodes) -> list:
+    """Return the names of the nodes with an async (coroutine) service, timer or subscription."""
+    return [node.get_name() for node in nodes
+            if any(inspect.iscoroutinefunction(entity.callback)
+                   for entity in (*node.services, *node.timers, *node.subscriptions))]
 
 
 def spin(nodes: list, executor=None) -> None:
@@ -357,7 +370,7 @@ def run(node_factory) -> None:
     name = declare(node, 'executor', 'single', f'process executor, one of {EXECUTORS}',
                    read_only=True)
     try:
-        executor = make_executor(name, logger=node.get_logger())
+        executor = make_executor(name, logger=node.get_logger(), nodes=[node])
     except InputError as exc:
         node.get_logger().error(f'{exc}; using the single-threaded executor')
         executor = make_executor('single')
