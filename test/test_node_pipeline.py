@@ -78,12 +78,12 @@ def test_identical_metadata_activates_and_commands_flow(ros, shared_data):
     probe, commands, diags = _build(ros, shared_data, 'bridge_orig')
     assert wait_for(lambda: _all_in(probe, State.PRIMARY_STATE_ACTIVE), timeout=15, period=0.2)
     assert wait_for(lambda: len(commands) > 20)
-    assert wait_for(lambda: _execspec(diags, b'\x00'))['pipeline_active'] == 'True'
+    assert wait_for(lambda: _execspec(diags, bytes([names.OK])))['pipeline_active'] == 'True'
 
 
 def test_sibling_key_never_activates_and_nothing_reaches_the_controller(ros, shared_data):
     probe, commands, diags = _build(ros, shared_data, 'fractal20220817_data')
-    report = wait_for(lambda: _execspec(diags, b'\x02'), timeout=15)
+    report = wait_for(lambda: _execspec(diags, bytes([names.ERROR])), timeout=15)
     assert report['verdict'] == 'mismatch' and report['pipeline_active'] == 'False'
     assert float(report['max_drift']) > 0 and 'differs' in report['reasons']
     time.sleep(0.5)
@@ -108,5 +108,5 @@ def test_unnormalizer_change_while_active_deactivates_within_200ms(ros, shared_d
     time.sleep(0.3)
     assert len(arrivals) == count              # and nothing since
     assert _all_in(probe, State.PRIMARY_STATE_INACTIVE)   # confirmed through GetState
-    report = wait_for(lambda: _execspec(diags, b'\x02'), timeout=3)
+    report = wait_for(lambda: _execspec(diags, bytes([names.ERROR])), timeout=3)
     assert report['pipeline_active'] == 'False'

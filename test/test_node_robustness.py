@@ -43,7 +43,7 @@ from vla_safety_filter.nodes.sim_arm import SimArm
 ALOHA = 'aloha_sim_lerobot_4ep.npz'
 NODES = {'action_monitor': ActionMonitorNode, 'safety_filter': SafetyFilter,
          'policy_bridge': PolicyBridge}
-OK, ERROR = b'\x00', b'\x02'
+OK, ERROR = bytes([names.OK]), bytes([names.ERROR])   # DiagnosticStatus.level bytes
 
 
 @pytest.fixture
