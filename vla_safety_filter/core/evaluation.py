@@ -118,6 +118,8 @@ def episode_statistics(record: dict) -> dict:
     stats['exceedance_rate'] = record['exceedance_rate']
     stats['step_exceedance_rate'] = record.get('step_exceedance_rate', 0.0)
     stats['step_score_max'] = record.get('step_score_max', 0.0)
+    stats['window_exceedance_rate'] = record.get('window_exceedance_rate', 0.0)
+    stats['window_score_max'] = record.get('window_score_max', 0.0)
     stats['alarms_per_minute'] = len(record['alarms']) / minutes
     stats['cost_per_minute'] = record['cost'] / minutes
     stats['episode_length_s'] = record['duration_s']  # a control: must not be what predicts
