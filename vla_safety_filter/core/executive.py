@@ -113,6 +113,7 @@ class Executive:
             raise InputError(f'control rate {1 / self.contract.dt:g} Hz is above the supported '
                              f'{MAX_CONTROL_RATE_HZ:g} Hz')
         self.guard = Guard(self.contract)
+        self._target_buf = np.empty(self.contract.dim)
         self._measured: tuple[float, np.ndarray] | None = None
         self._latched: str | None = None
         self._stop_asserted = False
@@ -453,7 +454,7 @@ class Executive:
         Return the plan at `now`, linear through the points still ahead.
 
         From the start (the last executed command when the chunk came); the last point once it
-        is due.
+        is due. Interpolates into a preallocated buffer (valid until the next call).
         """
         due, goals = self._due, self._goals
         if now >= due[-1]:
@@ -466,7 +467,10 @@ class Executive:
         if due[k] <= t_prev:
             return goals[k]
         w = (now - t_prev) / (due[k] - t_prev)
-        return q_prev + w * (goals[k] - q_prev)
+        out = np.subtract(goals[k], q_prev, out=self._target_buf)
+        out *= w
+        out += q_prev
+        return out
 
     def _clear_plan(self) -> None:
         self._plan_t0, self._plan_q0 = -np.inf, None
