@@ -102,7 +102,7 @@ def test_sibling_key_never_activates_and_nothing_reaches_the_controller(ros, sha
     assert _all_in(probe, State.PRIMARY_STATE_INACTIVE)
 
 
-def test_unnormalizer_change_while_active_deactivates_within_200ms_plus_round_trips(ros, shared_data):
+def test_unnormalizer_change_while_active_deactivates_promptly(ros, shared_data):
     probe, commands, diags = _build(ros, shared_data, 'bridge_orig')
     arrivals = []
     probe.create_subscription(Float64MultiArray, names.forward_commands(),
