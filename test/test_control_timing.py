@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from vla_safety_filter.core.timing import ControlTiming, MIN_PERIODS, Ring
+from vla_safety_filter.core.timing import ControlTiming, MIN_PERIODS, Ring, WINDOW_SECONDS
 
 
 @settings(max_examples=200, deadline=None)
@@ -82,3 +82,18 @@ def test_an_empty_summary_is_nan_not_an_error():
     summary = ControlTiming(0.01).summary()
     assert math.isnan(summary['period_p99_ms']) and summary['missed_ticks'] == 0
     assert summary['configured_rate_hz'] == pytest.approx(100.0)
+
+
+def test_a_slow_spell_clears_once_the_window_holds_on_time_periods():
+    dt = 0.01
+    timing = ControlTiming(dt)
+    t = 0.0
+    for _ in range(100):                                # 50 Hz against 100: judged slow
+        t += 2 * dt
+        timing.command(t, t)
+    assert not timing.rate_ok() and timing.missed_ticks == 99   # every other tick lost
+    for _ in range(int(WINDOW_SECONDS / dt)):           # the window's span of on-time ticks
+        t += dt
+        timing.command(t, t)
+    assert timing.rate_ok()
+    assert timing.period.max == pytest.approx(2 * dt)   # the max is kept since activation

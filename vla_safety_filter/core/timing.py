@@ -27,8 +27,11 @@ import math
 
 import numpy as np
 
-#: Samples kept for the windowed statistics (mean, p99): a few seconds at 100-1000 Hz.
-WINDOW = 2048
+#: Seconds of control periods kept for the windowed statistics (mean, p99, achieved rate): a
+#: WARN clears this long after the rate recovers.
+WINDOW_SECONDS = 2.0
+#: Fewest samples a window keeps (slow loops).
+MIN_WINDOW = 128
 #: A gap between commands longer than this many periods lost round(gap / dt) - 1 ticks.
 MISSED_AFTER_PERIODS = 1.5
 #: The achieved rate may fall this far (relative) below the configured one before a WARN.
@@ -40,7 +43,7 @@ MIN_PERIODS = 50
 class Ring:
     """Fixed-size ring of the last `size` samples: O(1) to add, quantiles on demand."""
 
-    def __init__(self, size: int = WINDOW):
+    def __init__(self, size: int = MIN_WINDOW):
         self._values = np.zeros(size)
         self._next = 0
         self.count = 0
@@ -70,8 +73,9 @@ class Ring:
 class ControlTiming:
     """Streaming timing of one control loop of period `dt` (seconds)."""
 
-    def __init__(self, dt: float, window: int = WINDOW):
+    def __init__(self, dt: float, window: int | None = None):
         self.dt = float(dt)
+        window = window or max(MIN_WINDOW, int(WINDOW_SECONDS / self.dt))
         self.period, self.work = Ring(window), Ring(window)
         self.latency = Ring(window)
         self.missed_ticks = 0
