@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 import threading
 import time
+from types import SimpleNamespace
 
 from data_paths import DATA as DATA_DIR
 import numpy as np
@@ -356,6 +357,7 @@ class OpenpiServer:
         self.respond = lambda obs: openpi_pack({'actions': action_chunk()})
         self.metadata = metadata
         self.connections = []
+        self.stopped = False
         self.server = serve(self._handle, HOST, port, compression=None)
         self.port = self.server.socket.getsockname()[1]
         self.uri = f'ws://{HOST}:{self.port}'
@@ -379,7 +381,10 @@ class OpenpiServer:
             pass
 
     def stop(self):
-        """Stop listening and close every connection (the server process dies)."""
+        """Stop listening and close every connection (the server process dies); once."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.server.shutdown()
         for conn in self.connections:
             conn.close()
@@ -437,6 +442,26 @@ def openpi():
     server = OpenpiServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def make_openpi():
+    """Return `(port=0, metadata=True) -> OpenpiServer`; each is stopped after the test."""
+    servers = []
+
+    def make(**kwargs):
+        servers.append(OpenpiServer(**kwargs))
+        return servers[-1]
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def wire():
+    """Return the policy servers' wire helpers: pack/unpack (openpi), encode/decode (REST)."""
+    return SimpleNamespace(pack=openpi_pack, unpack=openpi_unpack, encode=json_numpy_encode,
+                           decode=json_numpy_decode)
 
 
 @pytest.fixture
