@@ -93,6 +93,7 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
     worker.join()
     # the policy died: hold, then stop (waited for: a loaded machine delays the executor)
     assert wait_for(lambda: probe.state() == 'stopped', timeout=3.0)
+    time.sleep(0.3)                                      # silent a while: a segment ends
     policy.run_for(0.6)                                  # ... and came back
     stop = probe.node.create_publisher(Bool, '/vla/safety_stop', 10)
     assert wait_for(lambda: stop.get_subscription_count() >= 1)
