@@ -128,13 +128,17 @@ def test_real_pusht_exceedances_are_autocorrelated_and_the_threshold_says_so(pus
     assert measured.measured_per_hour <= measured.target_per_hour * 10  # 0 alarms in 0.5 h
     reported = result.report['motion']['cusum']
     assert reported['h'] == measured.h and reported['iid_design_per_hour'] == 0.1
+    position = result.data.motion.position_cusum   # places are even more autocorrelated
+    assert position.n_episodes == result.report['n_score_episodes']
+    assert position.h > measured.h and position.measured_iid_per_hour > 100 * 0.1
+    assert result.report['motion']['position_cusum']['h'] == position.h
 
 
 def test_every_step_cusum_raises_nothing_on_unseen_demos_nor_at_resets(pusht):
-    """Held-out demos back to back through one monitor, reset between: no motion alarm at all."""
+    """Held-out demos back to back through one monitor, reset between: no CUSUM alarm at all."""
     result, held = pusht
     monitor = ActionMonitor(result.data, DT, 'generic', motion=result.data.motion)
-    assert monitor.motion_stride == 1
+    assert monitor.motion_stride == 1 and monitor.cusum_stride == 1
     peak = 0.0
     for episode in held:
         monitor.reset_episode()
@@ -143,7 +147,7 @@ def test_every_step_cusum_raises_nothing_on_unseen_demos_nor_at_resets(pusht):
             kinds |= {a.kind for a in monitor.update(row).alarms}
             peak = max(peak, monitor.motion_cusum.statistic)
         monitor.episode_summary()
-        assert not kinds & set(MOTION_KINDS), kinds
+        assert not kinds & {*MOTION_KINDS, 'cusum'}, kinds
     assert 0.0 < peak < monitor.motion_cusum.design.h
 
 
@@ -169,6 +173,8 @@ def test_the_designed_threshold_survives_the_calibration_file(tmp_path, pusht):
     assert metrics['motion_cusum_threshold'] == pytest.approx(result.data.motion.cusum.h)
     assert metrics['motion_cusum_threshold_iid'] == pytest.approx(result.data.motion.cusum.h_iid)
     assert metrics['motion_cusum_measured_per_hour_iid'] > metrics['motion_cusum_target_per_hour']
+    assert metrics['cusum_threshold'] == pytest.approx(result.data.motion.position_cusum.h)
+    assert metrics['cusum_stride_steps'] == 1 and metrics['cusum_measured_per_hour_iid'] > 10
     with pytest.raises(InputError):
         RunLengthThreshold.from_array(np.array([1.0, 2.0]))
 
@@ -179,8 +185,10 @@ def test_old_files_and_other_targets_fall_back_to_the_thinned_iid_design(pusht):
     old = MotionCalibration.from_arrays({k: v for k, v in motion.to_arrays().items()
                                          if k in MotionCalibration.ARRAY_KEYS})
     assert old.cusum is None and old.windows is None and old.seam_scores is None
+    assert old.position_cusum is None
     plain = ActionMonitor(result.data, DT, 'generic', motion=old)
     assert plain.motion_stride == 5 and 'motion_cusum_threshold_iid' not in plain.window_metrics()
+    assert plain.cusum_stride == 10 and 'cusum_threshold_iid' not in plain.window_metrics()
     other = ActionMonitor(result.data, DT, get_profile('generic', cusum_arl0_hours=100.0),
                           motion=motion)
     assert other.motion_stride == 5  # the measured h was designed for another target

@@ -152,6 +152,9 @@ def run(args) -> int:
                 seen, settings.calibration.sigma, dt=settings.dt,
                 alpha=settings.calibration.alpha, rho=profile.cusum_rho,
                 target_per_hour=1.0 / profile.cusum_arl0_hours, seed=args.seed))
+            if settings.calibration.motion is not None:   # measured with the file's mu, sigma
+                settings = replace(settings, motion=replace(
+                    settings.motion, position_cusum=settings.calibration.motion.position_cusum))
             motion_episodes = len(seen)
     elif settings.calibration.motion is not None and not args.no_motion:
         settings = replace(settings, motion=settings.calibration.motion)

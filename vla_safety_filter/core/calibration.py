@@ -29,7 +29,7 @@ claimed. The held-out episodes measure the coverage actually reached.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 
 import numpy as np
@@ -40,7 +40,7 @@ from .errors import InputError
 from .limits import HardwareLimits
 from .params import CalibrationData
 from .profiles import DEFAULT_PROFILE, PROFILES
-from .sequential import MIN_RUN_LENGTH_EPISODES, MotionCalibration
+from .sequential import MIN_RUN_LENGTH_EPISODES, MotionCalibration, position_run_length
 
 SCORE_CHUNK_ROWS = 1 << 16
 HEURISTIC_MARGIN = 0.10  # the heuristic contract: data min/max widened by 10 % of the range
@@ -303,6 +303,11 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     contract = Contract(joint_names=names, lower=lower, upper=upper, max_velocity=max_velocity,
                         dt=dt, **limits)
     motion = _motion_calibration([arrays[i] for i in cal_idx], sigma, dt, alpha, seed)
+    if motion is not None:
+        profile = PROFILES[DEFAULT_PROFILE]
+        motion = replace(motion, position_cusum=position_run_length(
+            np.split(frame_scores, lengths), dt, alpha, profile.cusum_rho,
+            1.0 / profile.cusum_arl0_hours, seed))
     data = CalibrationData(joint_names=names, mu=mu, sigma=sigma, scores=scores,
                            velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt),
                            motion=motion)
@@ -388,7 +393,10 @@ def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: floa
               'n_window_points': (0 if motion.windows is None
                                   else int(motion.windows.points.shape[0])),
               'window_span_steps': None if motion.windows is None else motion.windows.span,
-              'cusum': None if motion.cusum is None else motion.cusum.to_dict(), 'warnings': []}
+              'cusum': None if motion.cusum is None else motion.cusum.to_dict(),
+              'position_cusum': (None if motion.position_cusum is None
+                                 else motion.position_cusum.to_dict()),
+              'warnings': []}
     needed = min_episodes(alpha)
     if n_episodes < needed:
         report['warnings'].append(

@@ -175,10 +175,9 @@ class ActionMonitor:
         self.scorer = ConformalScorer(calibration)
         self.alpha = float(calibration.alpha)
         self.exceed_score = self.scorer.exceedance_threshold(self.alpha)
-        self.cusum_stride = max(1, round(p.cusum_stride_s / self.dt))
-        samples_per_hour = 3600.0 / (self.cusum_stride * self.dt)
-        self.cusum = BernoulliCusum(design_cusum(self.alpha, p.cusum_rho,
-                                                 p.cusum_arl0_hours * samples_per_hour))
+        self.position_run_length, self.cusum_stride, design = self._cusum_design(
+            None if motion is None else motion.position_cusum, p.cusum_stride_s)
+        self.cusum = BernoulliCusum(design)
         self._init_motion(motion)
         self.budget = CostBudget(costs or CostModel())
         self._zeros = np.zeros(self.dim)
@@ -201,18 +200,25 @@ class ActionMonitor:
         if motion.windows is not None and motion.windows.norm.shape == (3, self.dim):
             self.window_scorer = WindowScorer(motion.windows, p.window_margin)
             self.window_exceed = self.window_scorer.exceedance_threshold(self.alpha)
-        self.motion_cusum = BernoulliCusum(self._motion_design(motion.cusum))
+        measured = self._cusum_design(motion.cusum, p.motion_stride_s)
+        self.run_length, self.motion_stride, design = measured
+        self.motion_cusum = BernoulliCusum(design)
 
-    def _motion_design(self, measured):
-        """Every step at the measured threshold when it fits the profile, else thinned, i.i.d."""
+    def _cusum_design(self, measured, stride_s: float):
+        """
+        Return (measured or None, stride in steps, design) of a CUSUM.
+
+        Every step at the measured threshold when it fits the profile's rho and target, else the
+        i.i.d. design thinned to one sample per stride_s.
+        """
         p = self.profile
         if (measured is not None and np.isclose(measured.rho, p.cusum_rho)
                 and np.isclose(measured.target_per_hour * p.cusum_arl0_hours, 1.0)):
-            self.run_length, self.motion_stride = measured, 1
-            return design_with_threshold(self.alpha, p.cusum_rho, measured.h)
-        self.motion_stride = max(1, round(p.motion_stride_s / self.dt))
-        samples_per_hour = 3600.0 / (self.motion_stride * self.dt)
-        return design_cusum(self.alpha, p.cusum_rho, p.cusum_arl0_hours * samples_per_hour)
+            return measured, 1, design_with_threshold(self.alpha, p.cusum_rho, measured.h)
+        stride = max(1, round(stride_s / self.dt))
+        samples_per_hour = 3600.0 / (stride * self.dt)
+        return None, stride, design_cusum(self.alpha, p.cusum_rho,
+                                          p.cusum_arl0_hours * samples_per_hour)
 
     # ---- per-step path -------------------------------------------------------------------
     def reset_episode(self) -> None:
@@ -502,6 +508,8 @@ class ActionMonitor:
             'p_value': float(self.scorer.p_value(score)) if np.isfinite(score) else float('nan'),
             'cusum_statistic': self.cusum.statistic,
             'cusum_threshold': self.cusum.design.h,
+            'cusum_stride_steps': self.cusum_stride,
+            **_measured_keys('cusum', self.position_run_length),
             'episode_cost': self.budget.total,
             'cost_budget': self.budget.model.budget,
             'nonfinite_steps': self._bad_steps,
@@ -518,13 +526,7 @@ class ActionMonitor:
                   'motion_cusum_statistic': self.motion_cusum.statistic,
                   'motion_cusum_threshold': self.motion_cusum.design.h,
                   'motion_cusum_stride_steps': self.motion_stride}
-        if self.run_length is not None:
-            rl = self.run_length
-            values.update({'motion_cusum_threshold_iid': rl.h_iid,
-                           'motion_cusum_target_per_hour': rl.target_per_hour,
-                           'motion_cusum_measured_per_hour': rl.measured_per_hour,
-                           'motion_cusum_measured_per_hour_iid': rl.measured_iid_per_hour,
-                           'motion_cusum_measured_hours': rl.hours})
+        values.update(_measured_keys('motion_cusum', self.run_length))
         if self.window_scorer is not None:
             values['window_score'] = self._last_window_score
             values['window_p_value'] = _p_value(self.window_scorer, self._last_window_score)
@@ -584,6 +586,17 @@ class ActionMonitor:
             'window_score_max': self._window_stats[2],
             'seam_score_max': self._seam[1],
         }
+
+
+def _measured_keys(prefix: str, measured) -> dict:
+    """Diagnostic values of a measured CUSUM threshold beside the i.i.d. one (none if absent)."""
+    if measured is None:
+        return {}
+    return {f'{prefix}_threshold_iid': measured.h_iid,
+            f'{prefix}_target_per_hour': measured.target_per_hour,
+            f'{prefix}_measured_per_hour': measured.measured_per_hour,
+            f'{prefix}_measured_per_hour_iid': measured.measured_iid_per_hour,
+            f'{prefix}_measured_hours': measured.hours}
 
 
 def _p_value(scorer: ConformalScorer, score: float) -> float:

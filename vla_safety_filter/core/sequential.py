@@ -66,12 +66,18 @@ class ConformalScorer:
 
     def exceedance_threshold(self, alpha: float) -> float:
         """Return the score above which p <= alpha (the per-step test is one float comparison)."""
-        k = math.floor(alpha * (self.n + 1) + 1e-9) - 1  # largest allowed count of scores >= s
-        if k < 0:
-            return math.inf  # too few calibration scores: p can never reach alpha
-        if k >= self.n:
-            return -math.inf
-        return float(self.scores[self.n - k - 1])
+        return exceedance_limit(self.scores, alpha)
+
+
+def exceedance_limit(sorted_scores: np.ndarray, alpha: float) -> float:
+    """Return the score above which the conformal p-value against sorted_scores is <= alpha."""
+    n = int(sorted_scores.size)
+    k = math.floor(alpha * (n + 1) + 1e-9) - 1  # largest allowed count of scores >= s
+    if k < 0:
+        return math.inf  # too few calibration scores: p can never reach alpha
+    if k >= n:
+        return -math.inf
+    return float(sorted_scores[n - k - 1])
 
 
 @dataclass(frozen=True)
@@ -357,6 +363,24 @@ def run_length_threshold(exceedances: list[np.ndarray], dt: float, alpha: float,
         h_median=float(np.median(boot)), hours=hours, n_episodes=len(episodes))
 
 
+def position_run_length(score_episodes: list[np.ndarray], dt: float, alpha: float, rho: float,
+                        target_per_hour: float, seed: int = 0) -> RunLengthThreshold | None:
+    """
+    Measure the position CUSUM's threshold on the score episodes' per-frame position scores.
+
+    Out of fold: the episodes are halved (seeded) and each half's exceedances are taken against
+    the other half's scores, then `run_length_threshold` as for the motion CUSUM.
+    """
+    folds = _halves(list(score_episodes), seed)
+    if not all(folds):
+        return None
+    exceedances = []
+    for fold, other in ((folds[0], folds[1]), (folds[1], folds[0])):
+        limit = exceedance_limit(np.sort(np.concatenate(other)), alpha)
+        exceedances += [np.asarray(s) > limit for s in fold]
+    return run_length_threshold(exceedances, dt, alpha, rho, target_per_hour, seed)
+
+
 def design_with_threshold(alpha: float, rho: float, h: float) -> CusumDesign:
     """
     Return a CusumDesign at a measured threshold h.
@@ -395,6 +419,7 @@ class MotionCalibration:
     cusum: RunLengthThreshold | None = None
     seam_scores: np.ndarray | None = None
     windows: object = None
+    position_cusum: RunLengthThreshold | None = None   # set by calibrate (needs mu, sigma)
 
     ARRAY_KEYS = ('motion_step_scale', 'motion_accel_scale', 'motion_scores')
 
@@ -450,6 +475,8 @@ class MotionCalibration:
         arrays = dict(zip(self.ARRAY_KEYS, (self.step_scale, self.accel_scale, self.scores)))
         if self.cusum is not None:
             arrays['motion_cusum'] = self.cusum.to_array()
+        if self.position_cusum is not None:
+            arrays['motion_position_cusum'] = self.position_cusum.to_array()
         if self.seam_scores is not None:
             arrays['motion_seam_scores'] = self.seam_scores
         if self.windows is not None:
@@ -474,7 +501,9 @@ class MotionCalibration:
             if seams.ndim != 1 or not seams.size or not np.isfinite(seams).all():
                 raise InputError('motion_seam_scores must be a non-empty finite 1-D array')
         windows = WindowCalibration.from_arrays(arrays, step.size)
-        return cls(step, accel, np.sort(scores), cusum, seams, windows)
+        position = RunLengthThreshold.from_array(arrays['motion_position_cusum']) \
+            if 'motion_position_cusum' in arrays else None
+        return cls(step, accel, np.sort(scores), cusum, seams, windows, position)
 
 
 def _halves(episodes: list, seed: int) -> tuple[list, list]:
