@@ -106,7 +106,7 @@ def test_so101_openpi_file_configures_and_passes_the_gate_as_delegated(ros, open
         s for s in m.status if s.name == 'vla_safety/execspec'), 100)
     bridge = {**sections['policy_bridge'], 'server_uri': openpi.uri}
     gate = {**sections['execspec_check'], 'checkpoint': str(checkpoint),
-            'managed_nodes': ['policy_bridge']}
+            'node_names': ['policy_bridge']}
     ros.add(PolicyBridge, 'policy_bridge', **bridge)
     ros.add(ExecSpecCheck, 'execspec_check', **gate)
     found = wait_for(lambda: [s for s in statuses if s.level == b'\x00'], timeout=20)

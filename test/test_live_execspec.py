@@ -73,7 +73,7 @@ def pipeline(ros, source, uri, **bridge_params):
             state_joints=JOINTS, joint_names=JOINTS, request_timeout=1.0,
             **{'unnormalizer.mode': 'identity', 'unnormalizer.dim': 7, **bridge_params})
     ros.add(ExecSpecCheck, 'execspec_check', checkpoint=STATS, unnorm_key='bridge_orig',
-            managed_nodes=['policy_bridge'], policy_outputs_normalized=False)
+            node_names=['policy_bridge'], policy_outputs_normalized=False)
     return gate
 
 
@@ -96,7 +96,7 @@ def test_identity_bridge_is_refused_when_outputs_are_declared_normalized(ros, op
             state_joints=JOINTS, joint_names=JOINTS,
             **{'unnormalizer.mode': 'identity', 'unnormalizer.dim': 7})
     ros.add(ExecSpecCheck, 'execspec_check', checkpoint=STATS, unnorm_key='bridge_orig',
-            managed_nodes=['policy_bridge'])     # policy_outputs_normalized: true (default)
+            node_names=['policy_bridge'])     # policy_outputs_normalized: true (default)
     values = wait_for(lambda: gate.verdict(ERROR), timeout=20)
     assert values and values['verdict'] == 'mismatch'
     assert "mode differs: checkpoint 'quantile', deployed 'identity'" in values['reasons']

@@ -50,6 +50,8 @@ DEMOS = 'pusht_cchi_v7_replay.npz'
 #: the fault: the policy server is down for this long, starting at this share of an episode
 OUTAGE_S = 1.5
 OUTAGE_AT = 0.3
+BRINGUP_ATTEMPTS = 3          # bringups asked for if the autostart did not activate
+BRINGUP_WAIT_S = 8.0          # seconds to wait for the first command before asking again
 DONE = re.compile(r'done success=(\w+) steps=(\d+) seed=(\d+) coverage=([\d.naif]+)')
 
 
@@ -230,7 +232,7 @@ def _nodes(context, record: bool) -> list:
 def _episodes(observer, scenario: PushtScenario, deadline: float, server) -> Run:
     """Wait for the first command, then start and run each episode until sim_world says done."""
     run = Run()
-    if not _wait(lambda: observer.snapshot().commands, deadline):
+    if not _first_command(observer, deadline):
         return run     # never activated (refused, or no server): the summary says so
     for k in range(scenario.episodes):
         if not _next_episode(observer, scenario, deadline):
@@ -244,6 +246,24 @@ def _episodes(observer, scenario: PushtScenario, deadline: float, server) -> Run
             break
     time.sleep(0.5)   # the last diagnostics and events
     return run
+
+
+def _first_command(observer, deadline: float) -> bool:
+    """
+    Wait for the pipeline's first command, asking the manager to bring it up again if needed.
+
+    The manager's autostart can come before DDS discovery has brought sim_world's /joint_states
+    to the filter (which then refuses to activate); `~/bringup` is the documented retry. A
+    refusal that persists (wrong metadata, no server) still ends with no command.
+    """
+    for _ in range(BRINGUP_ATTEMPTS):
+        attempt_end = min(deadline, time.monotonic() + BRINGUP_WAIT_S)
+        if _wait(lambda: observer.snapshot().commands, attempt_end):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        observer.trigger('/execspec_check/bringup', deadline)
+    return bool(_wait(lambda: observer.snapshot().commands, deadline))
 
 
 def _next_episode(observer, scenario: PushtScenario, deadline: float) -> bool:
