@@ -159,9 +159,15 @@ def _stream(probe, targets, period=0.01):
         time.sleep(period)
 
 
-def _speed_over_elapsed_time(times, commands, window=0.3):
-    """Largest |dq| / dt over windows of at least `window` s of received commands."""
-    times, commands = np.asarray(times), np.asarray(commands)
+def _guard_speed(probe, window=0.3):
+    """
+    Return the largest |dq| / dt over windows of at least `window` s of /vla/safe_action.
+
+    Its stamps are the ticks' own times (what the guard limits); the controller topic carries
+    the same commands, delivered with the machine's scheduling jitter on top.
+    """
+    times = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for m in probe.safe])
+    commands = np.array([m.points[0].positions for m in probe.safe])
     worst = 0.0
     for i in range(len(times)):
         j = np.searchsorted(times, times[i] + window)
@@ -189,7 +195,7 @@ def test_commands_stay_in_contract_and_rate_limit_starting_out_of_bounds(ros):
     cmds = np.array(probe.commands)
     step = VMAX * DT
     assert np.all(np.abs(np.diff(cmds, axis=0)) <= 2 * step + 1e-9)   # a late tick: 2 periods
-    assert _speed_over_elapsed_time(probe.times, cmds) <= VMAX * 1.25
+    assert _guard_speed(probe) <= VMAX * 1.001
     assert np.all(cmds[:, :2] >= -1.0) and np.all(cmds[:, :2] <= 1.0)
     assert cmds[0][2] == pytest.approx(1.5 - step, abs=0.03)   # moved toward bounds, no jump
     assert 'position' in probe.events and 'velocity' in probe.events
@@ -239,10 +245,12 @@ def test_stale_input_holds_then_stops_publishing(ros):
 def test_after_the_episode_is_done_the_filter_idles_at_ok(ros):
     arm, probe = _pipeline(ros)
     _stream(probe, [[0.1, 0.5, 1.0]] * 10)
+    time.sleep(0.05)                 # every action handled first (a later one would resume)
     probe.episode.publish(String(data='done success=true steps=10'))   # as sim_world says it
     time.sleep(0.6)                                         # well past 2 x command_timeout
     assert wait_for(lambda: probe.state() == 'idle')
-    assert probe.status.level == OK
+    # OK: idle is no error (a loaded machine may add the WARN of a rate below the configured)
+    assert probe.status.level == OK or 'below the configured' in probe.status.message
     count = len(probe.commands)
     time.sleep(0.2)
     assert len(probe.commands) > count                      # holding, not silent
@@ -256,6 +264,7 @@ def test_latched_stop_until_released_and_reset_resumes_from_the_moved_arm(ros):
     assert wait_for(lambda: volatile.get_subscription_count() >= 1)
     volatile.publish(Bool(data=True))
     assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.3, 0.5, 0.9]) and 0))
+    time.sleep(0.3)                                         # commands already sent have come
     count = len(probe.commands)
     _stream(probe, [[0.3, 0.5, 0.9]] * 10)
     assert len(probe.commands) == count
@@ -280,7 +289,8 @@ def test_an_arm_that_does_not_follow_latches_a_stop(ros):
     arm.move_by_hand(arm.position.copy())            # stuck: stops following the commands
     _stream(probe, [[-0.9, 0.5, 0.9]] * 40)          # ... while they move away
     assert wait_for(lambda: probe.state() == 'latched')
-    assert 'following_error' in probe.events and 'following_error' in probe.status.message
+    assert 'following_error' in probe.status.message
+    assert wait_for(lambda: 'following_error' in probe.events)
 
 
 def test_reset_refused_without_fresh_joint_states(ros):
@@ -327,7 +337,7 @@ def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
     assert len(probe.commands) > 50
     rate = (len(probe.commands) - 1) / (probe.times[-1] - probe.times[0])
     assert rate < 1.3 / DT                                  # one control timer, not two or three
-    assert _speed_over_elapsed_time(probe.times, probe.commands) <= VMAX * 1.25
+    assert _guard_speed(probe) <= VMAX * 1.001
 
 
 @pytest.mark.parametrize('position', [[0.0, float('nan'), 0.0], [0.0, float('inf'), 0.0]])
@@ -351,14 +361,14 @@ def test_configure_cleanup_configure_activate_keeps_one_timer(ros):
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert probe.transition(Transition.TRANSITION_ACTIVATE)
-    probe.commands.clear(), probe.times.clear()
+    probe.commands.clear(), probe.times.clear(), probe.safe.clear()
     start = time.monotonic()
     while time.monotonic() - start < 1.0:
         probe.send([1.0, -1.0, 1.0], dt=2 * DT)             # due after the next tick: the timer
         time.sleep(0.01)
     rate = (len(probe.commands) - 1) / (probe.times[-1] - probe.times[0])
     assert 0.5 / DT < rate < 1.3 / DT
-    assert _speed_over_elapsed_time(probe.times, probe.commands) <= VMAX * 1.25
+    assert _guard_speed(probe) <= VMAX * 1.001
 
 
 def test_monitor_only_never_commands_the_controller(ros):
@@ -403,12 +413,12 @@ def test_speed_scale_can_only_be_lowered_while_configured_and_slows_the_arm(ros)
     refused = set_scale(0.5)
     assert not refused.successful and 'lowered' in refused.reason
     assert not set_scale(0.0).successful
-    probe.commands.clear(), probe.times.clear()
+    probe.commands.clear(), probe.times.clear(), probe.safe.clear()
     start = time.monotonic()
     while time.monotonic() - start < 1.0:
         probe.send([-1.0, -1.0, 0.5])
         time.sleep(0.01)
-    assert _speed_over_elapsed_time(probe.times, probe.commands) <= 0.25 * VMAX * 1.25
+    assert _guard_speed(probe) <= 0.25 * VMAX * 1.001
     assert wait_for(lambda: probe.status is not None and
                     {kv.key: kv.value for kv in probe.status.values}.get('speed_scale') == '0.25')
 

@@ -35,7 +35,7 @@ MIN_WINDOW = 128
 #: A gap between commands longer than this many periods lost round(gap / dt) - 1 ticks.
 MISSED_AFTER_PERIODS = 1.5
 #: The achieved rate may fall this far (relative) below the configured one before a WARN.
-RATE_TOLERANCE = 0.02
+RATE_TOLERANCE = 0.05
 #: Periods needed in the window before the achieved rate is judged.
 MIN_PERIODS = 50
 
