@@ -27,6 +27,7 @@ simulation, and the design time (what the monitor's configure pays) for alpha do
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ import numpy as np
 from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.monitors import ActionMonitor
 from vla_safety_filter.core.sequential import (design_cusum, MotionCalibration,
-                                               simulate_run_lengths)
+                                               RunLengthThreshold, simulate_run_lengths)
 
 DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
                     'aloha_sim_lerobot_4ep.npz')
@@ -58,8 +59,14 @@ def time_monitor(dim: int, passes: int, motion: bool = True) -> dict:
     """
     episodes = aloha_episodes(dim)
     cal = calibrate(episodes, [f'joint_{j}' for j in range(dim)], 1.0 / FPS, holdout=0.0).data
-    steps = MotionCalibration.from_episodes(episodes, cal.sigma, dt=1.0 / FPS) if motion else None
+    steps = None
+    if motion:
+        steps = MotionCalibration.from_episodes(episodes, cal.sigma, dt=1.0 / FPS)
+        # 4 episodes cannot measure run lengths: stand-in thresholds arm the every-step CUSUMs
+        stand_in = RunLengthThreshold(3.0, 20.0, 9.5, 0.1, 0.0, 10.0, 18.0, 0.5, 100)
+        steps = replace(steps, cusum=stand_in, position_cusum=stand_in)
     monitor = ActionMonitor(cal, 1.0 / FPS, 'generic', motion=steps)
+    assert not motion or monitor.cusum_stride == monitor.motion_stride == 1
     rows = [row for episode in episodes for row in episode]
     clock = time.perf_counter_ns
     update_ns, window_ns = [], []
