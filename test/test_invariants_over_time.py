@@ -125,9 +125,11 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
     segments = _segments(np.array(stamps), np.array(safe))
     assert len(segments) >= 3                            # stop and latch each ended a segment
     for times, values in segments:
-        # publish stamps are the ticks' own times: velocity between consecutive commands
+        # publish stamps are the ticks' own times: velocity between consecutive commands (over
+        # their times, not per message: a loaded machine's recorder may drop a message, and two
+        # steps of vmax * h then look like one)
         check = audit(CONTRACT, values[0], values, times, time_slack=1e-6)
-        assert check['outside_bounds'] == check['non_finite'] == check['over_rate_limit'] == 0
+        assert check['outside_bounds'] == check['non_finite'] == 0
         assert check['max_speed_ratio'] <= 1.05, check
         # acceleration wherever ticks came within MAX_STEP_PERIODS: a longer stall is not caught
         # up, so the velocity dips there by design
@@ -135,11 +137,14 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
             if len(t) > 8:
                 check = audit(CONTRACT, q[0], q, t, window=3 * DT, time_slack=1e-4)
                 assert check['max_accel_ratio'] <= 1.1, check
+    # the controller received those audited commands, in order (the recorder may drop some on a
+    # loaded machine; its delivery times add the machine's scheduling jitter, not the filter's)
+    rows, k = [tuple(q) for q in safe], 0
+    for q in commands:
+        k = rows.index(tuple(q), k) + 1
     received = _segments(np.array(arrivals), np.array(commands))
     for times, values in received:
-        check = audit(CONTRACT, values[0], values, times, window=10 * DT, time_slack=DT)
-        assert check['outside_bounds'] == check['over_rate_limit'] == 0
-        assert check['max_speed_ratio'] <= 1.1, check    # what the controller received (jitter)
+        assert audit(CONTRACT, values[0], values)['outside_bounds'] == 0
     for times, values in received[1:]:
         # every resume starts where the arm is, not where it was last commanded
         measured = [p for t, p in states if t <= times[0]][-1]
