@@ -19,10 +19,13 @@ import os
 import numpy as np
 import pytest
 
+from vla_safety_filter.core.calibration import calibrate
 from vla_safety_filter.core.contract import Contract, Guard
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.limits import (contract_limits, optional_limit_params,
                                            read_hardware_limits, with_optional_limits)
+from vla_safety_filter.core.params import (contract_from_params, read_node_params,
+                                           write_filter_params)
 
 PLANAR = os.path.join(os.path.dirname(__file__), 'data', 'planar3.urdf')
 
@@ -158,3 +161,18 @@ def test_a_one_sided_urdf_soft_limit_leaves_the_other_side_unbounded(tmp_path):
     assert guard.step([-2.5])[0][0] == pytest.approx(-1.91)     # no soft shaping downward
     guard.reset([1.49])
     assert guard.step([1.6])[0][0] == pytest.approx(1.49 + 20 * 0.01 * 0.01)
+
+
+def test_calibrated_contract_keeps_hardware_soft_and_jerk_limits_through_its_yaml(tmp_path):
+    """`calibrate --hardware-limits` -> parameter YAML -> the contract the node builds."""
+    rng = np.random.default_rng(0)
+    episodes = [np.cumsum(rng.normal(0, 0.002, (200, 2)), axis=0) for _ in range(25)]
+    hw = read_hardware_limits(_write(tmp_path, YAML), ['a', 'b'])
+    result = calibrate(episodes, ['a', 'b'], dt=0.05, hardware=hw)
+    path = str(tmp_path / 'filter.yaml')
+    write_filter_params(path, result.contract)
+    back = contract_from_params(read_node_params(path), source=path)
+    for key in ('soft_lower', 'soft_upper', 'k_position', 'max_jerk', 'max_acceleration'):
+        np.testing.assert_array_equal(getattr(back, key), getattr(result.contract, key))
+    np.testing.assert_array_equal(back.max_jerk, [80.0, 50.0])
+    np.testing.assert_array_equal(back.soft_upper, [1.7, np.inf])

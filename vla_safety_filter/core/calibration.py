@@ -37,7 +37,7 @@ from scipy import stats
 
 from .contract import Contract
 from .errors import InputError
-from .limits import HardwareLimits
+from .limits import contract_limits, HardwareLimits
 from .params import CalibrationData
 from .profiles import DEFAULT_PROFILE, PROFILES
 from .sequential import MIN_RUN_LENGTH_EPISODES, MotionCalibration, position_run_length
@@ -279,18 +279,12 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
                      f'skipped')
 
     hardware_report = None
-    limits = {'max_acceleration': None, 'max_deceleration': None}
+    limits = {}
     if hardware is not None:
         lower, upper, max_velocity, hardware_report = _intersect(
             names, lower, upper, max_velocity, hardware)
-        for key in limits:
-            given = getattr(hardware, key)
-            if given is None:
-                continue
-            if np.all(np.isfinite(given)):
-                limits[key] = given
-            elif np.any(np.isfinite(given)):
-                notes.append(f'hardware {key} not used: not given for every joint')
+        limits, hardware_notes = contract_limits(hardware)
+        notes.extend(hardware_notes)
 
     v_floor = _floor(mu) / dt
     for j in np.flatnonzero(max_velocity < v_floor):

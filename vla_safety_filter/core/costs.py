@@ -40,6 +40,8 @@ DEFAULT_COSTS = {
     # filter interventions, charged once per /vla/filter_events message in which the reason occurs
     'intervention.position': 0.05, 'intervention.velocity': 0.05,
     'intervention.acceleration': 0.02, 'intervention.hold': 0.5,
+    'intervention.soft_limit': 0.02, 'intervention.jerk': 0.02,
+    'intervention.workspace': 0.05,
     # refusals of a whole input (the filter holds instead): the dearest interventions
     'intervention.nonfinite': 1.0, 'intervention.shape': 1.0, 'intervention.unknown_joint': 1.0,
     'intervention.bad_timing': 1.0, 'intervention.stale': 1.0,

@@ -30,6 +30,7 @@ import yaml
 
 from .contract import Contract
 from .errors import InputError
+from .limits import optional_limit_params, with_optional_limits
 
 FILTER_NODE = 'safety_filter'
 
@@ -144,6 +145,7 @@ def contract_to_params(contract: Contract, calibration_file: str | None = None) 
         params['max_acceleration'] = _floats(contract.max_acceleration)
     if contract.max_deceleration is not None:
         params['max_deceleration'] = _floats(contract.max_deceleration)
+    params.update(optional_limit_params(contract))
     if calibration_file is not None:
         params['calibration_file'] = calibration_file
     return params
@@ -160,14 +162,15 @@ def contract_from_params(params: dict, source: str = 'parameters') -> Contract:
         raise InputError(f'{source}: control_rate_hz must be a positive number, got {rate!r}')
     acc, dec = params.get('max_acceleration'), params.get('max_deceleration')
     try:
-        return Contract(joint_names=tuple(params['joint_names']), lower=params['lower'],
-                        upper=params['upper'], max_velocity=params['max_velocity'],
-                        dt=1.0 / float(rate), max_acceleration=acc if acc else None,
-                        velocity_scaling=params.get('velocity_scaling', 'per_joint'),
-                        mode=params.get('mode', 'enforce'),
-                        max_deceleration=dec if dec else None)
+        contract = Contract(joint_names=tuple(params['joint_names']), lower=params['lower'],
+                            upper=params['upper'], max_velocity=params['max_velocity'],
+                            dt=1.0 / float(rate), max_acceleration=acc if acc else None,
+                            velocity_scaling=params.get('velocity_scaling', 'per_joint'),
+                            mode=params.get('mode', 'enforce'),
+                            max_deceleration=dec if dec else None)
     except (TypeError, ValueError) as exc:
         raise InputError(f'{source}: {exc}') from None
+    return with_optional_limits(contract, params, source)
 
 
 def write_filter_params(path: str, contract: Contract, calibration_file: str | None = None,
