@@ -49,6 +49,7 @@ WIDE_BOUNDS_RATIO = 2.0   # bounds this many times wider than the heuristic are 
 COVERAGE_MODES = ('episode', 'frame')
 SINGLE_FRAME_TOLERANCE = 0.5  # a timestamp step within dt * (1 ± this) is one frame, else a gap
 HOLDOUT_WARN_P = 0.01         # held-out whole-episode coverage this unlikely under 1 - alpha warns
+MOTION_MAX_FRAMES = 250_000   # motion scores use a seeded subset of whole episodes beyond this
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,8 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
 
     contract = Contract(joint_names=names, lower=lower, upper=upper, max_velocity=max_velocity,
                         dt=dt, **limits)
-    motion = _motion_calibration([arrays[i] for i in cal_idx], sigma, dt, alpha, seed)
+    motion_idx = _motion_subset(arrays, cal_idx, seed)
+    motion = _motion_calibration([arrays[i] for i in motion_idx], sigma, dt, alpha, seed)
     if motion is not None:
         profile = PROFILES[DEFAULT_PROFILE]
         motion = replace(motion, position_cusum=position_run_length(
@@ -342,7 +344,7 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
         'upper': [float(v) for v in upper],
         'max_velocity': [float(v) for v in max_velocity],
         'hardware': hardware_report,
-        'motion': motion_report(motion, cal_idx.size, alpha),
+        'motion': motion_report(motion, motion_idx.size, alpha),
         'repairs': repairs,
         'notes': notes,
     }
@@ -357,6 +359,19 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
             f'tasks or setups?), so the contract is loose; add demonstrations of the same task or '
             f'--hardware-limits')
     return CalibrationResult(contract, data, report)
+
+
+def _motion_subset(arrays: list[np.ndarray], cal_idx: np.ndarray, seed: int) -> np.ndarray:
+    """
+    Return calibration episodes for the motion scores: all, or a seeded subset of whole ones.
+
+    Whole episodes drawn at random stay exchangeable with new ones, so the conformal scores keep
+    their meaning; MOTION_MAX_FRAMES frames are plenty and keep calibration time bounded.
+    """
+    order = np.random.default_rng(seed).permutation(cal_idx)
+    frames = np.cumsum([arrays[i].shape[0] for i in order])
+    keep = max(1, int(np.searchsorted(frames, MOTION_MAX_FRAMES, side='right')))
+    return np.sort(order[:keep]) if frames[-1] > MOTION_MAX_FRAMES else cal_idx
 
 
 def _motion_calibration(episodes: list[np.ndarray], sigma: np.ndarray, dt: float, alpha: float,
