@@ -118,6 +118,13 @@ class World:
             node.destroy_node()
 
 
+class Warnings(list):
+    """A logger that keeps its warnings."""
+
+    def warning(self, text):
+        self.append(text)
+
+
 @pytest.fixture(params=EXECUTORS)
 def world(request):
     w = World(request.param)
@@ -158,17 +165,12 @@ def test_lifecycle_parameters_timers_and_subscriptions_are_served(world):
 
 
 def test_events_falls_back_to_single_with_a_warning_where_rclpy_lacks_it(monkeypatch):
-    warnings = []
-
-    class Logger:
-        def warning(self, text):
-            warnings.append(text)
-
+    warnings = Warnings()
     monkeypatch.setattr(common, 'events_executor', lambda: (None, 'not in this rclpy'))
     context = Context()
     rclpy.init(context=context, domain_id=next_domain())
     try:
-        executor = make_executor('events', context, Logger())
+        executor = make_executor('events', context, warnings)
         assert isinstance(executor, SingleThreadedExecutor)
         assert len(warnings) == 1 and 'falling back' in warnings[0]
         with pytest.raises(InputError, match='executor'):
@@ -179,11 +181,7 @@ def test_events_falls_back_to_single_with_a_warning_where_rclpy_lacks_it(monkeyp
 
 def test_events_falls_back_for_nodes_with_coroutine_callbacks():
     """Async services (which rclpy's EventsExecutor never answers) are served by the fallback."""
-    warnings = []
-
-    class Logger:
-        def warning(self, text):
-            warnings.append(text)
+    warnings = Warnings()
 
     async def answer(request, response):
         response.success = True
@@ -195,9 +193,9 @@ def test_events_falls_back_for_nodes_with_coroutine_callbacks():
     manager = rclpy.create_node('manager', context=context)
     manager.create_service(Trigger, '/manager/ping', answer)
     try:
-        assert not isinstance(make_executor('events', context, Logger(), [plain]),
+        assert not isinstance(make_executor('events', context, warnings, [plain]),
                               SingleThreadedExecutor)
-        executor = make_executor('events', context, Logger(), [plain, manager])
+        executor = make_executor('events', context, warnings, [plain, manager])
         assert isinstance(executor, SingleThreadedExecutor)
         assert len(warnings) == 1 and 'manager use coroutine callbacks' in warnings[0]
         for node in (plain, manager):
