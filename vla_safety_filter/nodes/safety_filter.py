@@ -87,6 +87,7 @@ class SafetyFilter(GatedLifecycleNode):
             'mode': declare(self, 'mode', 'enforce',
                             'enforce, or monitor_only (shadow run: never commands the controller)',
                             **ro),
+            **self._optional_limits(ro),
         }
         self.controller = declare(self, 'controller_name', 'forward_position_controller',
                                   'ros2_control controller to command', **ro)
@@ -129,6 +130,26 @@ class SafetyFilter(GatedLifecycleNode):
         self._last_state = STOPPED
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, STATE_QOS)
+
+    def _optional_limits(self, ro: dict) -> dict:
+        """Declare the contract's optional limits (core.limits, core.workspace); unset = off."""
+        arrays = {
+            'soft_lower_limit': 'soft lower bounds (-.inf: none on that side); with '
+                                'soft_upper_limit and k_position',
+            'soft_upper_limit': 'soft upper bounds (.inf: none on that side)',
+            'k_position': 'soft-limit gain (1/s): speed toward a soft bound <= k x distance',
+            'max_jerk': 'optional per-joint jerk limit (units/s^3)',
+            'workspace_lower': 'end-effector box lower corner [x, y, z] (m, URDF root frame)',
+            'workspace_upper': 'end-effector box upper corner [x, y, z] (m, URDF root frame)',
+        }
+        params = {name: declare(self, name, Parameter.Type.DOUBLE_ARRAY, text, **ro)
+                  for name, text in arrays.items()}
+        params['workspace_urdf'] = declare(self, 'workspace_urdf', '',
+                                           'URDF for the end-effector workspace box (needs the '
+                                           'pin package); empty: no box', **ro)
+        params['workspace_frame'] = declare(self, 'workspace_frame', '',
+                                            'URDF frame kept inside the box, e.g. tool0', **ro)
+        return params
 
     # ---- lifecycle -------------------------------------------------------------------------
     def configure_node(self) -> None:
