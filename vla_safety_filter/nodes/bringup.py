@@ -19,8 +19,9 @@ import os
 import threading
 
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 
-from .common import make_executor, spin
+from .common import controlled_stop_signals, make_executor, spin
 from ..core.errors import InputError
 
 
@@ -55,10 +56,11 @@ def run_bringup(param_files: list[str], with_sim_arm: bool, duration: float | No
     args = ['vla-safety-bringup', '--ros-args']
     for path in param_files:
         args += ['--params-file', os.path.abspath(path)]
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = controlled_stop_signals()
     nodes = pipeline_nodes(with_sim_arm)
     chosen = make_executor(executor, logger=nodes[-1].get_logger(), nodes=nodes)
     nodes[-1].get_logger().info(f'bringup executor: {type(chosen).__name__}')
     if duration:
         threading.Timer(duration, rclpy.try_shutdown).start()
-    spin(nodes, chosen)
+    spin(nodes, chosen, stop)

@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -34,6 +36,7 @@ from rclpy.publisher import Publisher
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
 from rclpy.service import Service
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
@@ -62,6 +65,9 @@ ANY_PUBLISHER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFO
 STATE_QOS = qos_profile_sensor_data
 #: Executors a process can run its nodes under (parameter / option `executor`).
 EXECUTORS = ('single', 'events')
+#: Longest a process keeps spinning after SIGINT/SIGTERM for its nodes' controlled stops (s);
+#: below ros2 launch's 5 s before it escalates to SIGTERM/SIGKILL.
+MAX_SETTLE_S = 4.0
 
 
 class GatedLifecycleNode(LifecycleNode):
@@ -100,6 +106,17 @@ class GatedLifecycleNode(LifecycleNode):
 
     def report_state(self) -> None:
         """Publish the node's status now (e.g. on /diagnostics); called after each transition."""
+
+    def settle_time(self) -> float:
+        """Return how long after deactivation the node still acts (a controlled stop), in s."""
+        return 0.0
+
+    def stop_for_shutdown(self) -> float:
+        """Deactivate if active, as a lifecycle deactivate would; return the settle time."""
+        if not self.active:
+            return 0.0
+        self.trigger_deactivate()
+        return self.settle_time()
 
     # ---- entities ----------------------------------------------------------------------------
     def own(self, entity):
@@ -324,21 +341,27 @@ def coroutine_nodes(nodes) -> list:
                    for entity in (*node.services, *node.timers, *node.subscriptions))]
 
 
-def spin(nodes: list, executor=None) -> None:
+def spin(nodes: list, executor=None, stop: threading.Event | None = None) -> None:
     """
-    Spin nodes under one executor until Ctrl-C or shutdown.
+    Spin nodes under one executor until Ctrl-C, shutdown or `stop`.
 
     Single-threaded (or events) on purpose: rclpy's multi-threaded executor costs several times
     more CPU per callback under the GIL, which starved the control timer when all nodes share
     one process. Nothing blocks in a callback (the manager awaits its service calls). The loop
     is `spin_once` for both executors: EventsExecutor.spin() neither fires timers when spun off
-    the main thread nor returns on shutdown (rclpy 7.1.6 and 9.1.2).
+    the main thread nor returns on shutdown (rclpy 7.1.6 and 9.1.2). When `stop` is set (SIGINT,
+    SIGTERM: see `controlled_stop_signals`) every active node is deactivated as a lifecycle
+    deactivate would (the filter brakes within its limits) and spun until it has settled.
     """
     executor = executor or SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
+    context = nodes[0].context
     try:
-        spin_until_shutdown(executor, nodes[0].context)
+        while context.ok() and not (stop is not None and stop.is_set()):
+            _spin_once(executor, context)
+        if context.ok() and stop is not None:
+            _settle(nodes, executor, context)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -349,14 +372,51 @@ def spin(nodes: list, executor=None) -> None:
             rclpy.try_shutdown()
 
 
+def _settle(nodes: list, executor, context) -> None:
+    """Deactivate every active lifecycle node (policy side first) and spin out their stops."""
+    settle = 0.0
+    for node in reversed(nodes):
+        if isinstance(node, GatedLifecycleNode):
+            settle = max(settle, node.stop_for_shutdown())
+    deadline = time.monotonic() + min(settle, MAX_SETTLE_S)
+    while context.ok() and time.monotonic() < deadline:
+        _spin_once(executor, context, timeout=0.005)
+
+
+def _spin_once(executor, context, timeout: float = 0.05) -> None:
+    """Spin once; an exception raised because the context shut down meanwhile ends quietly."""
+    try:
+        executor.spin_once(timeout_sec=timeout)
+    except Exception:  # the context shut down while spinning
+        if context.ok():
+            raise
+
+
+def controlled_stop_signals() -> threading.Event:
+    """
+    Make SIGINT and SIGTERM request a controlled stop (`spin(..., stop=)`), not an abrupt one.
+
+    Call after `rclpy.init(signal_handler_options=SignalHandlerOptions.NO)` in the main thread.
+    A second signal while stopping ends the process at once (KeyboardInterrupt).
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return requested                 # signals reach the main thread only (embedded use)
+
+    def on_signal(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return requested
+
+
 def spin_until_shutdown(executor, context) -> None:
     """Spin an executor from a background thread until its context shuts down (demo, tests)."""
     while context.ok():
-        try:
-            executor.spin_once(timeout_sec=0.05)
-        except Exception:  # the context shut down while spinning
-            if context.ok():
-                raise
+        _spin_once(executor, context)
 
 
 def run(node_factory) -> None:
@@ -364,8 +424,10 @@ def run(node_factory) -> None:
     Run one node as a process: `ros2 run vla_safety_filter <node> --ros-args ...`.
 
     The read-only parameter `executor` (single or events, default single) picks its executor.
+    SIGINT and SIGTERM stop it in a controlled way: deactivated (the filter brakes), then ended.
     """
-    rclpy.init(args=sys.argv)
+    rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = controlled_stop_signals()
     node = node_factory()
     name = declare(node, 'executor', 'single', f'process executor, one of {EXECUTORS}',
                    read_only=True)
@@ -375,4 +437,4 @@ def run(node_factory) -> None:
         node.get_logger().error(f'{exc}; using the single-threaded executor')
         executor = make_executor('single')
     node.get_logger().info(f'executor: {type(executor).__name__}')
-    spin([node], executor)
+    spin([node], executor, stop)

@@ -58,6 +58,8 @@ LEVEL_OF_STATE = {RUNNING: OK, IDLE: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED:
 #: /vla/episode value (alone, or followed by details after a space, as sim_world sends) that says
 #: the episode has finished: the filter then idles.
 EPISODE_DONE = 'done'
+#: Time allowed for the last braking command to be delivered before a process exits (s).
+DELIVERY_S = 0.1
 
 
 class SafetyFilter(GatedLifecycleNode):
@@ -128,6 +130,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._executive: Executive | None = None
         self._timing: ControlTiming | None = None
         self._last_state = STOPPED
+        self._braking_s = 0.0
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, STATE_QOS)
 
@@ -238,6 +241,7 @@ class SafetyFilter(GatedLifecycleNode):
         """
         with self._lock:
             path = self._executive.brake_path()
+        self._braking_s = 0.0
         if not len(path) or self._brake_pub is None:
             return
         dt = self._executive.contract.dt
@@ -247,7 +251,9 @@ class SafetyFilter(GatedLifecycleNode):
             self._brake_pub.publish(JointTrajectory(joint_names=list(self._out_names), points=[
                 JointTrajectoryPoint(positions=row, time_from_start=duration((k + 1) * dt))
                 for k, row in enumerate(rows)]))
+            self._braking_s = DELIVERY_S     # the controller runs the path; let it be delivered
             return
+        self._braking_s = len(rows) * dt + DELIVERY_S
         pending = iter(rows)
 
         def next_row():
@@ -258,6 +264,10 @@ class SafetyFilter(GatedLifecycleNode):
                 self._brake_pub.publish(Float64MultiArray(data=row))
         timer = self.create_timer(dt, next_row, clock=self._steady)
         next_row()
+
+    def settle_time(self) -> float:
+        """Return the braking time of the last deactivation (a shutdown waits it out)."""
+        return self._braking_s
 
     def cleanup_node(self) -> None:
         with self._lock:

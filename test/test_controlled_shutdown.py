@@ -1,0 +1,87 @@
+# Copyright 2026 vla_safety_filter maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+A controlled stop on SIGINT/SIGTERM (issue 14, part 7), as `ros2 run` or `ros2 launch` ends it.
+
+The safety_filter runs as its own process (its console entry point) commanding a tracking arm;
+the test moves a joint at speed, signals the process and reads the controller topic: the joint
+decelerates within max_acceleration to rest past where it was when the signal came, and the
+process ends with exit code 0. Before, the signal ended the process at once and the last
+command was wherever the arm happened to be, at full speed.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from lifecycle_msgs.msg import Transition
+import numpy as np
+import pytest
+from ros_harness import wait_for
+
+AMAX = 4.0
+
+
+def _argv(params: dict) -> list:
+    """Return the command line of the filter's entry point with `params` as -p overrides."""
+    argv = [sys.executable, '-c',
+            'from vla_safety_filter.nodes.safety_filter import main; main()', '--ros-args']
+    for key, value in params.items():
+        text = f'[{",".join(map(str, value))}]' if isinstance(value, list) else str(value)
+        argv += ['-p', f'{key}:={text}']
+    return argv
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_brakes_the_arm_to_rest_within_its_limits_then_ends_the_process(
+        ros, small_contract, filter_probe, fake_arm, tmp_path, sig):
+    fake_arm([0.0, 0.0, 0.0])
+    probe = filter_probe()
+    params = {**small_contract, 'max_acceleration': [AMAX] * 3, 'controller_name': 'arm',
+              'command_timeout': 0.5}
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros.context.get_domain_id()))
+    with open(tmp_path / 'filter.log', 'w+') as log:
+        proc = subprocess.Popen(_argv(params), env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            assert wait_for(lambda: probe.transition(Transition.TRANSITION_CONFIGURE), 10)
+            assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), 5)
+            start = time.monotonic()
+            while time.monotonic() - start < 0.3:           # speed up toward 0.9 for 0.3 s
+                probe.send([[0.9, 0.0, 0.0]] * 3)
+                time.sleep(0.01)
+            signalled = time.monotonic()
+            proc.send_signal(sig)
+            code = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        output = log.read()
+    assert code == 0, output
+    assert 'braking over' in output
+    times, j0 = np.array(probe.times), np.array(probe.commands)[:, 0]
+    before = j0[times < signalled]
+    after = j0[times >= signalled]
+    # it was moving at speed when signalled and kept going while it braked ...
+    assert before[-1] - before[-6] > 0.02
+    assert after.size >= 10 and after[-1] - before[-1] > 0.05
+    # ... to rest, never reversing, with a deceleration within the limit: the braking rows are
+    # one control period apart and their steps shrink by at most AMAX dt^2 (the first command
+    # after the signal may be a late tick already in flight: judged from the next one on)
+    steps = np.diff(after)
+    assert np.all(steps >= -1e-12) and steps[-1] < 1e-9
+    dt = 1.0 / small_contract['control_rate_hz']
+    assert np.all(-np.diff(steps) <= AMAX * dt * dt * 1.001 + 1e-12)
