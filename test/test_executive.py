@@ -126,8 +126,26 @@ def test_end_of_episode_holds_quietly_until_the_next_input():
     ex.end_episode()
     idle = [ex.tick(1.02 + 0.01 * k) for k in range(60)]     # long past 2 x timeout
     assert all(t.state == IDLE and t.command == pytest.approx([0.05, 0.05]) for t in idle)
+    _measure(ex, 1.7, [0.05, 0.05])
     ex.on_chunk([[0.1, 0.05]], [0.01], now=1.7)
     assert ex.tick(1.7).state == RUNNING
+
+
+def test_the_next_episode_starts_from_where_the_arm_is_not_from_the_last_command():
+    ex = _exec(timeout=0.1)
+    _measure(ex, 1.0)
+    ex.on_chunk([[0.05, 0.05]], [0.01], now=1.0)
+    ex.tick(1.0), ex.tick(1.01)
+    ex.end_episode()
+    for k in range(60):
+        ex.tick(1.02 + 0.01 * k)
+    ex.on_chunk([[0.5, -0.5]], [0.5], now=1.7)   # no fresh /joint_states: no resume
+    assert ex.tick(1.7) == (None, STOPPED, ())
+    _measure(ex, 1.75, [0.6, -0.4])                # the scene reset moved the arm
+    ex.on_chunk([[0.5, -0.5]], [0.5], now=1.75)
+    first = ex.tick(1.75)
+    assert first.state == RUNNING
+    assert np.abs(first.command - [0.6, -0.4]).max() <= 10.0 * 0.01 + 1e-12
 
 
 @pytest.mark.parametrize('targets, times, reason', [

@@ -221,6 +221,10 @@ class Executive:
             return (self.reject('bad_timing', now),)
         if age > self.command_timeout:
             return (self.reject('stale', now),)
+        if self._idle and not np.any(np.abs(self.guard.velocity) > 1e-9):
+            # a new episode after an idle arm at rest resumes like every resume: from a fresh
+            # measured position (a scene reset may have moved the arm meanwhile)
+            self._needs_seed = True
         self._plan_t0, self._plan_q0 = now, self.guard.prev
         self._due, self._goals = now - age + offsets, targets
         self._fresh_until = max(now, self._due[-1])
@@ -290,7 +294,12 @@ class Executive:
         return Event(self.guard.step_index, '*', reason, float('nan'), float('nan'), float('inf'))
 
     def end_episode(self) -> None:
-        """End the policy's episode: hold quietly (idle) until the next input."""
+        """
+        End the policy's episode: hold quietly (idle) until the next input.
+
+        The next chunk, once the hold has brought the arm to rest, starts from a fresh
+        /joint_states position (no fresh one: stopped), as every resume does.
+        """
         self._idle = True
 
     def set_stop(self, asserted: bool, reason: str = '') -> None:
