@@ -185,8 +185,14 @@ def check_settings(settings: DrillSettings) -> None:
 
 
 def new_monitor(safety: Safety, settings: DrillSettings, dt: float) -> ActionMonitor:
-    """Return the action monitor of a drill (its CUSUM design takes seconds: build it once)."""
-    return ActionMonitor(safety.calibration, dt, settings.profile, safety.costs)
+    """
+    Return the action monitor of a drill (its CUSUM design takes seconds: build it once).
+
+    With the calibration's motion scores (step, seam, window, measured-threshold CUSUMs), as
+    the action_monitor node runs it.
+    """
+    return ActionMonitor(safety.calibration, dt, settings.profile, safety.costs,
+                         motion=safety.calibration.motion)
 
 
 def check_chunk(chunk, dim: int) -> np.ndarray:
