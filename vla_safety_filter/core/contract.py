@@ -235,7 +235,7 @@ class Guard:
         brake = c.braking()
         self._abrake = None if brake is None else brake * scale
         self._jmax = None if c.max_jerk is None else c.max_jerk * scale
-        if self._prev is not None:
+        if self._prev is not None and self._box_h is not None:
             self._set_box(self._box_h)
 
     @property
@@ -315,7 +315,7 @@ class Guard:
         self._box_h = h
         # With prev inside the bounds and no limit beyond position and velocity, a feasible
         # action keeps it inside.
-        self._simple_box = inside and h == c.dt and not c.limits_acceleration and \
+        self._simple_box = inside and not c.limits_acceleration and \
             not c.has_soft_limits and self._workspace is None
 
     def _brake(self, h: float) -> None:
@@ -402,7 +402,7 @@ class Guard:
             self._velocity = velocity
             self._last_h = h
         self._prev = out.copy()
-        self._set_box(self.contract.dt)
+        self._box_h = None      # stale: the next step builds the box once, for its own h
 
     def _contain(self, out: np.ndarray) -> np.ndarray:
         """Cut `out` back along the step to the workspace box (if any); count each joint cut."""
@@ -446,6 +446,7 @@ class Guard:
             self._prev[:] = out
             np.maximum(c.lower, np.subtract(out, vs, out=lo), out=lo)
             np.minimum(c.upper, np.add(out, vs, out=hi), out=hi)
+            self._box_h = c.dt                   # the next step's box, if it comes on time
             return out, ()
         if not np.all(np.isfinite(a)):
             bad = int(np.flatnonzero(~np.isfinite(a))[0])
