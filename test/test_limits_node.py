@@ -80,8 +80,8 @@ def test_soft_and_jerk_limits_given_as_parameters_shape_the_commands(
     ({'max_jerk': [1.0, 2.0]}, 'max_jerk'),                               # wrong length
     ({'workspace_urdf': '/nonexistent.urdf'}, 'workspace'),              # no frame, no box
 ])
-def test_a_bad_optional_limit_refuses_configure_with_the_reason(ros, small_contract,
-                                                                 filter_probe, bad, reason):
+def test_a_bad_optional_limit_refuses_configure_with_the_reason(
+        ros, small_contract, filter_probe, bad, reason):
     ros.add(SafetyFilter, 'safety_filter', controller_name='arm', **small_contract, **bad)
     probe = filter_probe()
     assert not probe.transition(Transition.TRANSITION_CONFIGURE)
