@@ -19,6 +19,7 @@ Over real rclpy/DDS: soft limits with k_position and a jerk limit given as ROS p
 what the controller receives, judged over the guard's own stamps on /vla/safe_action; a bad
 optional limit is a refused configure with the reason, never a filter without it.
 """
+import os
 import time
 
 from lifecycle_msgs.msg import State, Transition
@@ -88,3 +89,33 @@ def test_a_bad_optional_limit_refuses_configure_with_the_reason(
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert wait_for(lambda: probe.status is not None and reason in probe.status.message,
                     timeout=5), probe.status
+
+
+def test_the_workspace_box_given_as_parameters_keeps_the_tool_inside(ros, filter_probe,
+                                                                     fake_arm):
+    """The planar 3-link arm (test/data/planar3.urdf) reaches out of its box and is cut."""
+    pytest.importorskip('pinocchio')
+    from vla_safety_filter.core.kinematics import UrdfKinematics
+
+    urdf = os.path.join(os.path.dirname(__file__), 'data', 'planar3.urdf')
+    lower, upper = [0.2, -0.6, 0.0], [1.0, 0.6, 0.2]
+    joints = ['j1', 'j2', 'j3']
+    start = [0.0, 0.8, 0.8]                                 # bent: tool inside, x 0.77, y 0.59
+    fake_arm(start, names=joints)
+    ros.add(SafetyFilter, 'safety_filter', controller_name='arm', command_timeout=0.5,
+            joint_names=joints, lower=[-2.5] * 3, upper=[2.5] * 3, max_velocity=[2.0] * 3,
+            control_rate_hz=100.0, workspace_urdf=urdf, workspace_frame='tool',
+            workspace_lower=lower, workspace_upper=upper)
+    probe = filter_probe()
+    assert probe.transition(Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
+    for _ in range(80):                                     # stretch out: tool at x = 1.2 > 1.0
+        probe.send([[0.0, 0.0, 0.0]] * 3, names=joints)
+        time.sleep(0.01)
+    assert wait_for(lambda: len(probe.safe) > 60)
+    commands, _ = _stream(probe)
+    fk = UrdfKinematics(urdf, 'tool', joints)
+    tool = np.array([fk(q) for q in commands])
+    assert np.all(tool >= np.array(lower) - 1e-6) and np.all(tool <= np.array(upper) + 1e-6)
+    assert tool[:, 0].max() > 0.95                          # it went as far as the box allows
+    assert any('workspace' in event for event in probe.events)
