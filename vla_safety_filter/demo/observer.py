@@ -28,11 +28,15 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from .. import names
 from ..nodes.common import COMMAND_QOS, LATCHED_QOS
+
+#: Controller commands are audited one by one: keep up to 10 s at 100 Hz queued under load.
+AUDIT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @dataclass
@@ -62,8 +66,9 @@ class DemoObserver(Node):
         self._lock = threading.Lock()
         self._seen = Observed()
         self.create_subscription(JointTrajectory, names.RAW_ACTION, self._on_raw, COMMAND_QOS)
+        # a deep queue: a command dropped under load would look like a double step in the audit
         self.create_subscription(Float64MultiArray, names.forward_commands(controller),
-                                 self._on_command, COMMAND_QOS)
+                                 self._on_command, AUDIT_QOS)
         self.create_subscription(DiagnosticArray, names.FILTER_EVENTS, self._on_events, 100)
         self.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._on_diagnostics, 50)
         self.create_subscription(String, names.EPISODE, self._on_episode, LATCHED_QOS)

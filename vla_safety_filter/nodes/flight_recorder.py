@@ -61,7 +61,7 @@ def default_topics(controller: str) -> list:
 
 
 POLL_PERIOD = 0.5  # s: graph discovery and chunk flush (bounds what a SIGKILL loses)
-DEPTH = 100
+DEPTH = 1000      # messages queued per topic: a loaded machine must not drop commands
 
 
 class FlightRecorder(Node):
