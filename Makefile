@@ -36,7 +36,7 @@ $(STAMP): setup.py package.xml Makefile
 	echo '*' > $(VENV)/.gitignore
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(ROS_WHEELS) $(TOOLS) $(LINTERS)
-	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints,drills,remote]'
+	$(BIN)/pip install --quiet -e '.[test,datasets,checkpoints,drills,remote,aloha,workspace]'
 	# openpi-client pins numpy<2 (opencv for gym-pusht needs >=2); its wire format needs neither
 	$(BIN)/pip install --quiet --no-deps openpi-client
 	touch $(STAMP)

@@ -43,6 +43,10 @@ setup(
         # install openpi-client without its dependencies (`make setup` does): it pins numpy < 2,
         # which conflicts with opencv (gym-pusht); its msgpack_numpy runs unchanged on numpy 2.
         'remote': ['websockets>=15', 'msgpack', 'json-numpy'],
+        # `vla-safety drill --world aloha`: gym-aloha's MuJoCo bimanual ViperX (mujoco, dm-control)
+        'aloha': ['gym-aloha==0.1.5'],
+        # the safety_filter's optional Cartesian workspace box: forward kinematics by pinocchio
+        'workspace': ['pin>=4.1,<5'],
     },
     zip_safe=True,
     maintainer='vla_safety_filter maintainers',
