@@ -70,7 +70,7 @@ def run(args) -> int:
     from ..demo.runner import run_graph
     from ..demo.scenario import prepare
     from ..demo.summary import summarize
-    from ..demo.view import print_summary, run_live
+    from ..demo.console import print_summary, run_live
 
     console = Console()
     scenario = prepare(args.output, args.wrong_metadata, seed=args.seed)
