@@ -85,6 +85,11 @@ def test_openpi_server_side_unnormalization_activates_and_says_it_is_unverified(
     assert values['verdict'] == 'identical'
     assert f'delegated to the policy server at {openpi.uri}' in values['notes']
     assert 'NOT verified here' in values['notes']
+    # the status line itself says so (not "metadata identical"), and who unnormalizes
+    active = wait_for(lambda: next((s for s in list(gate.statuses)
+                                    if 'pipeline active' in s.message), None), timeout=10)
+    assert 'unnormalization delegated to the policy server, NOT verified' in active.message
+    assert {kv.key: kv.value for kv in active.values}['unnormalization'] == 'server'
     assert gate.bridge_state() == State.PRIMARY_STATE_ACTIVE
     assert wait_for(lambda: gate.chunks, timeout=10)
     np.testing.assert_array_equal([p.positions for p in gate.chunks[0].points], chunk(d=7)[:1])

@@ -32,7 +32,9 @@ state (active, resp. not active), otherwise success=False with the reason.
 
 Parameter `policy_outputs_normalized` (default true) states whether the source emits normalized
 policy outputs, as a VLA checkpoint with statistics does: then the bridge must run with
-`normalized_input: true`. Set it false to replay recordings already in action units.
+`normalized_input: true`. Set it false for outputs already in action units: recordings, or a
+policy server that unnormalizes itself (openpi; OpenVLA REST with its `unnorm_key`), which the
+gate then states as delegated and unverified.
 
 The services and the parameter watch are coroutines like the manager's own work, so the
 executor keeps serving every other callback (also other nodes on a shared single-threaded
@@ -73,7 +75,8 @@ class ExecSpecCheck(LifecycleManager):
         self.outputs_normalized = declare(
             self, 'policy_outputs_normalized', True,
             'the source emits normalized policy outputs, so the bridge must unnormalize '
-            '(normalized_input true); false to replay actions already in action units')
+            '(normalized_input true); false for action units: recordings, or a server that '
+            'unnormalizes itself (openpi; OpenVLA REST with unnorm_key)')
         self.bridge = declare(self, 'bridge_node', names.POLICY_BRIDGE,
                               'node carrying unnormalizer.*').strip('/')
         group = self.callback_group
@@ -135,7 +138,11 @@ class ExecSpecCheck(LifecycleManager):
             return False
         await self._activate_all(loaded.get('generation'))
         self.pipeline_active = True
-        self._report(OK, 'metadata identical; pipeline active', self._verdict_values())
+        verdict = 'metadata identical; pipeline active'
+        if self.last_report.get('unnormalization') == 'server':
+            verdict = ('bridge passes actions through as declared; unnormalization delegated to '
+                       'the policy server, NOT verified here; pipeline active')
+        self._report(OK, verdict, self._verdict_values())
         return True
 
     async def _configure_all(self) -> None:
@@ -234,7 +241,7 @@ class ExecSpecCheck(LifecycleManager):
     def _verdict_values(self) -> dict:
         report = self.last_report
         values = {k: report.get(k) for k in ('verdict', 'mean_drift', 'max_drift', 'mode',
-                                             'generation')}
+                                             'generation', 'unnormalization')}
         values['reasons'] = '; '.join(report.get('reasons') or [])
         values['notes'] = '; '.join(report.get('notes') or [])
         return values
