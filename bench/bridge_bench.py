@@ -66,7 +66,7 @@ from vla_safety_filter.core.drill.policies import NearestNeighbourPolicy  # noqa
 from vla_safety_filter.core.remote_policies import make_remote_policy  # noqa: E402
 from vla_safety_filter.demo.pusht import default_demos, JOINTS, STATE_JOINTS  # noqa: E402
 from vla_safety_filter.nodes.common import spin_until_shutdown  # noqa: E402
-from vla_safety_filter.nodes.execspec_check import call  # noqa: E402
+from vla_safety_filter.nodes.lifecycle_manager import call  # noqa: E402
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge  # noqa: E402
 from vla_safety_filter.nodes.safety_filter import SafetyFilter  # noqa: E402
 

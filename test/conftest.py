@@ -24,17 +24,13 @@ without the recordings still runs everything else. CI sets VLA_REQUIRE_DATA=1 (.
 turns that skip into a failure: there, a missing recording is a broken setup, not a reason to
 test less.
 """
-import base64
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import json
 import os
 from pathlib import Path
-import threading
-import time
 from types import SimpleNamespace
 
 from data_paths import DATA as DATA_DIR
-import numpy as np
+import policy_servers
+from probes import call_service, FakeArm, FilterProbe, SMALL_CONTRACT
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,135 +141,7 @@ def pipeline_params(tmp_path):
     return make
 
 
-# ---- probes of the safety filter ------------------------------------------------------------
-#: A small 3-joint contract for the filter's tests (100 Hz, 2 rad/s).
-SMALL_CONTRACT = {'joint_names': ['j0', 'j1', 'j2'], 'lower': [-1.0, -1.0, -1.0],
-                  'upper': [1.0, 1.0, 1.0], 'max_velocity': [2.0, 2.0, 2.0],
-                  'control_rate_hz': 100.0}
-
-
-def call_service(node, srv_type, name, request, timeout=10.0):
-    """Call a service from the test thread (the harness spins the node in the background)."""
-    from ros_harness import wait_for
-
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=timeout), name
-    future = client.call_async(request)
-    assert wait_for(future.done, timeout=timeout), f'{name} did not answer'
-    node.destroy_client(client)
-    return future.result()
-
-
-class FilterProbe:
-    """
-    Publish raw actions, stops and episodes; record what the filter sends.
-
-    Commands (with arrival times), the safe action, events and the filter's /diagnostics.
-    """
-
-    def __init__(self, ros, controller='arm'):
-        from diagnostic_msgs.msg import DiagnosticArray
-        from std_msgs.msg import Bool, Float64MultiArray, String
-        from trajectory_msgs.msg import JointTrajectory
-        from vla_safety_filter import names
-        from vla_safety_filter.nodes.common import LATCHED_QOS
-
-        self.node = ros.node('probe')
-        self.raw = self.node.create_publisher(JointTrajectory, names.RAW_ACTION, 10)
-        self.stop = self.node.create_publisher(Bool, names.SAFETY_STOP, LATCHED_QOS)
-        self.episode = self.node.create_publisher(String, names.EPISODE, LATCHED_QOS)
-        self.commands, self.times, self.trajectories, self.safe, self.events = [], [], [], [], []
-        self.status = None
-        self.node.create_subscription(Float64MultiArray, names.forward_commands(controller),
-                                      self._on_command, 1000)
-        self.node.create_subscription(JointTrajectory, names.joint_trajectory(controller),
-                                      self.trajectories.append, 100)
-        self.node.create_subscription(JointTrajectory, names.SAFE_ACTION, self.safe.append, 1000)
-        self.node.create_subscription(DiagnosticArray, names.FILTER_EVENTS,
-                                      lambda m: self.events.extend(s.message for s in m.status),
-                                      1000)
-        self.node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._on_diag, 100)
-
-    def _on_command(self, msg):
-        self.times.append(time.monotonic())
-        self.commands.append(list(msg.data))
-
-    def _on_diag(self, msg):
-        from vla_safety_filter import names
-
-        for s in msg.status:
-            if s.name == names.FILTER_STATUS:
-                self.status = s
-
-    def state(self):
-        """Return the filter's state as /diagnostics reports it."""
-        if self.status is None:
-            return None
-        return {kv.key: kv.value for kv in self.status.values}.get('state')
-
-    def send(self, positions, names=SMALL_CONTRACT['joint_names'], dt=0.01, stamp=None):
-        """Publish one raw action chunk, one point per row, `dt` apart."""
-        from builtin_interfaces.msg import Duration
-        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-        points = [JointTrajectoryPoint(positions=[float(x) for x in p], time_from_start=Duration(
-            nanosec=int((k + 1) * dt * 1e9))) for k, p in enumerate(np.atleast_2d(positions))]
-        msg = JointTrajectory(joint_names=list(names), points=points)
-        if stamp is not None:
-            msg.header.stamp = stamp
-        self.raw.publish(msg)
-
-    def transition(self, transition_id, name='safety_filter'):
-        """Request a lifecycle transition; return whether it succeeded."""
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-
-        return call_service(self.node, ChangeState, f'/{name}/change_state',
-                            ChangeState.Request(transition=Transition(id=transition_id))).success
-
-    def lifecycle_state(self, name='safety_filter'):
-        """Return the node's lifecycle state id."""
-        from lifecycle_msgs.srv import GetState
-
-        return call_service(self.node, GetState, f'/{name}/get_state',
-                            GetState.Request()).current_state.id
-
-    def reset(self):
-        """Call the filter's reset service; return its response."""
-        from std_srvs.srv import Trigger
-
-        return call_service(self.node, Trigger, '/safety_filter/reset', Trigger.Request())
-
-
-class FakeArm:
-    """A perfectly tracking arm: /joint_states at 100 Hz = the last command, unless moved."""
-
-    def __init__(self, ros, start, controller='arm', names=SMALL_CONTRACT['joint_names']):
-        from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray
-        from vla_safety_filter import names as topics
-
-        self._state = JointState
-        self.node = ros.node('fake_arm')
-        self.names, self.position = list(names), np.array(start, dtype=float)
-        self.follow = True
-        self.pub = self.node.create_publisher(JointState, topics.JOINT_STATES, 10)
-        self.node.create_subscription(Float64MultiArray, topics.forward_commands(controller),
-                                      self._on_command, 100)
-        self.node.create_timer(0.01, self._publish)
-
-    def _on_command(self, msg):
-        if self.follow:
-            self.position = np.array(msg.data)
-
-    def move_by_hand(self, position):
-        """Stop following the commands and stand at `position`."""
-        self.follow, self.position = False, np.array(position, dtype=float)
-
-    def _publish(self):
-        self.pub.publish(self._state(name=self.names, position=self.position.tolist()))
-
-
+# ---- probes of the safety filter (test/probes.py) ------------------------------------------
 @pytest.fixture
 def small_contract() -> dict:
     """Return the filter parameters of SMALL_CONTRACT (a fresh copy)."""
@@ -298,148 +166,11 @@ def service_call():
     return call_service
 
 
-# ---- policy servers (openpi websocket, OpenVLA REST) ------------------------------------------
-HOST = '127.0.0.1'
-
-
-def openpi_pack(obj) -> bytes:
-    """Pack with msgpack, numpy arrays as openpi's {__ndarray__, data, dtype, shape} maps."""
-    import msgpack
-
-    def default(value):
-        if isinstance(value, np.ndarray):
-            return {b'__ndarray__': True, b'data': value.tobytes(), b'dtype': value.dtype.str,
-                    b'shape': list(value.shape)}
-        raise TypeError(type(value))
-    return msgpack.packb(obj, default=default)
-
-
-def openpi_unpack(data: bytes):
-    """Invert openpi_pack."""
-    import msgpack
-
-    def hook(obj):
-        if b'__ndarray__' in obj:
-            return np.frombuffer(obj[b'data'], np.dtype(obj[b'dtype'])).reshape(obj[b'shape'])
-        return obj
-    return msgpack.unpackb(data, object_hook=hook)
-
-
-def json_numpy_encode(array):
-    """Return json-numpy's map for an array: base64 bytes, dtype descr, shape."""
-    array = np.ascontiguousarray(array)
-    return {'__numpy__': base64.b64encode(array.tobytes()).decode(), 'dtype': array.dtype.str,
-            'shape': list(array.shape)}
-
-
-def json_numpy_decode(obj):
-    """Invert json_numpy_encode, as a json object hook."""
-    if '__numpy__' in obj:
-        data = np.frombuffer(base64.b64decode(obj['__numpy__']), np.dtype(obj['dtype']))
-        return data.reshape(obj['shape'])
-    return obj
-
-
-def action_chunk(h=4, d=2, start=0.0):
-    """Return a recognisable action chunk [H, D]."""
-    return (start + np.arange(h * d, dtype=np.float32)).reshape(h, d)
-
-
-class OpenpiServer:
-    """A websocket server speaking openpi: metadata frame first, one reply per observation."""
-
-    pack = staticmethod(openpi_pack)
-
-    def __init__(self, port=0, metadata=True):
-        from websockets.sync.server import serve
-
-        self.received = []
-        self.respond = lambda obs: openpi_pack({'actions': action_chunk()})
-        self.metadata = metadata
-        self.connections = []
-        self.stopped = False
-        self.server = serve(self._handle, HOST, port, compression=None)
-        self.port = self.server.socket.getsockname()[1]
-        self.uri = f'ws://{HOST}:{self.port}'
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _handle(self, conn):
-        from websockets.exceptions import ConnectionClosed
-
-        self.connections.append(conn)
-        try:
-            if self.metadata:
-                conn.send(openpi_pack({'server': 'test', 'action_horizon': 4}))
-            for message in conn:
-                obs = openpi_unpack(message)
-                self.received.append(obs)
-                frame = self.respond(obs)
-                if frame is not None:
-                    conn.send(frame)
-        except ConnectionClosed:
-            pass
-
-    def stop(self):
-        """Stop listening and close every connection (the server process dies); once."""
-        if self.stopped:
-            return
-        self.stopped = True
-        self.server.shutdown()
-        for conn in self.connections:
-            conn.close()
-        self.thread.join(5)
-
-
-class RestServer:
-    """An OpenVLA-style REST server: POST /act with json-numpy, replies chosen by the test."""
-
-    encode = staticmethod(json_numpy_encode)
-
-    def __init__(self):
-        self.received = []
-        self.respond = lambda payload: (200, json.dumps(json_numpy_encode(action_chunk()[0])))
-        self.server = ThreadingHTTPServer((HOST, 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f'http://{HOST}:{self.server.server_address[1]}/act'
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _handler(self):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = 'HTTP/1.1'
-
-            def do_POST(self):
-                length = int(self.headers['Content-Length'])
-                payload = json.loads(self.rfile.read(length), object_hook=json_numpy_decode)
-                outer.received.append((self.path, payload))
-                status, body = outer.respond(payload)
-                data = body.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header('Content-Type', 'application/json')
-                    self.send_header('Content-Length', str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up on a late reply
-
-            def log_message(self, *args):
-                pass
-        return Handler
-
-    def stop(self):
-        """Stop listening."""
-        self.server.shutdown()
-        self.server.server_close()
-
-
+# ---- policy servers (test/policy_servers.py) ----------------------------------------------
 @pytest.fixture
 def openpi():
     """Return a real openpi-protocol policy server on 127.0.0.1, stopped after the test."""
-    server = OpenpiServer()
+    server = policy_servers.OpenpiServer()
     yield server
     server.stop()
 
@@ -450,7 +181,7 @@ def make_openpi():
     servers = []
 
     def make(**kwargs):
-        servers.append(OpenpiServer(**kwargs))
+        servers.append(policy_servers.OpenpiServer(**kwargs))
         return servers[-1]
     yield make
     for server in servers:
@@ -460,19 +191,19 @@ def make_openpi():
 @pytest.fixture
 def wire():
     """Return the policy servers' wire helpers: pack/unpack (openpi), encode/decode (REST)."""
-    return SimpleNamespace(pack=openpi_pack, unpack=openpi_unpack, encode=json_numpy_encode,
-                           decode=json_numpy_decode)
+    return SimpleNamespace(pack=policy_servers.pack, unpack=policy_servers.unpack,
+                           encode=policy_servers.encode, decode=policy_servers.decode)
 
 
 @pytest.fixture
 def rest():
     """Return a real OpenVLA-style REST policy server on 127.0.0.1, stopped after the test."""
-    server = RestServer()
+    server = policy_servers.RestServer()
     yield server
     server.stop()
 
 
 @pytest.fixture
 def chunk():
-    """Return action_chunk: `(h=4, d=2, start=0.0)`, the servers' default reply."""
-    return action_chunk
+    """Return policy_servers.chunk: `(h=4, d=2, start=0.0)`, the servers' default reply."""
+    return policy_servers.chunk

@@ -25,14 +25,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 import numpy as np
+from policy_servers import chunk, encode, OpenpiServer, pack
 import pytest
 from rclpy.time import Time
 from ros_harness import wait_for
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
-from test_drill_remote import chunk, encode, OpenpiServer, pack
 from trajectory_msgs.msg import JointTrajectory
-from vla_safety_filter.nodes.execspec_check import call
+from vla_safety_filter.nodes.lifecycle_manager import call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
 OK, WARN, ERROR = b'\x00', b'\x01', b'\x02'

@@ -32,51 +32,16 @@ from rclpy.executors import SingleThreadedExecutor
 from ros_harness import next_domain, wait_for
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
-from vla_safety_filter.core.calibration import calibrate
-from vla_safety_filter.core.checkpoints import write_params_yaml
-from vla_safety_filter.core.episodes import read_episodes
-from vla_safety_filter.core.execspec import Metadata, metadata_to_params
-from vla_safety_filter.core.params import contract_to_params, write_filter_params
+from vla_safety_filter.core.params import write_filter_params
 from vla_safety_filter.nodes.bringup import pipeline_nodes
 from vla_safety_filter.nodes.common import make_executor, spin_until_shutdown
-from vla_safety_filter.nodes.execspec_check import call, LifecycleClient
+from vla_safety_filter.nodes.lifecycle_manager import call, LifecycleClient
 import yaml
 
 
-def pipeline_setup(tmp_path, episodes_file, calibrate_on_rest=False):
-    """
-    Calibrate on a real recording; parameters of every node for replaying its first episode.
-
-    Returns (contract, {node name: parameters}). The contract and calibration come from all
-    episodes, or with `calibrate_on_rest` from all but the replayed one; the checkpoint metadata
-    is identical to the bridge's unnormalizer parameters.
-    """
-    data = read_episodes(episodes_file)
-    first = data.episodes[0]
-    calibration_episodes = data.episodes[1:] if calibrate_on_rest else data.episodes
-    result = calibrate([e.actions for e in calibration_episodes], data.joint_names, 1.0 / data.fps,
-                       holdout=0.0)
-    cal = str(tmp_path / 'cal.npz')
-    result.data.save(cal)
-    meta = Metadata('mean_std', [True] * data.dim, mean=result.data.mu, std=result.data.sigma,
-                    source='test')
-    checkpoint = tmp_path / 'checkpoint.yaml'
-    write_params_yaml(str(checkpoint), meta)
-    return result.contract, {
-        'safety_filter': {**contract_to_params(result.contract, cal), 'command_timeout': 0.5},
-        'sim_arm': {'joint_names': list(data.joint_names),
-                    'initial_positions': [float(v) for v in first.actions[0]]},
-        'policy_bridge': {'episodes_file': episodes_file, 'episode': int(first.index),
-                          'loop': True, **metadata_to_params(meta)},
-        'action_monitor': {'calibration_file': cal},
-        'execspec_check': {'checkpoint': str(checkpoint), 'format': 'yaml',
-                           'policy_outputs_normalized': False},   # recorded actions, not outputs
-    }
-
-
-def _param_files(tmp_path, shared_data):
+def _param_files(tmp_path, shared_data, pipeline_params):
     episodes = os.path.join(shared_data, 'so101_record_test_4ep.npz')
-    contract, params = pipeline_setup(tmp_path, episodes)
+    contract, params = pipeline_params(episodes)
     filt = tmp_path / 'filter.yaml'
     write_filter_params(str(filt), contract, 'cal.npz', {'command_timeout': 0.5})
     del params['safety_filter']
@@ -86,8 +51,9 @@ def _param_files(tmp_path, shared_data):
 
 
 @pytest.mark.parametrize('executor_name', ['single', 'events'])
-def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data, executor_name):
-    contract, files = _param_files(tmp_path, shared_data)
+def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data, pipeline_params,
+                                                      executor_name):
+    contract, files = _param_files(tmp_path, shared_data, pipeline_params)
     args = ['bringup', '--ros-args'] + [x for f in files for x in ('--params-file', f)]
     context = Context()
     rclpy.init(context=context, args=args, domain_id=next_domain())

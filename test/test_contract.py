@@ -16,6 +16,7 @@
 import os
 
 from data_paths import DATA
+from guard_streams import actions_for
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -26,10 +27,6 @@ from vla_safety_filter.core.errors import InputError
 
 TOL = 1e-9
 EXAMPLES = int(os.environ.get('HYPOTHESIS_EXAMPLES', '400'))
-
-finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
-anything = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                     st.sampled_from([0.0, 1e308, -1e308, float('nan'), float('inf')]))
 
 
 @st.composite
@@ -45,20 +42,6 @@ def contracts(draw, accel=None, scaling=None, mode='enforce'):
                     dt=draw(st.sampled_from([0.001, 0.01, 0.02, 0.1])), max_acceleration=amax,
                     velocity_scaling=scaling or draw(st.sampled_from(['per_joint', 'uniform'])),
                     mode=mode)
-
-
-@st.composite
-def actions_for(draw, d):
-    """Mostly right-length vectors (finite or not), sometimes the wrong length or not numbers."""
-    kind = draw(st.sampled_from(['near', 'near', 'finite', 'anything', 'wrong_length', 'junk']))
-    if kind == 'wrong_length':
-        return draw(st.lists(finite, max_size=d + 3).filter(lambda v: len(v) != d))
-    if kind == 'junk':
-        return draw(st.sampled_from([None, 'abc', [[1.0, 2.0]], {'a': 1}]))
-    if kind == 'anything':
-        return draw(st.lists(anything, min_size=d, max_size=d))
-    scale = 30.0 if kind == 'near' else 1e6
-    return draw(st.lists(st.floats(-scale, scale), min_size=d, max_size=d))
 
 
 @st.composite

@@ -27,8 +27,8 @@ import time
 from builtin_interfaces.msg import Duration
 from lifecycle_msgs.msg import Transition
 import numpy as np
+from probes import FakeArm, FilterProbe
 from ros_harness import wait_for
-from test_node_safety_filter import FakeArm, Probe
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from vla_safety_filter.core.contract import audit, Contract
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
@@ -61,7 +61,7 @@ def _start(ros, contract, start):
             joint_names=NAMES, lower=list(contract.lower), upper=list(contract.upper),
             max_velocity=list(contract.max_velocity),
             max_acceleration=list(contract.max_acceleration), control_rate_hz=1 / DT)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     return arm, probe

@@ -15,28 +15,24 @@
 """
 Remote policies against real servers on 127.0.0.1: an openpi websocket server and a REST one.
 
-The servers are written here from the protocol facts (plain msgpack with the openpi ndarray maps,
-json-numpy over http.server), so the client's wire format is checked, not just echoed.
+The servers (test/policy_servers.py) are written from the protocol facts (plain msgpack with the
+openpi ndarray maps, json-numpy over http.server), so the client's wire format is checked, not
+just echoed.
 """
-import base64
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import json
 import socket
-import threading
 import time
 
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
 import msgpack
 import numpy as np
+from policy_servers import chunk, encode, HOST, OpenpiServer, pack
 import pytest
 from vla_safety_filter.core.drill.policies import PolicyFault
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.remote_policies import as_chunk, make_remote_policy
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import serve
 
-HOST = '127.0.0.1'
 TIMEOUT = 2.0
 """Deadline for replies that should arrive: generous, the machine may be loaded."""
 SHORT = 0.3
@@ -46,126 +42,11 @@ STATE = np.array([100.0, 200.0, 300.0, 250.0, 0.5])
 IMAGE = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
 
 
-def pack(obj) -> bytes:
-    """Pack with msgpack, numpy arrays as openpi's {__ndarray__, data, dtype, shape} maps."""
-    def default(value):
-        if isinstance(value, np.ndarray):
-            return {b'__ndarray__': True, b'data': value.tobytes(), b'dtype': value.dtype.str,
-                    b'shape': list(value.shape)}
-        raise TypeError(type(value))
-    return msgpack.packb(obj, default=default)
-
-
-def unpack(data: bytes):
-    """Invert pack."""
-    def hook(obj):
-        if b'__ndarray__' in obj:
-            return np.frombuffer(obj[b'data'], np.dtype(obj[b'dtype'])).reshape(obj[b'shape'])
-        return obj
-    return msgpack.unpackb(data, object_hook=hook)
-
-
-def chunk(h=4, d=2, start=0.0):
-    """Return a recognisable action chunk [H, D]."""
-    return (start + np.arange(h * d, dtype=np.float32)).reshape(h, d)
-
-
 def free_port() -> int:
     """Return a port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
-
-
-class OpenpiServer:
-    """A websocket server speaking openpi: metadata frame first, one reply per observation."""
-
-    def __init__(self, port=0, metadata=True):
-        self.received = []
-        self.respond = lambda obs: pack({'actions': chunk()})
-        self.metadata = metadata
-        self.connections = []
-        self.server = serve(self._handle, HOST, port, compression=None)
-        self.port = self.server.socket.getsockname()[1]
-        self.uri = f'ws://{HOST}:{self.port}'
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _handle(self, conn):
-        self.connections.append(conn)
-        try:
-            if self.metadata:
-                conn.send(pack({'server': 'test', 'action_horizon': 4}))
-            for message in conn:
-                obs = unpack(message)
-                self.received.append(obs)
-                frame = self.respond(obs)
-                if frame is not None:
-                    conn.send(frame)
-        except ConnectionClosed:
-            pass
-
-    def stop(self):
-        """Stop listening and close every connection (the server process dies)."""
-        self.server.shutdown()
-        for conn in self.connections:
-            conn.close()
-        self.thread.join(5)
-
-
-class RestServer:
-    """An OpenVLA-style REST server: POST /act with json-numpy, replies chosen by the test."""
-
-    def __init__(self):
-        self.received = []
-        self.respond = lambda payload: (200, json.dumps(encode(chunk()[0])))
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = 'HTTP/1.1'
-
-            def do_POST(self):
-                length = int(self.headers['Content-Length'])
-                payload = json.loads(self.rfile.read(length), object_hook=decode)
-                outer.received.append((self.path, payload))
-                status, body = outer.respond(payload)
-                data = body.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header('Content-Type', 'application/json')
-                    self.send_header('Content-Length', str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up on a late reply
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f'http://{HOST}:{self.server.server_address[1]}/act'
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def encode(array):
-    """json-numpy's map for an array: base64 bytes, dtype descr, shape."""
-    array = np.ascontiguousarray(array)
-    return {'__numpy__': base64.b64encode(array.tobytes()).decode(), 'dtype': array.dtype.str,
-            'shape': list(array.shape)}
-
-
-def decode(obj):
-    """Invert encode, as a json object hook."""
-    if '__numpy__' in obj:
-        data = np.frombuffer(base64.b64decode(obj['__numpy__']), np.dtype(obj['dtype']))
-        return data.reshape(obj['shape'])
-    return obj
 
 
 @pytest.fixture

@@ -29,16 +29,17 @@ import time
 
 from lifecycle_msgs.msg import Transition
 import numpy as np
+from probes import FakeArm, FilterProbe, SMALL_CONTRACT
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
-from test_node_safety_filter import FakeArm, JOINTS, Probe
 from vla_safety_filter.core.contract import audit, Contract
 from vla_safety_filter.nodes.flight_recorder import FlightRecorder
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.record.read import open_record
 
 DT, VMAX, AMAX = 0.01, 1.0, 10.0
+JOINTS = SMALL_CONTRACT['joint_names']
 CONTRACT = Contract(tuple(JOINTS), [-1.0] * 3, [1.0] * 3, [VMAX] * 3, DT,
                     max_acceleration=[AMAX] * 3)
 GAP = 0.15   # silence longer than this separates segments (stop, latch); each resumes anew
@@ -77,7 +78,7 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
             upper=list(CONTRACT.upper), max_velocity=list(CONTRACT.max_velocity),
             max_acceleration=list(CONTRACT.max_acceleration), control_rate_hz=1 / DT)
     recorder = ros.add(FlightRecorder, output=str(tmp_path / 'flight'), controller_name='arm')
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     stall = probe.node.create_timer(0.25, lambda: time.sleep(0.008))   # late ticks
     bad_states = probe.node.create_publisher(JointState, '/joint_states', 10)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)

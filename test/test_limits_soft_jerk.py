@@ -17,11 +17,11 @@
 import copy
 import os
 
+from guard_streams import actions_for
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
-from test_contract import actions_for   # the guard's stream strategy (one copy)
 
 from vla_safety_filter.core.contract import Contract, Guard
 from vla_safety_filter.core.errors import InputError

@@ -33,7 +33,8 @@ from ros_harness import wait_for
 from vla_safety_filter.core.execspec import flatten_params
 from vla_safety_filter.core.params import read_node_params
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
-from vla_safety_filter.nodes.execspec_check import call, ExecSpecCheck, LifecycleClient
+from vla_safety_filter.nodes.execspec_check import ExecSpecCheck
+from vla_safety_filter.nodes.lifecycle_manager import call, LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 

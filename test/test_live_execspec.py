@@ -28,11 +28,12 @@ from data_paths import DATA
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
 import numpy as np
+from policy_servers import chunk, encode, pack
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
-from test_drill_remote import chunk, encode, pack
 from trajectory_msgs.msg import JointTrajectory
-from vla_safety_filter.nodes.execspec_check import ExecSpecCheck, LifecycleClient
+from vla_safety_filter.nodes.execspec_check import ExecSpecCheck
+from vla_safety_filter.nodes.lifecycle_manager import LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
 ERROR, OK = b'\x02', b'\x00'

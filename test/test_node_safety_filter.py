@@ -20,119 +20,22 @@ refusals, watchdog, latch, resume, shadow runs.
 """
 import time
 
-from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 import numpy as np
+from probes import call_service, FakeArm, FilterProbe, SMALL_CONTRACT
 import pytest
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
-from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-from vla_safety_filter.nodes.common import LATCHED_QOS
+from std_msgs.msg import Bool, String
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.nodes.sim_arm import SimArm
 
-JOINTS = ['j0', 'j1', 'j2']
-CONTRACT = {'joint_names': JOINTS, 'lower': [-1.0, -1.0, -1.0], 'upper': [1.0, 1.0, 1.0],
-            'max_velocity': [2.0, 2.0, 2.0], 'control_rate_hz': 100.0}
+CONTRACT = SMALL_CONTRACT
+JOINTS = CONTRACT['joint_names']
 VMAX, DT = 2.0, 0.01
 OK, WARN, ERROR = b'\x00', b'\x01', b'\x02'
-
-
-def call(node, srv_type, name, request, timeout=10.0):
-    """Call a service from the test thread (the harness spins the probe in the background)."""
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=timeout), name
-    future = client.call_async(request)
-    assert wait_for(future.done, timeout=timeout), f'{name} did not answer'
-    node.destroy_client(client)
-    return future.result()
-
-
-class Probe:
-    """
-    Publish raw actions, stops and episodes; record what the filter sends.
-
-    Commands (with arrival times), /vla/safe_action, events and the filter's /diagnostics.
-    """
-
-    def __init__(self, ros, controller='arm'):
-        self.node = ros.node('probe')
-        self.raw = self.node.create_publisher(JointTrajectory, '/vla/raw_action', 10)
-        self.stop = self.node.create_publisher(Bool, '/vla/safety_stop', LATCHED_QOS)
-        self.episode = self.node.create_publisher(String, '/vla/episode', LATCHED_QOS)
-        self.commands, self.times, self.trajectories, self.safe, self.events = [], [], [], [], []
-        self.status = None
-        self.node.create_subscription(Float64MultiArray, f'/{controller}/commands',
-                                      self._on_command, 1000)
-        self.node.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory',
-                                      self.trajectories.append, 100)
-        self.node.create_subscription(JointTrajectory, '/vla/safe_action', self.safe.append, 1000)
-        self.node.create_subscription(DiagnosticArray, '/vla/filter_events',
-                                      lambda m: self.events.extend(s.message for s in m.status),
-                                      1000)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 100)
-
-    def _on_command(self, msg):
-        self.times.append(time.monotonic())
-        self.commands.append(list(msg.data))
-
-    def _on_diag(self, msg):
-        for s in msg.status:
-            if s.name == 'vla_safety/filter':
-                self.status = s
-
-    def state(self):
-        """Return the filter's state as /diagnostics reports it."""
-        if self.status is None:
-            return None
-        return {kv.key: kv.value for kv in self.status.values}.get('state')
-
-    def send(self, positions, names=JOINTS, dt=DT, stamp=None):
-        points = [JointTrajectoryPoint(positions=[float(x) for x in p], time_from_start=Duration(
-            nanosec=int((k + 1) * dt * 1e9))) for k, p in enumerate(np.atleast_2d(positions))]
-        msg = JointTrajectory(joint_names=list(names), points=points)
-        if stamp is not None:
-            msg.header.stamp = stamp
-        self.raw.publish(msg)
-
-    def transition(self, transition_id, name='safety_filter'):
-        return call(self.node, ChangeState, f'/{name}/change_state',
-                    ChangeState.Request(transition=Transition(id=transition_id))).success
-
-    def lifecycle_state(self, name='safety_filter'):
-        return call(self.node, GetState, f'/{name}/get_state', GetState.Request()).current_state.id
-
-    def reset(self):
-        return call(self.node, Trigger, '/safety_filter/reset', Trigger.Request())
-
-
-class FakeArm:
-    """A perfectly tracking arm: /joint_states at 100 Hz = the last command, unless moved."""
-
-    def __init__(self, ros, start, controller='arm', names=JOINTS):
-        self.node = ros.node('fake_arm')
-        self.names, self.position = list(names), np.array(start, dtype=float)
-        self.follow = True
-        self.pub = self.node.create_publisher(JointState, '/joint_states', 10)
-        self.node.create_subscription(Float64MultiArray, f'/{controller}/commands',
-                                      self._on_command, 100)
-        self.node.create_timer(0.01, self._publish)
-
-    def _on_command(self, msg):
-        if self.follow:
-            self.position = np.array(msg.data)
-
-    def move_by_hand(self, position):
-        self.follow, self.position = False, np.array(position, dtype=float)
-
-    def _publish(self):
-        self.pub.publish(JointState(name=self.names, position=self.position.tolist()))
 
 
 def _filter(ros, **extra):
@@ -147,7 +50,7 @@ def _pipeline(ros, output='forward_command', arm='sim', **extra):
     else:
         arm = FakeArm(ros, [0.0, 0.5, 0.9])
     _filter(ros, output=output, **extra)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     return arm, probe
@@ -178,7 +81,7 @@ def _guard_speed(probe, window=0.3):
 
 def test_activation_refused_without_joint_states(ros):
     _filter(ros)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert not probe.transition(Transition.TRANSITION_ACTIVATE)
     probe.send([0.1, 0.1, 0.1])
@@ -220,7 +123,7 @@ def test_unknown_joint_is_refused_even_when_joint_states_carry_it(ros):
     ros.add(SimArm, 'sim_arm', joint_names=JOINTS + ['elbow'], controller_name='other',
             initial_positions=[0.0, 0.5, 0.5, 0.0])
     _filter(ros)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     probe.send([0.1, 0.2, 0.3, 0.0], names=JOINTS + ['elbow'])
@@ -296,7 +199,7 @@ def test_an_arm_that_does_not_follow_latches_a_stop(ros):
 def test_reset_refused_without_fresh_joint_states(ros):
     arm = FakeArm(ros, [0.0, 0.0, 0.0])
     _filter(ros)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     probe.stop.publish(Bool(data=True))
@@ -311,7 +214,7 @@ def test_reset_refused_without_fresh_joint_states(ros):
 def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
     """A /joint_states with fewer positions than names (legal) is refused, not a live timer."""
     _filter(ros)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     states = probe.node.create_publisher(JointState, '/joint_states', 10)
     position = [0.0, 0.0, 0.0]
     names = JOINTS
@@ -343,7 +246,7 @@ def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
 @pytest.mark.parametrize('position', [[0.0, float('nan'), 0.0], [0.0, float('inf'), 0.0]])
 def test_non_finite_joint_states_are_ignored_so_activation_is_refused(ros, position):
     _filter(ros)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     states = probe.node.create_publisher(JointState, '/joint_states', 10)
     probe.node.create_timer(0.01, lambda: states.publish(JointState(name=JOINTS,
                                                                     position=position)))
@@ -396,7 +299,7 @@ def test_joint_trajectory_output_in_controller_order(ros):
 def test_parameters_are_read_only(ros, name, value):
     arm, probe = _pipeline(ros)
     request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-    result = call(probe.node, SetParameters, '/safety_filter/set_parameters', request)
+    result = call_service(probe.node, SetParameters, '/safety_filter/set_parameters', request)
     assert not result.results[0].successful
 
 
@@ -406,8 +309,8 @@ def test_speed_scale_can_only_be_lowered_while_configured_and_slows_the_arm(ros)
     def set_scale(value):
         request = SetParameters.Request(
             parameters=[Parameter('speed_scale', value=value).to_parameter_msg()])
-        return call(probe.node, SetParameters, '/safety_filter/set_parameters',
-                    request).results[0]
+        return call_service(probe.node, SetParameters, '/safety_filter/set_parameters',
+                            request).results[0]
 
     assert set_scale(0.25).successful
     refused = set_scale(0.5)
@@ -430,7 +333,7 @@ def test_speed_scale_can_only_be_lowered_while_configured_and_slows_the_arm(ros)
     ({'controller_name': 'bad name!'}, 'controller_name')])
 def test_invalid_parameter_values_refuse_configure(ros, extra, why):
     _filter(ros, **extra)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert not probe.transition(Transition.TRANSITION_CONFIGURE)
     assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
     assert wait_for(lambda: probe.status is not None and probe.status.level == ERROR)
@@ -442,7 +345,7 @@ def test_control_timer_runs_on_steady_time_under_use_sim_time(ros):
     ros.add(SimArm, 'sim_arm', joint_names=JOINTS, controller_name='arm',
             initial_positions=[0.0, 0.5, 0.5])
     _filter(ros, use_sim_time=True)
-    probe = Probe(ros)
+    probe = FilterProbe(ros)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     _stream(probe, [[0.2, 0.5, 0.5]] * 30)

@@ -52,8 +52,7 @@ from rcl_interfaces.msg import ParameterEvent
 from std_srvs.srv import Trigger
 
 from .common import declare, Diagnostics, ERROR, OK, require_valid_parameters, run, status, WARN
-# LifecycleClient and call are re-exported for one release: import them from lifecycle_manager.
-from .lifecycle_manager import call, LifecycleClient, LifecycleManager, ManagerError  # noqa: F401
+from .lifecycle_manager import LifecycleManager, ManagerError
 from .policy_bridge import loaded_parameter_names
 from .. import names
 from ..core.checkpoints import load_metadata
