@@ -196,3 +196,17 @@ def test_pusht_report_carries_the_measured_cusum_and_catches_unnormalized_output
     assert set(report['detection']) == {'unnormalized', 'scale'}
     calibration = json.loads(open(cal_report).read())['motion']['cusum']
     assert calibration['h_iid'] == cusum['h_iid']
+
+
+def test_progress_counts_every_episode_run_clean_and_injected(aloha_cal):
+    """The progress callback (the CLI's rich bar) sees every run, ending at its total."""
+    from vla_safety_filter.core.evaluation import evaluate
+
+    params, _ = aloha_cal
+    contract, cal = load_calibration_for(params)
+    settings = EvalSettings(cal, contract.dt, get_profile('generic'), CostModel(), contract)
+    actions = np.load(ALOHA)['actions'].astype(float)[:300]
+    calls = []
+    evaluate(settings, [(0, actions), (1, actions)], families=['nan', 'freeze'], repeats=2,
+             progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 2 * (1 + 2 * 2)) for k in range(1, 11)]

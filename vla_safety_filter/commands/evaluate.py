@@ -19,6 +19,7 @@ from dataclasses import replace
 import json
 import math
 import os
+import sys
 
 from ..core.errors import InputError
 
@@ -159,8 +160,9 @@ def run(args) -> int:
     elif settings.calibration.motion is not None and not args.no_motion:
         settings = replace(settings, motion=settings.calibration.motion)
         motion_episodes = None
-    report = evaluate(settings, episodes, labels=labels, families=families, at=args.at,
-                      seed=args.seed, repeats=args.repeats)
+    report = _with_progress(lambda progress: evaluate(
+        settings, episodes, labels=labels, families=families, at=args.at, seed=args.seed,
+        repeats=args.repeats, progress=progress))
     report['inputs'] = list(args.inputs)
     report['calibration'] = args.calibration
     report['motion_calibration'] = _motion_summary(settings.motion, motion_episodes,
@@ -169,6 +171,18 @@ def run(args) -> int:
         json.dump(report, fh, indent=1)
     _print_summary(report)
     return 0
+
+
+def _with_progress(work):
+    """Run `work(progress)` with a rich progress bar on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return work(None)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task('evaluating episodes', total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _motion_summary(motion, n_episodes: int | None, alpha: float) -> dict | None:

@@ -186,9 +186,22 @@ def fault_steps(n_steps: int, window: int, dt: float, repeats: int, at: int | No
 
 def evaluate(settings: EvalSettings, episodes: list[tuple[int, np.ndarray]],
              labels: dict[int, bool] | None = None, families: list[str] | None = None,
-             at: int | None = None, seed: int = 0, repeats: int = 1) -> dict:
-    """Build the full report: clean episodes, false alarms, cost, AUROC, injected detections."""
-    clean = [run_episode(settings, index, actions) for index, actions in episodes]
+             at: int | None = None, seed: int = 0, repeats: int = 1,
+             progress=None) -> dict:
+    """
+    Build the full report: clean episodes, false alarms, cost, AUROC, injected detections.
+
+    `progress(done, total)`, if given, is called after every episode run (clean or injected).
+    """
+    total = len(episodes) * (1 + len(families or ()) * repeats)
+    done = iter(range(1, total + 1))
+
+    def ran(record: dict) -> dict:
+        if progress is not None:
+            progress(next(done), total)
+        return record
+
+    clean = [ran(run_episode(settings, index, actions)) for index, actions in episodes]
     # every alarm on an episode not labelled as a failure is a false alarm
     in_control = [r for r in clean if not labels or labels.get(r['episode'], True)]
     report = {
@@ -216,7 +229,7 @@ def evaluate(settings: EvalSettings, episodes: list[tuple[int, np.ndarray]],
                                                      repeats, at, rng)):
                     faulty, fault = inject(actions, family, step, seed + k, span, cal.mu,
                                            settings.dt)
-                    record = run_episode(settings, index, faulty, fault_step=step)
+                    record = ran(run_episode(settings, index, faulty, fault_step=step))
                     record['fault'] = fault.to_dict()
                     injected.append(record)
         report['injections'] = injected
