@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
-
-OK, WARN, ERROR = 0, 1, 2
-LEVEL_NAMES = ('OK', 'WARN', 'ERROR')
+from ..names import ERROR, OK, WARN
 
 UNKNOWN_KIND_COST = 1.0
 

@@ -43,13 +43,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .costs import CostBudget, CostModel, ERROR, LEVEL_NAMES, OK, WARN
+from .costs import CostBudget, CostModel
 from .errors import InputError
 from .params import CalibrationData
 from .profiles import get_profile, MonitorProfile
 from .sequential import (BernoulliCusum, ConformalScorer, design_cusum, design_with_threshold,
                          MotionCalibration, SeamScorer, StepScorer)
 from .windows import WindowScorer
+from ..names import ERROR, LEVEL_NAMES, OK, WARN
 
 # columns of the per-step contribution table
 FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)

@@ -41,6 +41,7 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
 from .compat import events_executor, harden_change_state
+from .. import names
 from ..core.errors import InputError
 
 try:  # on every ROS 2 install, not installable from PyPI
@@ -48,8 +49,9 @@ try:  # on every ROS 2 install, not installable from PyPI
 except ImportError:
     diagnostic_updater = None
 
-OK, WARN, ERROR, STALE = (bytes([v]) for v in (0, 1, 2, 3))
-LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
+#: diagnostic_msgs levels are bytes; names.py keeps them as ints, in one place.
+OK, WARN, ERROR, STALE = (bytes([v]) for v in (names.OK, names.WARN, names.ERROR, names.STALE))
+LEVEL_NAMES = {bytes([v]): name for v, name in enumerate(names.LEVEL_NAMES)}
 
 #: Latched topics (/vla/safety_stop, /vla/episode): late joiners get the last value.
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -272,7 +274,7 @@ class Diagnostics:
         self._node, self._build = node, build
         if diagnostic_updater is None:
             self._updater = None
-            self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            self._pub = node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
             node.create_timer(period, self.publish)
         else:
             self._updater = _Updater(node, period)
