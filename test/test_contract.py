@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The guard's DESIGN §3 invariants over arbitrary input streams, plus hand-checked cases."""
+"""The guard's invariants over arbitrary input streams, plus hand-checked cases."""
 import os
 
 from data_paths import DATA

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Episode-level split-conformal calibration of the action contract (DESIGN §4).
+Episode-level split-conformal calibration of the action contract (doc/calibration.md).
 
 Episodes (never frames) are split into a calibration part and a held-out part; the calibration
 episodes are split again into a fit half (mu, sigma) and a score half, so the conformal scores are

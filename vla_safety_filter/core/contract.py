@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-The action contract and its per-step guard (DESIGN §3).
+The action contract and its per-step guard (doc/safety.md).
 
 The guard projects each requested action onto the box of commands that are reachable from the last
 *executed* command within one control period and lie inside the calibrated bounds. Anything that

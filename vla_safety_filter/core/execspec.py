@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-ExecSpec (DESIGN §6): normalization metadata, unnormalizers, activation check, drift certificate.
+ExecSpec: normalization metadata, unnormalizers, activation check, drift certificate.
 
 The same policy weights become a different robot when the unnormalizer changes, so before anything
 moves the metadata a deployment runs with is compared with the checkpoint's, and any difference is
@@ -247,7 +247,7 @@ class Certificate:
 
 def drift_certificate(reference: Metadata, deployed: Metadata) -> Certificate:
     """
-    Return the drift certificate of DESIGN §6, for any pair of modes and masks of equal dimension.
+    Return the drift certificate for any pair of modes and masks of equal dimension.
 
     A dimension constant in the reference (half-range 0) has no relative scale: its drift is 0 when
     the deployed unnormalizer is the same constant and infinite otherwise (exact comparison).

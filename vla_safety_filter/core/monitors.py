@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Streaming action-health metrics, alarms and the per-episode summary (DESIGN §5).
+Streaming action-health metrics, alarms and the per-episode summary (doc/monitoring.md).
 
 Per step d_t = a_t - a_{t-1}, scaled per joint by the deadband
 eps_j = deadband * velocity_scale_j * dt

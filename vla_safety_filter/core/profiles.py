@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Monitor presets per policy family, selected by one name (DESIGN §5, issue 3).
+Monitor presets per policy family, selected by one name (doc/monitoring.md).
 
 Which action-health signals predict failure differs by policy family: flow-matching / diffusion
 policies (SmolVLA, pi0, Diffusion Policy) fail with direction reversals and loss of momentum

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Conformal p-values of actions and the Bernoulli CUSUM that turns them into an alarm (DESIGN §5).
+Conformal p-values of actions and the Bernoulli CUSUM that turns them into an alarm.
 
 Each action gets the split-conformal p-value of its position score against the calibration scores;
 the CUSUM watches the exceedance indicator x_t = 1[p_t <= alpha] for a rate shift
