@@ -16,14 +16,19 @@
 ament_flake8 (99 columns, google import order, single quotes) over the package's Python code.
 
 The same check `ament_lint_auto` runs in every ament_python package; the lint scope is the
-`lint_paths` fixture of conftest.py.
+`lint_paths` fixture of conftest.py. It runs in its own process: flake8 forks worker processes,
+and a fork of this test process, which holds DDS threads from the ROS tests, can deadlock.
 """
-from ament_flake8.main import main_with_errors
+import subprocess
+import sys
+
 import pytest
 
 
 @pytest.mark.flake8
 @pytest.mark.linter
 def test_flake8(lint_paths):
-    rc, errors = main_with_errors(argv=[str(path) for path in lint_paths])
-    assert rc == 0, f'{len(errors)} flake8 findings:\n' + '\n'.join(errors)
+    argv = [sys.executable, '-c', 'import sys; from ament_flake8.main import main; '
+            'sys.exit(main(sys.argv[1:]))', *[str(path) for path in lint_paths]]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f'flake8 findings:\n{result.stdout}\n{result.stderr}'
