@@ -191,10 +191,12 @@ def run_graph(scenario: PushtScenario, domain_id: int, timeout: float, server=No
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
+    import rclpy.logging
 
     from ..nodes.common import spin_until_shutdown
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     context = Context()
+    level = rclpy.logging.get_logger_effective_level('')
     rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file,
                      '--log-level', 'error'], context=context, domain_id=domain_id)
     executor = SingleThreadedExecutor(context=context)
@@ -207,6 +209,8 @@ def run_graph(scenario: PushtScenario, domain_id: int, timeout: float, server=No
         done = _episodes(nodes[0], scenario, time.monotonic() + timeout, server)
     finally:
         context.try_shutdown()
+        # --log-level is process-wide and outlives the context: give the process its level back
+        rclpy.logging.set_logger_level('', level)
         spinner.join(timeout=5)
         for node in reversed(nodes):
             node.destroy_node()

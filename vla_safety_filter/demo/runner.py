@@ -27,6 +27,7 @@ import time
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+import rclpy.logging
 
 from .observer import DemoObserver, Observed
 from .. import names
@@ -49,6 +50,7 @@ def run_graph(scenario, domain_id: int, timeout: float, on_frame=None,
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     context = Context()
     quiet = ['--log-level', 'error'] if on_frame is not None else []
+    level = rclpy.logging.get_logger_effective_level('')
     rclpy.init(args=['vla-safety-demo', '--ros-args', '--params-file', scenario.params_file,
                      *quiet],
                context=context, domain_id=domain_id)
@@ -68,6 +70,8 @@ def run_graph(scenario, domain_id: int, timeout: float, on_frame=None,
         seen = _wait(observer, timeout, on_frame)
     finally:
         context.try_shutdown()
+        # --log-level is process-wide and outlives the context: give the process its level back
+        rclpy.logging.set_logger_level('', level)
         spinner.join(timeout=5)
         for node in reversed(nodes):
             node.destroy_node()
