@@ -92,12 +92,14 @@ def describe_nodes(domain_id: int) -> dict:
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
+    import rclpy.logging
     from rclpy.parameter import Parameter
 
     from ..nodes.common import spin_until_shutdown
 
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     context = Context()
+    level = rclpy.logging.get_logger_effective_level('')
     rclpy.init(args=['vla-safety-params', '--ros-args', '--log-level', 'fatal'],
                context=context, domain_id=domain_id)
     executor = SingleThreadedExecutor(context=context)
@@ -123,6 +125,8 @@ def describe_nodes(domain_id: int) -> dict:
     finally:
         context.try_shutdown()
         spinner.join(timeout=5)
+        # --log-level is process-wide and outlives the context: give the process its level back
+        rclpy.logging.set_logger_level('', level)
         for node in reversed(nodes):
             node.destroy_node()
         scratch.cleanup()
