@@ -49,6 +49,9 @@ class Observed:
     raw: list = field(default_factory=list)            # first point of each raw action
     command_times: list = field(default_factory=list)
     commands: list = field(default_factory=list)       # controller commands, contract order
+    safe_times: list = field(default_factory=list)     # /vla/safe_action arrival times
+    safe_stamps: list = field(default_factory=list)    # its header stamps: the guard's tick times
+    safe: list = field(default_factory=list)           # its positions, contract order
     events: list = field(default_factory=list)         # (time, reason, joint)
     statuses: dict = field(default_factory=dict)       # name -> (level, message, {key: value})
     alarms: list = field(default_factory=list)         # (time, kind, monitor step)
@@ -69,6 +72,7 @@ class DemoObserver(Node):
         # a deep queue: a command dropped under load would look like a double step in the audit
         self.create_subscription(Float64MultiArray, names.forward_commands(controller),
                                  self._on_command, AUDIT_QOS)
+        self.create_subscription(JointTrajectory, names.SAFE_ACTION, self._on_safe, AUDIT_QOS)
         self.create_subscription(DiagnosticArray, names.FILTER_EVENTS, self._on_events, 100)
         self.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._on_diagnostics, 50)
         self.create_subscription(String, names.EPISODE, self._on_episode, LATCHED_QOS)
@@ -80,13 +84,18 @@ class DemoObserver(Node):
         with self._lock:
             return copy.deepcopy(self._seen)
 
-    def _on_raw(self, msg: JointTrajectory) -> None:
-        if not msg.points:
-            return
+    def _first_point(self, msg: JointTrajectory) -> np.ndarray:
+        """Return the trajectory's first point in contract order (NaN for joints it lacks)."""
         row = np.full(len(self.joint_names), np.nan)
         for name, value in zip(msg.joint_names, msg.points[0].positions):
             if name in self._index:
                 row[self._index[name]] = value
+        return row
+
+    def _on_raw(self, msg: JointTrajectory) -> None:
+        if not msg.points:
+            return
+        row = self._first_point(msg)
         with self._lock:
             self._seen.raw_times.append(self._now())
             self._seen.raw.append(row)
@@ -95,6 +104,16 @@ class DemoObserver(Node):
         with self._lock:
             self._seen.command_times.append(self._now())
             self._seen.commands.append(np.array(msg.data, dtype=float))
+
+    def _on_safe(self, msg: JointTrajectory) -> None:
+        if not msg.points:
+            return
+        row = self._first_point(msg)
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        with self._lock:
+            self._seen.safe_times.append(self._now())
+            self._seen.safe_stamps.append(stamp)
+            self._seen.safe.append(row)
 
     def _on_events(self, msg: DiagnosticArray) -> None:
         now = self._now()

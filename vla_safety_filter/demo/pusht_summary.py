@@ -19,8 +19,8 @@ from collections import Counter
 
 import numpy as np
 
+from .command_audit import audit_observed
 from .observer import Observed
-from ..core.contract import audit
 
 
 def summarize(seen: Observed, run, scenario) -> dict:
@@ -57,25 +57,22 @@ def summarize(seen: Observed, run, scenario) -> dict:
 
 def _audit_episodes(seen: Observed, run, contract) -> dict:
     """
-    Audit the commands over elapsed time (arrival times), one episode at a time.
+    Audit the commands one episode at a time (see `command_audit`).
 
     Each episode's stream starts at its first command: between episodes the world is reset and
     the filter re-seeded from the measured pusher, so the step across a reset is no command
     step. Counts are summed and ratios maximised over the episodes.
     """
-    commands = np.array(seen.commands).reshape(-1, contract.dim)
-    times = np.asarray(seen.command_times, dtype=float)
-    edges = np.searchsorted(times, np.asarray(run.resets, dtype=float))
+    bounds = [-np.inf, *run.resets, np.inf]
     total: dict = {}
-    for part in np.split(np.arange(len(times)), edges):
-        if part.size == 0:
+    for since, until in zip(bounds[:-1], bounds[1:]):
+        check = audit_observed(contract, None, seen, since, until)
+        if check['commands'] == 0 and check['guard_commands'] == 0:
             continue
-        check = audit(contract, commands[part[0]], commands[part], times[part],
-                      window=5 * contract.dt, time_slack=contract.dt)
         for key, value in check.items():
             merge = max if key.startswith('max_') else (lambda a, b: a + b)
             total[key] = merge(total[key], value) if key in total else value
-    return total or audit(contract, np.zeros(contract.dim), commands, times)
+    return total or audit_observed(contract, None, seen)
 
 
 def _outage(seen: Observed, run) -> dict | None:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
-
+from .command_audit import audit_observed
 from .observer import Observed
 from .. import names
-from ..core.contract import audit
 
 #: a response later than this after a fault's last step is not counted as answering it (s)
 GRACE_S = 2.0
@@ -29,12 +27,7 @@ GRACE_S = 2.0
 
 def summarize(seen: Observed, scenario) -> dict:
     """Return the demo's verdict as a JSON-able dict (see `ok` for the pass/fail line)."""
-    commands = np.array(seen.commands).reshape(-1, scenario.contract.dim)
-    # velocity over elapsed time from arrival times: spans of >= 5 control periods, one period
-    # of slack for delivery jitter
-    dt = scenario.contract.dt
-    check = audit(scenario.contract, scenario.seed_pose, commands, seen.command_times,
-                  window=5 * dt, time_slack=dt)
+    check = audit_observed(scenario.contract, scenario.seed_pose, seen)
     faults = [_fault_response(seen, scenario, k) for k in range(len(scenario.drill))]
     answered = sum(f['holds'] for f in faults)
     execspec = seen.statuses.get(names.EXECSPEC_STATUS, (names.STALE, 'no verdict seen', {}))
