@@ -45,7 +45,7 @@ demo: setup
 	$(BIN)/vla-safety demo --output $(DEMO_OUT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: setup
 	$(BIN)/python -m pytest -q -m linter
