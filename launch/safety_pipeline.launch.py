@@ -30,20 +30,24 @@ from launch.substitutions import LaunchConfiguration
 from launch.substitutions import PythonExpression
 from launch_ros.actions import LifecycleNode, Node
 
+from vla_safety_filter import names
+
 PACKAGE = 'vla_safety_filter'
-LIFECYCLE_NODES = ('action_monitor', 'safety_filter', 'policy_bridge')
+#: The manager's lifecycle nodes, in activation order (one list, in names.py).
+LIFECYCLE_NODES = names.PIPELINE_NODES
 
 
 def generate_launch_description():
+    """Return the pipeline: recorder (optional), lifecycle nodes, then their manager."""
     params = LaunchConfiguration('params_file')
     executor = {'executor': LaunchConfiguration('executor')}
     managed = [LifecycleNode(package=PACKAGE, executable=name, name=name, namespace='',
                              parameters=[params, executor], output='screen')
                for name in LIFECYCLE_NODES]
-    manager = Node(package=PACKAGE, executable='execspec_check', name='execspec_check',
+    manager = Node(package=PACKAGE, executable=names.EXECSPEC_CHECK, name=names.EXECSPEC_CHECK,
                    namespace='', parameters=[params, executor], output='screen')
     record = LaunchConfiguration('record')
-    recorder = Node(package=PACKAGE, executable='flight_recorder', name='flight_recorder',
+    recorder = Node(package=PACKAGE, executable=names.FLIGHT_RECORDER, name=names.FLIGHT_RECORDER,
                     namespace='', parameters=[params, executor, {'output': record}],
                     output='screen',
                     condition=IfCondition(PythonExpression(["'", record, "' != ''"])))

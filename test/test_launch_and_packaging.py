@@ -13,11 +13,12 @@
 # limitations under the License.
 
 """The launch file, setup.py and package.xml agree; bad bringup input gives a one-line error."""
-import ast
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -32,36 +33,51 @@ def _console_scripts():
     return set(re.findall(r"'([\w-]+) = vla_safety_filter[\w.]*:main'", text))
 
 
-def _launched_lifecycle_nodes() -> tuple:
-    """Return the launch file's LIFECYCLE_NODES (a literal, or names.PIPELINE_NODES)."""
-    for node in ast.walk(ast.parse(open(LAUNCH).read())):
-        if isinstance(node, ast.Assign) and \
-                getattr(node.targets[0], 'id', '') == 'LIFECYCLE_NODES':
-            if getattr(node.value, 'attr', '') == 'PIPELINE_NODES':
-                return names.PIPELINE_NODES
-            return tuple(ast.literal_eval(node.value))
-    return ()
+class Recorded:
+    """Stand-in for a launch or launch_ros class: keeps its arguments, so a test can read them."""
+
+    def __init__(self, *args, **kwargs):
+        self.kind, self.args, self.kwargs = type(self).__name__, args, kwargs
 
 
-def _launch_executables():
-    launched = set(_launched_lifecycle_nodes())
-    for node in ast.walk(ast.parse(open(LAUNCH).read())):
-        if isinstance(node, ast.keyword) and node.arg == 'executable':
-            if isinstance(node.value, ast.Constant):
-                launched.add(node.value.value)
-            elif getattr(node.value, 'attr', '').isupper():      # names.EXECSPEC_CHECK, ...
-                launched.add(getattr(names, node.value.attr))
-    return launched
+def _stub_module(name: str, *classes: str) -> types.ModuleType:
+    """Return a module `name` whose `classes` are Recorded subclasses of those names."""
+    module = types.ModuleType(name)
+    for cls in classes:
+        setattr(module, cls, type(cls, (Recorded,), {}))
+    return module
 
 
-def test_every_launched_executable_is_a_console_script():
-    launched = _launch_executables()
+@pytest.fixture
+def launch_entities(monkeypatch) -> list:
+    """Return the entities the launch file describes, built over stand-ins of launch(_ros)."""
+    stubs = {'launch': ('LaunchDescription',), 'launch.actions': ('DeclareLaunchArgument',),
+             'launch.conditions': ('IfCondition',),
+             'launch.substitutions': ('LaunchConfiguration', 'PythonExpression'),
+             'launch_ros': (), 'launch_ros.actions': ('LifecycleNode', 'Node')}
+    for name, classes in stubs.items():
+        monkeypatch.setitem(sys.modules, name, _stub_module(name, *classes))
+    spec = importlib.util.spec_from_file_location('pipeline_launch_stubbed', LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description().args[0]
+
+
+def _nodes(entities: list, kind: str) -> list:
+    """Return the `name` of every entity of `kind` (LifecycleNode, Node), in launch order."""
+    return [e.kwargs['name'] for e in entities if e.kind == kind]
+
+
+def test_every_launched_executable_is_a_console_script(launch_entities):
+    launched = {e.kwargs['executable'] for e in launch_entities if 'executable' in e.kwargs}
     assert launched == {*names.PIPELINE_NODES, names.EXECSPEC_CHECK, names.FLIGHT_RECORDER}
     assert launched <= _console_scripts()
 
 
-def test_the_launch_file_activates_the_pipeline_nodes_in_the_managers_order():
-    assert _launched_lifecycle_nodes() == names.PIPELINE_NODES
+def test_the_launch_file_activates_the_pipeline_nodes_in_the_managers_order(launch_entities):
+    assert tuple(_nodes(launch_entities, 'LifecycleNode')) == names.PIPELINE_NODES
+    assert _nodes(launch_entities, 'Node') == [names.FLIGHT_RECORDER, names.EXECSPEC_CHECK]
+    assert all(e.kwargs['namespace'] == '' for e in launch_entities if 'namespace' in e.kwargs)
 
 
 def test_every_node_module_has_an_entry_point():
@@ -73,7 +89,6 @@ def test_every_node_module_has_an_entry_point():
 
 def test_launch_description_builds_where_launch_ros_is_installed():
     pytest.importorskip('launch_ros')
-    import importlib.util
     spec = importlib.util.spec_from_file_location('pipeline_launch', LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
