@@ -62,7 +62,8 @@ from trajectory_msgs.msg import JointTrajectory
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..'))
 
-from vla_safety_filter.core.drill.policies import NearestNeighbourPolicy  # noqa: E402,I100
+from vla_safety_filter import names  # noqa: E402,I100
+from vla_safety_filter.core.drill.policies import NearestNeighbourPolicy  # noqa: E402
 from vla_safety_filter.core.remote_policies import make_remote_policy  # noqa: E402
 from vla_safety_filter.demo.pusht import default_demos, JOINTS, STATE_JOINTS  # noqa: E402
 from vla_safety_filter.nodes.common import spin_until_shutdown  # noqa: E402
@@ -124,9 +125,9 @@ class Probe:
         self._previous: tuple = ()
         self._lock = threading.Lock()
         self._world = node.create_publisher(JointState, '/world/state', 10)
-        self._joints = node.create_publisher(JointState, '/joint_states', 10)
-        node.create_subscription(JointTrajectory, '/vla/raw_action', self._on_chunk, 100)
-        node.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+        self._joints = node.create_publisher(JointState, names.JOINT_STATES, 10)
+        node.create_subscription(JointTrajectory, names.RAW_ACTION, self._on_chunk, 100)
+        node.create_subscription(Float64MultiArray, names.forward_commands(),
                                  self._on_command, 100)
         node.create_timer(1.0 / STATE_HZ, self._publish)
         self.measuring = False
@@ -168,7 +169,7 @@ def wide_contract() -> dict:
     """Return filter parameters whose contract passes every PushT action unchanged."""
     return {'joint_names': list(JOINTS), 'lower': [-1e4, -1e4], 'upper': [1e4, 1e4],
             'max_velocity': [1e7, 1e7], 'control_rate_hz': CONTROL_HZ,
-            'controller_name': 'forward_position_controller', 'output': 'forward_command',
+            'controller_name': names.DEFAULT_CONTROLLER, 'output': 'forward_command',
             'command_timeout': 0.5}
 
 
@@ -189,8 +190,8 @@ def through_ros(uri: str, rows: np.ndarray, seconds: float, domain: int) -> Prob
     rclpy.init(context=context, domain_id=domain)
     executor = SingleThreadedExecutor(context=context)
     nodes = []
-    for cls, name, params in ((SafetyFilter, 'safety_filter', wide_contract()),
-                              (PolicyBridge, 'policy_bridge', bridge_params(uri))):
+    for cls, name, params in ((SafetyFilter, names.SAFETY_FILTER, wide_contract()),
+                              (PolicyBridge, names.POLICY_BRIDGE, bridge_params(uri))):
         overrides = [Parameter(k, value=v) for k, v in params.items()]
         nodes.append(cls(name, context=context, parameter_overrides=overrides))
     probe_node = rclpy.create_node('bench_probe', context=context)
@@ -201,7 +202,7 @@ def through_ros(uri: str, rows: np.ndarray, seconds: float, domain: int) -> Prob
     spinner.start()
     try:
         time.sleep(1.0)     # joint states reach the filter before it activates
-        for name in ('safety_filter', 'policy_bridge'):
+        for name in (names.SAFETY_FILTER, names.POLICY_BRIDGE):
             client = probe_node.create_client(ChangeState, f'/{name}/change_state')
             for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
                 request = ChangeState.Request(transition=Transition(id=transition))

@@ -32,6 +32,7 @@ from ros_harness import wait_for
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
+from vla_safety_filter import names
 from vla_safety_filter.nodes.lifecycle_manager import call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
@@ -53,13 +54,13 @@ class Rig:
         self.probe = ros.node('probe')
         self.chunks, self.statuses, self.state_stamps = [], [], set()
         self.feeding = True
-        self.probe.create_subscription(JointTrajectory, '/vla/raw_action',
+        self.probe.create_subscription(JointTrajectory, names.RAW_ACTION,
                                        lambda m: self.chunks.append(m), 1000)
         self.probe.create_subscription(
-            DiagnosticArray, '/diagnostics',
-            lambda m: self.statuses.extend(s for s in m.status if s.name == 'vla_safety/bridge'),
+            DiagnosticArray, names.DIAGNOSTICS,
+            lambda m: self.statuses.extend(s for s in m.status if s.name == names.BRIDGE_STATUS),
             1000)
-        self._state = self.probe.create_publisher(JointState, '/joint_states', 10)
+        self._state = self.probe.create_publisher(JointState, names.JOINT_STATES, 10)
         self._image = self.probe.create_publisher(Image, '/cam/top', 10)
         self.probe.create_timer(0.02, self._feed)
 

@@ -31,6 +31,7 @@ from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from vla_safety_filter import names
 from vla_safety_filter.core.sequential import MotionCalibration
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
 from vla_safety_filter.nodes.common import LATCHED_QOS
@@ -59,19 +60,19 @@ class Probe:
         self.node = ros.node('probe')
         self.stops: list[bool] = []
         self.diag: dict[str, DiagnosticStatus] = {}
-        self.node.create_subscription(Bool, '/vla/safety_stop',
+        self.node.create_subscription(Bool, names.SAFETY_STOP,
                                       lambda m: self.stops.append(m.data), LATCHED_QOS)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 100)
-        self.action = self.node.create_publisher(JointTrajectory, '/vla/raw_action', 10)
-        self.events = self.node.create_publisher(DiagnosticArray, '/vla/filter_events', 100)
-        self.episode = self.node.create_publisher(String, '/vla/episode', LATCHED_QOS)
+        self.node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._on_diag, 100)
+        self.action = self.node.create_publisher(JointTrajectory, names.RAW_ACTION, 10)
+        self.events = self.node.create_publisher(DiagnosticArray, names.FILTER_EVENTS, 100)
+        self.episode = self.node.create_publisher(String, names.EPISODE, LATCHED_QOS)
         self._change = self.node.create_client(ChangeState, '/action_monitor/change_state')
         self._set = self.node.create_client(SetParameters, '/action_monitor/set_parameters')
         self.t = 0
 
     def _on_diag(self, msg):
         for s in msg.status:
-            if s.name == 'vla_safety/monitor':
+            if s.name == names.MONITOR_STATUS:
                 self.diag['now'] = s
 
     def value(self, key: str) -> str | None:
@@ -119,9 +120,9 @@ def _monitor(ros, tmp_path, **params) -> Probe:
 def _active(ros, tmp_path, **params) -> Probe:
     probe = _monitor(ros, tmp_path, **params)
     assert probe.transition(CONFIGURE) and probe.transition(ACTIVATE)
-    assert wait_for(lambda: probe.node.count_subscribers('/vla/raw_action') == 1
-                    and probe.node.count_subscribers('/vla/filter_events') == 1
-                    and probe.node.count_subscribers('/vla/episode') == 1)
+    assert wait_for(lambda: probe.node.count_subscribers(names.RAW_ACTION) == 1
+                    and probe.node.count_subscribers(names.FILTER_EVENTS) == 1
+                    and probe.node.count_subscribers(names.EPISODE) == 1)
     time.sleep(0.2)                               # matched on the monitor's side too
     return probe
 
@@ -170,7 +171,7 @@ def test_configure_refuses_every_out_of_range_parameter_with_its_reason(ros, tmp
                     and probe.diag['now'].level == bytes([ERROR]))
     message = probe.diag['now'].message
     assert message.startswith('configure refused') and word in message, message
-    assert probe.node.count_subscribers('/vla/raw_action') == 0
+    assert probe.node.count_subscribers(names.RAW_ACTION) == 0
 
 
 def test_live_parameters_are_validated_and_applied_read_only_ones_refused(ros, tmp_path):
@@ -267,14 +268,14 @@ def test_configure_cleanup_configure_activate_keeps_one_of_each_entity(ros, tmp_
     probe = _monitor(ros, tmp_path, stop_on='alarm')
     for _ in range(3):
         assert probe.transition(CONFIGURE)
-        assert wait_for(lambda: probe.node.count_subscribers('/vla/raw_action') == 1
-                        and probe.node.count_publishers('/vla/safety_stop') == 1)
+        assert wait_for(lambda: probe.node.count_subscribers(names.RAW_ACTION) == 1
+                        and probe.node.count_publishers(names.SAFETY_STOP) == 1)
         assert probe.transition(CLEANUP)
-        assert wait_for(lambda: probe.node.count_subscribers('/vla/raw_action') == 0
-                        and probe.node.count_publishers('/vla/safety_stop') == 0)
+        assert wait_for(lambda: probe.node.count_subscribers(names.RAW_ACTION) == 0
+                        and probe.node.count_publishers(names.SAFETY_STOP) == 0)
     assert probe.transition(CONFIGURE) and probe.transition(ACTIVATE)
-    assert wait_for(lambda: probe.node.count_subscribers('/vla/episode') == 1
-                    and probe.node.count_publishers('/vla/safety_stop') == 1)
+    assert wait_for(lambda: probe.node.count_subscribers(names.EPISODE) == 1
+                    and probe.node.count_publishers(names.SAFETY_STOP) == 1)
     probe.healthy(10)
     probe.send([math.nan, math.nan])
     assert wait_for(lambda: probe.stops == [True])
@@ -297,8 +298,8 @@ def test_chunk_seam_jump_asserts_the_stop_and_the_cusum_reports_its_measured_rat
     """Issue 12: a chunk whose first point jumps from the executed command is a seam_spike."""
     probe = _active(ros, tmp_path, stop_on='alarm',
                     calibration_file=_motion_calibration(tmp_path / 'motion.npz'))
-    executed = probe.node.create_publisher(JointTrajectory, '/vla/safe_action', 10)
-    assert wait_for(lambda: probe.node.count_subscribers('/vla/safe_action') == 1)
+    executed = probe.node.create_publisher(JointTrajectory, names.SAFE_ACTION, 10)
+    assert wait_for(lambda: probe.node.count_subscribers(names.SAFE_ACTION) == 1)
     probe.healthy(30)
     assert wait_for(lambda: probe.value('motion_cusum_threshold_iid') is not None)
     assert float(probe.value('motion_cusum_threshold')) > 0

@@ -29,6 +29,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from vla_safety_filter import names
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.nodes.common import LATCHED_QOS
 
@@ -47,10 +48,10 @@ class Probe:
         self.node = ros.node('probe')
         self.joints, self.world, self.images, self.episodes, self.errors = [], [], [], [], []
         node = self.node
-        node.create_subscription(JointState, '/joint_states', self.joints.append, 100)
+        node.create_subscription(JointState, names.JOINT_STATES, self.joints.append, 100)
         node.create_subscription(JointState, '/world/state', self.world.append, 100)
         node.create_subscription(Image, '/world/image', self.images.append, 10)
-        node.create_subscription(String, '/vla/episode', lambda m: self.episodes.append(m.data),
+        node.create_subscription(String, names.EPISODE, lambda m: self.episodes.append(m.data),
                                  LATCHED_QOS)
         node.create_subscription(Log, '/rosout', self._on_log, 100)
         self._forward = node.create_publisher(Float64MultiArray, f'/{CONTROLLER}/commands', 10)

@@ -39,6 +39,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from .common import (COMMAND_QOS, declare, Diagnostics, ERROR, GatedLifecycleNode, LATCHED_QOS,
                      require_valid_parameters, run, STALE, status)
+from .. import names
 from ..core.costs import CostModel
 from ..core.errors import InputError
 from ..core.joints import JointMap
@@ -46,7 +47,6 @@ from ..core.monitors import ActionMonitor, check_stop_on, SafetyStop
 from ..core.params import CalibrationData
 from ..core.profiles import get_profile, profile_names
 
-STATUS_NAME = 'vla_safety/monitor'
 DEFAULT_DIAGNOSTIC_PERIOD = 1.0
 
 
@@ -59,7 +59,7 @@ def _positive_finite(name: str, value) -> float:
 class ActionMonitorNode(GatedLifecycleNode):
     """Lifecycle node: configure loads the calibration, activate starts monitoring."""
 
-    def __init__(self, name: str = 'action_monitor', **kwargs):
+    def __init__(self, name: str = names.ACTION_MONITOR, **kwargs):
         super().__init__(name, **kwargs)
         self.calibration_file = declare(self, 'calibration_file', '',
                                         'calibration .npz written by `vla-safety calibrate`', True)
@@ -134,15 +134,15 @@ class ActionMonitorNode(GatedLifecycleNode):
                                 motion=cal.motion)
         stop = SafetyStop(self.stop_on, max(1, math.ceil(self.clear_s / dt)), self._stop_reason)
         self._map = JointMap(cal.joint_names)
-        self._stop_pub = self.own(self.create_lifecycle_publisher(Bool, '/vla/safety_stop',
+        self._stop_pub = self.own(self.create_lifecycle_publisher(Bool, names.SAFETY_STOP,
                                                                   LATCHED_QOS))
-        self.own(self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_action,
+        self.own(self.create_subscription(JointTrajectory, names.RAW_ACTION, self._on_action,
                                           COMMAND_QOS))
-        self.own(self.create_subscription(JointTrajectory, '/vla/safe_action', self._on_executed,
+        self.own(self.create_subscription(JointTrajectory, names.SAFE_ACTION, self._on_executed,
                                           COMMAND_QOS))
-        self.own(self.create_subscription(DiagnosticArray, '/vla/filter_events', self._on_events,
+        self.own(self.create_subscription(DiagnosticArray, names.FILTER_EVENTS, self._on_events,
                                           100))
-        self.own(self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS))
+        self.own(self.create_subscription(String, names.EPISODE, self._on_episode, LATCHED_QOS))
         with self._lock:
             self._monitor, self._stop = monitor, stop
             self._executed = None
@@ -241,13 +241,14 @@ class ActionMonitorNode(GatedLifecycleNode):
                 level, message, values = monitor.status()
                 values = {**dict(values), **stop_values}
                 if reason:
-                    return status(STATUS_NAME, ERROR, f'safety stop asserted: {reason}',
+                    return status(names.MONITOR_STATUS, ERROR, f'safety stop asserted: {reason}',
                                   self.hardware_id, values)
-                return status(STATUS_NAME, bytes([level]), message, self.hardware_id, values)
+                return status(names.MONITOR_STATUS, bytes([level]), message, self.hardware_id,
+                              values)
         if self.refusal:
-            return status(STATUS_NAME, ERROR, self.refusal, self.hardware_id, stop_values)
+            return status(names.MONITOR_STATUS, ERROR, self.refusal, self.hardware_id, stop_values)
         text = 'inactive' if monitor is not None else 'unconfigured'
-        return status(STATUS_NAME, STALE, text, self.hardware_id, stop_values)
+        return status(names.MONITOR_STATUS, STALE, text, self.hardware_id, stop_values)
 
 
 def main() -> None:

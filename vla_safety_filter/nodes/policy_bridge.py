@@ -69,6 +69,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from .common import (COMMAND_QOS, declare, Diagnostics, duration, ERROR, GatedLifecycleNode,
                      LATCHED_QOS, monotonic, OK, require_valid_parameters, run, STATE_QOS, status,
                      WARN)
+from .. import names
 from ..core.drill.policies import PolicyFault
 from ..core.episodes import read_episodes
 from ..core.errors import InputError
@@ -80,7 +81,6 @@ from ..core.remote_policies import make_remote_policy, parse_key_map
 LIVE_SOURCES = {'openpi': ('ws', 'wss'), 'openvla_rest': ('http', 'https')}
 """Live sources and the URI schemes their servers speak."""
 SOURCES = ('replay', *LIVE_SOURCES)
-BRIDGE_STATUS = 'vla_safety/bridge'
 DIAGNOSTIC_PERIOD = 1.0
 IMAGE_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 UNNORMALIZER_PARAMS = {
@@ -109,7 +109,7 @@ def loaded_parameter_names() -> list[str]:
 class PolicyBridge(GatedLifecycleNode):
     """Lifecycle node: configure loads the source, activate starts publishing."""
 
-    def __init__(self, name: str = 'policy_bridge', **kwargs):
+    def __init__(self, name: str = names.POLICY_BRIDGE, **kwargs):
         super().__init__(name, **kwargs)
         self.source = declare(self, 'source', 'replay', f'action source: {", ".join(SOURCES)}')
         self.episodes_file = declare(self, 'episodes_file', '',
@@ -142,7 +142,7 @@ class PolicyBridge(GatedLifecycleNode):
         self._epoch = 0            # activations so far: a reply is delivered only in its own
         self._samples: dict[str, tuple] = {}
         self._loaded: dict | None = None
-        self.create_service(Trigger, '~/loaded_unnormalizer', self._on_loaded_unnormalizer)
+        self.create_service(Trigger, names.LOADED_UNNORMALIZER, self._on_loaded_unnormalizer)
 
     def _declare_live_parameters(self) -> None:
         """Parameters of the live sources (read-only: read once, at construction)."""
@@ -161,7 +161,7 @@ class PolicyBridge(GatedLifecycleNode):
         self.image_topics = ro('image_topics', Parameter.Type.STRING_ARRAY,
                                'live: NAME=/topic sensor_msgs/Image (rgb8, bgr8, mono8) sent as '
                                'observation.images.NAME')
-        self.state_topic = ro('state_topic', '/joint_states', 'live: JointState topic of the '
+        self.state_topic = ro('state_topic', names.JOINT_STATES, 'live: JointState topic of the '
                               'observation state')
         self.state_joints = ro('state_joints', Parameter.Type.STRING_ARRAY,
                                'live: joints read in this order into observation.state')
@@ -192,9 +192,9 @@ class PolicyBridge(GatedLifecycleNode):
         self._generation += 1
         self._loaded = {**loaded, 'generation': self._generation}
         self._chunks = 0
-        self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
+        self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, names.RAW_ACTION,
                                                              COMMAND_QOS))
-        self._episode_pub = self.own(self.create_lifecycle_publisher(String, '/vla/episode',
+        self._episode_pub = self.own(self.create_lifecycle_publisher(String, names.EPISODE,
                                                                      LATCHED_QOS))
         self.own(self.create_timer(self._dt, self._on_timer))
         self.get_logger().info(f'configured: {len(self._queue)} episode(s) of {len(self._names)} '
@@ -305,9 +305,9 @@ class PolicyBridge(GatedLifecycleNode):
                         'server_unnorm_key': self.unnorm_key if 'unnorm_key' in options
                         else None}
         self._subscribe_inputs(cameras)
-        self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, '/vla/raw_action',
+        self._pub = self.own(self.create_lifecycle_publisher(JointTrajectory, names.RAW_ACTION,
                                                              COMMAND_QOS))
-        self._episode_pub = self.own(self.create_lifecycle_publisher(String, '/vla/episode',
+        self._episode_pub = self.own(self.create_lifecycle_publisher(String, names.EPISODE,
                                                                      LATCHED_QOS))
         self.own(self.create_timer(1.0 / self.rate_hz, self._on_query_tick))
         with self._lock:
@@ -467,7 +467,7 @@ class PolicyBridge(GatedLifecycleNode):
         level, message = self._status
         if self.refusal:
             level, message = ERROR, self.refusal
-        return status(BRIDGE_STATUS, level, message, self.get_name(), {
+        return status(names.BRIDGE_STATUS, level, message, self.get_name(), {
             'source': self.source, 'server_uri': self.server_uri,
             'chunks': getattr(self, '_chunks', 0), 'failures': self._failures})
 

@@ -38,7 +38,7 @@ from ..core.joints import JointMap
 class SimArm(Node):
     """First-order joint tracking of the last accepted command."""
 
-    def __init__(self, name: str = 'sim_arm', **kwargs):
+    def __init__(self, name: str = names.SIM_ARM, **kwargs):
         super().__init__(name, **kwargs)
         self.joints = tuple(declare(self, 'joint_names', Parameter.Type.STRING_ARRAY,
                                     'joints of the simulated arm') or ())

@@ -37,6 +37,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from .common import COMMAND_QOS, declare, LATCHED_QOS, require_valid_parameters, run
+from .. import names
 from ..core.drill.worlds import make_world
 from ..core.errors import InputError
 from ..core.joints import JointMap
@@ -51,7 +52,7 @@ IMAGE_PREFIX = 'observation.images.'
 class SimWorld(Node):
     """Steps a drill world once per period with the last accepted command; reports its episode."""
 
-    def __init__(self, name: str = 'sim_world', **kwargs):
+    def __init__(self, name: str = names.SIM_WORLD, **kwargs):
         super().__init__(name, **kwargs)
         world_name = declare(self, 'world', 'pusht', 'world to simulate: pusht')
         render = declare(self, 'render', False, 'publish the camera image on /world/image')
@@ -59,7 +60,7 @@ class SimWorld(Node):
         self.seed = declare(self, 'seed', 0, 'first episode seed; each ~/reset takes the next')
         rate = declare(self, 'rate_hz', 1.0 / self.world.dt,
                        'world steps per second (each step is one world period of physics)')
-        controller = declare(self, 'controller_name', 'forward_position_controller',
+        controller = declare(self, 'controller_name', names.DEFAULT_CONTROLLER,
                              'controller name the commands arrive on')
         joints = declare(self, 'joint_names', Parameter.Type.STRING_ARRAY,
                          "names of the commanded axes (default: the world's, e.g. pusher_x, "
@@ -75,15 +76,15 @@ class SimWorld(Node):
         self.dt = 1.0 / rate
         self._map = JointMap(self.joints)
         self._start_episode()
-        self._joint_pub = self.create_publisher(JointState, '/joint_states', 10)
+        self._joint_pub = self.create_publisher(JointState, names.JOINT_STATES, 10)
         self._state_pub = self.create_publisher(JointState, '/world/state', 10)
         self._image_pub = self.create_publisher(Image, '/world/image', 2) if render else None
-        self._episode_pub = self.create_publisher(String, '/vla/episode', LATCHED_QOS)
-        self.create_subscription(Float64MultiArray, f'/{controller}/commands', self._on_forward,
-                                 COMMAND_QOS)
-        self.create_subscription(JointTrajectory, f'/{controller}/joint_trajectory',
+        self._episode_pub = self.create_publisher(String, names.EPISODE, LATCHED_QOS)
+        self.create_subscription(Float64MultiArray, names.forward_commands(controller),
+                                 self._on_forward, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, names.joint_trajectory(controller),
                                  self._on_trajectory, COMMAND_QOS)
-        self.create_service(Trigger, '~/reset', self._on_reset)
+        self.create_service(Trigger, names.RESET, self._on_reset)
         self.create_timer(self.dt, self._on_timer)
 
     def _check(self, rate: float) -> None:
