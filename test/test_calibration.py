@@ -14,9 +14,7 @@
 
 """Episode-level conformal calibration and hardware limits: rules, coverage, repairs, real data."""
 import json
-import os
 
-from data_paths import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -307,11 +305,40 @@ def test_joint_limits_yaml_needs_the_has_flag(tmp_path):
         read_hardware_limits(str(tmp_path / 'empty.yaml'), ['pan'])
 
 
+# --- progress of long calibrations ----------------------------------------------------------
+#: The stages calibrate() reports, in the order it runs them.
+STAGES = ('checking episodes', 'scoring positions', 'measuring velocities',
+          'calibrating motion scores', 'checking held-out episodes')
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 24), st.integers(0, 2 ** 16))
+def test_progress_follows_every_stage_to_its_end_and_changes_no_result(count, seed):
+    rng = np.random.default_rng(seed)
+    episodes = [np.cumsum(rng.normal(0, 0.01, (int(rng.integers(3, 40)), 2)), axis=0)
+                for _ in range(count)]
+    calls = []
+    followed = calibrate(episodes, ('a', 'b'), 0.1, seed=seed,
+                         progress=lambda *call: calls.append(call))
+    plain = calibrate(episodes, ('a', 'b'), 0.1, seed=seed)
+    assert json.dumps(followed.report, sort_keys=True) == json.dumps(plain.report, sort_keys=True)
+    order = [STAGES.index(stage) for stage, _, _ in calls]
+    assert sorted(set(order)) == list(range(len(STAGES))) and order == sorted(order)
+    steps = {stage: [(done, total) for s, done, total in calls if s == stage] for stage in STAGES}
+    for stage, reported in steps.items():
+        total = reported[0][1]
+        assert reported == [(done, total) for done in range(total + 1)], stage
+    report = plain.report
+    assert steps['checking episodes'][-1][1] == count
+    assert steps['measuring velocities'][-1][1] == report['n_calibration_episodes']
+    assert steps['checking held-out episodes'][-1][1] == report['n_holdout_episodes']
+
+
 # --- real data -------------------------------------------------------------------------------
 
-def _episode_cv_coverage(name, alpha=0.05, folds=5):
+def _episode_cv_coverage(path, alpha=0.05, folds=5):
     """Per-episode held-out coverage with every episode held out once (K-fold by episode)."""
-    es = read_episodes(os.path.join(DATA, name))
+    es = read_episodes(path)
     eps = [e.actions for e in es.episodes]
     perm = np.random.default_rng(0).permutation(len(eps))
     position, velocity = np.empty(len(eps)), np.empty(len(eps))
@@ -337,10 +364,10 @@ def _slack(values):
 
 @pytest.mark.parametrize('name', ['pusht_cchi_v7_replay.npz', 'pusht_keypoint_x356_y356.npz',
                                   'so101_record_test_4ep.npz', 'aloha_sim_lerobot_4ep.npz'])
-def test_real_data_held_out_coverage_meets_target_within_episode_sampling_slack(name):
+def test_real_data_held_out_coverage_meets_target_within_episode_sampling_slack(name, data_file):
     # Same rule for every dataset. Slack: PushT ~0.01, SO-101 ~0.17, ALOHA ~0.8 (4 unlike
     # episodes: the test is then uninformative, which is why calibrate warns, see below).
-    position, velocity = _episode_cv_coverage(name)
+    position, velocity = _episode_cv_coverage(data_file(name))
     assert position.mean() >= 0.95 - _slack(position)
     assert velocity.mean() >= 0.95 - _slack(velocity)
 
@@ -350,15 +377,15 @@ def _binomial_plausible(inside, total, level=0.95):
     return stats.binom.cdf(inside, total, level) >= 0.01
 
 
-def test_pusht_whole_held_out_episodes_stay_inside_at_the_promised_rate():
+def test_pusht_whole_held_out_episodes_stay_inside_at_the_promised_rate(data_file):
     # Every one of the 206 episodes held out once (5 folds): the default whole-episode contract.
-    position, velocity = _episode_cv_coverage('pusht_cchi_v7_replay.npz')
+    position, velocity = _episode_cv_coverage(data_file('pusht_cchi_v7_replay.npz'))
     assert _binomial_plausible(int(np.sum(position == 1.0)), position.size)
     assert _binomial_plausible(int(np.sum(velocity == 1.0)), velocity.size)
 
 
-def test_pusht_report_coverage_and_tightness():
-    es = read_episodes(os.path.join(DATA, 'pusht_cchi_v7_replay.npz'))
+def test_pusht_report_coverage_and_tightness(data_file):
+    es = read_episodes(data_file('pusht_cchi_v7_replay.npz'))
     report = calibrate([e.actions for e in es.episodes], es.joint_names, 1 / es.fps).report
     assert report['n_holdout_episodes'] == 41 and report['n_score_episodes'] == 83
     assert report['coverage'] == 'episode' and report['coverage_claimed']
@@ -372,11 +399,11 @@ def test_pusht_report_coverage_and_tightness():
     assert report['tightness_vs_heuristic']['mean'] < 0.9  # tighter than min/max ± 10 %
 
 
-def test_aloha_mixes_four_tasks_and_the_report_says_the_contract_is_loose():
+def test_aloha_mixes_four_tasks_and_the_report_says_the_contract_is_loose(data_file):
     # The 4 ALOHA episodes come from 4 different datasets (insertion / transfer-cube, human /
     # scripted): they are not exchangeable. The score episodes then sit far from the fit episode,
     # q explodes, and calibrate must say the contract is loose instead of reporting success.
-    es = read_episodes(os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz'))
+    es = read_episodes(data_file('aloha_sim_lerobot_4ep.npz'))
     report = calibrate([e.actions for e in es.episodes], es.joint_names, 1 / es.fps).report
     assert report['tightness_vs_heuristic']['mean'] > 2.0
     assert any('wider than the calibration data' in w for w in report['warnings'])

@@ -18,25 +18,33 @@ import io
 import json
 import os
 
-from data_paths import DATA
 import numpy as np
 import pytest
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import Guard, REASONS
 from vla_safety_filter.core.params import load_calibration_for
 
-SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
-ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
+
+@pytest.fixture(scope='module')
+def so101(data_file):
+    """Return the real recording so101_record_test_4ep.npz."""
+    return data_file('so101_record_test_4ep.npz')
 
 
 @pytest.fixture(scope='module')
-def calibrated(tmp_path_factory):
+def aloha(data_file):
+    """Return the real recording aloha_sim_lerobot_4ep.npz."""
+    return data_file('aloha_sim_lerobot_4ep.npz')
+
+
+@pytest.fixture(scope='module')
+def calibrated(tmp_path_factory, so101):
     """One calibration (with report and plot) shared by the tests of this module."""
     folder = tmp_path_factory.mktemp('cal')
     params = folder / 'so101.yaml'
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(['calibrate', SO101, '--output', str(params),
+        code = main(['calibrate', so101, '--output', str(params),
                      '--report', str(folder / 'r.json'), '--plot', str(folder / 'p.png'),
                      '--alpha', '0.1'])
     assert code == 0
@@ -63,8 +71,9 @@ def test_calibrate_writes_params_calibration_report_and_plot(calibrated):
     assert 'NO coverage is claimed' in ' '.join(out.split())
 
 
-def test_calibrate_coverage_option_frame_gives_narrower_bounds_than_whole_episode(tmp_path):
-    pusht = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
+def test_calibrate_coverage_option_frame_gives_narrower_bounds_than_whole_episode(tmp_path,
+                                                                                  data_file):
+    pusht = data_file('pusht_cchi_v7_replay.npz')
     reports = {}
     for mode in ('episode', 'frame'):
         params, path = tmp_path / f'{mode}.yaml', tmp_path / f'{mode}.json'
@@ -77,12 +86,12 @@ def test_calibrate_coverage_option_frame_gives_narrower_bounds_than_whole_episod
             > reports['frame']['holdout_position_episode_coverage'])
 
 
-def test_filter_runs_the_guard_per_episode_and_counts_interventions(tmp_path, calibrated):
+def test_filter_runs_the_guard_per_episode_and_counts_interventions(tmp_path, calibrated, so101):
     params, _ = calibrated
     out = tmp_path / 'filtered.npz'
-    assert main(['filter', SO101, '--params', str(params), '--output', str(out)]) == 0
+    assert main(['filter', so101, '--params', str(params), '--output', str(out)]) == 0
     result = np.load(out)
-    raw = np.load(SO101)
+    raw = np.load(so101)
     assert result['executed'].shape == raw['actions'].shape
     np.testing.assert_array_equal(result['episode_index'], raw['episode_index'])
     contract, _ = load_calibration_for(str(params))
@@ -101,10 +110,10 @@ def test_filter_runs_the_guard_per_episode_and_counts_interventions(tmp_path, ca
 
 
 def test_filter_replays_a_log_with_nonfinite_rows_as_holds_and_lists_them(tmp_path, calibrated,
-                                                                          capsys):
+                                                                          capsys, so101):
     """Regression (defect 14): one NaN row made `vla-safety filter` refuse the whole log."""
     params, _ = calibrated
-    raw = dict(np.load(SO101))
+    raw = dict(np.load(so101))
     actions = raw['actions'].astype(np.float64)
     start = int(np.flatnonzero(raw['episode_index'] == 1)[0])
     bad = [start + 40, start + 41, start + 42, start + 90]
@@ -132,8 +141,8 @@ def test_filter_replays_a_log_with_nonfinite_rows_as_holds_and_lists_them(tmp_pa
                       <= contract.max_velocity * contract.dt + 1e-9)
 
 
-def test_calibrate_still_refuses_nonfinite_demonstrations(tmp_path, capsys):
-    raw = dict(np.load(SO101))
+def test_calibrate_still_refuses_nonfinite_demonstrations(tmp_path, capsys, so101):
+    raw = dict(np.load(so101))
     actions = raw['actions'].astype(np.float64)
     actions[7, 1] = np.nan
     log = tmp_path / 'demos.npz'
@@ -142,9 +151,9 @@ def test_calibrate_still_refuses_nonfinite_demonstrations(tmp_path, capsys):
     assert 'step 7: action[1] is not finite' in capsys.readouterr().err
 
 
-def test_filter_refuses_params_of_another_dimension(tmp_path, calibrated, capsys):
+def test_filter_refuses_params_of_another_dimension(tmp_path, calibrated, capsys, aloha):
     params, _ = calibrated
-    code = main(['filter', ALOHA, '--params', str(params), '--output', str(tmp_path / 'x.npz')])
+    code = main(['filter', aloha, '--params', str(params), '--output', str(tmp_path / 'x.npz')])
     err = capsys.readouterr().err
     assert code == 2 and err.count('\n') == 1
     assert err.startswith('vla-safety filter: error: ') and '14 action dimensions' in err
@@ -165,12 +174,12 @@ def test_calibrate_needs_fps_when_the_input_has_none(tmp_path, capsys):
     assert contract.joint_names == ('a', 'b') and contract.dt == pytest.approx(0.05)
 
 
-def test_calibrate_with_hardware_limits_and_bad_inputs(tmp_path, capsys):
+def test_calibrate_with_hardware_limits_and_bad_inputs(tmp_path, capsys, so101):
     limits = tmp_path / 'limits.yaml'
     limits.write_text('joint_limits:\n  gripper.pos: {has_position_limits: true, '
                       'min_position: 0.0, max_position: 30.0}\n')
     params = tmp_path / 'p.yaml'
-    assert main(['calibrate', SO101, '--hardware-limits', str(limits),
+    assert main(['calibrate', so101, '--hardware-limits', str(limits),
                  '--output', str(params)]) == 0
     out = capsys.readouterr().out
     contract, _ = load_calibration_for(str(params))
@@ -178,9 +187,9 @@ def test_calibrate_with_hardware_limits_and_bad_inputs(tmp_path, capsys):
     assert 'no hardware limits for: shoulder_pan.pos' in out
     for argv, message in (
             (['calibrate', str(tmp_path / 'missing.npz'), '--output', str(params)], 'not found'),
-            (['calibrate', SO101, '--alpha', '2', '--output', str(params)], 'alpha must be in'),
-            (['calibrate', SO101, '--output', str(tmp_path / 'no' / 'p.yaml')], 'does not exist'),
-            (['filter', SO101, '--params', str(tmp_path / 'none.yaml'), '--output', 'x.npz'],
+            (['calibrate', so101, '--alpha', '2', '--output', str(params)], 'alpha must be in'),
+            (['calibrate', so101, '--output', str(tmp_path / 'no' / 'p.yaml')], 'does not exist'),
+            (['filter', so101, '--params', str(tmp_path / 'none.yaml'), '--output', 'x.npz'],
              'parameter file not found')):
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -192,7 +201,7 @@ URDF_NAMES = ('shoulder_pan', 'shoulder_lift', 'elbow_flex', 'wrist_flex', 'wris
 
 @pytest.mark.parametrize('spec', [','.join(URDF_NAMES),
                                   ','.join(f'{n}.pos={n}' for n in URDF_NAMES)])
-def test_calibrate_renames_joints_to_the_urdf_names(tmp_path, spec, capsys):
+def test_calibrate_renames_joints_to_the_urdf_names(tmp_path, spec, capsys, so101):
     """
     Rename the joints to the URDF names and find hardware limits under them.
 
@@ -203,7 +212,7 @@ def test_calibrate_renames_joints_to_the_urdf_names(tmp_path, spec, capsys):
     limits.write_text('joint_limits:\n  gripper: {has_position_limits: true, '
                       'min_position: 0.0, max_position: 30.0}\n')
     params = tmp_path / 'p.yaml'
-    assert main(['calibrate', SO101, '--joint-names', spec, '--hardware-limits', str(limits),
+    assert main(['calibrate', so101, '--joint-names', spec, '--hardware-limits', str(limits),
                  '--output', str(params), '--report', str(tmp_path / 'r.json')]) == 0
     contract, cal = load_calibration_for(str(params))
     assert contract.joint_names == URDF_NAMES and cal.joint_names == URDF_NAMES
@@ -213,9 +222,9 @@ def test_calibrate_renames_joints_to_the_urdf_names(tmp_path, spec, capsys):
     assert 'no hardware limits for: shoulder_pan,' in capsys.readouterr().out
 
 
-def test_calibrate_joint_names_partial_pairs_and_bad_specs(tmp_path, capsys):
+def test_calibrate_joint_names_partial_pairs_and_bad_specs(tmp_path, capsys, so101):
     params = tmp_path / 'p.yaml'
-    assert main(['calibrate', SO101, '--joint-names', 'gripper.pos=gripper',
+    assert main(['calibrate', so101, '--joint-names', 'gripper.pos=gripper',
                  '--output', str(params)]) == 0
     contract, _ = load_calibration_for(str(params))
     assert contract.joint_names[0] == 'shoulder_pan.pos' and contract.joint_names[5] == 'gripper'
@@ -225,7 +234,7 @@ def test_calibrate_joint_names_partial_pairs_and_bad_specs(tmp_path, capsys):
                           ('a,a,b,c,d,e', 'unique'),
                           ('gripper.pos=', 'not an old=new pair'),
                           ('gripper.pos=wrist_roll.pos', 'unique')):
-        assert main(['calibrate', SO101, '--joint-names', spec, '--output', str(params)]) == 2
+        assert main(['calibrate', so101, '--joint-names', spec, '--output', str(params)]) == 2
         err = capsys.readouterr().err
         assert message in err and 'Traceback' not in err, (spec, err)
 
@@ -236,3 +245,17 @@ def test_shipped_so101_config_uses_urdf_joint_names():
     assert tuple(read_node_params(path)['joint_names']) == URDF_NAMES
     assert tuple(read_node_params(path, 'policy_bridge')['joint_names']) == URDF_NAMES
     assert '--joint-names' in open(path).read()
+
+
+def test_calibrate_progress_goes_to_stderr_only_when_asked_off_a_terminal(tmp_path, so101, capsys):
+    outputs = {}
+    for flags in ((), ('--progress',)):
+        assert main(['calibrate', so101, '--output', str(tmp_path / 'p.yaml'), *flags]) == 0
+        outputs[flags] = capsys.readouterr()
+    assert outputs[()].err == ''                       # captured stderr is not a terminal
+    shown = outputs[('--progress',)]
+    for stage in ('reading episodes', 'checking episodes', 'scoring positions',
+                  'measuring velocities', 'calibrating motion scores',
+                  'checking held-out episodes'):
+        assert stage in shown.err and stage not in shown.out
+    assert shown.out == outputs[()].out                # the summary is unchanged

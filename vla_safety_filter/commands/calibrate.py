@@ -15,6 +15,7 @@
 """`vla-safety calibrate`: demonstration episodes -> filter parameters, calibration, report."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 import json
 import os
 import sys
@@ -57,20 +58,48 @@ def register(subparsers) -> None:
     p.add_argument('--report', metavar='REPORT.json', help='write the full calibration report')
     p.add_argument('--plot', metavar='PLOT.png',
                    help='plot per-joint data with the calibrated limits')
+    p.add_argument('--progress', action='store_true',
+                   help='show progress on stderr even when it is not a terminal (shown on a '
+                        'terminal anyway)')
     p.set_defaults(func=run)
 
 
-def _read(inputs: list[str], fps: float | None):
-    """Read the inputs, with a progress bar when stdout is a terminal."""
+@contextmanager
+def _progress(show: bool):
+    """
+    Yield `report(stage, done, total)` drawing one rich bar per stage on stderr, or None.
+
+    On a terminal the bars vanish when done; elsewhere (--progress into a log) they stay.
+    """
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                               TextColumn, TimeElapsedColumn)
+
+    tasks = {}
+    columns = (SpinnerColumn(), TextColumn('{task.description}'), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True),
+                  transient=sys.stderr.isatty()) as bars:
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+        yield report
+
+
+def _read(inputs: list[str], fps: float | None, report):
+    """Read the inputs, reporting each one read as a step of 'reading episodes'."""
     from ..core.episodes import read_many
 
-    if not sys.stdout.isatty() or len(inputs) < 2:
+    if report is None:
         return read_many(inputs, fps)
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task('reading episodes', total=len(inputs))
-        return read_many(inputs, fps, progress=lambda path: progress.advance(task))
+    done = iter(range(1, len(inputs) + 1))
+    report('reading episodes', 0, len(inputs))
+    return read_many(inputs, fps,
+                     progress=lambda path: report('reading episodes', next(done), len(inputs)))
 
 
 def rename_joints(names, spec: str | None) -> tuple[str, ...]:
@@ -116,17 +145,19 @@ def run(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise InputError(f'{args.output}: directory {out_dir} does not exist')
-    episodes = _read(args.inputs, args.fps)
-    if episodes.fps is None:
-        raise InputError(f'{episodes.source}: the input carries no frame rate; pass --fps')
-    names = rename_joints(episodes.joint_names, args.joint_names)
-    hardware = (read_hardware_limits(args.hardware_limits, names)
-                if args.hardware_limits else None)
-    # Per-step timestamps, where core/episodes.py carries them on the Episode.
-    stamps = [getattr(ep, 'timestamps', None) for ep in episodes.episodes]
-    result = calibrate([ep.actions for ep in episodes.episodes], names,
-                       1.0 / episodes.fps, alpha=args.alpha, holdout=args.holdout, seed=args.seed,
-                       hardware=hardware, coverage=args.coverage, timestamps=stamps)
+    with _progress(args.progress or sys.stderr.isatty()) as report:
+        episodes = _read(args.inputs, args.fps, report)
+        if episodes.fps is None:
+            raise InputError(f'{episodes.source}: the input carries no frame rate; pass --fps')
+        names = rename_joints(episodes.joint_names, args.joint_names)
+        hardware = (read_hardware_limits(args.hardware_limits, names)
+                    if args.hardware_limits else None)
+        # Per-step timestamps, where core/episodes.py carries them on the Episode.
+        stamps = [getattr(ep, 'timestamps', None) for ep in episodes.episodes]
+        result = calibrate([ep.actions for ep in episodes.episodes], names, 1.0 / episodes.fps,
+                           alpha=args.alpha, holdout=args.holdout, seed=args.seed,
+                           hardware=hardware, coverage=args.coverage, timestamps=stamps,
+                           progress=report)
     report = dict(result.report)
     report['inputs'] = list(args.inputs)
     report['fps'] = episodes.fps

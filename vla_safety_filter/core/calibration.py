@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 import math
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from scipy import stats
@@ -50,6 +51,8 @@ COVERAGE_MODES = ('episode', 'frame')
 SINGLE_FRAME_TOLERANCE = 0.5  # a timestamp step within dt * (1 ± this) is one frame, else a gap
 HOLDOUT_WARN_P = 0.01         # held-out whole-episode coverage this unlikely under 1 - alpha warns
 MOTION_MAX_FRAMES = 250_000   # motion scores use a seeded subset of whole episodes beyond this
+#: `progress(stage, done, total)`: `done` of `total` items of a stage of calibrate() finished.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,28 @@ class Quantile:
     rank: int
     n_episodes: int
     claimed: bool
+
+
+def stepped(items: Iterable, stage: str, progress: Progress | None) -> Iterator:
+    """
+    Yield `items`, reporting `progress(stage, done, total)` before the first and after each.
+
+    A long loop of calibrate() wraps its items in this, so a caller can show how far it got.
+    """
+    items = list(items)
+    if progress is not None:
+        progress(stage, 0, len(items))
+    for done, item in enumerate(items, 1):
+        yield item
+        if progress is not None:
+            progress(stage, done, len(items))
+
+
+def one_step(stage: str, progress: Progress | None, work: Callable):
+    """Return `work()`, reported as a stage of one item (0 of 1 before, 1 of 1 after)."""
+    for _ in stepped([work], stage, progress):
+        result = work()
+    return result
 
 
 def conformal_rank(n: int, alpha: float) -> int:
@@ -129,8 +154,9 @@ def _split(count: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarra
             np.sort(perm[:n_hold]))
 
 
-def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float,
-              coverage: str) -> list[np.ndarray]:
+def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float, coverage: str,
+              progress: Progress | None = None) -> list[np.ndarray]:
+    """Return the episodes as float arrays [T, D] after checking them and the settings."""
     if not (0.0 < alpha < 1.0):
         raise InputError(f'alpha must be in (0, 1), got {alpha!r}')
     if not (0.0 <= holdout < 1.0):
@@ -140,7 +166,7 @@ def _validate(episodes, dim: int, dt: float, alpha: float, holdout: float,
     if coverage not in COVERAGE_MODES:
         raise InputError(f'coverage must be one of {COVERAGE_MODES}, got {coverage!r}')
     arrays = []
-    for i, ep in enumerate(episodes):
+    for i, ep in enumerate(stepped(episodes, 'checking episodes', progress)):
         a = np.asarray(ep, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != dim:
             raise InputError(f'episode {i} has shape {a.shape}, expected [T, {dim}]')
@@ -172,11 +198,13 @@ def _validate_stamps(timestamps, arrays: list[np.ndarray]) -> list[np.ndarray | 
     return stamps
 
 
-def _position_scores(frames: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """max_j |a_j - mu_j| / sigma_j per frame, in cache-sized chunks."""
+def _position_scores(frames: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+                     progress: Progress | None = None) -> np.ndarray:
+    """Return max_j |a_j - mu_j| / sigma_j per frame, in cache-sized chunks."""
     inv = 1.0 / sigma
     scores = np.empty(frames.shape[0])
-    for start in range(0, frames.shape[0], SCORE_CHUNK_ROWS):
+    chunks = range(0, frames.shape[0], SCORE_CHUNK_ROWS)
+    for start in stepped(chunks, 'scoring positions', progress):
         block = frames[start:start + SCORE_CHUNK_ROWS] - mu
         np.abs(block, out=block)
         block *= inv
@@ -235,16 +263,18 @@ def _claim_warnings(name: str, quantile: Quantile, alpha: float) -> list[str]:
 
 def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float = 0.05,
               holdout: float = 0.2, seed: int = 0, hardware: HardwareLimits | None = None,
-              coverage: str = 'episode', timestamps=None) -> CalibrationResult:
+              coverage: str = 'episode', timestamps=None,
+              progress: Progress | None = None) -> CalibrationResult:
     """
     Calibrate the contract from episodes [T, D] at control period dt (see the module docstring).
 
     `timestamps`: optional per-episode arrays [T] in seconds (None entries allowed); velocities
     are then taken over the actual time steps and gaps of more than one frame are skipped.
+    `progress(stage, done, total)`, if given, follows each long stage (see `stepped`).
     """
     names = tuple(str(n) for n in joint_names)
     dim = len(names)
-    arrays = _validate(episodes, dim, dt, alpha, holdout, coverage)
+    arrays = _validate(episodes, dim, dt, alpha, holdout, coverage, progress)
     stamps = _validate_stamps(timestamps, arrays)
     fit_idx, score_idx, hold_idx = _split(len(arrays), holdout, seed)
     cal_idx = np.sort(np.concatenate([fit_idx, score_idx]))
@@ -260,7 +290,7 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
         repairs.append(f'joint {names[j]!r}: position has zero variance in the fit episodes; '
                        f'sigma set to {floor[j]:.3g}')
     sigma = np.maximum(sigma, floor)
-    frame_scores = _position_scores(score_frames, mu, sigma)
+    frame_scores = _position_scores(score_frames, mu, sigma, progress)
     lengths = np.cumsum([arrays[i].shape[0] for i in score_idx])[:-1]
     position = episode_quantile(np.split(frame_scores, lengths), alpha, coverage)
     scores = np.sort(frame_scores)
@@ -269,7 +299,8 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     lower, upper = mu - q * sigma, mu + q * sigma
 
     # Velocity: per-joint quantile of |v| at 1 - alpha/D over every calibration episode.
-    velocities = [episode_velocity(arrays[i], dt, stamps[i]) for i in cal_idx]
+    velocities = [episode_velocity(arrays[i], dt, stamps[i])
+                  for i in stepped(cal_idx, 'measuring velocities', progress)]
     max_velocity, velocity_q = _velocity_limits(velocities, alpha, coverage)
     velocity = np.concatenate(velocities)
     m = velocity.shape[0]
@@ -298,19 +329,17 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     contract = Contract(joint_names=names, lower=lower, upper=upper, max_velocity=max_velocity,
                         dt=dt, **limits)
     motion_idx = _motion_subset(arrays, cal_idx, seed)
-    motion = _motion_calibration([arrays[i] for i in motion_idx], sigma, dt, alpha, seed)
-    if motion is not None:
-        profile = PROFILES[DEFAULT_PROFILE]
-        motion = replace(motion, position_cusum=position_run_length(
-            np.split(frame_scores, lengths), dt, alpha, profile.cusum_rho,
-            1.0 / profile.cusum_arl0_hours, seed))
+    motion = one_step('calibrating motion scores', progress, lambda: _motion_calibration(
+        [arrays[i] for i in motion_idx], sigma, dt, alpha, seed,
+        np.split(frame_scores, lengths)))
     data = CalibrationData(joint_names=names, mu=mu, sigma=sigma, scores=scores,
                            velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt),
                            motion=motion)
     tightness = _tightness(names, (fit_frames, score_frames), lower, upper)
     loose = [name for name, ratio in tightness['per_joint'].items()
              if ratio is not None and ratio > WIDE_BOUNDS_RATIO]
-    hold_velocities = [episode_velocity(arrays[i], dt, stamps[i]) for i in hold_idx]
+    hold_velocities = [episode_velocity(arrays[i], dt, stamps[i])
+                       for i in stepped(hold_idx, 'checking held-out episodes', progress)]
     report = {
         'joint_names': list(names),
         'alpha': float(alpha),
@@ -375,15 +404,21 @@ def _motion_subset(arrays: list[np.ndarray], cal_idx: np.ndarray, seed: int) -> 
 
 
 def _motion_calibration(episodes: list[np.ndarray], sigma: np.ndarray, dt: float, alpha: float,
-                        seed: int) -> MotionCalibration | None:
-    """Step, seam and window scores and the motion CUSUM's measured threshold (default profile)."""
+                        seed: int, position_scores: list[np.ndarray]) -> MotionCalibration | None:
+    """
+    Return step, seam and window scores and both CUSUMs' measured thresholds (default profile).
+
+    The position CUSUM is measured on the score episodes' position scores `position_scores`.
+    """
     if not any(e.shape[0] >= 3 for e in episodes):
         return None
     profile = PROFILES[DEFAULT_PROFILE]
-    return MotionCalibration.from_episodes(episodes, sigma, dt=dt, alpha=alpha,
-                                           rho=profile.cusum_rho,
-                                           target_per_hour=1.0 / profile.cusum_arl0_hours,
-                                           seed=seed)
+    motion = MotionCalibration.from_episodes(episodes, sigma, dt=dt, alpha=alpha,
+                                             rho=profile.cusum_rho,
+                                             target_per_hour=1.0 / profile.cusum_arl0_hours,
+                                             seed=seed)
+    return replace(motion, position_cusum=position_run_length(
+        position_scores, dt, alpha, profile.cusum_rho, 1.0 / profile.cusum_arl0_hours, seed))
 
 
 def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: float) -> dict | None:
