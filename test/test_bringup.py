@@ -32,6 +32,7 @@ from rclpy.executors import SingleThreadedExecutor
 from ros_harness import next_domain, wait_for
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
+from vla_safety_filter import names
 from vla_safety_filter.core.params import write_filter_params
 from vla_safety_filter.nodes.bringup import pipeline_nodes
 from vla_safety_filter.nodes.common import make_executor, spin_until_shutdown
@@ -66,9 +67,9 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data, pip
     def on_command(msg):
         commands.append(list(msg.data))
         arrivals.append(time.monotonic())
-    probe.create_subscription(Float64MultiArray, '/forward_position_controller/commands',
+    probe.create_subscription(Float64MultiArray, names.forward_commands(),
                               on_command, 100)
-    probe.create_subscription(DiagnosticArray, '/diagnostics',
+    probe.create_subscription(DiagnosticArray, names.DIAGNOSTICS,
                               lambda m: diags.update({s.name: s for s in m.status}), 100)
     for node in nodes + [probe]:
         executor.add_node(node)
@@ -78,14 +79,14 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data, pip
         managed = [LifecycleClient(probe, n, None, 10.0)
                    for n in ('action_monitor', 'safety_filter', 'policy_bridge')]
         assert wait_for(lambda: all(c.state() == State.PRIMARY_STATE_ACTIVE for c in managed),
-                        timeout=20, period=0.2), diags.get('vla_safety/execspec')
+                        timeout=20, period=0.2), diags.get(names.EXECSPEC_STATUS)
         assert wait_for(lambda: len(commands) > 30, timeout=10)
-        assert wait_for(lambda: {'vla_safety/monitor', 'vla_safety/filter',
-                                 'vla_safety/execspec'} <= set(diags), timeout=5)
+        assert wait_for(lambda: {names.MONITOR_STATUS, names.FILTER_STATUS,
+                                 names.EXECSPEC_STATUS} <= set(diags), timeout=5)
         cmds = np.array(commands)
         assert np.all(cmds >= contract.lower - 1e-9) and np.all(cmds <= contract.upper + 1e-9)
         assert np.all(np.abs(np.diff(cmds, axis=0)) <= 2 * contract.max_step() + 1e-9)  # late tick
-        monitor = diags['vla_safety/monitor']
+        monitor = diags[names.MONITOR_STATUS]
         keys = {kv.key for kv in monitor.values}
         assert monitor.hardware_id and keys >= {'reversal_rate', 'cusum_statistic'}
         _manager_services_keep_the_executor_serving(probe, managed, arrivals)

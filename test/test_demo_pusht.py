@@ -27,11 +27,12 @@ from data_paths import DATA
 import numpy as np
 import pytest
 from ros_harness import next_domain
+from vla_safety_filter import names
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import audit
 from vla_safety_filter.core.params import load_filter_params
 
-COMMANDS = '/forward_position_controller/commands'
+COMMANDS = names.forward_commands()
 EPISODES, MAX_STEPS = 2, 40
 FIELDS = {'world', 'server_uri', 'pipeline_activated', 'episodes', 'successes', 'raw_actions',
           'commands_sent', 'contract_audit', 'interventions_by_reason', 'alarms',
@@ -87,7 +88,7 @@ def test_commands_reached_the_world_and_the_record_keeps_the_contract(demo):
                   time_slack=contract.dt)
     assert check['outside_bounds'] == check['non_finite'] == check['over_speed'] == 0, check
     # the world holds its start without commands: a pusher that travelled was commanded
-    _, states = _recorded(summary, '/joint_states')
+    _, states = _recorded(summary, names.JOINT_STATES)
     pusher = np.array([m.position for m in states if list(m.name) == ['pusher_x', 'pusher_y']])
     assert len(pusher) > 0 and np.ptp(pusher, axis=0).max() > 20.0   # pixels
     commanded = commands[-1]

@@ -33,6 +33,7 @@ from probes import FakeArm, FilterProbe, SMALL_CONTRACT
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
+from vla_safety_filter import names
 from vla_safety_filter.core.contract import audit, Contract
 from vla_safety_filter.nodes.flight_recorder import FlightRecorder
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
@@ -80,7 +81,7 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
     recorder = ros.add(FlightRecorder, output=str(tmp_path / 'flight'), controller_name='arm')
     probe = FilterProbe(ros)
     stall = probe.node.create_timer(0.25, lambda: time.sleep(0.008))   # late ticks
-    bad_states = probe.node.create_publisher(JointState, '/joint_states', 10)
+    bad_states = probe.node.create_publisher(JointState, names.JOINT_STATES, 10)
     assert probe.transition(Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), timeout=5)
     policy = Policy(probe)
@@ -96,7 +97,7 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
     assert wait_for(lambda: probe.state() == 'stopped', timeout=3.0)
     time.sleep(0.3)                                      # silent a while: a segment ends
     policy.run_for(0.6)                                  # ... and came back
-    stop = probe.node.create_publisher(Bool, '/vla/safety_stop', 10)
+    stop = probe.node.create_publisher(Bool, names.SAFETY_STOP, 10)
     assert wait_for(lambda: stop.get_subscription_count() >= 1)
     stop.publish(Bool(data=True))
     assert wait_for(lambda: probe.state() == 'latched')
@@ -112,12 +113,12 @@ def test_controller_stream_keeps_the_contract_over_time_through_fault_drills(ros
 
     record = open_record(tmp_path / 'flight')
     commands, arrivals, safe, stamps, states = [], [], [], [], []
-    for topic, log_time, msg in record.messages(['/arm/commands', '/vla/safe_action',
-                                                 '/joint_states']):
+    for topic, log_time, msg in record.messages(['/arm/commands', names.SAFE_ACTION,
+                                                 names.JOINT_STATES]):
         if topic == '/arm/commands':
             commands.append(list(msg.data))
             arrivals.append(log_time * 1e-9)
-        elif topic == '/vla/safe_action':
+        elif topic == names.SAFE_ACTION:
             safe.append(list(msg.points[0].positions))
             stamps.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
         elif len(msg.position) == len(msg.name):

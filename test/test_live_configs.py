@@ -30,6 +30,7 @@ import pytest
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
 from ros_harness import wait_for
+from vla_safety_filter import names
 from vla_safety_filter.core.execspec import flatten_params
 from vla_safety_filter.core.params import read_node_params
 from vla_safety_filter.nodes.action_monitor import ActionMonitorNode
@@ -103,8 +104,8 @@ def test_so101_openpi_file_configures_and_passes_the_gate_as_delegated(ros, open
     sections = file_params('so101_openpi.yaml')
     statuses = []
     probe = ros.node('probe')
-    probe.create_subscription(DiagnosticArray, '/diagnostics', lambda m: statuses.extend(
-        s for s in m.status if s.name == 'vla_safety/execspec'), 100)
+    probe.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: statuses.extend(
+        s for s in m.status if s.name == names.EXECSPEC_STATUS), 100)
     bridge = {**sections['policy_bridge'], 'server_uri': openpi.uri}
     gate = {**sections['execspec_check'], 'checkpoint': str(checkpoint),
             'node_names': ['policy_bridge']}

@@ -32,6 +32,7 @@ from policy_servers import chunk, encode, pack
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
+from vla_safety_filter import names
 from vla_safety_filter.nodes.execspec_check import ExecSpecCheck
 from vla_safety_filter.nodes.lifecycle_manager import LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
@@ -47,12 +48,12 @@ class Gate:
     def __init__(self, ros):
         self.probe = ros.node('probe')
         self.chunks, self.statuses = [], []
-        self.probe.create_subscription(JointTrajectory, '/vla/raw_action', self.chunks.append, 100)
+        self.probe.create_subscription(JointTrajectory, names.RAW_ACTION, self.chunks.append, 100)
         self.probe.create_subscription(
-            DiagnosticArray, '/diagnostics',
-            lambda m: self.statuses.extend(s for s in m.status if s.name == 'vla_safety/execspec'),
+            DiagnosticArray, names.DIAGNOSTICS,
+            lambda m: self.statuses.extend(s for s in m.status if s.name == names.EXECSPEC_STATUS),
             100)
-        state = self.probe.create_publisher(JointState, '/joint_states', 10)
+        state = self.probe.create_publisher(JointState, names.JOINT_STATES, 10)
         self.probe.create_timer(0.05, lambda: state.publish(
             JointState(name=JOINTS, position=[0.0] * 7)))
 
