@@ -18,24 +18,28 @@
 Exit codes 0/1/2, the printed certificate, the JSON report, one-line errors.
 """
 import json
-import os
 import subprocess
 import sys
 
-from data_paths import DATA  # noqa: E402
 import pytest
 from vla_safety_filter.cli import main
 from vla_safety_filter.core.checkpoints import load_metadata, write_params_yaml
 from vla_safety_filter.core.execspec import Metadata
-STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
+
 REPORT_KEYS = ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift',
                'scale', 'shift')
 
 
+@pytest.fixture(scope='module')
+def stats_file(data_file):
+    """Return the real OpenVLA action statistics (bridge_orig and fractal keys)."""
+    return data_file('openvla_oxe_bridge_orig_fractal_action_stats.json')
+
+
 @pytest.fixture
-def checkpoint(tmp_path):
+def checkpoint(tmp_path, stats_file):
     """Return an OpenVLA checkpoint directory holding the real bridge/fractal norm_stats."""
-    with open(STATS_FILE) as fh:
+    with open(stats_file) as fh:
         stats = json.load(fh)
     (tmp_path / 'ckpt').mkdir()
     with open(tmp_path / 'ckpt' / 'config.json', 'w') as fh:
@@ -43,10 +47,14 @@ def checkpoint(tmp_path):
     return str(tmp_path / 'ckpt')
 
 
-def bridge_params(tmp_path, key='bridge_orig', name='policy_bridge.yaml') -> str:
-    path = str(tmp_path / name)
-    write_params_yaml(path, load_metadata(STATS_FILE, unnorm_key=key))
-    return path
+@pytest.fixture
+def bridge_params(tmp_path, stats_file):
+    """Return `(key='bridge_orig', name=...) -> path` of a bridge YAML of the real statistics."""
+    def write(key: str = 'bridge_orig', name: str = 'policy_bridge.yaml') -> str:
+        path = str(tmp_path / name)
+        write_params_yaml(path, load_metadata(stats_file, unnorm_key=key))
+        return path
+    return write
 
 
 def run_check(capsys, *argv):
@@ -55,10 +63,11 @@ def run_check(capsys, *argv):
     return code, out, err
 
 
-def test_identical_params_exit_0_with_zero_drift_report(tmp_path, capsys, checkpoint):
+def test_identical_params_exit_0_with_zero_drift_report(tmp_path, capsys, checkpoint,
+                                                        bridge_params):
     report = tmp_path / 'report.json'
     code, out, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
-                               '--params', bridge_params(tmp_path), '--report', str(report))
+                               '--params', bridge_params(), '--report', str(report))
     assert code == 0 and err == ''
     assert 'verdict:    IDENTICAL' in out
     data = json.loads(report.read_text())
@@ -70,10 +79,11 @@ def test_identical_params_exit_0_with_zero_drift_report(tmp_path, capsys, checkp
     assert data['mode'] == 'quantile' and data['mask'] == [True] * 6 + [False]
 
 
-def test_params_of_the_sibling_key_exit_1_and_print_the_certificate(tmp_path, capsys, checkpoint):
+def test_params_of_the_sibling_key_exit_1_and_print_the_certificate(tmp_path, capsys, checkpoint,
+                                                                    bridge_params):
     report = tmp_path / 'report.json'
     code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
-                             '--params', bridge_params(tmp_path, 'fractal20220817_data'),
+                             '--params', bridge_params('fractal20220817_data'),
                              '--report', str(report))
     assert code == 1
     assert 'verdict:    MISMATCH' in out and 'drift certificate' in out
@@ -83,29 +93,31 @@ def test_params_of_the_sibling_key_exit_1_and_print_the_certificate(tmp_path, ca
     assert data['mean_drift'] == pytest.approx(sum(data['per_dim_drift'][:6]) / 6)
 
 
-def test_against_key_answers_the_substitution_what_if(tmp_path, capsys, checkpoint):
+def test_against_key_answers_the_substitution_what_if(tmp_path, capsys, checkpoint, stats_file):
     code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
                              '--against-key', 'fractal20220817_data')
     assert code == 1
     assert "unnorm key differs: checkpoint 'bridge_orig', deployed 'fractal20220817_data'" in out
-    code, out, _ = run_check(capsys, '--checkpoint', STATS_FILE, '--unnorm-key', 'bridge_orig',
+    code, out, _ = run_check(capsys, '--checkpoint', stats_file, '--unnorm-key', 'bridge_orig',
                              '--against-key', 'bridge_orig')
     assert code == 0
 
 
-def test_ambiguous_key_exits_2_with_one_line_error_and_a_report(tmp_path, capsys, checkpoint):
+def test_ambiguous_key_exits_2_with_one_line_error_and_a_report(tmp_path, capsys, checkpoint,
+                                                                bridge_params):
     report = tmp_path / 'report.json'
     code, out, err = run_check(capsys, '--checkpoint', checkpoint,
-                               '--params', bridge_params(tmp_path), '--report', str(report))
+                               '--params', bridge_params(), '--report', str(report))
     assert code == 2 and 'CANNOT_CHECK' in out
     assert err.count('\n') == 1 and err.startswith('vla-safety check: error: ')
     assert 'available keys: bridge_orig, fractal20220817_data' in err
     assert json.loads(report.read_text())['verdict'] == 'cannot_check'
 
 
-def test_nan_in_deployed_params_exits_2_naming_file_and_field(tmp_path, capsys, checkpoint):
+def test_nan_in_deployed_params_exits_2_naming_file_and_field(tmp_path, capsys, checkpoint,
+                                                              bridge_params):
     path = tmp_path / 'nan.yaml'
-    text = open(bridge_params(tmp_path)).read()
+    text = open(bridge_params()).read()
     assert '0.028309678435325586' in text
     path.write_text(text.replace('0.028309678435325586', '.nan'))
     code, _, err = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
@@ -144,15 +156,15 @@ def test_console_script_truncated_checkpoint_no_traceback(tmp_path):
     assert 'config.json: not valid JSON' in proc.stderr
 
 
-def test_names_not_carried_by_the_checkpoint_are_reported_as_not_checked(tmp_path, capsys,
-                                                                         checkpoint):
+def test_names_not_carried_by_the_checkpoint_are_reported_as_not_checked(capsys, checkpoint,
+                                                                         bridge_params):
     code, out, _ = run_check(capsys, '--checkpoint', checkpoint, '--unnorm-key', 'bridge_orig',
-                             '--params', bridge_params(tmp_path))
+                             '--params', bridge_params())
     assert code == 0 and 'note: dimension names: not checked (the checkpoint names none)' in out
 
 
-def test_a_permuted_yaml_deployment_exits_1_naming_the_permutation(tmp_path, capsys):
-    meta = load_metadata(STATS_FILE, unnorm_key='bridge_orig')
+def test_a_permuted_yaml_deployment_exits_1_naming_the_permutation(tmp_path, capsys, stats_file):
+    meta = load_metadata(stats_file, unnorm_key='bridge_orig')
     named = Metadata(meta.mode, meta.mask, low=meta.low, high=meta.high, names=list('xyzrpwg'))
     permuted = Metadata(meta.mode, meta.mask, low=meta.low, high=meta.high,
                         names=list('yxzrpwg'))

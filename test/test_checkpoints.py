@@ -16,7 +16,6 @@
 import json
 import os
 
-from data_paths import DATA  # noqa: E402
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -24,12 +23,21 @@ from vla_safety_filter.core.checkpoints import (detect_format, load_metadata, lo
                                                 write_params_yaml)
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.execspec import check_metadata
-STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 
 
-def real_stats() -> dict:
-    with open(STATS_FILE) as fh:
-        return json.load(fh)
+@pytest.fixture(scope='module')
+def stats_file(data_file):
+    """Return the real OpenVLA action statistics (bridge_orig and fractal keys)."""
+    return data_file('openvla_oxe_bridge_orig_fractal_action_stats.json')
+
+
+@pytest.fixture
+def real_stats(stats_file):
+    """Return `() -> dict`: a fresh copy of the real statistics (tests edit their copy)."""
+    def load() -> dict:
+        with open(stats_file) as fh:
+            return json.load(fh)
+    return load
 
 
 def write_json(path, doc) -> str:
@@ -38,17 +46,21 @@ def write_json(path, doc) -> str:
     return str(path)
 
 
-def openvla_dir(tmp_path, norm_stats=None) -> str:
-    """Return an OpenVLA HF checkpoint directory: config.json with norm_stats and n_action_bins."""
-    write_json(tmp_path / 'config.json', {'model_type': 'openvla', 'n_action_bins': 256,
-                                          'norm_stats': norm_stats or real_stats()})
-    return str(tmp_path)
+@pytest.fixture
+def openvla_dir(real_stats):
+    """Return `(folder, norm_stats=real) -> folder`, an OpenVLA HF checkpoint directory."""
+    def write(folder, norm_stats=None) -> str:
+        write_json(folder / 'config.json', {'model_type': 'openvla', 'n_action_bins': 256,
+                                            'norm_stats': norm_stats or real_stats()})
+        return str(folder)
+    return write
 
 
 # ---- OpenVLA
 # ---------------------------------------------------------------------------------------
 
-def test_openvla_config_json_gives_quantile_q01_q99_with_gripper_mask(tmp_path):
+def test_openvla_config_json_gives_quantile_q01_q99_with_gripper_mask(tmp_path, openvla_dir,
+                                                                      real_stats):
     ckpt = openvla_dir(tmp_path)
     assert detect_format(ckpt) == 'openvla'
     meta = load_metadata(ckpt, unnorm_key='bridge_orig')
@@ -60,16 +72,16 @@ def test_openvla_config_json_gives_quantile_q01_q99_with_gripper_mask(tmp_path):
     assert 'config.json' in meta.source and "norm_stats['bridge_orig']" in meta.source
 
 
-def test_openvla_statistics_file_and_single_entry_needs_no_key(tmp_path):
+def test_openvla_statistics_file_and_single_entry_needs_no_key(tmp_path, stats_file, real_stats):
     fractal = {'fractal20220817_data': real_stats()['fractal20220817_data']}
     single = write_json(tmp_path / 'dataset_statistics.json', fractal)
     assert load_metadata(single).key == 'fractal20220817_data'
     assert load_metadata(str(tmp_path), 'openvla').key == 'fractal20220817_data'
-    fractal = load_metadata(STATS_FILE, unnorm_key='fractal20220817_data')
+    fractal = load_metadata(stats_file, unnorm_key='fractal20220817_data')
     assert fractal.high[3] == pytest.approx(0.5892666035890578)
 
 
-def test_openvla_dataset_statistics_json_wins_over_config_json(tmp_path):
+def test_openvla_dataset_statistics_json_wins_over_config_json(tmp_path, openvla_dir, real_stats):
     stats = real_stats()
     openvla_dir(tmp_path, {'bridge_orig': stats['bridge_orig']})
     write_json(tmp_path / 'dataset_statistics.json',
@@ -79,20 +91,20 @@ def test_openvla_dataset_statistics_json_wins_over_config_json(tmp_path):
     np.testing.assert_array_equal(meta.low, stats['fractal20220817_data']['action']['q01'])
 
 
-def test_missing_mask_means_every_dimension_is_normalized(tmp_path):
+def test_missing_mask_means_every_dimension_is_normalized(tmp_path, real_stats):
     action = dict(real_stats()['bridge_orig']['action'])
     del action['mask']
     path = write_json(tmp_path / 'stats.json', {'k': {'action': action}})
     assert load_metadata(path).mask.all()
 
 
-def test_ambiguous_key_is_refused_with_the_available_keys(tmp_path):
+def test_ambiguous_key_is_refused_with_the_available_keys(tmp_path, openvla_dir):
     with pytest.raises(InputError, match='2 entries and no --unnorm-key: ambiguous; '
                                          'available keys: bridge_orig, fractal20220817_data'):
         load_metadata(openvla_dir(tmp_path))
 
 
-def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
+def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path, openvla_dir, real_stats):
     stats = real_stats()
     ckpt = openvla_dir(tmp_path, {'libero_goal_no_noops': stats['bridge_orig'],
                                   'libero_10_no_noops': stats['fractal20220817_data']})
@@ -115,7 +127,7 @@ def test_missing_key_never_falls_back_to_a_no_noops_sibling(tmp_path):
     (lambda a: a.__setitem__('mask', [1] * 7), r'action\.mask must be a list of 7 booleans'),
     (lambda a: a.__setitem__('q01', 'abc'), r'action\.q01 must be a list of numbers'),
 ])
-def test_bad_openvla_entries_name_the_file_and_field(tmp_path, edit, message):
+def test_bad_openvla_entries_name_the_file_and_field(tmp_path, edit, message, real_stats):
     action = dict(real_stats()['bridge_orig']['action'])
     edit(action)
     path = write_json(tmp_path / 'stats.json', {'k': {'action': action}})
@@ -124,14 +136,14 @@ def test_bad_openvla_entries_name_the_file_and_field(tmp_path, edit, message):
     assert str(info.value).startswith(path) and '\n' not in str(info.value)
 
 
-def test_a_constant_dimension_loads_and_unnormalizes_to_its_constant(tmp_path):
+def test_a_constant_dimension_loads_and_unnormalizes_to_its_constant(tmp_path, real_stats):
     action = dict(real_stats()['bridge_orig']['action'])
     action['q99'] = [action['q01'][0], *action['q99'][1:]]   # dimension 0 never moved
     meta = load_metadata(write_json(tmp_path / 'stats.json', {'k': {'action': action}}))
     assert meta.low[0] == meta.high[0] == action['q01'][0]
 
 
-def test_entry_without_action_and_nan_in_json_are_refused(tmp_path):
+def test_entry_without_action_and_nan_in_json_are_refused(tmp_path, real_stats):
     path = write_json(tmp_path / 'config.json', {'norm_stats': {'k': {'proprio': {}}}})
     with pytest.raises(InputError, match=r"norm_stats\['k'\] has no 'action' statistics"):
         load_metadata(path)
@@ -141,7 +153,7 @@ def test_entry_without_action_and_nan_in_json_are_refused(tmp_path):
         load_metadata(str(nan_file), unnorm_key='bridge_orig')
 
 
-def test_corrupt_truncated_and_missing_files(tmp_path):
+def test_corrupt_truncated_and_missing_files(tmp_path, stats_file, real_stats):
     text = json.dumps({'norm_stats': real_stats()})
     (tmp_path / 'config.json').write_text(text[:len(text) // 2])
     with pytest.raises(InputError, match='config.json: not valid JSON'):
@@ -154,13 +166,13 @@ def test_corrupt_truncated_and_missing_files(tmp_path):
     with pytest.raises(InputError, match='unknown checkpoint metadata'):
         load_metadata(write_json(tmp_path / 'x.json', [1, 2]))
     with pytest.raises(InputError, match="unknown format 'onnx'"):
-        load_metadata(STATS_FILE, 'onnx')
+        load_metadata(stats_file, 'onnx')
 
 
 # ---- OpenVLA-OFT
 # -----------------------------------------------------------------------------------
 
-def test_oft_bounds_uses_min_max_and_bounds_q99_uses_quantiles(tmp_path):
+def test_oft_bounds_uses_min_max_and_bounds_q99_uses_quantiles(tmp_path, real_stats):
     write_json(tmp_path / 'dataset_statistics.json', real_stats())
     stats = real_stats()['bridge_orig']['action']
     assert detect_format(str(tmp_path), 'BOUNDS') == 'openvla-oft'
@@ -174,13 +186,13 @@ def test_oft_bounds_uses_min_max_and_bounds_q99_uses_quantiles(tmp_path):
     assert check_metadata(q99, openvla).verdict == 'identical'
 
 
-def test_oft_without_statistics_file_uses_config_norm_stats(tmp_path):
+def test_oft_without_statistics_file_uses_config_norm_stats(tmp_path, openvla_dir):
     ckpt = openvla_dir(tmp_path)
     meta = load_metadata(ckpt, 'openvla-oft', 'fractal20220817_data', 'BOUNDS_Q99')
     assert 'config.json' in meta.source
 
 
-def test_oft_needs_an_explicit_normalization_type_and_others_refuse_it(tmp_path):
+def test_oft_needs_an_explicit_normalization_type_and_others_refuse_it(tmp_path, openvla_dir):
     ckpt = openvla_dir(tmp_path)
     with pytest.raises(InputError, match='needs --normalization-type BOUNDS or BOUNDS_Q99'):
         load_metadata(ckpt, 'openvla-oft', 'bridge_orig')
@@ -315,8 +327,8 @@ def test_lerobot_legacy_uninitialised_infinite_buffers_are_refused(tmp_path):
 # ---- our YAML
 # ---------------------------------------------------------------------------------------
 
-def test_yaml_round_trip_is_identical_with_zero_drift(tmp_path):
-    ref = load_metadata(STATS_FILE, unnorm_key='bridge_orig')
+def test_yaml_round_trip_is_identical_with_zero_drift(tmp_path, stats_file):
+    ref = load_metadata(stats_file, unnorm_key='bridge_orig')
     path = str(tmp_path / 'policy_bridge.yaml')
     write_params_yaml(path, ref)
     text = open(path).read()
@@ -351,18 +363,23 @@ def test_lerobot_reads_only_the_statistics_its_mode_uses(tmp_path):
     assert load_metadata(ckpt).mode == 'mean_std'   # the runtime never reads q01/q99 here
 
 
-def openpi_stats(tmp_path) -> tuple[str, np.ndarray]:
-    """Write an openpi norm_stats.json computed from real SO-101 teleop actions."""
-    actions = np.load(os.path.join(DATA, 'so101_record_test_4ep.npz'))['actions'].astype(float)
-    stats = {'mean': actions.mean(0), 'std': actions.std(0),
-             'q01': np.quantile(actions, 0.01, axis=0), 'q99': np.quantile(actions, 0.99, axis=0)}
-    doc = {'norm_stats': {'state': {k: v.tolist() for k, v in stats.items()},
-                          'actions': {k: v.tolist() for k, v in stats.items()}}}
-    os.makedirs(tmp_path / 'so101', exist_ok=True)
-    return write_json(tmp_path / 'so101' / 'norm_stats.json', doc), actions
+@pytest.fixture
+def openpi_stats(data_file):
+    """Return `(folder) -> (path, actions)`: openpi norm_stats.json of real SO-101 actions."""
+    actions = np.load(data_file('so101_record_test_4ep.npz'))['actions'].astype(float)
+
+    def write(folder) -> tuple[str, np.ndarray]:
+        stats = {'mean': actions.mean(0), 'std': actions.std(0),
+                 'q01': np.quantile(actions, 0.01, axis=0),
+                 'q99': np.quantile(actions, 0.99, axis=0)}
+        doc = {'norm_stats': {'state': {k: v.tolist() for k, v in stats.items()},
+                              'actions': {k: v.tolist() for k, v in stats.items()}}}
+        os.makedirs(folder / 'so101', exist_ok=True)
+        return write_json(folder / 'so101' / 'norm_stats.json', doc), actions.copy()
+    return write
 
 
-def test_openpi_norm_stats_load_in_the_mode_the_model_config_names(tmp_path):
+def test_openpi_norm_stats_load_in_the_mode_the_model_config_names(tmp_path, openpi_stats):
     path, actions = openpi_stats(tmp_path)
     assert detect_format(path) == 'openpi' and detect_format(str(tmp_path / 'so101')) == 'openpi'
     pi0 = load_metadata(path, normalization_type='MEAN_STD')
@@ -379,13 +396,13 @@ def test_openpi_norm_stats_load_in_the_mode_the_model_config_names(tmp_path):
     ({'normalization_type': 'BOUNDS'}, 'openpi needs --normalization-type'),
     ({'normalization_type': 'QUANTILE', 'unnorm_key': 'so101'}, 'unnorm keys do not apply'),
 ])
-def test_openpi_norm_stats_refuse_a_missing_mode_or_a_key(tmp_path, kwargs, text):
+def test_openpi_norm_stats_refuse_a_missing_mode_or_a_key(tmp_path, kwargs, text, openpi_stats):
     path, _ = openpi_stats(tmp_path)
     with pytest.raises(InputError, match=text):
         load_metadata(path, **kwargs)
 
 
-def test_openpi_norm_stats_without_the_quantiles_refuse_quantile_mode(tmp_path):
+def test_openpi_norm_stats_without_the_quantiles_refuse_quantile_mode(tmp_path, openpi_stats):
     path, actions = openpi_stats(tmp_path)
     doc = {'norm_stats': {'actions': {'mean': [0.0] * 6, 'std': [1.0] * 6}}}
     write_json(path, doc)

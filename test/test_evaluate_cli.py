@@ -14,9 +14,7 @@
 
 """`vla-safety evaluate` end to end on real data: report layout, injections, labels, bad input."""
 import json
-import os
 
-from data_paths import DATA
 import numpy as np
 import pytest
 from vla_safety_filter.cli import main
@@ -26,9 +24,23 @@ from vla_safety_filter.core.evaluation import auroc, EvalSettings, run_episode
 from vla_safety_filter.core.params import load_calibration_for
 from vla_safety_filter.core.profiles import get_profile
 
-ALOHA = os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz')
-LIBERO = os.path.join(DATA, 'libero_smolvla_rollouts_7ep.npz')
-SO101 = os.path.join(DATA, 'so101_record_test_4ep.npz')
+
+@pytest.fixture(scope='module')
+def aloha(data_file):
+    """Return the real recording aloha_sim_lerobot_4ep.npz."""
+    return data_file('aloha_sim_lerobot_4ep.npz')
+
+
+@pytest.fixture(scope='module')
+def libero(data_file):
+    """Return the real recording libero_smolvla_rollouts_7ep.npz."""
+    return data_file('libero_smolvla_rollouts_7ep.npz')
+
+
+@pytest.fixture(scope='module')
+def so101(data_file):
+    """Return the real recording so101_record_test_4ep.npz."""
+    return data_file('so101_record_test_4ep.npz')
 
 
 def calibrate(tmp_path, source, fps, stem):
@@ -40,14 +52,14 @@ def calibrate(tmp_path, source, fps, stem):
 
 
 @pytest.fixture(scope='module')
-def aloha_cal(tmp_path_factory):
-    return calibrate(tmp_path_factory.mktemp('aloha'), ALOHA, 50, 'aloha')
+def aloha_cal(tmp_path_factory, aloha):
+    return calibrate(tmp_path_factory.mktemp('aloha'), aloha, 50, 'aloha')
 
 
-def test_report_layout_on_held_out_aloha(aloha_cal, tmp_path):
+def test_report_layout_on_held_out_aloha(aloha_cal, tmp_path, aloha):
     params, cal_report = aloha_cal
     out = tmp_path / 'eval.json'
-    assert main(['evaluate', ALOHA, '--calibration', params, '--holdout-from', cal_report,
+    assert main(['evaluate', aloha, '--calibration', params, '--holdout-from', cal_report,
                  '--report', str(out)]) == 0
     report = json.loads(out.read_text())
     held_out = json.load(open(cal_report))['holdout_episodes']
@@ -65,10 +77,10 @@ def test_report_layout_on_held_out_aloha(aloha_cal, tmp_path):
     assert budget['max_cost'] == pytest.approx(max(ep['cost'] for ep in report['episodes']))
 
 
-def test_injected_nan_and_freeze_are_detected(aloha_cal, tmp_path):
+def test_injected_nan_and_freeze_are_detected(aloha_cal, tmp_path, aloha):
     params, _ = aloha_cal
     out = tmp_path / 'inject.json'
-    assert main(['evaluate', ALOHA, '--calibration', params, '--inject', 'nan,freeze',
+    assert main(['evaluate', aloha, '--calibration', params, '--inject', 'nan,freeze',
                  '--at', '150', '--seed', '3', '--report', str(out)]) == 0
     report = json.loads(out.read_text())
     assert len(report['episodes']) == 4 and len(report['injections']) == 8
@@ -79,14 +91,14 @@ def test_injected_nan_and_freeze_are_detected(aloha_cal, tmp_path):
     assert report['detection']['freeze']['median_delay_s'] <= 2.0
 
 
-def test_success_labels_give_auroc_per_metric(tmp_path):
-    params, _ = calibrate(tmp_path, LIBERO, 20, 'libero')
-    with np.load(LIBERO, allow_pickle=False) as z:
+def test_success_labels_give_auroc_per_metric(tmp_path, libero):
+    params, _ = calibrate(tmp_path, libero, 20, 'libero')
+    with np.load(libero, allow_pickle=False) as z:
         success = z['episode_success'].tolist()  # -1 = unknown
     labels = tmp_path / 'success.json'
     labels.write_text(json.dumps(success))
     out = tmp_path / 'labels.json'
-    assert main(['evaluate', LIBERO, '--calibration', params, '--profile', 'smolvla',
+    assert main(['evaluate', libero, '--calibration', params, '--profile', 'smolvla',
                  '--labels', str(labels), '--report', str(out)]) == 0
     report = json.loads(out.read_text())
     assert report['in_control_episodes'] == [1, 6]  # failures are not in control; 1 is unlabelled
@@ -110,26 +122,26 @@ def one_line_error(capsys, argv, needle):
     assert needle in err, err
 
 
-def test_bad_inputs_are_one_line_errors(aloha_cal, tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(aloha_cal, tmp_path, capsys, aloha, so101):
     params, _ = aloha_cal
     out = str(tmp_path / 'r.json')
-    so101_params, _ = calibrate(tmp_path, SO101, 30, 'so101')
+    so101_params, _ = calibrate(tmp_path, so101, 30, 'so101')
     capsys.readouterr()
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', so101_params, '--fps', '30',
+    one_line_error(capsys, ['evaluate', aloha, '--calibration', so101_params, '--fps', '30',
                             '--report', out], 'dimensions')
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', so101_params, '--report', out],
+    one_line_error(capsys, ['evaluate', aloha, '--calibration', so101_params, '--report', out],
                    'calibrated at 30 Hz')
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--profile', 'rt2',
+    one_line_error(capsys, ['evaluate', aloha, '--calibration', params, '--profile', 'rt2',
                             '--report', out], 'unknown monitor profile')
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--at', '5',
+    one_line_error(capsys, ['evaluate', aloha, '--calibration', params, '--at', '5',
                             '--report', out], '--at needs --inject')
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params, '--inject', 'gremlin',
+    one_line_error(capsys, ['evaluate', aloha, '--calibration', params, '--inject', 'gremlin',
                             '--report', out], 'unknown fault family')
     bad_labels = tmp_path / 'labels.json'
     bad_labels.write_text('{"0": "yes"}')
-    one_line_error(capsys, ['evaluate', ALOHA, '--calibration', params,
+    one_line_error(capsys, ['evaluate', aloha, '--calibration', params,
                             '--labels', str(bad_labels), '--report', out], 'label of episode 0')
-    with np.load(ALOHA, allow_pickle=False) as z:
+    with np.load(aloha, allow_pickle=False) as z:
         short = z['actions'][:20]
     short_path = tmp_path / 'short.npz'
     np.savez(short_path, actions=short, episode_index=np.zeros(20, dtype=np.int64))
@@ -152,17 +164,17 @@ def test_joint_order_mismatch_is_refused(aloha_cal):
         run_episode(settings, 7, np.zeros((10, 14)))
 
 
-def test_step_scores_calibrate_on_the_episodes_not_held_out(aloha_cal, tmp_path):
+def test_step_scores_calibrate_on_the_episodes_not_held_out(aloha_cal, tmp_path, aloha):
     params, cal_report = aloha_cal
     held_out = json.load(open(cal_report))['holdout_episodes']
     reports = {}
     for flag in ([], ['--no-motion']):
         out = tmp_path / f'eval{len(flag)}.json'
-        assert main(['evaluate', ALOHA, '--calibration', params, '--holdout-from', cal_report,
+        assert main(['evaluate', aloha, '--calibration', params, '--holdout-from', cal_report,
                      '--inject', 'spike', '--at', '200', '--report', str(out)] + flag) == 0
         reports[bool(flag)] = json.loads(out.read_text())
     armed, disarmed = reports[False], reports[True]
-    lengths = (500, 400, 400, 400)  # ALOHA episode lengths; each episode gives T - 2 step scores
+    lengths = (500, 400, 400, 400)  # aloha episode lengths; each episode gives T - 2 step scores
     seen = sum(n - 2 for i, n in enumerate(lengths) if i not in held_out)
     assert armed['motion_calibration']['n_step_scores'] == seen
     assert armed['motion_calibration']['n_episodes'] == 4 - len(held_out)
@@ -175,9 +187,10 @@ def test_step_scores_calibrate_on_the_episodes_not_held_out(aloha_cal, tmp_path)
     assert not any(r['detection_kind'] == 'step_spike' for r in disarmed['injections'])
 
 
-def test_pusht_report_carries_the_measured_cusum_and_catches_unnormalized_outputs(tmp_path):
+def test_pusht_report_carries_the_measured_cusum_and_catches_unnormalized_outputs(tmp_path,
+                                                                                  data_file):
     """60 real PushT demos: the measured threshold beside the i.i.d. one; unnormalized alarmed."""
-    with np.load(os.path.join(DATA, 'pusht_cchi_v7_replay.npz'), allow_pickle=False) as z:
+    with np.load(data_file('pusht_cchi_v7_replay.npz'), allow_pickle=False) as z:
         keep = z['episode_index'] < 60
         np.savez(tmp_path / 'pusht60.npz', actions=z['actions'][keep],
                  episode_index=z['episode_index'][keep])
@@ -198,14 +211,14 @@ def test_pusht_report_carries_the_measured_cusum_and_catches_unnormalized_output
     assert calibration['h_iid'] == cusum['h_iid']
 
 
-def test_progress_counts_every_episode_run_clean_and_injected(aloha_cal):
+def test_progress_counts_every_episode_run_clean_and_injected(aloha_cal, aloha):
     """The progress callback (the CLI's rich bar) sees every run, ending at its total."""
     from vla_safety_filter.core.evaluation import evaluate
 
     params, _ = aloha_cal
     contract, cal = load_calibration_for(params)
     settings = EvalSettings(cal, contract.dt, get_profile('generic'), CostModel(), contract)
-    actions = np.load(ALOHA)['actions'].astype(float)[:300]
+    actions = np.load(aloha)['actions'].astype(float)[:300]
     calls = []
     evaluate(settings, [(0, actions), (1, actions)], families=['nan', 'freeze'], repeats=2,
              progress=lambda done, total: calls.append((done, total)))

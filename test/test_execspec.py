@@ -18,9 +18,7 @@ ExecSpec core.
 Unnormalizers, the activation check's refusal reasons, the closed-form drift certificate.
 """
 import json
-import os
 
-from data_paths import DATA  # noqa: E402
 from hypothesis import given
 from hypothesis import strategies as st
 import numpy as np
@@ -31,16 +29,22 @@ from vla_safety_filter.core.execspec import (check_loaded, check_metadata, Check
                                              drift_certificate, expected_abs_affine, Metadata,
                                              metadata_from_params, metadata_to_params,
                                              name_differences, normalize, unnormalize)
-STATS_FILE = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
+
 BIN_CENTRES = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
 
 
-def real(key: str, mode: str = 'quantile') -> Metadata:
-    with open(STATS_FILE) as fh:
-        action = json.load(fh)[key]['action']
-    low, high = {'quantile': ('q01', 'q99'), 'min_max': ('min', 'max')}[mode]
-    return Metadata(mode=mode, mask=np.array(action['mask']), low=action[low],
-                    high=action[high], key=key, source=key)
+@pytest.fixture(scope='module')
+def real(data_file):
+    """Return `(key, mode='quantile') -> Metadata` of the real OpenVLA action statistics."""
+    with open(data_file('openvla_oxe_bridge_orig_fractal_action_stats.json')) as fh:
+        stats = json.load(fh)
+
+    def metadata(key: str, mode: str = 'quantile') -> Metadata:
+        action = stats[key]['action']
+        low, high = {'quantile': ('q01', 'q99'), 'min_max': ('min', 'max')}[mode]
+        return Metadata(mode=mode, mask=np.array(action['mask']), low=action[low],
+                        high=action[high], key=key, source=key)
+    return metadata
 
 
 def replace(meta: Metadata, **changes) -> Metadata:
@@ -54,7 +58,7 @@ def replace(meta: Metadata, **changes) -> Metadata:
 # ---- unnormalizers
 # -------------------------------------------------------------------------------
 
-def test_quantile_matches_openvla_formula_on_bin_centres_and_passes_the_gripper_through():
+def test_quantile_matches_openvla_formula_on_bin_centres_and_passes_the_gripper_through(real):
     meta = real('bridge_orig')
     x = np.tile(BIN_CENTRES[::16], (7, 1)).T          # chunk [16, 7]
     out = unnormalize(meta, x)
@@ -81,12 +85,12 @@ def test_min_max_mean_std_quantile10_and_identity_formulas():
 
 
 @pytest.mark.parametrize('shape', [(6,), (3, 6), (2, 3, 7), ()])
-def test_unnormalize_refuses_wrong_shapes(shape):
+def test_unnormalize_refuses_wrong_shapes(shape, real):
     with pytest.raises(InputError, match='does not match 7 dimensions'):
         unnormalize(real('bridge_orig'), np.zeros(shape))
 
 
-def test_oft_epsilon_changes_actions_by_at_most_1e_8_and_is_not_part_of_the_comparison():
+def test_oft_epsilon_changes_actions_by_at_most_1e_8_and_is_not_part_of_the_comparison(real):
     meta = real('bridge_orig', 'min_max')
     x = np.tile(BIN_CENTRES, (7, 1)).T
     oft = np.where(meta.mask, 0.5 * (x + 1) * (meta.high - meta.low + 1e-8) + meta.low, x)
@@ -106,12 +110,12 @@ def test_oft_epsilon_changes_actions_by_at_most_1e_8_and_is_not_part_of_the_comp
     ({'names': ('a', 'b')}, "'names' has 2 entries"),
     ({'low': [[0.0] * 7]}, 'flat list'),
 ])
-def test_structurally_bad_metadata_is_refused(changes, message):
+def test_structurally_bad_metadata_is_refused(changes, message, real):
     with pytest.raises(InputError, match=message):
         replace(real('bridge_orig'), **changes)
 
 
-def test_problems_name_non_finite_and_inverted_fields_but_ignore_unnormalized_dims():
+def test_problems_name_non_finite_and_inverted_fields_but_ignore_unnormalized_dims(real):
     meta = real('bridge_orig')
     low = meta.low.copy()
     low[2] = np.nan
@@ -133,7 +137,7 @@ def test_problems_name_non_finite_and_inverted_fields_but_ignore_unnormalized_di
 # ---- the check: every refusal reason
 # ---------------------------------------------------------------
 
-def test_identical_metadata_gives_exactly_zero_drift():
+def test_identical_metadata_gives_exactly_zero_drift(real):
     for key in ('bridge_orig', 'fractal20220817_data'):
         result = check_metadata(real(key), real(key))
         assert result.verdict == 'identical' and result.reasons == []
@@ -142,7 +146,7 @@ def test_identical_metadata_gives_exactly_zero_drift():
         assert np.all(cert.scale == 1) and np.all(cert.shift == 0)
 
 
-def test_sibling_key_substitution_is_a_mismatch_with_a_large_certificate():
+def test_sibling_key_substitution_is_a_mismatch_with_a_large_certificate(real):
     result = check_metadata(real('bridge_orig'), real('fractal20220817_data'))
     assert result.verdict == 'mismatch'
     assert any('unnorm key differs' in r for r in result.reasons)
@@ -151,14 +155,14 @@ def test_sibling_key_substitution_is_a_mismatch_with_a_large_certificate():
     assert result.certificate.per_dim_drift[6] == 0  # the gripper is passed through by both
 
 
-def test_mode_difference_is_a_mismatch_and_still_certified():
+def test_mode_difference_is_a_mismatch_and_still_certified(real):
     result = check_metadata(real('bridge_orig', 'quantile'), real('bridge_orig', 'min_max'))
     assert result.verdict == 'mismatch'
     assert result.reasons == ["mode differs: checkpoint 'quantile', deployed 'min_max'"]
     assert result.certificate.max_drift > 10     # min/max is far wider than q01/q99 on Bridge
 
 
-def test_dimension_difference_is_a_mismatch_without_certificate():
+def test_dimension_difference_is_a_mismatch_without_certificate(real):
     ref = real('bridge_orig')
     dep = Metadata(mode='quantile', mask=ref.mask[:6], low=ref.low[:6], high=ref.high[:6],
                    key='bridge_orig')
@@ -169,7 +173,7 @@ def test_dimension_difference_is_a_mismatch_without_certificate():
         drift_certificate(ref, dep)
 
 
-def test_mask_difference_is_a_mismatch_and_the_gripper_drift_is_certified():
+def test_mask_difference_is_a_mismatch_and_the_gripper_drift_is_certified(real):
     ref = real('bridge_orig')
     dep = replace(ref, mask=np.ones(7, dtype=bool))   # gripper now unnormalized with q01=0, q99=1
     result = check_metadata(ref, dep)
@@ -180,7 +184,7 @@ def test_mask_difference_is_a_mismatch_and_the_gripper_drift_is_certified():
     assert result.certificate.mask.all()
 
 
-def test_statistic_beyond_tolerance_is_a_mismatch_within_tolerance_is_identical():
+def test_statistic_beyond_tolerance_is_a_mismatch_within_tolerance_is_identical(real):
     ref = real('bridge_orig')
     half = (ref.high - ref.low) / 2
     high = ref.high.copy()
@@ -193,13 +197,13 @@ def test_statistic_beyond_tolerance_is_a_mismatch_within_tolerance_is_identical(
     assert check_metadata(ref, replace(ref, high=high), tol=0).verdict == 'mismatch'
 
 
-def test_float32_rounded_statistics_are_identical():
+def test_float32_rounded_statistics_are_identical(real):
     ref = real('fractal20220817_data')
     dep = replace(ref, low=ref.low.astype(np.float32), high=ref.high.astype(np.float32))
     assert check_metadata(ref, dep).verdict == 'identical'
 
 
-def test_key_and_name_differences_are_mismatches_but_an_absent_key_is_not():
+def test_key_and_name_differences_are_mismatches_but_an_absent_key_is_not(real):
     ref = replace(real('bridge_orig'), names=tuple('xyzrpwg'))
     assert check_metadata(ref, replace(ref, key='bridge_orig_no_noops')).reasons == [
         "unnorm key differs: checkpoint 'bridge_orig', deployed 'bridge_orig_no_noops'"]
@@ -207,7 +211,7 @@ def test_key_and_name_differences_are_mismatches_but_an_absent_key_is_not():
     assert check_metadata(ref, replace(ref, key=None, names=None)).verdict == 'identical'
 
 
-def test_non_finite_or_degenerate_statistics_cannot_be_checked():
+def test_non_finite_or_degenerate_statistics_cannot_be_checked(real):
     ref = real('bridge_orig')
     low = ref.low.copy()
     low[0] = np.inf
@@ -221,7 +225,7 @@ def test_non_finite_or_degenerate_statistics_cannot_be_checked():
         check_metadata(ref, ref, tol=float('nan'))
 
 
-def test_report_is_json_with_the_required_keys():
+def test_report_is_json_with_the_required_keys(real):
     result = check_metadata(real('bridge_orig'), real('fractal20220817_data'))
     report = json.loads(json.dumps(result.to_report()))
     for key in ('verdict', 'reasons', 'mode', 'mask', 'per_dim_drift', 'mean_drift', 'max_drift',
@@ -253,7 +257,7 @@ def test_closed_form_matches_numerical_integration_to_1e_9():
 
 @pytest.mark.parametrize('ref_key, dep_key', [('bridge_orig', 'fractal20220817_data'),
                                               ('fractal20220817_data', 'bridge_orig')])
-def test_certificate_is_the_mean_action_drift_of_the_real_unnormalizers(ref_key, dep_key):
+def test_certificate_is_the_mean_action_drift_of_the_real_unnormalizers(ref_key, dep_key, real):
     ref, dep = real(ref_key), real(dep_key)
     cert = drift_certificate(ref, dep)
     for j in range(7):
@@ -291,7 +295,7 @@ def test_mean_std_certificate_covers_two_standard_deviations():
 # ---- the ROS parameter form
 # ------------------------------------------------------------------------
 
-def test_params_round_trip_and_follow_ros_parameter_rules():
+def test_params_round_trip_and_follow_ros_parameter_rules(real):
     meta = replace(real('bridge_orig'), names=tuple(f'j{i}' for i in range(7)))
     params = metadata_to_params(meta)
     for name, value in params.items():
@@ -344,7 +348,7 @@ def test_bad_params_are_one_line_input_errors(params, message):
     assert str(info.value).startswith('bridge: ') and '\n' not in str(info.value)
 
 
-def test_certificate_predicts_the_mean_drift_over_openvla_bin_centres():
+def test_certificate_predicts_the_mean_drift_over_openvla_bin_centres(real):
     ref, dep = real('bridge_orig'), real('fractal20220817_data')
     x = np.tile(BIN_CENTRES, (7, 1)).T
     empirical = np.abs(unnormalize(dep, x) - unnormalize(ref, x)).mean(axis=0)
@@ -361,7 +365,7 @@ def _constant(meta: Metadata, j: int, value: float) -> Metadata:
 
 
 @given(st.floats(-10, 10), st.floats(1e-9, 1.0))
-def test_a_constant_dimension_is_compared_exactly_not_refused(value, delta):
+def test_a_constant_dimension_is_compared_exactly_not_refused(real, value, delta):
     ref = _constant(real('bridge_orig'), 2, value)       # e.g. a gripper that never moved
     same = check_metadata(ref, _constant(real('bridge_orig'), 2, value))
     assert same.verdict == 'identical' and same.certificate.per_dim_drift[2] == 0.0
@@ -383,7 +387,7 @@ def test_a_constant_mean_std_dimension_is_compared_exactly():
         normalize(ref, [0.5, 1.0])
 
 
-def test_a_permutation_of_dimension_names_is_called_one():
+def test_a_permutation_of_dimension_names_is_called_one(real):
     ref = replace(real('bridge_orig'), names=tuple('xyzrpwg'))
     reasons = check_metadata(ref, replace(ref, names=tuple('yxzrpwg'))).reasons
     assert reasons and 'permutation' in reasons[0]
@@ -398,7 +402,7 @@ def _loaded(meta: Metadata, **changes) -> dict:
     return report
 
 
-def test_check_loaded_verifies_normalized_input_both_ways():
+def test_check_loaded_verifies_normalized_input_both_ways(real):
     ref = real('bridge_orig')
     assert check_loaded(ref, _loaded(ref), True).verdict == 'identical'
     off = check_loaded(ref, _loaded(ref, normalized_input=False), True)
@@ -411,7 +415,7 @@ def test_check_loaded_verifies_normalized_input_both_ways():
     assert result.verdict == 'identical' and 'not checked' in result.notes[0]
 
 
-def test_check_loaded_compares_joint_order_where_the_checkpoint_names_dimensions():
+def test_check_loaded_compares_joint_order_where_the_checkpoint_names_dimensions(real):
     ref = real('bridge_orig')
     unnamed = check_loaded(ref, _loaded(ref), True)
     assert 'dimension names: not checked (the checkpoint names none)' in unnamed.notes
@@ -424,7 +428,7 @@ def test_check_loaded_compares_joint_order_where_the_checkpoint_names_dimensions
     assert short.verdict == 'mismatch' and 'publishes 1 joints' in short.reasons[0]
 
 
-def test_check_loaded_refuses_unconfigured_pending_and_different_statistics():
+def test_check_loaded_refuses_unconfigured_pending_and_different_statistics(real):
     ref = real('bridge_orig')
     assert check_loaded(ref, {'configured': False}, True).verdict == 'cannot_check'
     pending = check_loaded(ref, _loaded(ref, pending_changes=['unnormalizer.high']), True)
@@ -443,7 +447,7 @@ def _server_side(ref: Metadata, **changes) -> dict:
     return _loaded(ref, **{**fields, **changes})
 
 
-def test_server_side_unnormalization_is_accepted_and_stated_unverified():
+def test_server_side_unnormalization_is_accepted_and_stated_unverified(real):
     ref = real('bridge_orig')
     result = check_loaded(ref, _server_side(ref), False)
     assert result.verdict == 'identical' and result.unnormalization == 'server'
@@ -455,7 +459,7 @@ def test_server_side_unnormalization_is_accepted_and_stated_unverified():
     assert check_loaded(ref, _loaded(ref), True).to_report()['unnormalization'] == 'bridge'
 
 
-def test_server_side_needs_the_declaration_an_identity_bridge_and_the_checkpoint_shape():
+def test_server_side_needs_the_declaration_an_identity_bridge_and_the_checkpoint_shape(real):
     ref = replace(real('bridge_orig'), names=tuple('xyzrpwg'))
     declared_normalized = check_loaded(ref, _server_side(ref), True)
     assert declared_normalized.verdict == 'mismatch'
@@ -478,7 +482,7 @@ def test_server_side_needs_the_declaration_an_identity_bridge_and_the_checkpoint
     ('fractal20220817_data', 'mismatch', "asks the server for unnorm_key 'fractal20220817_data'"),
     (None, 'mismatch', 'sends no unnorm_key'),
 ])
-def test_a_rest_bridge_must_ask_the_server_for_the_checkpoints_key(sent, verdict, text):
+def test_a_rest_bridge_must_ask_the_server_for_the_checkpoints_key(sent, verdict, text, real):
     ref = real('bridge_orig')
     result = check_loaded(ref, _server_side(ref, source_kind='openvla_rest',
                                             server_unnorm_key=sent), False)
