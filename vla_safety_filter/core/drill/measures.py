@@ -21,15 +21,17 @@ paired outcomes (Fisher's test treats the two samples as independent).
 """
 from __future__ import annotations
 
+from fractions import Fraction
 import math
 
 import numpy as np
-from scipy import stats
 
 from ..costs import budget_summary
 from ..evaluation import auroc
 
-Z95 = float(stats.norm.ppf(0.975))
+#: the normal distribution's 0.975 quantile (scipy.stats.norm.ppf(0.975)); a constant, so that
+#: importing the drill (in every worker process) does not load scipy.stats
+Z95 = 1.959963984540054
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -62,8 +64,13 @@ def mcnemar_exact(baseline, treated) -> dict:
         raise ValueError('McNemar needs paired outcomes of the same length')
     b = int(np.sum(baseline & ~treated))
     c = int(np.sum(~baseline & treated))
-    p = 1.0 if b + c == 0 else min(1.0, 2.0 * float(stats.binom.cdf(min(b, c), b + c, 0.5)))
+    p = 1.0 if b + c == 0 else min(1.0, 2.0 * _binomial_half_cdf(min(b, c), b + c))
     return {'only_baseline': b, 'only_treated': c, 'p': p}
+
+
+def _binomial_half_cdf(k: int, n: int) -> float:
+    """Return P(X <= k) for X ~ Binomial(n, 1/2), exactly (integer counts) then rounded once."""
+    return float(Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n))
 
 
 def roc_curve(scores, positive) -> tuple[list[float], list[float]]:

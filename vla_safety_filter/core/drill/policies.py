@@ -152,12 +152,16 @@ class NearestNeighbourPolicy:
         """
         Index of the nearest demonstration frame, the earliest of exact ties.
 
-        The k-d tree finds the nearest distance; every frame within it (plus round-off) is then
-        compared by the squared distance a brute-force search computes, so the answer is the
-        brute-force argmin, bit for bit, at a fraction of its cost.
+        The k-d tree finds the two nearest distances. When the second is beyond the first plus
+        round-off, the nearest frame is the only candidate; otherwise every frame within that
+        radius is compared by the squared distance a brute-force search computes. Either way
+        the answer is the brute-force argmin, bit for bit, at a fraction of its cost.
         """
-        distance, _ = self._tree.query(query)
-        near = np.sort(self._tree.query_ball_point(query, distance * (1 + 1e-9) + 1e-9))
+        (first, second), (index, _) = self._tree.query(query, k=2)
+        radius = first * (1 + 1e-9) + 1e-9
+        if second > radius:
+            return int(index)
+        near = np.sort(self._tree.query_ball_point(query, radius))
         squared = ((self._features[near] - query) ** 2).sum(axis=1)
         return int(near[np.argmin(squared)])
 

@@ -20,7 +20,9 @@ one is used up (or every `replan_every` steps); the fault (if any) corrupts the 
 (if any) takes it as its plan and ticks once per world step on simulated time k * dt; the world
 executes the command (a silent filter leaves the world holding its last command). The action
 monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
-lets its alarms latch the filter, which ends the episode as a stop. Costs per episode: filter
+lets its alarms latch the filter, which ends the episode as a stop. Without `+stop` the monitor
+cannot change the trajectory, so it scores the recorded episode after it ends, with the same
+calls in the same order (same alarms, costs and summaries). Costs per episode: filter
 interventions and monitor alarms by the cost model's weights plus the world's physical costs.
 """
 from __future__ import annotations
@@ -39,7 +41,6 @@ from .conditions import action_normalizer, ChunkFault, Condition, WRONG_UNNORMAL
 from .measures import cost_summary, mcnemar_exact, roc_curve, score_aurocs, wilson_interval
 from .policies import DEFAULT_HORIZON, episode_ends, load_demos, make_policy, Policy, PolicyFault
 from .worlds import make_world
-from ..calibration import calibrate
 from ..contract import Contract
 from ..costs import CostModel, DEFAULT_COSTS
 from ..errors import InputError
@@ -141,6 +142,7 @@ def safety_from_demos(path: str, world, seed: int = 0) -> Safety:
     The world's own position limits (PushT's workspace, ALOHA's actuator ranges) are the
     hardware limits the bounds are intersected with, as `calibrate --hardware-limits` would.
     """
+    from ..calibration import calibrate   # here: scipy.stats would slow every worker's start
     actions, _, episodes = load_demos(path)
     starts = np.flatnonzero(np.r_[True, np.diff(episodes) != 0])
     ends = episode_ends(episodes)[starts]
@@ -212,14 +214,20 @@ def check_chunk(chunk, dim: int) -> np.ndarray:
 
 @dataclass
 class _Loop:
-    """Per-episode state of the loop: stop logic, fault, filter, the current plan."""
+    """
+    Per-episode state of the loop: stop logic, fault, filter, the current plan.
 
-    stop: SafetyStop
+    `charges` keeps each step's filter reasons and world costs for a monitor that scores the
+    episode after it ends (`stop` None: the monitor cannot act on this condition).
+    """
+
+    stop: SafetyStop | None
     fault: ChunkFault | None
     executive: Executive | None
     plan: np.ndarray | None = None
     plan_t0: int = 0
     refusals: tuple = ()
+    charges: list = field(default_factory=list)
 
 
 class EpisodeRunner:
@@ -235,14 +243,20 @@ class EpisodeRunner:
         self.hold_off = max(1, int(np.ceil(STOP_CLEAR_S / self.dt)))
         self.fault_at = int(round(settings.fault_at_s / self.dt))
 
-    def run(self, condition: Condition, seed: int) -> Episode:
-        """One episode of `condition` on world seed `seed`."""
+    def run(self, condition: Condition, seed: int, live_monitor: bool = False) -> Episode:
+        """
+        One episode of `condition` on world seed `seed`.
+
+        The monitor runs step by step with the world under `+stop` (or `live_monitor`), else
+        over the recorded episode once it has ended: the same results at less cost per step.
+        """
         ep = Episode(seed, condition.name)
         self.world.reset(seed)
         self.policy.reset(seed, self.world.task)
         self.monitor.reset_episode()
-        loop = _Loop(SafetyStop('alarm' if condition.stop else 'none', self.hold_off),
-                     self._fault(condition, seed),
+        live = condition.stop or live_monitor
+        loop = _Loop(SafetyStop('alarm' if condition.stop else 'none', self.hold_off)
+                     if live else None, self._fault(condition, seed),
                      self._start_filter() if condition.filtered else None)
         for k in range(self.max_steps):
             if loop.plan is None or k - loop.plan_t0 >= self._chunk_steps(loop.plan):
@@ -252,13 +266,33 @@ class EpisodeRunner:
                     ep.policy_fault = str(exc) or type(exc).__name__
                     break
             success = self._step(loop, ep, k)
-            if k + 1 == self.settings.early_steps:
-                ep.early = copy.deepcopy(self.monitor).episode_summary()
+            if live and k + 1 == self.settings.early_steps:
+                ep.early = self._early_summary()
             latched = loop.executive is not None and loop.executive.state == LATCHED
             if success or latched:
                 ep.success, ep.stopped = success, not success
                 break
+        if not live:
+            self._score_afterwards(ep, loop.charges)
         return self._finish(ep)
+
+    def _early_summary(self) -> dict:
+        """Return the monitor's summary of the first steps without closing its open block."""
+        return copy.deepcopy(self.monitor).episode_summary()
+
+    def _score_afterwards(self, ep: Episode, charges: list) -> None:
+        """Feed the recorded raw actions and each step's charges to the monitor, in step order."""
+        for k, raw in enumerate(ep.raw):
+            self.monitor.update(raw)
+            self._charge(*charges[k])
+            if k + 1 == self.settings.early_steps:
+                ep.early = self._early_summary()
+
+    def _charge(self, reasons: tuple, world_costs: tuple) -> None:
+        """Charge one step's filter interventions and the world's physical costs."""
+        self.monitor.record_interventions(reasons)
+        for kind in world_costs:
+            self.monitor.budget.charge(kind)
 
     def _fault(self, condition: Condition, seed: int) -> ChunkFault | None:
         """Return the condition's fault, seeded by the episode, starting at --fault-at."""
@@ -279,20 +313,22 @@ class EpisodeRunner:
             loop.refusals = loop.executive.on_chunk(plan, offsets, k * self.dt)
 
     def _step(self, loop: '_Loop', ep: Episode, k: int) -> bool:
-        """Monitor the raw action, filter it, step the world, charge costs; True on success."""
+        """Monitor (if live) the raw action, filter it, step the world, charge; True on success."""
         raw = loop.plan[k - loop.plan_t0]
-        status = self.monitor.update(raw)
-        if loop.stop.after_step(self.monitor, status) and loop.executive is not None:
-            loop.executive.set_stop(True, loop.stop.reason)
+        if loop.stop is not None:
+            status = self.monitor.update(raw)
+            if loop.stop.after_step(self.monitor, status) and loop.executive is not None:
+                loop.executive.set_stop(True, loop.stop.reason)
         command, reasons = raw, ()
         if loop.executive is not None:
             command, reasons = self._tick(loop.executive, k, loop.refusals)
             loop.refusals = ()
-        self.monitor.record_interventions(reasons)
         ep.interventions += bool(reasons)
         result = self.world.step(command)
-        for kind in result.costs:
-            self.monitor.budget.charge(kind)
+        if loop.stop is not None:
+            self._charge(reasons, result.costs)
+        else:
+            loop.charges.append((reasons, result.costs))
         ep.raw.append(raw)
         ep.executed.append(self.world.executed_command)
         ep.states.append(result.state.copy())
@@ -348,11 +384,10 @@ def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
 _WORKER: dict = {}
 
 
-def _start_worker(setup: DrillSetup, safety: Safety, settings: DrillSettings,
-                  monitor: ActionMonitor) -> None:
-    """Build this worker process's world, policy and episode runner once."""
+def _start_worker(setup: DrillSetup, safety: Safety, settings: DrillSettings) -> None:
+    """Build this worker process's world, policy, monitor and episode runner once."""
     world, policy = setup.build()
-    _WORKER['runner'] = EpisodeRunner(world, policy, safety, settings, monitor)
+    _WORKER['runner'] = EpisodeRunner(world, policy, safety, settings)
 
 
 def _run_block(condition_index: int, seeds: list[int]) -> list[Episode]:
@@ -362,36 +397,46 @@ def _run_block(condition_index: int, seeds: list[int]) -> list[Episode]:
     return [runner.run(condition, seed) for seed in seeds]
 
 
+def _expected_length(condition: Condition) -> int:
+    """Rank how long a condition's episodes run: faults fail to the time limit, stops end early."""
+    return (condition.fault is not None) - 2 * condition.stop
+
+
 def _blocks(settings: DrillSettings, workers: int) -> list[tuple[int, list[int]]]:
-    """Split every condition's seeds into blocks, about four per worker and condition."""
-    size = max(1, math.ceil(settings.episodes / (4 * workers)))
+    """
+    Split every condition's seeds into blocks, about eight per worker and condition.
+
+    Longest episodes first (faults without a stop), the short ones last, so that the workers
+    finish together instead of one waiting for the other's long block.
+    """
+    size = max(1, math.ceil(settings.episodes / (8 * workers)))
     seeds = [settings.seed + k for k in range(settings.episodes)]
-    return [(i, seeds[start:start + size]) for i in range(len(settings.conditions))
+    order = sorted(range(len(settings.conditions)),
+                   key=lambda i: -_expected_length(settings.conditions[i]))
+    return [(i, seeds[start:start + size]) for i in order
             for start in range(0, len(seeds), size)]
 
 
 def run_drill_parallel(setup: DrillSetup, safety: Safety, settings: DrillSettings,
                        workers: int, progress=None) -> list[Episode]:
     """
-    Run the drill of run_drill in `workers` processes; the episodes are the same, in order.
+    Run the drill of run_drill in `workers` processes; the episodes are the same, in its order.
 
     Each episode depends only on its condition and seed (world, policy, fault, filter and
     monitor are reset from them), so splitting the seeds between processes changes nothing but
-    the wall time. Workers are spawned (no fork of a threaded parent) and build their own world
-    and policy from `setup` (checked here first); the monitor, whose CUSUM design takes
-    seconds, is built here once and sent to them.
+    the wall time. Workers are spawned (no fork of a threaded parent) and build their own world,
+    policy and monitor from `setup` (checked here first) at the same time, each on its core.
     """
     check_settings(settings)
     world, policy = setup.build()   # bad names fail here, with their message, not in a worker
     policy.close()
     world.close()
-    monitor = new_monitor(safety, settings, world.dt)
     blocks = _blocks(settings, workers)
     results: list = [None] * len(blocks)
     with ProcessPoolExecutor(max_workers=workers,
                              mp_context=multiprocessing.get_context('spawn'),
                              initializer=_start_worker,
-                             initargs=(setup, safety, settings, monitor)) as pool:
+                             initargs=(setup, safety, settings)) as pool:
         pending = {pool.submit(_run_block, *block): n for n, block in enumerate(blocks)}
         try:
             while pending:
@@ -403,7 +448,9 @@ def run_drill_parallel(setup: DrillSetup, safety: Safety, settings: DrillSetting
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-    return [ep for block in results for ep in block]
+    rank = {c.name: i for i, c in enumerate(settings.conditions)}
+    return sorted((ep for block in results for ep in block),
+                  key=lambda ep: (rank[ep.condition], ep.seed))
 
 
 # ---- measures and outputs --------------------------------------------------------------------
