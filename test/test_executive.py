@@ -21,6 +21,7 @@ from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.executive import (Executive, HOLDING, IDLE, LATCHED, RUNNING,
                                               STOPPED)
 from vla_safety_filter.core.joints import JointMap
+from vla_safety_filter.names import SAFETY_STOP
 
 
 def _exec(timeout=0.1, **contract):
@@ -178,7 +179,7 @@ def test_latched_stop_until_reset():
 
 def test_reset_is_refused_while_the_stop_is_asserted_or_without_a_fresh_position():
     ex = _exec()
-    ex.set_stop(True, '/vla/safety_stop')
+    ex.set_stop(True, SAFETY_STOP)
     assert ex.tick(0.1).state == LATCHED
     ok, why = ex.reset_latch(0.1)
     assert not ok and 'asserted' in why

@@ -42,6 +42,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from vla_safety_filter import names
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.nodes import common
 from vla_safety_filter.nodes.common import make_executor, spin_until_shutdown
@@ -65,9 +66,9 @@ class World:
         self.commands, self.status = [], None
         self.probe.create_subscription(Float64MultiArray, '/arm/commands',
                                        lambda m: self.commands.append(list(m.data)), 100)
-        self.probe.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 100)
-        self.raw = self.probe.create_publisher(JointTrajectory, '/vla/raw_action', 10)
-        states = self.probe.create_publisher(JointState, '/joint_states', 10)
+        self.probe.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._on_diag, 100)
+        self.raw = self.probe.create_publisher(JointTrajectory, names.RAW_ACTION, 10)
+        states = self.probe.create_publisher(JointState, names.JOINT_STATES, 10)
         self.probe.create_timer(0.02, lambda: states.publish(
             JointState(name=NAMES, position=[0.0, 0.0])))
         self.nodes = [self.probe]

@@ -29,6 +29,7 @@ from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
+from vla_safety_filter.names import JOINT_STATES, SAFETY_STOP
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.nodes.sim_arm import SimArm
 
@@ -163,7 +164,7 @@ def test_after_the_episode_is_done_the_filter_idles_at_ok(ros):
 def test_latched_stop_until_released_and_reset_resumes_from_the_moved_arm(ros):
     arm, probe = _pipeline(ros, arm='fake')
     _stream(probe, [[0.3, 0.5, 0.9]] * 40)
-    volatile = probe.node.create_publisher(Bool, '/vla/safety_stop', 10)   # a plain stop button
+    volatile = probe.node.create_publisher(Bool, SAFETY_STOP, 10)   # a plain stop button
     assert wait_for(lambda: volatile.get_subscription_count() >= 1)
     volatile.publish(Bool(data=True))
     assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.3, 0.5, 0.9]) and 0))
@@ -215,7 +216,7 @@ def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
     """A /joint_states with fewer positions than names (legal) is refused, not a live timer."""
     _filter(ros)
     probe = FilterProbe(ros)
-    states = probe.node.create_publisher(JointState, '/joint_states', 10)
+    states = probe.node.create_publisher(JointState, JOINT_STATES, 10)
     position = [0.0, 0.0, 0.0]
     names = JOINTS
     timer = probe.node.create_timer(0.01, lambda: states.publish(
@@ -247,7 +248,7 @@ def test_failed_activation_on_short_joint_states_never_doubles_the_speed(ros):
 def test_non_finite_joint_states_are_ignored_so_activation_is_refused(ros, position):
     _filter(ros)
     probe = FilterProbe(ros)
-    states = probe.node.create_publisher(JointState, '/joint_states', 10)
+    states = probe.node.create_publisher(JointState, JOINT_STATES, 10)
     probe.node.create_timer(0.01, lambda: states.publish(JointState(name=JOINTS,
                                                                     position=position)))
     assert probe.transition(Transition.TRANSITION_CONFIGURE)

@@ -19,11 +19,15 @@ Per published command the filter records when its tick started and when the comm
 per raw action, when it arrived. From these, O(1) per tick into fixed-size rings: the control
 period (time between consecutive commands) with its mean and p99 over the recent window and its
 max since activation, missed ticks (controller cycles without a fresh command), the tick's work
-time, and the command latency (command publish time minus the raw action's arrival).
+time, and the command latency (command publish time minus the raw action's arrival). GcPauses
+measures the cyclic garbage collector's pauses while the loop runs (the largest stall Python
+adds to a tick).
 """
 from __future__ import annotations
 
+import gc
 import math
+import time
 
 import numpy as np
 
@@ -139,3 +143,38 @@ class ControlTiming:
             'latency_p99_ms': self.latency.quantile(0.99) * ms,
             'latency_max_ms': self.latency.max * ms if self.latency.count else math.nan,
         }
+
+
+class GcPauses:
+    """Count the garbage collector's runs and pauses while installed (gc.callbacks)."""
+
+    def __init__(self):
+        self.collections = 0
+        self.total = 0.0
+        self.max = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        """Time one collection (called by the interpreter at its start and stop)."""
+        if phase == 'start':
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.collections += 1
+        self.total += pause
+        self.max = max(self.max, pause)
+
+    def install(self) -> None:
+        """Start measuring (idempotent)."""
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        """Stop measuring (idempotent)."""
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+    def summary(self) -> dict:
+        """Return the figures /diagnostics shows (count, milliseconds)."""
+        return {'gc_collections': self.collections, 'gc_pause_max_ms': self.max * 1e3,
+                'gc_pause_total_ms': self.total * 1e3}

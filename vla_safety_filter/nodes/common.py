@@ -15,7 +15,11 @@
 """Shared plumbing of the nodes: parameters, QoS, diagnostics messages, executors, entry."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import inspect
+import os
+import resource
 import signal
 import sys
 import threading
@@ -67,6 +71,12 @@ ANY_PUBLISHER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFO
 STATE_QOS = qos_profile_sensor_data
 #: Executors a process can run its nodes under (parameter / option `executor`).
 EXECUTORS = ('single', 'events')
+#: Garbage-collector policies of a control process (parameter `gc_mode`, see GcPolicy).
+GC_MODES = ('default', 'freeze', 'quiet')
+#: mlockall(2) flags: lock the pages mapped now and those mapped later.
+MCL_CURRENT, MCL_FUTURE = 1, 2
+#: Linux capability number that lifts RLIMIT_MEMLOCK.
+CAP_IPC_LOCK = 14
 #: Longest a process keeps spinning after SIGINT/SIGTERM for its nodes' controlled stops (s);
 #: below ros2 launch's 5 s before it escalates to SIGTERM/SIGKILL.
 MAX_SETTLE_S = 4.0
@@ -440,3 +450,123 @@ def run(node_factory) -> None:
         executor = make_executor('single')
     node.get_logger().info(f'executor: {type(executor).__name__}')
     spin([node], executor, stop)
+
+
+class GcPolicy:
+    """
+    Keep Python's cyclic garbage collector out of a control loop (parameter `gc_mode`).
+
+    'default' leaves it alone. 'freeze' collects once after configure and freezes what exists
+    (gc.freeze): later collections scan only what was allocated since, not the whole heap of
+    rclpy, numpy and the contract. 'quiet' freezes too and turns the collector off while active
+    (back on at deactivate, when it runs at the next allocation); the tick leaves no cyclic
+    garbage behind (test/test_control_allocation.py), so memory does not grow meanwhile. The
+    collector is one per process: 'quiet' silences it for every node of the process.
+    """
+
+    def __init__(self, mode: str):
+        if mode not in GC_MODES:
+            raise InputError(f'gc_mode must be one of {GC_MODES}, got {mode!r}')
+        self.mode = mode
+        self._disabled = False
+
+    def configured(self) -> None:
+        """Collect and freeze the configured heap (not in 'default')."""
+        if self.mode != 'default':
+            gc.collect()
+            gc.freeze()
+
+    def activated(self) -> None:
+        """Turn the collector off for the active control loop ('quiet' only)."""
+        if self.mode == 'quiet' and gc.isenabled():
+            gc.disable()
+            self._disabled = True
+
+    def deactivated(self) -> None:
+        """Turn the collector back on if this policy turned it off (it runs at once)."""
+        if self._disabled:
+            self._disabled = False
+            gc.enable()
+
+    def cleaned_up(self) -> None:
+        """Return the frozen heap to the collector (the next configure freezes it again)."""
+        self.deactivated()
+        if self.mode != 'default':
+            gc.unfreeze()
+
+
+def realtime_thread(priority: int = 0, cpus=(), lock_memory: bool = False) -> tuple:
+    """
+    Make the calling thread a real-time control thread, as ros2_control_node does.
+
+    `priority` > 0: SCHED_FIFO at that priority (1..99); `cpus`: pin the thread to these CPUs;
+    `lock_memory`: mlockall so no page of the process is ever swapped out. Each option is
+    applied or refused on its own; return (applied, refused) as lists of sentences.
+    """
+    options = []
+    if priority:
+        options.append(lambda: _fifo(priority))
+    if cpus:
+        options.append(lambda: _affinity(cpus))
+    if lock_memory:
+        options.append(_lock_memory)
+    applied, refused = [], []
+    for option in options:
+        ok, text = option()
+        (applied if ok else refused).append(text)
+    return applied, refused
+
+
+def check_realtime_priority(priority: int) -> int:
+    """Return `priority` if it is 0 (off) or a SCHED_FIFO priority; raise InputError otherwise."""
+    high = os.sched_get_priority_max(os.SCHED_FIFO)
+    if not (isinstance(priority, int) and 0 <= priority <= high):
+        raise InputError(f'realtime_priority must be 0 (off) or 1..{high}, got {priority!r}')
+    return priority
+
+
+def _fifo(priority: int) -> tuple[bool, str]:
+    """Set SCHED_FIFO at `priority` for the calling thread."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        return False, (f'SCHED_FIFO priority {priority} not permitted ({exc.strerror}): needs '
+                       'CAP_SYS_NICE or an rtprio limit (/etc/security/limits.conf)')
+    return True, f'SCHED_FIFO priority {priority}'
+
+
+def _affinity(cpus) -> tuple[bool, str]:
+    """Pin the calling thread to `cpus`."""
+    try:
+        os.sched_setaffinity(0, set(cpus))
+    except (OSError, ValueError, OverflowError) as exc:
+        return False, (f'CPU affinity {sorted(cpus)} refused ({exc}); this machine has CPUs '
+                       f'{sorted(os.sched_getaffinity(0))}')
+    return True, f'pinned to CPUs {sorted(cpus)}'
+
+
+def _lock_memory() -> tuple[bool, str]:
+    """
+    Lock the process's pages in memory (mlockall) if later allocations can still succeed.
+
+    Without CAP_IPC_LOCK a finite RLIMIT_MEMLOCK would make every allocation past it fail.
+    """
+    limit = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+    if not _has_capability(CAP_IPC_LOCK) and limit != resource.RLIM_INFINITY:
+        return False, (f'lock_memory refused: RLIMIT_MEMLOCK is {limit} bytes, so allocations '
+                       'past it would fail; raise it (ulimit -l unlimited) or run with '
+                       'CAP_IPC_LOCK')
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        return False, f'mlockall failed: {os.strerror(ctypes.get_errno())}'
+    return True, 'memory locked (mlockall)'
+
+
+def _has_capability(number: int) -> bool:
+    """Tell whether the process holds Linux capability `number` (its effective set)."""
+    try:
+        with open('/proc/self/status') as fh:
+            caps = next(line for line in fh if line.startswith('CapEff:'))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caps.split()[1], 16) >> number & 1)

@@ -42,16 +42,18 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from .common import (ANY_PUBLISHER_QOS, COMMAND_QOS, declare, Diagnostics, duration, ERROR,
-                     GatedLifecycleNode, LATCHED_QOS, monotonic, OK, require_valid_parameters,
-                     run, STALE, STATE_QOS, status, WARN)
+from .common import (ANY_PUBLISHER_QOS, check_realtime_priority, COMMAND_QOS, declare,
+                     Diagnostics, duration, ERROR, GatedLifecycleNode, GcPolicy, LATCHED_QOS,
+                     monotonic, OK, realtime_thread, require_valid_parameters, run, STALE,
+                     STATE_QOS, status, WARN)
+from .. import names
 from ..core.contract import speed_scale_value
 from ..core.errors import InputError
 from ..core.escalation import Escalation, NORMAL
 from ..core.executive import Executive, HOLDING, IDLE, LATCHED, RUNNING, STOPPED
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from ..core.timing import ControlTiming
+from ..core.timing import ControlTiming, GcPauses
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
 LEVEL_OF_STATE = {RUNNING: OK, IDLE: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED: ERROR}
@@ -124,15 +126,18 @@ class SafetyFilter(GatedLifecycleNode):
         self.speed_scale = declare(self, 'speed_scale', 1.0,
                                    'scales velocity and acceleration limits, in (0, 1]; while '
                                    'configured it may only be lowered (first runs on hardware)')
+        self._declare_realtime(ro)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._executive: Executive | None = None
         self._timing: ControlTiming | None = None
+        self._gc = GcPolicy('default')
+        self._gc_pauses: GcPauses | None = None
         self._last_state = STOPPED
         self._braking_s = 0.0
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
-        self.create_subscription(JointState, '/joint_states', self._on_joint_state, STATE_QOS)
+        self.create_subscription(JointState, names.JOINT_STATES, self._on_joint_state, STATE_QOS)
 
     def _optional_limits(self, ro: dict) -> dict:
         """Declare the contract's optional limits (core.limits, core.workspace); unset = off."""
@@ -154,9 +159,28 @@ class SafetyFilter(GatedLifecycleNode):
                                             'URDF frame kept inside the box, e.g. tool0', **ro)
         return params
 
+    def _declare_realtime(self, ro: dict) -> None:
+        """Declare the control thread's real-time options (all off by default)."""
+        self.realtime_priority = declare(
+            self, 'realtime_priority', 0, 'SCHED_FIFO priority (1..99) of the control thread '
+            'from configure on, as ros2_control_node sets; 0: off; refused with a WARN where not '
+            'permitted', **ro)
+        self.cpu_affinity = declare(self, 'cpu_affinity', Parameter.Type.INTEGER_ARRAY,
+                                    'CPUs the control thread is pinned to from configure on; '
+                                    'empty: any', **ro)
+        self.lock_memory = declare(self, 'lock_memory', False,
+                                   'mlockall the process at configure (needs CAP_IPC_LOCK or an '
+                                   'unlimited RLIMIT_MEMLOCK; refused with a WARN otherwise)',
+                                   **ro)
+        self.gc_mode = declare(self, 'gc_mode', 'default',
+                               'garbage collector: default; freeze (the configured heap frozen); '
+                               'quiet (frozen, and off while active)', **ro)
+
     # ---- lifecycle -------------------------------------------------------------------------
     def configure_node(self) -> None:
         require_valid_parameters(self)
+        check_realtime_priority(self.realtime_priority)
+        gc_policy = GcPolicy(self.gc_mode)
         params = {k: v for k, v in self.p.items() if v is not None}
         contract = contract_from_params(params, source=f'{self.get_name()} parameters')
         if self.output not in OUTPUTS:
@@ -189,17 +213,17 @@ class SafetyFilter(GatedLifecycleNode):
             # the controlled stop on deactivate finishes after the lifecycle publisher is off
             self._brake_pub = self.own(self.create_publisher(msg_type, topic, COMMAND_QOS))
         self._safe_pub = self.own(self.create_lifecycle_publisher(
-            JointTrajectory, '/vla/safe_action', COMMAND_QOS))
-        self._event_pub = self.own(self.create_publisher(DiagnosticArray, '/vla/filter_events',
+            JointTrajectory, names.SAFE_ACTION, COMMAND_QOS))
+        self._event_pub = self.own(self.create_publisher(DiagnosticArray, names.FILTER_EVENTS,
                                                          100))
         for qos in (LATCHED_QOS, ANY_PUBLISHER_QOS):   # a latched supervisor and a plain button
-            self.own(self.create_subscription(Bool, '/vla/safety_stop', self._on_stop, qos))
+            self.own(self.create_subscription(Bool, names.SAFETY_STOP, self._on_stop, qos))
         # the control path (arrivals and timer) is mutually exclusive under any executor: both
         # write the same preallocated messages
         control = MutuallyExclusiveCallbackGroup()
-        self.own(self.create_subscription(JointTrajectory, '/vla/raw_action', self._on_raw_action,
+        self.own(self.create_subscription(JointTrajectory, names.RAW_ACTION, self._on_raw_action,
                                           COMMAND_QOS, callback_group=control))
-        self.own(self.create_subscription(String, '/vla/episode', self._on_episode, LATCHED_QOS))
+        self.own(self.create_subscription(String, names.EPISODE, self._on_episode, LATCHED_QOS))
         self.own(self.create_service(Trigger, '~/reset', self._on_reset))
         self.own(self.create_timer(contract.dt, self._on_tick, clock=self._steady,
                                    callback_group=control))
@@ -207,6 +231,18 @@ class SafetyFilter(GatedLifecycleNode):
             f'configured: {contract.dim} joints at {1 / contract.dt:g} Hz, mode {contract.mode}, '
             + (f'output {self.output} on {topic}' if self._cmd_pub else
                'shadow run: /vla/safe_action only, the controller is never commanded'))
+        self._gc = gc_policy
+        self._gc.configured()
+        self._make_realtime()
+
+    def _make_realtime(self) -> None:
+        """Apply the real-time options to this (the executor's) thread; WARN for each refused."""
+        applied, refused = realtime_thread(self.realtime_priority, self.cpu_affinity or (),
+                                           self.lock_memory)
+        for text in refused:
+            self.get_logger().warning(f'real-time option refused, running without it: {text}')
+        if applied:
+            self.get_logger().info(f'control thread: {", ".join(applied)}')
 
     def _preallocate(self, contract) -> None:
         """Build the outgoing messages once; each command is written into them in place."""
@@ -230,6 +266,9 @@ class SafetyFilter(GatedLifecycleNode):
                 raise InputError(f'{exc} covering joints {list(self._action_map.target)}') \
                     from None
         self._last_state = STOPPED
+        self._gc_pauses = GcPauses()
+        self._gc_pauses.install()
+        self._gc.activated()
         self.get_logger().info('active: seeded from /joint_states')
 
     def deactivate_node(self) -> None:
@@ -239,6 +278,9 @@ class SafetyFilter(GatedLifecycleNode):
         A JointTrajectoryController gets the whole braking path at once; a forward command
         controller gets it one control period at a time.
         """
+        self._gc.deactivated()
+        if self._gc_pauses is not None:
+            self._gc_pauses.remove()
         with self._lock:
             path = self._executive.brake_path()
         self._braking_s = 0.0
@@ -270,6 +312,7 @@ class SafetyFilter(GatedLifecycleNode):
         return self._braking_s
 
     def cleanup_node(self) -> None:
+        self._gc.cleaned_up()
         with self._lock:
             self._executive = None
 
@@ -364,7 +407,7 @@ class SafetyFilter(GatedLifecycleNode):
         with self._lock:
             if self._executive is None:
                 return
-            self._executive.set_stop(msg.data, '/vla/safety_stop')
+            self._executive.set_stop(msg.data, names.SAFETY_STOP)
         if msg.data:
             self.get_logger().error('latched stop from /vla/safety_stop: release it, then call '
                                     '~/reset', throttle_duration_sec=1.0)
@@ -472,6 +515,8 @@ class SafetyFilter(GatedLifecycleNode):
         with self._lock:
             timing = self._timing.summary() if self._timing is not None else {}
             slow = self._timing is not None and not self._timing.rate_ok()
+        if self._gc_pauses is not None:
+            timing.update(self._gc_pauses.summary())
         if self.active and slow:
             level = max(level, WARN)
             text = (f'{text}: achieved {timing["achieved_rate_hz"]:.4g} Hz below the configured '
