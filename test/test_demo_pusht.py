@@ -23,7 +23,6 @@ import json
 import os
 import pathlib
 
-from data_paths import DATA
 import numpy as np
 import pytest
 from ros_harness import next_domain
@@ -40,11 +39,9 @@ FIELDS = {'world', 'server_uri', 'pipeline_activated', 'episodes', 'successes', 
 
 
 @pytest.fixture(scope='module')
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, data_file):
     pytest.importorskip('gym_pusht')
-    demos = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
-    if not os.path.isfile(demos):
-        pytest.skip(f'{demos} not found')
+    demos = data_file('pusht_cchi_v7_replay.npz')
     out = tmp_path_factory.mktemp('pusht')
     code = main(['demo', '--world', 'pusht', '--headless', '--output', str(out),
                  '--domain-id', str(next_domain()), '--timeout', '45',

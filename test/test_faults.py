@@ -13,9 +13,7 @@
 # limitations under the License.
 
 """Fault injection: each family does what it says; the monitor catches them on real PushT demos."""
-import os
 
-from data_paths import DATA
 import numpy as np
 import pytest
 from vla_safety_filter.core.calibration import calibrate
@@ -91,8 +89,8 @@ def test_bad_fault_requests():
 
 
 @pytest.fixture(scope='module')
-def pusht():
-    with np.load(os.path.join(DATA, 'pusht_cchi_v7_replay.npz'), allow_pickle=False) as z:
+def pusht(data_file):
+    with np.load(data_file('pusht_cchi_v7_replay.npz'), allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in range(60)]
     result = calibrate(episodes[:50], ('x', 'y'), DT, holdout=0.0)

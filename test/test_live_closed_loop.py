@@ -27,7 +27,6 @@ succeeds) matches two; one that ignored its observations would not find the two 
 import json
 import os
 
-from data_paths import DATA
 import numpy as np
 import pytest
 from ros_harness import next_domain
@@ -39,12 +38,9 @@ REPLAN_EVERY = 4
 
 
 @pytest.fixture(scope='module')
-def demos():
+def demos(data_file):
     pytest.importorskip('gym_pusht')
-    path = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
-    if not os.path.isfile(path):
-        pytest.skip(f'{path} not found')
-    return path
+    return data_file('pusht_cchi_v7_replay.npz')
 
 
 def drill_outcomes(demos: str, out) -> dict:

@@ -22,7 +22,6 @@ server pointed at stand-ins on this machine) accepts the bridge as the file conf
 import json
 import os
 
-from data_paths import DATA
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
 import numpy as np
@@ -94,8 +93,9 @@ def test_every_parameter_of_the_file_arrives_with_its_type(ros, name):
             assert list(read) == value if isinstance(value, list) else read == value, (node, key)
 
 
-def test_so101_openpi_file_configures_and_passes_the_gate_as_delegated(ros, openpi, tmp_path):
-    stats = np.load(os.path.join(DATA, 'so101_record_test_4ep.npz'))['actions'].astype(float)
+def test_so101_openpi_file_configures_and_passes_the_gate_as_delegated(ros, openpi, tmp_path,
+                                                                       data_file):
+    stats = np.load(data_file('so101_record_test_4ep.npz'))['actions'].astype(float)
     norm = {'q01': np.quantile(stats, 0.01, 0), 'q99': np.quantile(stats, 0.99, 0),
             'mean': stats.mean(0), 'std': stats.std(0)}
     checkpoint = tmp_path / 'norm_stats.json'

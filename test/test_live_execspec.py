@@ -21,14 +21,13 @@ delegation stated on /diagnostics, and actions flow; a REST bridge asking the se
 statistics key never activates.
 """
 import json
-import os
 import time
 
-from data_paths import DATA
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import State
 import numpy as np
 from policy_servers import chunk, encode, pack
+import pytest
 from ros_harness import wait_for
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
@@ -38,8 +37,13 @@ from vla_safety_filter.nodes.lifecycle_manager import LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
 ERROR, OK = b'\x02', b'\x00'
-STATS = os.path.join(DATA, 'openvla_oxe_bridge_orig_fractal_action_stats.json')
 JOINTS = [f'j{i}' for i in range(7)]
+
+
+@pytest.fixture(scope='module')
+def stats_file(data_file):
+    """Return the real OpenVLA action statistics (the checkpoint execspec_check reads)."""
+    return data_file('openvla_oxe_bridge_orig_fractal_action_stats.json')
 
 
 class Gate:
@@ -68,20 +72,21 @@ class Gate:
         return LifecycleClient(self.probe, 'policy_bridge', None, 5.0).state()
 
 
-def pipeline(ros, source, uri, **bridge_params):
+def pipeline(ros, source, uri, checkpoint, **bridge_params):
     """Start a live identity bridge and a manager whose checkpoint has bridge_orig's statistics."""
     gate = Gate(ros)
     ros.add(PolicyBridge, 'policy_bridge', source=source, server_uri=uri, rate_hz=10.0,
             state_joints=JOINTS, joint_names=JOINTS, request_timeout=1.0,
             **{'unnormalizer.mode': 'identity', 'unnormalizer.dim': 7, **bridge_params})
-    ros.add(ExecSpecCheck, 'execspec_check', checkpoint=STATS, unnorm_key='bridge_orig',
+    ros.add(ExecSpecCheck, 'execspec_check', checkpoint=checkpoint, unnorm_key='bridge_orig',
             node_names=['policy_bridge'], policy_outputs_normalized=False)
     return gate
 
 
-def test_openpi_server_side_unnormalization_activates_and_says_it_is_unverified(ros, openpi):
+def test_openpi_server_side_unnormalization_activates_and_says_it_is_unverified(ros, openpi,
+                                                                                stats_file):
     openpi.respond = lambda obs: pack({'actions': chunk(d=7)})
-    gate = pipeline(ros, 'openpi', openpi.uri)
+    gate = pipeline(ros, 'openpi', openpi.uri, stats_file)
     values = wait_for(lambda: gate.verdict(OK), timeout=20)
     assert values, [s.message for s in gate.statuses]
     assert values['verdict'] == 'identical'
@@ -97,12 +102,12 @@ def test_openpi_server_side_unnormalization_activates_and_says_it_is_unverified(
     np.testing.assert_array_equal([p.positions for p in gate.chunks[0].points], chunk(d=7)[:1])
 
 
-def test_identity_bridge_is_refused_when_outputs_are_declared_normalized(ros, openpi):
+def test_identity_bridge_is_refused_when_outputs_are_declared_normalized(ros, openpi, stats_file):
     gate = Gate(ros)
     ros.add(PolicyBridge, 'policy_bridge', source='openpi', server_uri=openpi.uri, rate_hz=10.0,
             state_joints=JOINTS, joint_names=JOINTS,
             **{'unnormalizer.mode': 'identity', 'unnormalizer.dim': 7})
-    ros.add(ExecSpecCheck, 'execspec_check', checkpoint=STATS, unnorm_key='bridge_orig',
+    ros.add(ExecSpecCheck, 'execspec_check', checkpoint=stats_file, unnorm_key='bridge_orig',
             node_names=['policy_bridge'])     # policy_outputs_normalized: true (default)
     values = wait_for(lambda: gate.verdict(ERROR), timeout=20)
     assert values and values['verdict'] == 'mismatch'
@@ -112,18 +117,19 @@ def test_identity_bridge_is_refused_when_outputs_are_declared_normalized(ros, op
     assert openpi.received == []
 
 
-def test_rest_bridge_sends_the_checkpoints_key_and_a_sibling_key_never_activates(ros, rest):
+def test_rest_bridge_sends_the_checkpoints_key_and_a_sibling_key_never_activates(ros, rest,
+                                                                                 stats_file):
     rest.respond = lambda payload: (200, json.dumps(encode(chunk(d=7)[0])))
-    gate = pipeline(ros, 'openvla_rest', rest.url, unnorm_key='fractal20220817_data')
+    gate = pipeline(ros, 'openvla_rest', rest.url, stats_file, unnorm_key='fractal20220817_data')
     values = wait_for(lambda: gate.verdict(ERROR), timeout=20)
     assert values and "asks the server for unnorm_key 'fractal20220817_data'" in values['reasons']
     time.sleep(1.0)
     assert gate.bridge_state() != State.PRIMARY_STATE_ACTIVE and rest.received == []
 
 
-def test_rest_bridge_with_the_checkpoints_key_activates_and_sends_it(ros, rest):
+def test_rest_bridge_with_the_checkpoints_key_activates_and_sends_it(ros, rest, stats_file):
     rest.respond = lambda payload: (200, json.dumps(encode(chunk(d=7)[0])))
-    gate = pipeline(ros, 'openvla_rest', rest.url, unnorm_key='bridge_orig')
+    gate = pipeline(ros, 'openvla_rest', rest.url, stats_file, unnorm_key='bridge_orig')
     values = wait_for(lambda: gate.verdict(OK), timeout=20)
     assert values and "server unnorm_key: checked ('bridge_orig'" in values['notes']
     assert wait_for(lambda: gate.chunks, timeout=10)

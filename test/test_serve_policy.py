@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 
-from data_paths import DATA  # noqa: E402
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
 import json_numpy
@@ -49,15 +48,13 @@ HOST = '127.0.0.1'
 TIMEOUT = 5.0
 """Reply deadline: generous, the machine may be loaded."""
 CHUNK = 6
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def demos():
-    if not os.path.exists(PUSHT):
-        pytest.skip(f'{PUSHT} not found')
-    return PUSHT
+def demos(data_file):
+    """Return the real PushT demonstrations the nearest-neighbour policy replays."""
+    return data_file('pusht_cchi_v7_replay.npz')
 
 
 @pytest.fixture(scope='module')

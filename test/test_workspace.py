@@ -17,7 +17,6 @@
 import dataclasses
 import os
 
-from data_paths import DATA
 from hypothesis import assume, given, HealthCheck, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -142,13 +141,13 @@ def test_delta_target_stays_in_the_box_and_never_jumps(start, deltas):
 
 @pytest.mark.parametrize('name, scale', [('bridge_octo_debug_50ep.npz', 1.0),
                                          ('libero_smolvla_rollouts_7ep.npz', 0.01)])
-def test_real_end_effector_delta_streams_stay_in_a_box(name, scale):
+def test_real_end_effector_delta_streams_stay_in_a_box(name, scale, data_file):
     """
     Keep real integrated targets in a 10 cm box, cutting only the deltas that would leave it.
 
     Bridge (metres) and LIBERO (normalized deltas, ~1 cm per unit), from the box centre.
     """
-    with np.load(os.path.join(DATA, name), allow_pickle=False) as z:
+    with np.load(data_file(name), allow_pickle=False) as z:
         actions, episodes = z['actions'].astype(np.float64), z['episode_index']
     lower, upper = np.full(3, -0.05), np.full(3, 0.05)
     cuts = steps = 0
