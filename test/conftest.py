@@ -207,3 +207,63 @@ def rest():
 def chunk():
     """Return policy_servers.chunk: `(h=4, d=2, start=0.0)`, the servers' default reply."""
     return policy_servers.chunk
+
+
+# ---- drill worlds, demonstrations and contracts (test/drill_support.py) -------------------
+def _drill_world(name: str, package: str):
+    """Yield a drill world (skip when its package is not installed), closed at the end."""
+    pytest.importorskip(package, reason=f'{package} is not installed (drills extras)')
+    from vla_safety_filter.core.drill.worlds import make_world
+    world = make_world(name)
+    yield world
+    world.close()
+
+
+@pytest.fixture(scope='session')
+def pusht_demos(data_file):
+    """Return the path of the PushT demonstrations (the data policy above)."""
+    from drill_support import PUSHT_DEMOS
+    return data_file(PUSHT_DEMOS)
+
+
+@pytest.fixture(scope='session')
+def pusht_world():
+    """Yield one gym-pusht drill world for the session (episodes reset it by seed)."""
+    yield from _drill_world('pusht', 'gym_pusht')
+
+
+@pytest.fixture(scope='session')
+def pusht_safety(pusht_demos, pusht_world):
+    """Return the contract and monitor calibration of the PushT demonstrations."""
+    from vla_safety_filter.core.drill.runner import safety_from_demos
+    return safety_from_demos(pusht_demos, pusht_world)
+
+
+@pytest.fixture(scope='session')
+def aloha_demos(data_file):
+    """Return the path of the recorded ALOHA sim episodes (the data policy above)."""
+    from drill_support import ALOHA_DEMOS
+    return data_file(ALOHA_DEMOS)
+
+
+@pytest.fixture(scope='session')
+def aloha_world():
+    """Yield one gym-aloha transfer-cube drill world for the session."""
+    yield from _drill_world('aloha', 'gym_aloha')
+
+
+@pytest.fixture(scope='session')
+def aloha_safety(aloha_demos, aloha_world):
+    """Return the contract and monitor calibration of the recorded ALOHA episodes."""
+    from vla_safety_filter.core.drill.runner import safety_from_demos
+    return safety_from_demos(aloha_demos, aloha_world)
+
+
+@pytest.fixture
+def pusht_drill(pusht_world, pusht_demos, pusht_safety):
+    """Return `(conditions, **kwargs) -> (episodes, settings)`: short_drill on the PushT world."""
+    from drill_support import short_drill
+
+    def drill(conditions: str, **kwargs):
+        return short_drill(pusht_world, pusht_demos, pusht_safety, conditions, **kwargs)
+    return drill

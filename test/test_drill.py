@@ -18,8 +18,7 @@ Closed-loop drill core on the real gym-pusht world.
 Determinism, pairing, the filter's guarantees over every executed step, faults across chunks
 (mean_std and min_max unnormalizers), policy faults, and the measures.
 """
-import os
-
+from drill_support import outcome, SHORT
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
@@ -29,57 +28,25 @@ from vla_safety_filter.core.drill.measures import (mcnemar_exact, roc_curve, sco
                                                    wilson_interval)
 from vla_safety_filter.core.drill.policies import make_policy, PolicyFault
 from vla_safety_filter.core.drill.runner import (check_settings, DrillSettings, EpisodeRunner,
-                                                 run_drill, safety_from_demos, summarize)
+                                                 summarize)
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.execspec import Metadata
 from vla_safety_filter.core.faults import action_range, FAULT_FAMILIES, inject
 
 pytest.importorskip('gym_pusht')
 
-PUSHT = 'pusht_cchi_v7_replay.npz'
-SHORT = 60  # steps per episode in these tests (6 s of the 30 s limit)
 
-
-@pytest.fixture(scope='module')
-def demos():
-    from data_paths import DATA
-    path = os.path.join(DATA, PUSHT)
-    if not os.path.exists(path):
-        pytest.skip(f'{path} not found')
-    return path
-
-
-@pytest.fixture(scope='module')
-def world():
-    from vla_safety_filter.core.drill.worlds import make_world
-    w = make_world('pusht')
-    yield w
-    w.close()
-
-
-@pytest.fixture(scope='module')
-def safety(demos, world):
-    return safety_from_demos(demos, world)
-
-
-def drill(world, demos, safety, conditions, episodes=2, seed=0, **kw):
-    """Episodes of `conditions` with a fresh nn policy and runner."""
-    settings = DrillSettings(episodes=episodes, seed=seed, conditions=tuple(
-        parse_conditions(conditions)), max_steps=kw.pop('max_steps', SHORT), **kw)
-    return run_drill(world, make_policy(f'nn:{demos}'), safety, settings), settings
-
-
-def test_same_seed_gives_identical_episodes(world, demos, safety):
-    first, _ = drill(world, demos, safety, 'none,drift+filter,noise+filter+stop', seed=7)
-    second, _ = drill(world, demos, safety, 'none,drift+filter,noise+filter+stop', seed=7)
+def test_same_seed_gives_identical_episodes(pusht_drill):
+    first, _ = pusht_drill('none,drift+filter,noise+filter+stop', seed=7)
+    second, _ = pusht_drill('none,drift+filter,noise+filter+stop', seed=7)
     for a, b in zip(first, second):
         assert (a.seed, a.condition, a.success, a.cost) == (b.seed, b.condition, b.success, b.cost)
         assert np.array_equal(a.executed, b.executed) and np.array_equal(a.raw, b.raw)
         assert np.array_equal(a.states, b.states)
 
 
-def test_conditions_are_paired_seed_by_seed(world, demos, safety):
-    episodes, _ = drill(world, demos, safety, 'none,filter,offset', episodes=3, seed=11)
+def test_conditions_are_paired_seed_by_seed(pusht_drill):
+    episodes, _ = pusht_drill('none,filter,offset', episodes=3, seed=11)
     by = {c: [ep for ep in episodes if ep.condition == c] for c in ('none', 'filter', 'offset')}
     for eps in by.values():
         assert [ep.seed for ep in eps] == [11, 12, 13]
@@ -92,10 +59,38 @@ def test_conditions_are_paired_seed_by_seed(world, demos, safety):
     assert not np.array_equal(by['none'][0].raw[:8], by['none'][1].raw[:8])
 
 
+PASSIVE = 'none,filter,drift,offset+filter,nan,nan+filter,unnormalized'
+
+
+def test_the_monitor_scoring_afterwards_equals_it_step_by_step(pusht_world, pusht_demos,
+                                                               pusht_safety):
+    """
+    Without +stop the monitor runs after the episode: the same results as interleaved.
+
+    Alarms, costs by kind, whole and first-steps summaries and every step are identical to the
+    run with the monitor stepped beside the world, on the same seeds.
+    """
+    settings = DrillSettings(episodes=1, seed=0, conditions=tuple(parse_conditions(PASSIVE)),
+                             max_steps=SHORT)
+    runner = EpisodeRunner(pusht_world, make_policy(f'nn:{pusht_demos}'), pusht_safety, settings)
+    alarms = charged = 0
+    for condition in settings.conditions:
+        for seed in (2, 9):
+            after = runner.run(condition, seed)
+            live = runner.run(condition, seed, live_monitor=True)
+            assert outcome(after) == outcome(live), condition.name
+            for name in ('raw', 'executed', 'states'):
+                np.testing.assert_array_equal(getattr(after, name), getattr(live, name))
+            alarms += len(after.whole['alarms'])
+            charged += after.cost > 0
+    assert alarms > 0 and charged > 0  # the faults did raise alarms and costs to compare
+
+
 FILTERED = 'filter,drift+filter,offset+filter,spike+filter,unnormalized+filter,scale+filter'
 
 
-def test_filter_keeps_every_executed_command_in_the_contract(world, demos, safety):
+def test_filter_keeps_every_executed_command_in_the_contract(pusht_world, pusht_safety,
+                                                             pusht_drill):
     """
     Keep every executed command within the contract over elapsed (simulated) time.
 
@@ -103,12 +98,12 @@ def test_filter_keeps_every_executed_command_in_the_contract(world, demos, safet
     measured start), and the distance outside the bounds never grows and shrinks at the
     velocity limit until the command is inside.
     """
-    c = safety.contract
+    c = pusht_safety.contract
     vstep = c.max_velocity * c.dt * (1 + 1e-9) + 1e-9
-    episodes, _ = drill(world, demos, safety, FILTERED, episodes=2, seed=3)
+    episodes, _ = pusht_drill(FILTERED, episodes=2, seed=3)
     moved_by_filter = 0
     for ep in episodes:
-        start = world.reset(ep.seed)[:2]
+        start = pusht_world.reset(ep.seed)[:2]
         executed = np.vstack([start, ep.executed])
         assert np.all(np.abs(np.diff(executed, axis=0)) <= vstep), ep.condition
         outside = np.maximum(c.lower - executed, 0) + np.maximum(executed - c.upper, 0)
@@ -117,16 +112,15 @@ def test_filter_keeps_every_executed_command_in_the_contract(world, demos, safet
     assert moved_by_filter > 0  # the faults did ask for more than the contract allows
 
 
-def test_without_the_filter_faults_reach_the_world(world, demos, safety):
-    (ep,), _ = drill(world, demos, safety, 'unnormalized', episodes=1, seed=3)
+def test_without_the_filter_faults_reach_the_world(pusht_drill):
+    (ep,), _ = pusht_drill('unnormalized', episodes=1, seed=3)
     raw, executed = np.asarray(ep.raw), np.asarray(ep.executed)
     assert np.array_equal(raw, executed)
     assert np.all(np.abs(executed[20:]) < 10)  # normalized units: the pusher heads for a corner
 
 
-def test_stop_on_alarm_latches_the_filter_and_ends_the_episode(world, demos, safety):
-    episodes, _ = drill(world, demos, safety, 'nan+filter+stop,nan+filter,nan', episodes=1,
-                        seed=5)
+def test_stop_on_alarm_latches_the_filter_and_ends_the_episode(pusht_drill):
+    episodes, _ = pusht_drill('nan+filter+stop,nan+filter,nan', episodes=1, seed=5)
     stopped, filtered, plain = episodes
     assert stopped.stopped and not stopped.success and stopped.n_steps < SHORT
     assert stopped.whole['alarm_counts'].get('nonfinite') == 1
@@ -162,17 +156,18 @@ class FaultyPolicy:
 
 
 @pytest.mark.parametrize('bad', ['raise', 'nan', 'shape', 'text'])
-def test_a_bad_policy_reply_is_a_policy_fault_not_a_crash(world, demos, safety, bad):
-    policy = FaultyPolicy(make_policy(f'nn:{demos}'), bad)
+def test_a_bad_policy_reply_is_a_policy_fault_not_a_crash(pusht_world, pusht_demos, pusht_safety,
+                                                          bad):
+    policy = FaultyPolicy(make_policy(f'nn:{pusht_demos}'), bad)
     settings = DrillSettings(episodes=1, seed=0, conditions=(parse_condition('filter'),),
                              max_steps=SHORT)
-    ep = EpisodeRunner(world, policy, safety, settings).run(settings.conditions[0], 0)
+    ep = EpisodeRunner(pusht_world, policy, pusht_safety, settings).run(settings.conditions[0], 0)
     assert ep.policy_fault and not ep.success and ep.n_steps == 8
-    report = summarize([ep], settings, safety.costs.budget, world.dt)
+    report = summarize([ep], settings, pusht_safety.costs.budget, pusht_world.dt)
     assert report['filter']['policy_faults'] == 1
 
 
-def test_replan_every_asks_the_policy_more_often(world, demos, safety):
+def test_replan_every_asks_the_policy_more_often(pusht_world, pusht_demos, pusht_safety):
     calls = []
 
     class Counting(FaultyPolicy):
@@ -181,12 +176,12 @@ def test_replan_every_asks_the_policy_more_often(world, demos, safety):
             calls.append(1)
             return self.inner.act(observation)
 
-    policy = Counting(make_policy(f'nn:{demos}'), None)
+    policy = Counting(make_policy(f'nn:{pusht_demos}'), None)
     for every in (None, 2):
         calls.clear()
         settings = DrillSettings(episodes=1, seed=0, conditions=(parse_condition('none'),),
                                  max_steps=20, replan_every=every)
-        EpisodeRunner(world, policy, safety, settings).run(settings.conditions[0], 1)
+        EpisodeRunner(pusht_world, policy, pusht_safety, settings).run(settings.conditions[0], 1)
         assert len(calls) == (3 if every is None else 10)
 
 
@@ -332,17 +327,20 @@ def test_wilson_interval_contains_the_rate(k, n):
     assert 0 <= lo <= k / n <= hi <= 1
 
 
-def test_replay_policy_executes_the_recorded_episode_in_order(world, demos, safety):
+def test_replay_policy_executes_the_recorded_episode_in_order(pusht_world, pusht_demos,
+                                                              pusht_safety):
     settings = DrillSettings(episodes=1, seed=0, conditions=(parse_condition('none'),),
                              max_steps=30)
-    runner = EpisodeRunner(world, make_policy(f'replay:{demos}'), safety, settings)
+    policy = make_policy(f'replay:{pusht_demos}')
+    runner = EpisodeRunner(pusht_world, policy, pusht_safety, settings)
     ep = runner.run(settings.conditions[0], 207)  # episode 207 % 206 = 1
-    with np.load(demos) as z:
+    with np.load(pusht_demos) as z:
         recorded = z['actions'][z['episode_index'] == 1][:30]
     np.testing.assert_array_equal(np.asarray(ep.executed), recorded)
 
 
-def test_the_calibrated_contract_stays_inside_the_worlds_workspace(world, safety):
+def test_the_calibrated_contract_stays_inside_the_worlds_workspace(pusht_safety):
     """Whole-episode bounds of the demos reach past 512 px; the world's limits cut them."""
-    assert np.all(safety.contract.lower >= 0.0) and np.all(safety.contract.upper <= 512.0)
-    assert safety.contract.upper.max() == 512.0  # the workspace, not the data, binds here
+    contract = pusht_safety.contract
+    assert np.all(contract.lower >= 0.0) and np.all(contract.upper <= 512.0)
+    assert contract.upper.max() == 512.0  # the workspace, not the data, binds here
