@@ -17,7 +17,8 @@ ROS 2 timing of N safety_filter processes: missed ticks, jitter, latency against
 
 Run by hand (never in the test suite), on a quiet machine:
 `python bench/ros_bench.py [--json] [--arms 1] [--dims 14] [--seconds 60] [--rates 500 1000]
-[--executor single] [--domain 87]`.
+[--executor single] [--domain 87] [--realtime-priority 0] [--cpu-affinity] [--lock-memory]
+[--gc-mode default]`.
 
 Method. Each arm is one filter process, started like `ros2 run` / `ros2 launch` start it (the
 `safety_filter` console script with `--ros-args --params-file`, its node and topics remapped to
@@ -44,6 +45,13 @@ after the action equals it exactly).
 - CPU: each filter process's user + system time over the measured wall time (100 % = one core);
   this process's own CPU (it receives every command) is reported too: it shares the cores.
 - The filters' own view, from their /diagnostics (`timing.*`), is reported as `self_reported`.
+- What the platform allows: before the filters of each case, N bare rclpy timer processes
+  (`--timer`: a node with only a steady timer at the same rate publishing one preallocated
+  Float64MultiArray, under the same executor and the same real-time options) run for the same
+  time with this process publishing /joint_states as before, and their missed ticks and jitter
+  (same definitions) are reported as `timer_baseline`, beside the filters'.
+- `--realtime-priority`, `--cpu-affinity`, `--lock-memory` and `--gc-mode` set the filters'
+  parameters of the same names (and the bare timers' process the same way).
 """
 from __future__ import annotations
 
@@ -60,6 +68,7 @@ import threading
 import time
 
 import numpy as np
+from vla_safety_filter import names
 import yaml
 
 DATA = os.path.join(os.path.dirname(__file__), '..', 'vla_safety_filter', 'data',
@@ -73,10 +82,11 @@ WARMUP_S = 2.0
 
 
 def topics(arm: int) -> dict:
-    """Return the remapped topic names of arm `arm` (raw, states, commands, relay, diag)."""
-    return {'raw': f'/arm{arm}/raw_action', 'states': f'/arm{arm}/joint_states',
-            'commands': f'/arm{arm}/commands', 'relay': f'/arm{arm}/relay',
-            'diagnostics': f'/arm{arm}/diagnostics'}
+    """Return the remapped topic names of arm `arm` (raw, states, commands, relay, timer, diag)."""
+    prefix = f'/arm{arm}'
+    return {'raw': prefix + names.RAW_ACTION, 'states': prefix + names.JOINT_STATES,
+            'commands': f'{prefix}/commands', 'relay': f'{prefix}/relay',
+            'timer': f'{prefix}/timer', 'diagnostics': prefix + names.DIAGNOSTICS}
 
 
 def relay_main(ros_args: list[str]) -> None:
@@ -90,9 +100,33 @@ def relay_main(ros_args: list[str]) -> None:
     rclpy.init(args=['relay'] + ros_args)
     node = rclpy.create_node('relay')
     pub = node.create_publisher(Float64MultiArray, '/relay/commands', COMMAND_QOS)
-    node.create_subscription(JointTrajectory, '/vla/raw_action', lambda m: pub.publish(
+    node.create_subscription(JointTrajectory, names.RAW_ACTION, lambda m: pub.publish(
         Float64MultiArray(data=list(m.points[0].positions))), COMMAND_QOS)
     spin([node])
+
+
+def timer_main(ros_args: list[str], args) -> None:
+    """Run the bare rclpy timer: what the platform allows a Python control loop at the rate."""
+    import rclpy
+    from rclpy.clock import Clock, ClockType
+    from std_msgs.msg import Float64MultiArray
+
+    from vla_safety_filter.nodes.common import (COMMAND_QOS, GcPolicy, make_executor,
+                                                realtime_thread, spin)
+
+    rclpy.init(args=['timer'] + ros_args)
+    node = rclpy.create_node('timer')
+    pub = node.create_publisher(Float64MultiArray, '/timer/commands', COMMAND_QOS)
+    msg = Float64MultiArray(data=[0.0] * args.dims[0])
+    node.create_timer(1.0 / args.timer, lambda: pub.publish(msg),
+                      clock=Clock(clock_type=ClockType.STEADY_TIME))
+    policy = GcPolicy(args.gc_mode)
+    policy.configured()
+    policy.activated()
+    _, refused = realtime_thread(args.realtime_priority, args.cpu_affinity, args.lock_memory)
+    for text in refused:
+        node.get_logger().warning(text)
+    spin([node], make_executor(args.executor, logger=node.get_logger(), nodes=[node]))
 
 
 def joint_names(dim: int) -> list[str]:
@@ -143,11 +177,11 @@ def cpu_seconds(pid: int) -> float:
 def remaps(arm: int, node: str) -> list[str]:
     """Return the --ros-args remapping an arm's node and its topics to /armI/..."""
     t = topics(arm)
-    rules = {'__node': f'{node}{arm}', '/vla/raw_action': t['raw'], '/joint_states': t['states'],
-             '/forward_position_controller/commands': t['commands'],
-             '/relay/commands': t['relay'], '/diagnostics': t['diagnostics'],
-             '/vla/safe_action': f'/arm{arm}/safe_action',
-             '/vla/filter_events': f'/arm{arm}/filter_events'}
+    rules = {'__node': f'{node}{arm}', names.RAW_ACTION: t['raw'],
+             names.JOINT_STATES: t['states'], names.forward_commands(): t['commands'],
+             '/relay/commands': t['relay'], '/timer/commands': t['timer'],
+             names.DIAGNOSTICS: t['diagnostics'], names.SAFE_ACTION: f'/arm{arm}/safe_action',
+             names.FILTER_EVENTS: f'/arm{arm}/filter_events'}
     return [x for k, v in rules.items() for x in ('-r', f'{k}:={v}')]
 
 
@@ -170,12 +204,15 @@ class Arm:
         node.create_timer(0.1, lambda: states.publish(state))
         self.filtered: list[tuple] = []   # (source ns, received ns, publication seq, joint 0)
         self.relayed: list[tuple] = []
+        self.timed: list[tuple] = []      # the bare timer's commands
         self.diagnostics: dict = {}
         self.recording = False
         node.create_subscription(Float64MultiArray, t['commands'],
                                  lambda m, i: self._record(self.filtered, m, i), 1000)
         node.create_subscription(Float64MultiArray, t['relay'],
                                  lambda m, i: self._record(self.relayed, m, i), 1000)
+        node.create_subscription(Float64MultiArray, t['timer'],
+                                 lambda m, i: self._record(self.timed, m, i), 1000)
         node.create_subscription(DiagnosticArray, t['diagnostics'], self._on_diag, 10)
 
     def _record(self, rows: list, msg, info) -> None:
@@ -306,13 +343,71 @@ def filter_argv(arm: int, params: str) -> list[str]:
     return argv + ['--ros-args', '--params-file', params] + remaps(arm, 'safety_filter')
 
 
-def write_params(path: str, contract, rate: float, executor: str) -> None:
+def write_params(path: str, contract, rate: float, args) -> None:
     """Write the filters' parameters for every node name (`/**`: each arm renames its node)."""
     from vla_safety_filter.core.params import contract_to_params
     params = {**contract_to_params(contract), 'control_rate_hz': float(rate),
-              'command_timeout': 0.1, 'executor': executor}
+              'command_timeout': 0.1, 'executor': args.executor, **realtime_params(args)}
     with open(path, 'w') as fh:
         yaml.safe_dump({'/**': {'ros__parameters': params}}, fh, default_flow_style=None)
+
+
+def realtime_params(args) -> dict:
+    """Return the filters' real-time parameters from the options (only those set)."""
+    params = {'realtime_priority': args.realtime_priority, 'lock_memory': args.lock_memory,
+              'gc_mode': args.gc_mode}
+    if args.cpu_affinity:
+        params['cpu_affinity'] = list(args.cpu_affinity)
+    return params
+
+
+def realtime_argv(args) -> list[str]:
+    """Return the command-line options giving a bare timer process the same real-time setup."""
+    argv = ['--realtime-priority', str(args.realtime_priority), '--gc-mode', args.gc_mode,
+            '--executor', args.executor]
+    if args.cpu_affinity:
+        argv += ['--cpu-affinity', *map(str, args.cpu_affinity)]
+    return argv + (['--lock-memory'] if args.lock_memory else [])
+
+
+def timer_baseline(arms: list[Arm], dim: int, rate: float, args, env: dict,
+                   workdir: str) -> dict:
+    """Run one bare timer process per arm for `--seconds`; return the worst one's figures."""
+    procs = [spawn([sys.executable, os.path.abspath(__file__), '--timer', str(rate), '--dims',
+                    str(dim), *realtime_argv(args), '--ros-args', *remaps(k, 'timer')], env,
+                   os.path.join(workdir, f'timer{k}_d{dim}_{rate:g}.log'))
+             for k in range(len(arms))]
+    for arm in arms:
+        arm.recording = True
+    try:
+        end = time.monotonic() + 30.0
+        while not all(arm.timed for arm in arms) and time.monotonic() < end:
+            time.sleep(0.1)
+        time.sleep(WARMUP_S)
+        for arm in arms:
+            arm.timed.clear()
+        wall, cpu = time.monotonic(), [cpu_seconds(p.pid) for p in procs]
+        time.sleep(args.seconds)
+        wall = time.monotonic() - wall
+        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu)]
+        time.sleep(0.2)
+        for arm in arms:
+            arm.recording = False
+    finally:
+        for proc in procs:
+            stop(proc)
+    per_timer = []
+    for arm, timer_cpu in zip(arms, cpu):
+        source, _, seqs, _ = decode(arm.timed, 0.0)
+        if not source.size:
+            raise RuntimeError('a bare timer published nothing: see its log in ' + workdir)
+        result = tick_stats(source, seqs, 1e9 / rate, np.empty(0, dtype=np.int64))
+        result['cpu_percent'] = round(100 * timer_cpu / wall, 1)
+        per_timer.append(result)
+    keys = ('missed_ticks', 'jitter_p50_ms', 'jitter_p99_ms', 'jitter_max_ms', 'cpu_percent',
+            'bench_lost_commands')
+    return {key: max(r[key] for r in per_timer if r[key] is not None) for key in keys} | {
+        'commands': min(r['commands'] for r in per_timer), 'seconds': round(wall, 1)}
 
 
 def measure(arms: list[Arm], procs: list, seconds: float) -> tuple[list, float, list, float]:
@@ -350,8 +445,9 @@ def run_case(executor, n_arms: int, dim: int, rate: float, args, env: dict,
     node = rclpy.create_node(f'ros_bench_d{dim}_{int(rate)}')   # this case's entities only
     executor.add_node(node)
     params = os.path.join(workdir, f'filter_d{dim}_{rate:g}.yaml')
-    write_params(params, contract, rate, args.executor)
+    write_params(params, contract, rate, args)
     arms = [Arm(node, k, joint_names(dim), pose) for k in range(n_arms)]
+    baseline = timer_baseline(arms, dim, rate, args, env, workdir)
     procs = [spawn(filter_argv(k, params), env,
                    os.path.join(workdir, f'filter{k}_d{dim}_{rate:g}.log'))
              for k in range(n_arms)]
@@ -382,7 +478,7 @@ def run_case(executor, n_arms: int, dim: int, rate: float, args, env: dict,
         per_arm.append(result)
     return {'arms': n_arms, 'dim': dim, 'rate_hz': rate, 'seconds': round(wall, 1),
             'bench_process_cpu_percent': round(100 * own / wall, 1), **summary(per_arm),
-            'per_arm': per_arm}
+            'timer_baseline': baseline, 'per_arm': per_arm}
 
 
 def summary(per_arm: list[dict]) -> dict:
@@ -410,10 +506,21 @@ def main() -> None:
     parser.add_argument('--executor', choices=('single', 'events'), default='single',
                         help="the filters' executor")
     parser.add_argument('--domain', type=int, default=87, help='ROS_DOMAIN_ID of the benchmark')
+    parser.add_argument('--realtime-priority', type=int, default=0,
+                        help='SCHED_FIFO priority of the control threads (0: off)')
+    parser.add_argument('--cpu-affinity', type=int, nargs='*', default=[],
+                        help='CPUs the control threads are pinned to')
+    parser.add_argument('--lock-memory', action='store_true', help='mlockall the filters')
+    parser.add_argument('--gc-mode', choices=('default', 'freeze', 'quiet'), default='default',
+                        help="the filters' gc_mode")
     parser.add_argument('--relay', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--timer', type=float, default=0.0, help=argparse.SUPPRESS)
     args, ros_args = parser.parse_known_args()
     if args.relay:
         relay_main(ros_args)
+        return
+    if args.timer:
+        timer_main(ros_args, args)
         return
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -439,7 +546,8 @@ def main() -> None:
         executor.shutdown()
         rclpy.try_shutdown()
     result = {'arms': args.arms, 'seconds_per_case': args.seconds, 'cores': os.cpu_count(),
-              'executor': args.executor, 'load_avg_1min_at_start': round(load, 2),
+              'executor': args.executor, 'realtime': realtime_params(args),
+              'load_avg_1min_at_start': round(load, 2),
               'python': platform.python_version(),
               'rmw': os.environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp (default)'),
               'cases': cases, 'logs': workdir}
@@ -454,6 +562,10 @@ def main() -> None:
               f'(ratio {c["latency_ratio_vs_relay"]}), filter CPU '
               f'{c["filter_cpu_percent_per_arm"]} % of a core per arm; this process '
               f'{c["bench_process_cpu_percent"]} %')
+        b = c['timer_baseline']
+        print(f'    bare rclpy timer, same rate and executor (worst of {c["arms"]}): missed '
+              f'{b["missed_ticks"]} of {b["commands"]} ticks, jitter p99 {b["jitter_p99_ms"]} ms '
+              f'(max {b["jitter_max_ms"]} ms), CPU {b["cpu_percent"]} %')
     print(f'logs: {workdir}')
 
 
