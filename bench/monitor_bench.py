@@ -13,14 +13,21 @@
 # limitations under the License.
 
 """
-Cost of the action monitor per action on the real ALOHA stream (D = 14, and its first 7 columns).
+Cost of the action monitor per action on real streams, against a baseline revision.
 
-Run by hand: `python bench/monitor_bench.py [--json] [--passes N] [--arl]`. Prints median, mean
-and p99 µs per `ActionMonitor.update` (which includes the vectorized metric block every 0.1 s, so
-the median is the plain per-step path and the mean includes the amortized blocks), and the µs of
-one `window_metrics()` call (the FFT metric, computed at the diagnostic period, not per step).
-The monitor runs with its motion scores armed (step_spike, the every-step motion_cusum at its
-measured threshold, window_spike); D = 14 is also timed without them, for comparison.
+Run by hand: `python bench/monitor_bench.py [--baseline REV] [--rounds N] [--passes N] [--json]
+[--arl]`. Cases: the ALOHA stream at 50 Hz (D = 14, its first 7 columns, and D = 14 without motion
+scores; the metric block is 5 steps) and held-out PushT episodes at 10 Hz (D = 2, block = 1 step:
+every action runs the whole block path, as in a PushT drill). Per case: median, mean and p99 µs per
+`ActionMonitor.update` (the median is the plain per-step path where blocks are longer than one
+step, the mean includes the amortized blocks) and the median µs of `window_metrics()` (the
+diagnostics read, with its FFT). Motion scores are armed (step_spike, window_spike, the every-step
+CUSUMs at measured thresholds) unless the case says otherwise.
+
+`--baseline REV` checks REV out into a temporary `git worktree` and times its monitor on the same
+calibrations and streams, in child processes alternating with this tree's (`--rounds` of each,
+the median over rounds kept), and prints the ratio baseline / new (> 1: faster now). The machine
+is shared: the load average before and after is printed; compare ratios, not absolute figures.
 `--arl` adds the CUSUM check: designed h, chain ARL0 (lower bound) and ARL1 (upper bound) against
 simulation, and the design time (what the monitor's configure pays) for alpha down to 1e-4.
 """
@@ -31,43 +38,70 @@ from dataclasses import replace
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
-from vla_safety_filter.core.calibration import calibrate
-from vla_safety_filter.core.monitors import ActionMonitor
-from vla_safety_filter.core.sequential import (design_cusum, MotionCalibration,
-                                               RunLengthThreshold, simulate_run_lengths)
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DATA = os.environ.get('VLA_SAFETY_DATA') or os.path.join(ROOT, '..', 'shared', 'data')
+PUSHT_CAL_EPISODES = 40   # PushT episodes calibrated on; the next PUSHT_RUN_EPISODES are streamed
+PUSHT_RUN_EPISODES = 30
+# case: (calibration file stem, motion scores armed)
+CASES = {
+    'aloha_d14': ('aloha', True),
+    'aloha_d7': ('aloha7', True),
+    'aloha_d14_no_motion': ('aloha', False),
+    'pusht_10hz': ('pusht', True),
+}
 
-DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
-                    'aloha_sim_lerobot_4ep.npz')
-FPS = 50.0
 
-
-def aloha_episodes(dim: int) -> list[np.ndarray]:
-    with np.load(DATA, allow_pickle=False) as z:
-        actions, index = z['actions'].astype(np.float64)[:, :dim], z['episode_index']
+def episodes_of(name: str, dim: int | None = None) -> list[np.ndarray]:
+    """Return the episodes [T, D] of a stream file in DATA (its first `dim` columns)."""
+    with np.load(os.path.join(DATA, name), allow_pickle=False) as z:
+        actions, index = z['actions'].astype(np.float64), z['episode_index']
+    actions = actions if dim is None else actions[:, :dim]
     return [actions[index == i] for i in np.unique(index)]
 
 
-def time_monitor(dim: int, passes: int, motion: bool = True) -> dict:
-    """
-    Time `update` and `window_metrics` in µs over `passes` passes of the stream.
+def write_calibrations(folder: str) -> None:
+    """Calibrate once (this tree's code) so that every revision sees the same monitor inputs."""
+    from vla_safety_filter.core.calibration import calibrate
+    from vla_safety_filter.core.sequential import RunLengthThreshold
+    # 4 ALOHA episodes cannot measure run lengths: stand-in thresholds arm the every-step CUSUMs
+    stand_in = RunLengthThreshold(3.0, 20.0, 9.5, 0.1, 0.0, 10.0, 18.0, 0.5, 100)
+    for stem, dim in (('aloha', 14), ('aloha7', 7)):
+        episodes = episodes_of('aloha_sim_lerobot_4ep.npz', dim)
+        cal = calibrate(episodes, [f'joint_{j}' for j in range(dim)], 0.02, holdout=0.0).data
+        motion = replace(cal.motion, cusum=stand_in, position_cusum=stand_in)
+        replace(cal, motion=motion).save(os.path.join(folder, f'{stem}.npz'))
+    pusht = episodes_of('pusht_cchi_v7_replay.npz')
+    cal = calibrate(pusht[:PUSHT_CAL_EPISODES], ['x', 'y'], 0.1, holdout=0.0).data
+    cal.save(os.path.join(folder, 'pusht.npz'))
 
-    `motion`: with the motion scores armed (step, window, measured CUSUM), as evaluate runs them.
-    """
-    episodes = aloha_episodes(dim)
-    cal = calibrate(episodes, [f'joint_{j}' for j in range(dim)], 1.0 / FPS, holdout=0.0).data
-    steps = None
-    if motion:
-        steps = MotionCalibration.from_episodes(episodes, cal.sigma, dt=1.0 / FPS)
-        # 4 episodes cannot measure run lengths: stand-in thresholds arm the every-step CUSUMs
-        stand_in = RunLengthThreshold(3.0, 20.0, 9.5, 0.1, 0.0, 10.0, 18.0, 0.5, 100)
-        steps = replace(steps, cusum=stand_in, position_cusum=stand_in)
-    monitor = ActionMonitor(cal, 1.0 / FPS, 'generic', motion=steps)
+
+def stream_of(stem: str) -> list[np.ndarray]:
+    """Return the rows a case streams: the whole ALOHA file, or held-out PushT episodes."""
+    if stem.startswith('aloha'):
+        episodes = episodes_of('aloha_sim_lerobot_4ep.npz', 7 if stem == 'aloha7' else 14)
+    else:
+        episodes = episodes_of('pusht_cchi_v7_replay.npz')[
+            PUSHT_CAL_EPISODES:PUSHT_CAL_EPISODES + PUSHT_RUN_EPISODES]
+    return [row for episode in episodes for row in episode]
+
+
+def time_case(folder: str, case: str, passes: int) -> dict:
+    """Time `update` and `window_metrics` in µs over `passes` passes of the case's stream."""
+    from vla_safety_filter.core.monitors import ActionMonitor
+    from vla_safety_filter.core.params import CalibrationData
+    stem, motion = CASES[case]
+    cal = CalibrationData.load(os.path.join(folder, f'{stem}.npz'))
+    monitor = ActionMonitor(cal, cal.dt, 'generic', motion=cal.motion if motion else None)
     assert not motion or monitor.cusum_stride == monitor.motion_stride == 1
-    rows = [row for episode in episodes for row in episode]
+    rows = stream_of(stem)
     clock = time.perf_counter_ns
     update_ns, window_ns = [], []
     for _ in range(passes):
@@ -86,8 +120,68 @@ def time_monitor(dim: int, passes: int, motion: bool = True) -> dict:
             'block_steps': monitor.block}
 
 
+def child(folder: str, passes: int) -> None:
+    """Print one JSON object: every case timed with the monitor importable here."""
+    import vla_safety_filter
+    result = {case: time_case(folder, case, passes) for case in CASES}
+    result['package'] = os.path.dirname(vla_safety_filter.__file__)
+    print(json.dumps(result))
+
+
+def run_child(root: str, folder: str, passes: int) -> dict:
+    """Time the monitor of the source tree at `root` in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', folder,
+                          '--passes', str(passes)], env=env, check=True, capture_output=True,
+                         text=True, cwd=root)
+    result = json.loads(out.stdout)
+    expected = os.path.join(os.path.realpath(root), 'vla_safety_filter')
+    if os.path.realpath(result.pop('package')) != expected:
+        raise SystemExit(f'the child imported the monitor from elsewhere than {root}')
+    return result
+
+
+def worktree(rev: str, folder: str) -> str:
+    """Check REV out (detached) into a git worktree under folder; return its path."""
+    path = os.path.join(folder, 'baseline')
+    subprocess.run(['git', '-C', ROOT, 'worktree', 'add', '--detach', '--quiet', path, rev],
+                   check=True)
+    return path
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Per case and figure, the median over rounds."""
+    return {case: {key: float(np.median([r[case][key] for r in runs])) for key in runs[0][case]}
+            for case in runs[0]}
+
+
+def measure(args, folder: str) -> dict:
+    """Alternate child runs of this tree and the baseline; medians over rounds and ratios."""
+    trees = {'new': ROOT}
+    if args.baseline:
+        trees['baseline'] = worktree(args.baseline, folder)
+    runs = {name: [] for name in trees}
+    try:
+        for _ in range(args.rounds):
+            for name, root in trees.items():
+                runs[name].append(run_child(root, folder, args.passes))
+    finally:
+        if args.baseline:
+            subprocess.run(['git', '-C', ROOT, 'worktree', 'remove', '--force',
+                            trees['baseline']], check=False)
+    result = {name: median_of(r) for name, r in runs.items()}
+    if args.baseline:
+        result['ratio_baseline_over_new'] = {
+            case: {key: round(result['baseline'][case][key] / result['new'][case][key], 2)
+                   for key in ('median', 'mean', 'p99', 'window')}
+            for case in CASES}
+    return result
+
+
 def arl_check(alpha: float = 0.05, runs: int = 4000) -> dict:
     """Designed vs simulated in-control run length and delay for a few (rho, target) pairs."""
+    from vla_safety_filter.core.sequential import design_cusum, simulate_run_lengths
     rows = {}
     for rho, target in ((3.0, 1000.0), (3.0, 18000.0), (4.0, 1000.0)):
         design = design_cusum(alpha, rho, target)
@@ -102,6 +196,7 @@ def arl_check(alpha: float = 0.05, runs: int = 4000) -> dict:
 
 def design_times(rho: float = 3.0, hours: float = 10.0, rate_hz: float = 1.0) -> dict:
     """Milliseconds to design the CUSUM (uncached) for the generic profile's target, per alpha."""
+    from vla_safety_filter.core.sequential import design_cusum
     times = {}
     for alpha in (0.05, 0.01, 0.001, 0.0001):
         design_cusum.cache_clear()
@@ -111,39 +206,22 @@ def design_times(rho: float = 3.0, hours: float = 10.0, rate_hz: float = 1.0) ->
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--json', action='store_true', help='print one JSON object')
-    parser.add_argument('--passes', type=int, default=5, help='passes over the 1700-step stream')
-    parser.add_argument('--arl', action='store_true',
-                        help='also check the CUSUM ARL0/ARL1 by simulation')
-    args = parser.parse_args()
-    result = {'machine': platform.processor() or platform.machine(),
-              'python': platform.python_version()}
-    for dim in (7, 14):
-        t = time_monitor(dim, args.passes)
-        result.update({f'monitor_us_median_d{dim}': round(t['median'], 2),
-                       f'monitor_us_mean_d{dim}': round(t['mean'], 2),
-                       f'monitor_us_p99_d{dim}': round(t['p99'], 2),
-                       f'window_metrics_us_d{dim}': round(t['window'], 2)})
-    result['metric_block_steps'] = t['block_steps']
-    plain = time_monitor(14, args.passes, motion=False)
-    result['monitor_us_median_d14_no_motion'] = round(plain['median'], 2)
-    result['monitor_us_mean_d14_no_motion'] = round(plain['mean'], 2)
-    if args.arl:
-        result['cusum_arl'] = arl_check()
-        result['cusum_design_ms'] = design_times()
-    if args.json:
-        print(json.dumps(result))
-        return
-    for dim in (7, 14):
-        print(f'D={dim:2d}: update median {result[f"monitor_us_median_d{dim}"]:.2f} µs, '
-              f'mean {result[f"monitor_us_mean_d{dim}"]:.2f} µs, '
-              f'p99 {result[f"monitor_us_p99_d{dim}"]:.2f} µs; '
-              f'window_metrics {result[f"window_metrics_us_d{dim}"]:.1f} µs')
-    print(f'D=14 without step scores: update median '
-          f'{result["monitor_us_median_d14_no_motion"]:.2f} µs, '
-          f'mean {result["monitor_us_mean_d14_no_motion"]:.2f} µs')
+def print_table(result: dict) -> None:
+    """Print one line per case: new figures, baseline figures and ratios when measured."""
+    print(f'load average before {result["load_before"]}, after {result["load_after"]} '
+          f'({result["machine"]}, Python {result["python"]}; shared machine: compare ratios)')
+    for case in CASES:
+        new = result['new'][case]
+        line = (f'{case:20s} block {int(new["block_steps"])}: update median '
+                f'{new["median"]:7.2f} µs, mean {new["mean"]:7.2f}, p99 {new["p99"]:8.2f}; '
+                f'window_metrics {new["window"]:7.1f} µs')
+        if 'baseline' in result:
+            base, ratio = result['baseline'][case], result['ratio_baseline_over_new'][case]
+            line += (f'\n{"":20s} baseline {result["baseline_rev"]}: median '
+                     f'{base["median"]:7.2f}, mean {base["mean"]:7.2f}, p99 {base["p99"]:8.2f}; '
+                     f'window_metrics {base["window"]:7.1f}  -> x{ratio["median"]} median, '
+                     f'x{ratio["mean"]} mean, x{ratio["p99"]} p99, x{ratio["window"]} window')
+        print(line)
     for name, row in result.get('cusum_arl', {}).items():
         print(f'CUSUM alpha=0.05 {name}: h={row["h"]}, ARL0 >= {row["arl0_chain"]} (chain) vs '
               f'{row["arl0_simulated"]:.1f} (simulated), ARL1 <= {row["arl1_chain"]} vs '
@@ -151,6 +229,35 @@ def main() -> None:
     if 'cusum_design_ms' in result:
         times = result['cusum_design_ms'].items()
         print('CUSUM design time (ms): ' + ', '.join(f'{k} {v}' for k, v in times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument('--json', action='store_true', help='print one JSON object')
+    parser.add_argument('--passes', type=int, default=3, help='passes over each stream per round')
+    parser.add_argument('--rounds', type=int, default=3, help='child runs per tree (median kept)')
+    parser.add_argument('--baseline', metavar='REV', help='git revision to compare with')
+    parser.add_argument('--arl', action='store_true',
+                        help='also check the CUSUM ARL0/ARL1 by simulation')
+    parser.add_argument('--child', metavar='DIR', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.passes)
+        return
+    result = {'machine': platform.processor() or platform.machine(),
+              'python': platform.python_version(), 'load_before': os.getloadavg(),
+              'baseline_rev': args.baseline}
+    with tempfile.TemporaryDirectory(prefix='monitor_bench_') as folder:
+        write_calibrations(folder)
+        result.update(measure(args, folder))
+    if args.arl:
+        result['cusum_arl'] = arl_check()
+        result['cusum_design_ms'] = design_times()
+    result['load_after'] = os.getloadavg()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
 
 
 if __name__ == '__main__':

@@ -38,7 +38,9 @@ exact); the same code computes a whole episode at once (`episode_metrics`).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import replace
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -56,7 +58,9 @@ from ..names import ERROR, LEVEL_NAMES, OK, WARN
 FLIPS, ELIGIBLE, COS_SUM, COS_N, JERK_SQ, JERK_N = range(6)
 METRIC_NAMES = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low_ratio', 'stall_s')
 MAX_ALARMS_KEPT = 1000
+HISTORY_BLOCKS = 16  # the action buffer holds this many blocks beyond the history it keeps
 HUGE = 1e15  # an action whose |sum| reaches this counts as non-finite (keeps squares finite)
+_add = np.add.reduce  # the sum of one action without the ndarray.sum wrapper (per-step path)
 
 
 class Alarm(NamedTuple):
@@ -104,6 +108,72 @@ def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarra
     out[:, JERK_N] = jerk_ok * rows.shape[1]
     still = valid[2:] & ~moving[2:]
     return out, still
+
+
+def _kept(scores: list, stats: list, limit: float) -> list:
+    """Return the finite scores; count them and their exceedances of limit, keep the largest."""
+    finite = [s for s in scores if s == s]
+    if finite:
+        stats[0] += len(finite)
+        stats[1] += sum(s > limit for s in finite)
+        stats[2] = max(stats[2], max(finite))
+    return finite
+
+
+class _StepWindow:
+    """
+    Streaming twin of step_contributions + window_sums: O(D) per step from the last three steps.
+
+    Plain floats, not numpy: at the D of a robot arm the per-call cost of numpy on one row is
+    larger than the arithmetic. Each column is summed afresh over the window (no cancellation).
+    """
+
+    def __init__(self, inv_eps: list, window: int):
+        self.inv_eps = inv_eps
+        self.window = window
+        self.reset()
+
+    def reset(self) -> None:
+        """Start an episode: no previous step, empty window."""
+        self.previous = None
+        self.u1 = self.u2 = None   # scaled steps of the last two steps (None: a gap)
+        self.moving1, self.norm1 = False, 0.0
+        self.columns = [deque(maxlen=self.window) for _ in range(6)]
+
+    def add(self, action: list) -> tuple[list, bool]:
+        """Take one action (a list; all NaN for a gap); return the window sums and 'still'."""
+        if action[0] != action[0]:   # the monitor stores gaps as all-NaN rows
+            action = None
+        previous, self.previous = self.previous, action
+        u = None if action is None or previous is None else [
+            (a - b) * e for a, b, e in zip(action, previous, self.inv_eps)]
+        row = self._contribution(u)
+        for column, value in zip(self.columns, row):
+            column.append(value)
+        return [sum(column) for column in self.columns], u is not None and not self.moving1
+
+    def _contribution(self, u: list | None) -> tuple:
+        """Contribution row (FLIPS ... JERK_N) of the step u; shifts the step history."""
+        u1, u2 = self.u1, self.u2
+        flips = eligible = cos_n = jerk_n = 0
+        cos = jerk = 0.0
+        moving, norm = False, 0.0
+        if u is not None:
+            moving = any(v >= 1.0 or v <= -1.0 for v in u)
+            norm = sum(v * v for v in u)
+            if u1 is not None:
+                pairs = [a * b for a, b in zip(u, u1)
+                         if (a >= 1.0 or a <= -1.0) and (b >= 1.0 or b <= -1.0)]
+                eligible, flips = len(pairs), sum(p < 0.0 for p in pairs)
+                if moving and self.moving1:
+                    cos = sum(a * b for a, b in zip(u, u1)) / math.sqrt(norm * self.norm1)
+                    cos_n = 1
+                if u2 is not None:
+                    jerk = sum(t * t for t in (a - 2.0 * b + c for a, b, c in zip(u, u1, u2)))
+                    jerk_n = len(u)
+        self.u1, self.u2 = u, u1
+        self.moving1, self.norm1 = moving, norm
+        return flips, eligible, cos, cos_n, jerk, jerk_n
 
 
 def window_sums(table: np.ndarray, window: int) -> np.ndarray:
@@ -181,8 +251,12 @@ class ActionMonitor:
         self.cusum = BernoulliCusum(design)
         self._init_motion(motion)
         self.budget = CostBudget(costs or CostModel())
-        self._zeros = np.zeros(self.dim)
-        self._blockbuf = np.empty((self.block, self.dim))
+        self._nan_row = np.full(self.dim, np.nan)
+        span = self.window_scorer.span if self.window_scorer is not None else 0
+        self._keep = max(self.spectral_window + 1, span, 3)  # past rows a block looks at
+        self._hist = np.empty((self._keep + HISTORY_BLOCKS * self.block, self.dim))
+        self._steps = _StepWindow(self.inv_eps.tolist(), self.window)
+        self._armed = self._conditions()
         self.reset_episode()
 
     def _init_motion(self, motion: MotionCalibration | None) -> None:
@@ -226,10 +300,10 @@ class ActionMonitor:
         """Forget the current episode (on /vla/episode): windows, CUSUM, costs, alarms."""
         self.step_count = 0
         self._pending = 0
-        self._context = np.full((3, self.dim), np.nan)
-        # the last actions, in order
-        self._actions = np.full((self.spectral_window + 1, self.dim), np.nan)
-        self._contrib = np.zeros((self.window, 6))
+        # actions in order in _hist[:_end] (NaN rows for gaps; the first _keep rows start as gaps)
+        self._end = self._keep
+        self._hist[:self._keep] = np.nan
+        self._steps.reset()
         self._stall = 0
         self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
                                       'spectral', 'stall', 'step_spike', 'window_spike'),
@@ -243,10 +317,8 @@ class ActionMonitor:
         self._last_step_score = float('nan')
         self._step_stats = [0, 0, 0.0]  # scored steps, exceedances, largest score
         self._window_stats = [0, 0, 0.0]
-        self._last_window_score = float('nan')
+        self._last_window = [None, float('nan')]  # last finite window features, its score
         self._seam = [float('nan'), 0.0]  # last seam score, largest
-        span = self.window_scorer.span if self.window_scorer is not None else 0
-        self._window_context = np.full((span, self.dim), np.nan)
         self.budget.reset()
         self.alarms: list[Alarm] = []
         self.alarm_counts: dict[str, int] = {}
@@ -269,15 +341,16 @@ class ActionMonitor:
         except (TypeError, ValueError):
             a = None  # not numbers at all
         raised = ()
-        if a is None or a.shape != self._zeros.shape:
+        if a is None or a.shape != self._nan_row.shape:
             raised = self._bad(t, 'shape')
-            a = self._zeros + np.nan
-        elif not -HUGE < a.sum() < HUGE:  # false for NaN, Inf (and absurd magnitudes)
+            a = self._nan_row
+        elif not -HUGE < _add(a) < HUGE:  # false for NaN, Inf (and absurd magnitudes)
             raised = self._bad(t, 'nonfinite')
-            a = self._zeros + np.nan
+            a = self._nan_row
         elif self._active['nonfinite'] or self._active['shape']:
             self._active['nonfinite'] = self._active['shape'] = False
-        self._blockbuf[self._pending] = a
+        self._hist[self._end] = a
+        self._end += 1
         self._pending += 1
         if self._pending == self.block:
             raised = raised + self._flush()
@@ -322,96 +395,92 @@ class ActionMonitor:
 
     # ---- block path ----------------------------------------------------------------------
     def _flush(self) -> tuple:
-        """Advance metrics, CUSUM and alarms over the pending block of actions."""
+        """Advance CUSUMs, scores, metrics and alarms over the pending block of actions."""
         n = self._pending
         if n == 0:
             return ()
         self._pending = 0
-        rows = self._blockbuf[:n].copy()
-        t0 = self.step_count - n
-        raised = self._cusum_block(rows, t0) + self._motion_block(rows, t0)
-        contrib, still = step_contributions(self._context, rows, self.inv_eps)
-        table = np.concatenate([self._contrib, contrib])
-        sums = window_sums(table[1:], self.window)
-        runs = stall_runs(still, self._stall)
-        self._contrib = table[-self.window:]
-        self._context = np.concatenate([self._context, rows])[-3:]
-        self._actions = np.concatenate([self._actions, rows])[-(self.spectral_window + 1):]
-        self._stall = int(runs[-1])
-        values = window_values(sums, self.profile.deadband, self.dt)
-        values['stall_s'] = runs * self.dt
-        self._values = {k: v[-1] for k, v in values.items()}
-        raised += self._metric_alarms(values, runs, t0)
+        t0, end = self.step_count - n, self._end
+        raised = self._cusum_block(self._hist[end - n:end], t0) + self._motion_block(end, n, t0)
+        raised += self._metrics_block(end, n, t0)
         if self.step_count - 1 >= self._next_spectral:
             raised += self._spectral_check(self.step_count - 1)
-        self._accumulate(values, runs, t0)
+        self._compact()
         self._refresh_level()
         return raised
 
+    def _compact(self) -> None:
+        """Move the rows still needed to the front of the buffer when a block might not fit."""
+        if self._end + self.block > self._hist.shape[0]:
+            keep = self._keep
+            self._hist[:keep] = self._hist[self._end - keep:self._end]
+            self._end = keep
+
+    def _recent(self) -> np.ndarray:
+        """Return the last spectral_window + 1 actions (the FFT metric's input), a view."""
+        return self._hist[self._end - self.spectral_window - 1:self._end]
+
     def _cusum_block(self, rows: np.ndarray, t0: int) -> tuple:
-        scores = self.scorer.scores_of(rows)             # NaN for the gap rows
-        finite = scores == scores
-        if finite.all():
-            self._last_score = float(scores[-1])
-            self._scored += scores.size
-        elif finite.any():
-            self._last_score = float(scores[finite][-1])
-            self._scored += int(finite.sum())
-        exceeded = scores > self.exceed_score
-        self._exceeded += int(np.count_nonzero(exceeded))
-        raised = ()
-        for i in range((-t0) % self.cusum_stride, rows.shape[0], self.cusum_stride):
-            if finite[i] and self.cusum.update(bool(exceeded[i])):
+        """Position scores of the block: statistics and the (strided) position CUSUM."""
+        limit, stride, raised = self.exceed_score, self.cusum_stride, ()
+        for i, score in enumerate(self.scorer.scores_of(rows).tolist()):
+            if score != score:  # a gap row
+                continue
+            self._last_score = score
+            self._scored += 1
+            exceeded = score > limit
+            self._exceeded += exceeded
+            if (t0 + i) % stride == 0 and self.cusum.update(exceeded):
                 raised += self._raise('cusum', t0 + i)
         return raised
 
-    def _motion_block(self, rows: np.ndarray, t0: int) -> tuple:
+    def _motion_block(self, end: int, n: int, t0: int) -> tuple:
         """Step scores of the block: spike alarms at once, exceedances into the motion CUSUM."""
         if self.step_scorer is None:
             return ()
-        scores = self.step_scorer.scores_of(np.concatenate([self._context[-2:], rows]))
-        finite = scores == scores
-        if finite.any():
-            kept = scores[finite]
-            self._last_step_score = float(kept[-1])
-            stats = self._step_stats
-            stats[0] += kept.size
-            stats[1] += int(np.count_nonzero(kept > self.step_exceed))
-            stats[2] = max(stats[2], float(kept.max()))
-        raised = self._spike_alarms(scores > self.step_scorer.spike_score, t0, 'step_spike')
-        exceeded = scores > self.step_exceed
-        for i in range((-t0) % self.motion_stride, rows.shape[0], self.motion_stride):
-            if finite[i] and self.motion_cusum.update(bool(exceeded[i])):
+        scores = self.step_scorer.scores_of(self._hist[end - n - 2:end]).tolist()
+        finite = _kept(scores, self._step_stats, self.step_exceed)
+        if finite:
+            self._last_step_score = finite[-1]
+        spike = self.step_scorer.spike_score
+        raised = self._onsets([s > spike for s in scores], t0, 'step_spike')
+        limit, stride = self.step_exceed, self.motion_stride
+        for i, score in enumerate(scores):
+            if ((t0 + i) % stride == 0 and score == score
+                    and self.motion_cusum.update(score > limit)):
                 raised += self._raise('motion_cusum', t0 + i)
-        return raised + self._window_block(rows, t0)
+        return raised + self._window_block(end, n, t0)
 
-    def _window_block(self, rows: np.ndarray, t0: int) -> tuple:
-        """Window scores of the block: a `window_spike` past the margin, statistics kept."""
-        if self.window_scorer is None:
+    def _window_block(self, end: int, n: int, t0: int) -> tuple:
+        """
+        Window scores of the block: a `window_spike` past the margin, statistics kept.
+
+        Scores at or below every threshold and the largest score so far need no exact value
+        (`WindowScorer.bounded_scores`); the last one is computed when a diagnostic reads it.
+        """
+        scorer = self.window_scorer
+        if scorer is None:
             return ()
-        x = np.concatenate([self._window_context, rows])
-        self._window_context = x[rows.shape[0]:]
-        scores = self.window_scorer.scores_of(x)
-        finite = scores == scores
-        if finite.any():
-            kept = scores[finite]
-            self._last_window_score = float(kept[-1])
-            stats = self._window_stats
-            stats[0] += kept.size
-            stats[1] += int(np.count_nonzero(kept > self.window_exceed))
-            stats[2] = max(stats[2], float(kept.max()))
-        return self._spike_alarms(scores > self.window_scorer.spike_score, t0, 'window_spike')
+        stats = self._window_stats
+        bound = min(self.window_exceed, stats[2], scorer.spike_score)
+        scores, features = scorer.bounded_scores(self._hist[end - n - scorer.span:end], bound)
+        if _kept(scores, stats, self.window_exceed):
+            last = max(i for i, s in enumerate(scores) if s == s)
+            self._last_window = [features[last].copy(), None]
+        return self._onsets([s > scorer.spike_score for s in scores], t0, 'window_spike')
 
-    def _spike_alarms(self, spikes: np.ndarray, t0: int, kind: str) -> tuple:
-        """One alarm of `kind` per run of consecutive spiking steps (runs span blocks)."""
-        hits = np.flatnonzero(spikes)
-        raised = ()
-        previous = -1 if self._active[kind] else -2
-        for i in hits.tolist():
-            if i != previous + 1:
+    def _onsets(self, hits: list, t0: int, kind: str, first: int = 0) -> tuple:
+        """
+        One alarm of `kind` per run of consecutive hits from row `first` on (runs span blocks).
+
+        The condition holds at the end when the last row is a hit.
+        """
+        raised, active = (), self._active[kind]
+        for i in range(first, len(hits)):
+            if hits[i] and not active:
                 raised += self._raise(kind, t0 + i)
-            previous = i
-        self._active[kind] = bool(hits.size) and bool(hits[-1] == spikes.size - 1)
+            active = hits[i]
+        self._active[kind] = active
         return raised
 
     def check_seam(self, first_point, executed) -> tuple:
@@ -438,35 +507,46 @@ class ActionMonitor:
         self._refresh_level()
         return raised
 
-    def _metric_alarms(self, values: dict, runs: np.ndarray, t0: int) -> tuple:
-        p, primary = self.profile, self.profile.primary
-        conditions = {}
-        if 'reversal' in primary:
-            conditions['reversal'] = ((values['reversal_rate'] > p.reversal_max)
-                                      & (values['eligible'] >= self.min_pairs))
-        if 'jerk' in primary:
-            conditions['jerk'] = values['jerk_norm'] > p.jerk_max
-        if 'coherence' in primary:
-            conditions['coherence'] = ((values['momentum_coherence'] < p.coherence_min)
-                                       & (values['pairs'] >= self.min_pairs))
-        if 'stall' in primary:
-            conditions['stall'] = runs >= self.stall_steps
+    def _metrics_block(self, end: int, n: int, t0: int) -> tuple:
+        """Window metrics of each step of the block, their alarms and episode statistics."""
+        rows = []
+        for action in self._hist[end - n:end].tolist():
+            sums, still = self._steps.add(action)
+            self._stall = self._stall + 1 if still else 0
+            rows.append(self._step_values(sums, self._stall))
+        self._values = rows[-1]
         first_full = max(0, self.window - 1 - t0)  # alarms only once the window is full
-        last = runs.size - 1
         raised = ()
-        for kind, cond in conditions.items():
-            hits = np.flatnonzero(cond[first_full:]) + first_full
-            previous = first_full - 1 if self._active[kind] else -2
-            for i in hits.tolist():
-                if i != previous + 1:
-                    raised += self._raise(kind, t0 + i)
-                previous = i
-            self._active[kind] = bool(hits.size) and bool(hits[-1] == last)
+        for kind, hit in self._armed.items():
+            raised += self._onsets([hit(v) for v in rows], t0, kind, first_full)
+        self._accumulate(rows[first_full:])
         return raised
+
+    def _step_values(self, sums: list, run: int) -> dict:
+        """Metric values of one step from its window sums (empty windows give neutral values)."""
+        eligible, cos_n = sums[ELIGIBLE], sums[COS_N]
+        reversal = sums[FLIPS] / max(eligible, 1.0) if eligible > 0.5 else 0.0
+        jerk_norm = math.sqrt(max(sums[JERK_SQ], 0.0) / max(sums[JERK_N], 1.0)) \
+            * self.profile.deadband
+        return {'reversal_rate': min(max(reversal, 0.0), 1.0),
+                'momentum_coherence': sums[COS_SUM] / max(cos_n, 1.0) if cos_n > 0.5 else 1.0,
+                'jerk_norm': jerk_norm, 'jerk_rms': jerk_norm / (self.dt * self.dt),
+                'eligible': eligible, 'pairs': cos_n, 'stall_s': run * self.dt, 'run': run}
+
+    def _conditions(self) -> dict:
+        """Alarm condition of each armed metric, on one step's values (in reporting order)."""
+        p, primary, pairs = self.profile, self.profile.primary, self.min_pairs
+        conditions = {
+            'reversal': lambda v: v['reversal_rate'] > p.reversal_max and v['eligible'] >= pairs,
+            'jerk': lambda v: v['jerk_norm'] > p.jerk_max,
+            'coherence': lambda v: (v['momentum_coherence'] < p.coherence_min
+                                    and v['pairs'] >= pairs),
+            'stall': lambda v: v['run'] >= self.stall_steps}
+        return {kind: hit for kind, hit in conditions.items() if kind in primary}
 
     def _spectral_check(self, step: int) -> tuple:
         self._next_spectral = step + self.spectral_every
-        ratio = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
+        ratio = spectral_low_ratio(self._recent(), self.velocity_scale, self.dt,
                                    self.profile.spectral_cutoff_hz)
         self._sums['spectral_low_ratio'] += ratio
         self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], ratio)
@@ -477,24 +557,22 @@ class ActionMonitor:
         was, self._active['spectral'] = self._active['spectral'], low
         return self._raise('spectral', step) if low and not was else ()
 
-    def _accumulate(self, values: dict, runs: np.ndarray, t0: int) -> None:
-        first_full = max(0, self.window - 1 - t0)
-        if first_full >= runs.size:
+    def _accumulate(self, rows: list) -> None:
+        """Add the metric values of steps with a full window to the episode sums and maxima."""
+        if not rows:
             return
-        names = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s')
-        table = np.stack([values[name][first_full:] for name in names])
-        self._n_full += table.shape[1]
-        totals, peaks = table.sum(axis=1).tolist(), table.max(axis=1).tolist()
-        for name, total, peak in zip(names, totals, peaks):
-            self._sums[name] += total
-            self._maxima[name] = max(self._maxima[name], peak)
+        self._n_full += len(rows)
+        for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s'):
+            values = [v[name] for v in rows]
+            self._sums[name] += sum(values)
+            self._maxima[name] = max(self._maxima[name], max(values))
 
     # ---- reporting -----------------------------------------------------------------------
     def window_metrics(self) -> dict:
         """Return the current window metrics (flushes the pending block; computes the FFT now)."""
         self._unreported.extend(self._flush())
         values = self._values or {}
-        spectral = spectral_low_ratio(self._actions, self.velocity_scale, self.dt,
+        spectral = spectral_low_ratio(self._recent(), self.velocity_scale, self.dt,
                                       self.profile.spectral_cutoff_hz)
         score = self._last_score
         return {
@@ -529,12 +607,20 @@ class ActionMonitor:
                   'motion_cusum_stride_steps': self.motion_stride}
         values.update(_measured_keys('motion_cusum', self.run_length))
         if self.window_scorer is not None:
-            values['window_score'] = self._last_window_score
-            values['window_p_value'] = _p_value(self.window_scorer, self._last_window_score)
+            score = self._window_score()
+            values['window_score'] = score
+            values['window_p_value'] = _p_value(self.window_scorer, score)
         if self.seam_scorer is not None:
             values['seam_score'] = self._seam[0]
             values['seam_p_value'] = _p_value(self.seam_scorer, self._seam[0])
         return values
+
+    def _window_score(self) -> float:
+        """Return the last finite window score (its tree query runs once, when first read)."""
+        features, score = self._last_window
+        if score is None:
+            score = self._last_window[1] = self.window_scorer.score_features(features)
+        return score
 
     def status(self) -> tuple[int, str, list[tuple[str, str]]]:
         """Return the level (0 OK, 1 WARN, 2 ERROR), message and key/values for /diagnostics."""

@@ -26,6 +26,7 @@ and the conformal p-value is (1 + #{scores >= s}) / (n + 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -107,6 +108,8 @@ class WindowScorer(ConformalScorer):
 
     def __init__(self, windows: WindowCalibration, spike_margin: float):
         self.tree = cKDTree(windows.points)
+        self.points = windows.points
+        self.hint = 0  # index of the demonstrated window nearest to the last one queried
         self.norm = windows.norm
         self.span = windows.span
         self.scores = windows.scores
@@ -121,3 +124,36 @@ class WindowScorer(ConformalScorer):
         if finite.any():
             out[finite] = self.tree.query(features[finite])[0]
         return out
+
+    def bounded_scores(self, rows: np.ndarray, bound: float) -> tuple[list, np.ndarray]:
+        """
+        Return scores as `scores_of` (a list) and the windows' features, sparing queries.
+
+        A window within `bound` of the demonstrated window nearest to the last one queried gets
+        that distance: an upper bound of its score, itself <= bound. Callers that compare scores
+        only with values >= bound and keep a maximum >= bound see no difference, and the steps of
+        a smooth motion mostly skip the tree query (most of a step's cost at low D).
+        """
+        features = window_features(rows, self.norm, self.span)
+        hint = self.points[self.hint].tolist()
+        scores, ask = [], []
+        for i, row in enumerate(features.tolist()):
+            if not all(map(math.isfinite, row)):
+                scores.append(math.nan)
+                continue
+            near = math.sqrt(sum((a - b) * (a - b) for a, b in zip(row, hint)))
+            scores.append(near)
+            if not near <= bound:
+                ask.append(i)
+        if ask:
+            distances, index = self.tree.query(features[ask])
+            for i, distance in zip(ask, distances.tolist()):
+                scores[i] = distance
+            self.hint = int(index[-1])
+        return scores, features
+
+    def score_features(self, features: np.ndarray) -> float:
+        """Return the score of one window's features (NaN when they are not finite)."""
+        if not np.isfinite(features).all():
+            return float('nan')
+        return float(self.tree.query(features)[0])
