@@ -18,37 +18,32 @@ Run `vla-safety drill` end to end on the real gym-pusht world.
 Outputs, pairing, determinism, a contract from `vla-safety calibrate`, worker processes, and
 one-line errors for bad input.
 """
-import contextlib
-import io
 import json
 import os
 
 from data_paths import DATA
+from drill_support import PUSHT_DEMOS, run_cli
 import numpy as np
 import pytest
-from vla_safety_filter.cli import main
 from vla_safety_filter.core.contract import Contract
 from vla_safety_filter.core.params import CalibrationData, write_filter_params
 
 pytest.importorskip('gym_pusht')
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
+PUSHT = os.path.join(DATA, PUSHT_DEMOS)
 CONDITIONS = 'none,filter,filter+stop,offset+filter'
 
 
 def run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(['drill', *argv])
-    return code, out.getvalue(), err.getvalue()
+    """Run `vla-safety drill ARGV`; return (exit code, stdout, stderr)."""
+    return run_cli('drill', *argv)
 
 
 @pytest.fixture(scope='module')
-def params(tmp_path_factory):
-    if not os.path.exists(PUSHT):
-        pytest.skip(f'{PUSHT} not found')
+def params(tmp_path_factory, pusht_demos):
+    """Return the parameter file `vla-safety calibrate` writes for the PushT demonstrations."""
     path = tmp_path_factory.mktemp('cal') / 'pusht.yaml'
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(['calibrate', PUSHT, '--joint-names', 'x,y', '--output', str(path)]) == 0
+    code, _, err = run_cli('calibrate', pusht_demos, '--joint-names', 'x,y', '--output', str(path))
+    assert code == 0, err
     return path
 
 

@@ -19,35 +19,26 @@ The folders are written here with pyarrow from the real PushT demonstrations
 (pusht_cchi_v7_replay.npz): the same episodes as an npz and as a LeRobot folder must give the same
 policy and the same calibration; a folder without observation.state is refused in one line.
 """
-import contextlib
-import io
 import json
 import os
 
-from data_paths import DATA
+from drill_support import run_cli
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from vla_safety_filter.cli import main
 from vla_safety_filter.core.drill.policies import load_demos, make_policy
 from vla_safety_filter.core.drill.runner import safety_from_demos
-from vla_safety_filter.core.drill.worlds import make_world
 from vla_safety_filter.core.errors import InputError
 
 pytest.importorskip('gym_pusht')
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 EPISODES = 12  # the first episodes of the 206 demonstrations: small folders, real motion
 
 
 @pytest.fixture(scope='module')
-def demos():
-    """Return the first EPISODES PushT demonstrations as float32 arrays (skip without data)."""
-    if not os.path.exists(PUSHT):
-        if os.environ.get('VLA_REQUIRE_DATA') == '1':
-            pytest.fail(f'real data {PUSHT} not found')
-        pytest.skip(f'real data {PUSHT} not found')
-    with np.load(PUSHT) as z:
+def demos(pusht_demos):
+    """Return the arrays of the first EPISODES PushT demonstrations."""
+    with np.load(pusht_demos) as z:
         keep = z['episode_index'] < EPISODES
         keys = ('actions', 'observation.state', 'episode_index', 'frame_index', 'timestamps')
         return {key: z[key][keep] for key in keys}
@@ -116,13 +107,9 @@ def test_nn_policy_from_a_folder_acts_as_from_the_npz(tmp_path, demos, version):
         np.testing.assert_array_equal(from_folder.act(obs), from_npz.act(obs))
 
 
-def test_calibration_from_a_folder_equals_the_npz_one(tmp_path, demos):
-    world = make_world('pusht')
-    try:
-        folder = safety_from_demos(write_lerobot(tmp_path / 'ds', demos, 'v3.0'), world)
-        npz = safety_from_demos(write_npz(tmp_path / 'd.npz', demos), world)
-    finally:
-        world.close()
+def test_calibration_from_a_folder_equals_the_npz_one(tmp_path, demos, pusht_world):
+    folder = safety_from_demos(write_lerobot(tmp_path / 'ds', demos, 'v3.0'), pusht_world)
+    npz = safety_from_demos(write_npz(tmp_path / 'd.npz', demos), pusht_world)
     np.testing.assert_array_equal(folder.contract.lower, npz.contract.lower)
     np.testing.assert_array_equal(folder.contract.max_velocity, npz.contract.max_velocity)
 
@@ -137,11 +124,9 @@ def test_the_drill_runs_on_a_lerobot_folder(tmp_path, demos):
     """`vla-safety drill --policy nn:FOLDER` calibrates on the folder and runs its episodes."""
     folder = write_lerobot(tmp_path / 'ds', demos, 'v3.0')
     out = tmp_path / 'out'
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(['drill', '--policy', f'nn:{folder}', '--episodes', '2', '--max-steps', '30',
-                     '--conditions', 'none,filter', '--no-plots', '--output', str(out)])
-    assert code == 0, stderr.getvalue()
+    code, _, err = run_cli('drill', '--policy', f'nn:{folder}', '--episodes', '2', '--max-steps',
+                           '30', '--conditions', 'none,filter', '--no-plots', '--output', str(out))
+    assert code == 0, err
     report = json.loads((out / 'drill.json').read_text())
     assert report['contract'] == folder
     assert [report['conditions'][c]['n'] for c in ('none', 'filter')] == [2, 2]

@@ -19,65 +19,32 @@ Worker processes give the same episodes as one process, in the same order; the n
 policy's k-d tree returns the brute-force nearest frame (earliest of ties); the PushT world's
 cached, vectorized coverage equals gym-pusht's own to round-off and is the same on every run.
 """
-import os
-
-from data_paths import DATA
+from drill_support import outcome
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 from vla_safety_filter.core.drill.conditions import parse_conditions
 from vla_safety_filter.core.drill.policies import load_demos, make_policy, pusht_features
 from vla_safety_filter.core.drill.runner import (DrillSettings, DrillSetup, run_drill,
-                                                 run_drill_parallel, safety_from_demos)
+                                                 run_drill_parallel)
 from vla_safety_filter.core.drill.worlds import make_world
 from vla_safety_filter.core.errors import InputError
 
 pytest.importorskip('gym_pusht')
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 CONDITIONS = 'none,drift+filter,noise+filter+stop,wrong-unnormalizer'
 
 
-@pytest.fixture(scope='module')
-def demos():
-    """Return the PushT demonstrations (skip without them, fail in CI)."""
-    if not os.path.exists(PUSHT):
-        if os.environ.get('VLA_REQUIRE_DATA') == '1':
-            pytest.fail(f'real data {PUSHT} not found')
-        pytest.skip(f'real data {PUSHT} not found')
-    return PUSHT
-
-
-@pytest.fixture(scope='module')
-def world():
-    """Yield one PushT world for the module."""
-    w = make_world('pusht')
-    yield w
-    w.close()
-
-
-@pytest.fixture(scope='module')
-def safety(demos, world):
-    """Return the contract and monitor calibration of the PushT demonstrations."""
-    return safety_from_demos(demos, world)
-
-
-def summary(ep) -> tuple:
-    """Return everything an episode reports, as comparable values."""
-    return (ep.seed, ep.condition, ep.success, ep.stopped, ep.policy_fault, ep.cost,
-            ep.interventions, ep.cost_by_kind, ep.whole, ep.early)
-
-
-def test_workers_give_the_same_episodes_as_one_process(world, demos, safety):
+def test_workers_give_the_same_episodes_as_one_process(pusht_world, pusht_demos, pusht_safety):
     """Two worker processes reproduce the serial drill: outcomes, scores and every step."""
     from vla_safety_filter.core.drill.conditions import action_normalizer
-    sibling = action_normalizer(load_demos(demos)[0][:500] + 40.0, 'mean_std', 'sibling')
+    sibling = action_normalizer(load_demos(pusht_demos)[0][:500] + 40.0, 'mean_std', 'sibling')
     drill = DrillSettings(episodes=3, seed=21, conditions=tuple(parse_conditions(CONDITIONS)),
                           max_steps=60, sibling=sibling)
-    serial = run_drill(world, make_policy(f'nn:{demos}'), safety, drill)
+    serial = run_drill(pusht_world, make_policy(f'nn:{pusht_demos}'), pusht_safety, drill)
     seen = []
-    parallel = run_drill_parallel(DrillSetup('pusht', f'nn:{demos}'), safety, drill, 2,
+    parallel = run_drill_parallel(DrillSetup('pusht', f'nn:{pusht_demos}'), pusht_safety, drill, 2,
                                   progress=lambda ep: seen.append((ep.condition, ep.seed)))
-    assert [summary(ep) for ep in parallel] == [summary(ep) for ep in serial]
+    assert [outcome(ep) for ep in parallel] == [outcome(ep) for ep in serial]
     for a, b in zip(serial, parallel):
         for name in ('raw', 'executed', 'states'):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -85,18 +52,18 @@ def test_workers_give_the_same_episodes_as_one_process(world, demos, safety):
     assert {ep.n_steps for ep in serial} != {0}
 
 
-def test_a_bad_policy_name_fails_in_the_caller_not_in_a_worker(safety):
+def test_a_bad_policy_name_fails_in_the_caller_not_in_a_worker(pusht_safety):
     drill = DrillSettings(episodes=1, seed=0, conditions=tuple(parse_conditions('none')))
     with pytest.raises(InputError, match='not found'):
-        run_drill_parallel(DrillSetup('pusht', 'nn:/nonexistent.npz'), safety, drill, 2)
+        run_drill_parallel(DrillSetup('pusht', 'nn:/nonexistent.npz'), pusht_safety, drill, 2)
 
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_the_kd_tree_finds_the_brute_force_nearest_frame(demos, data):
+def test_the_kd_tree_finds_the_brute_force_nearest_frame(pusht_demos, data):
     """Queries at, near and far from demonstration states give the brute-force chunk."""
-    policy = make_policy(f'nn:{demos}')
-    actions, states, _ = load_demos(demos)
+    policy = make_policy(f'nn:{pusht_demos}')
+    actions, states, _ = load_demos(pusht_demos)
     i = data.draw(st.integers(0, len(states) - 1))
     scale = data.draw(st.sampled_from([0.0, 1e-3, 1.0, 30.0, 300.0]))
     noise = np.array(data.draw(st.lists(st.floats(-1, 1), min_size=5, max_size=5)))
@@ -119,12 +86,12 @@ def test_ties_go_to_the_earliest_frame(tmp_path):
     assert policy.act({'observation.state': states[4]}).tolist() == [[6.0, 7.0]]
 
 
-def test_coverage_equals_gym_pushts_own_and_is_reproducible(demos):
+def test_coverage_equals_gym_pushts_own_and_is_reproducible(pusht_demos):
     """Replay demonstration commands: same physics, same coverage to 1e-12 on two worlds."""
     from gym_pusht.envs import PushTEnv
     plain = PushTEnv(obs_type='state', render_mode='rgb_array')
     worlds = [make_world('pusht'), make_world('pusht')]
-    actions, _, episodes = load_demos(demos)
+    actions, _, episodes = load_demos(pusht_demos)
     covered = []
     for seed, episode in ((0, 3), (5, 17), (9, 40)):
         plain.reset(seed=seed)
