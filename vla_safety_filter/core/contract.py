@@ -184,8 +184,10 @@ class Guard:
     add up to more than `vmax` over the time between them, a tick that is a little late keeps the
     velocity (and so the acceleration) continuous, and after a stall the arm never catches up with
     a jump. Without `elapsed` a step is one control period `dt`.
-    The feasible box is kept in preallocated buffers and updated in place, so the common case (a
-    feasible action one period after the last) costs a handful of vector operations.
+    The feasible box is kept in preallocated buffers and updated in place. With position and
+    velocity limits only, the box is kept as `[lo | -hi]` next to `[prev | -prev]`, so a feasible
+    request is recognised by one comparison of `[a | -a]` with it and the next box costs two
+    vector operations: the common case is a handful of numpy calls.
     The contract's optional `workspace` (core.workspace.Workspace) cuts back steps whose end
     effector would leave its Cartesian box.
     """
@@ -202,8 +204,20 @@ class Guard:
         self._accel = np.zeros(c.dim)       # acceleration of the last step (tracked with jerk)
         self._last_h: float | None = None   # duration of the last executed step
         self._box_h = c.dt
-        self._lo, self._hi, self._diff = np.empty(c.dim), np.empty(c.dim), np.empty(c.dim)
+        self._lo, self._hi = np.empty(c.dim), np.empty(c.dim)
+        self._work = (np.empty(c.dim), np.empty(c.dim))
         self._simple_box = False
+        self._plain = not c.limits_acceleration and not c.has_soft_limits and \
+            c.workspace is None
+        # [prev | -prev] and the request's [a | -a] (alternating buffers, with views of their
+        # halves); with only position and velocity limits the box lives in [lo | -hi] and
+        # [a | -a] >= [lo | -hi] everywhere is the whole feasibility test
+        self._p2, self._a2 = _halves(c.dim), _halves(c.dim)
+        self._p2_ok, self._inside, self._lohi_ok = False, False, False
+        self._box2, self._off2 = np.empty(2 * c.dim), np.empty(2 * c.dim)
+        self._mask2 = np.empty(2 * c.dim, dtype=bool)
+        self._all_true = np.ones(2 * c.dim, dtype=bool).tobytes()   # the mask when all hold
+        self._bounds2 = np.concatenate([c.lower, -c.upper])
         self._uniform_scaling = c.velocity_scaling == 'uniform'
         self._soft_box = self._pre_jerk = None   # boxes before those limits (event reasons)
         self._workspace = c.workspace
@@ -229,12 +243,15 @@ class Guard:
         self._scale = scale
         self._vmax = c.max_velocity * scale
         self._vstep = self._vmax * c.dt
+        self._neg_vmax2 = np.concatenate([-self._vmax, -self._vmax])
+        self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
         inf = np.full(c.dim, np.inf)
         self._amax = inf if c.max_acceleration is None else c.max_acceleration * scale
         self._adec = self._amax if c.max_deceleration is None else c.max_deceleration * scale
         brake = c.braking()
         self._abrake = None if brake is None else brake * scale
         self._jmax = None if c.max_jerk is None else c.max_jerk * scale
+        self._brake_cache = None
         if self._prev is not None and self._box_h is not None:
             self._set_box(self._box_h)
 
@@ -269,7 +286,7 @@ class Guard:
             given = np.array(velocity, dtype=np.float64).reshape(-1)
             if given.size == vel.size and np.all(np.isfinite(given)):
                 vel = np.clip(given, -self._vmax, self._vmax)
-        self._prev = prev
+        self._set_prev(prev)
         self._velocity = vel
         self._accel = np.zeros(self.contract.dim)
         self._last_h = None
@@ -281,6 +298,28 @@ class Guard:
             return self.contract.dt
         return min(max(float(elapsed), 0.0), MAX_STEP_PERIODS * self.contract.dt)
 
+    def _set_prev(self, prev: np.ndarray) -> None:
+        """Make `prev` (owned by the guard) the last executed command."""
+        self._prev = prev
+        self._p2_ok = False
+
+    def _sync_p2(self) -> None:
+        """Write [prev | -prev] and note whether prev is inside the bounds."""
+        buf, head, tail = self._p2
+        head[:] = self._prev
+        np.negative(self._prev, out=tail)
+        self._inside = \
+            np.greater_equal(buf, self._bounds2, out=self._mask2).tobytes() == self._all_true
+        self._p2_ok = True
+
+    def _ensure_lohi(self) -> None:
+        """Make self._lo and self._hi the box when it is kept as [lo | -hi]."""
+        if not self._lohi_ok:
+            d = self.contract.dim
+            self._lo[:] = self._box2[:d]
+            np.negative(self._box2[d:], out=self._hi)
+            self._lohi_ok = True
+
     def _set_box(self, h: float) -> None:
         """
         Compute the feasible box around self._prev for a step of h seconds.
@@ -289,11 +328,26 @@ class Guard:
         toward the bounds (hard and soft), acceleration / deceleration, soft limits (k_position),
         jerk; each gives way to the ones before when they conflict.
         """
-        c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
+        if not self._p2_ok:
+            self._sync_p2()
+        self._box_h = h
+        c, inside = self.contract, self._inside
+        # With prev inside the bounds and no limit beyond position and velocity, a feasible
+        # action keeps it inside.
+        self._simple_box = inside and self._plain
+        if self._simple_box:
+            # [max(lower, prev - vs) | max(-upper, -prev - vs)] = [lo | -hi]
+            off = self._neg_vstep2 if h == c.dt else \
+                np.multiply(self._neg_vmax2, h, out=self._off2)
+            box = np.add(self._p2[0], off, out=self._box2)
+            np.maximum(self._bounds2, box, out=box)
+            self._lohi_ok = False
+            return
+        self._lohi_ok = True
+        prev, lo, hi = self._prev, self._lo, self._hi
         vs = self._vstep if h == c.dt else self._vmax * h
         np.maximum(c.lower, np.subtract(prev, vs, out=lo), out=lo)
         np.minimum(c.upper, np.add(prev, vs, out=hi), out=hi)
-        inside = bool(np.all(prev >= c.lower) and np.all(prev <= c.upper))
         if not inside:
             np.minimum(lo, prev + vs, out=lo)
             np.maximum(hi, prev - vs, out=hi)
@@ -302,21 +356,48 @@ class Guard:
                 self._brake(h)
             # velocities are averages over their steps: their change is spread over the time
             # between the two steps' midpoints, (h + h_last) / 2
-            v, span = self._velocity, 0.5 * (h + (self._last_h or h))
-            faster = np.where(v >= 0, self._amax, self._adec)    # change toward +
-            slower = np.where(v > 0, self._adec, self._amax)     # change toward -
-            a_lo = np.minimum(np.maximum(prev + (v - slower * span) * h, lo), hi)
-            a_hi = np.minimum(np.maximum(prev + (v + faster * span) * h, lo), hi)
-            lo[:], hi[:] = a_lo, a_hi
+            self._accelerate(h)
         if c.has_soft_limits:
             self._soft(h)
         if self._jmax is not None:
             self._jerk(h)
-        self._box_h = h
-        # With prev inside the bounds and no limit beyond position and velocity, a feasible
-        # action keeps it inside.
-        self._simple_box = inside and not c.limits_acceleration and \
-            not c.has_soft_limits and self._workspace is None
+
+    def _accelerate(self, h: float) -> None:
+        """
+        Bound the change of velocity: speeding up by amax, slowing down by adec, over the span.
+
+        Velocities are averages over their steps: their change is spread over the time between
+        the two steps' midpoints, (h + h_last) / 2. Gives way to position and velocity.
+        """
+        prev, lo, hi, v = self._prev, self._lo, self._hi, self._velocity
+        span = 0.5 * (h + (self._last_h or h))
+        if self._adec is self._amax:
+            faster = slower = self._amax
+        else:
+            faster = np.where(v >= 0, self._amax, self._adec)    # change toward +
+            slower = np.where(v > 0, self._adec, self._amax)     # change toward -
+        t, u = self._work
+        np.multiply(slower, span, out=t)
+        np.subtract(v, t, out=t)
+        np.multiply(t, h, out=t)
+        np.add(prev, t, out=t)
+        np.maximum(t, lo, out=t)
+        np.minimum(t, hi, out=t)            # the new lo, from the old hi
+        np.multiply(faster, span, out=u)
+        np.add(v, u, out=u)
+        np.multiply(u, h, out=u)
+        np.add(prev, u, out=u)
+        np.maximum(u, lo, out=u)
+        np.minimum(u, hi, out=hi)
+        lo[:] = t
+
+    def _brake_terms(self, h: float) -> tuple:
+        """Return (a L)^2, -a L and 2 a of the braking bound for steps of h (cached per h)."""
+        if self._brake_cache is None or self._brake_cache[0] != h:
+            a = self._abrake
+            lag = h if self._jmax is None else h + a / self._jmax
+            self._brake_cache = (h, (a * lag) ** 2, -a * lag, 2.0 * a)
+        return self._brake_cache[1:]
 
     def _brake(self, h: float) -> None:
         """
@@ -327,14 +408,22 @@ class Guard:
         the deceleration, with a jerk limit). Never forces motion; gives way to position and
         velocity.
         """
-        prev, lo, hi, a = self._prev, self._lo, self._hi, self._abrake
-        lag = h if self._jmax is None else h + a / self._jmax
-        room_up = np.maximum(self._brake_upper - prev, 0.0)
-        room_down = np.maximum(prev - self._brake_lower, 0.0)
-        up = -a * lag + np.sqrt((a * lag) ** 2 + 2.0 * a * room_up)
-        down = -a * lag + np.sqrt((a * lag) ** 2 + 2.0 * a * room_down)
-        np.maximum(np.minimum(hi, prev + up * h), lo, out=hi)
-        np.minimum(np.maximum(lo, prev - down * h), hi, out=lo)
+        prev, lo, hi = self._prev, self._lo, self._hi
+        t, _ = self._work
+        up = self._brake_speed(np.subtract(self._brake_upper, prev, out=t), h)
+        np.maximum(np.minimum(hi, np.add(prev, up, out=up), out=up), lo, out=hi)
+        down = self._brake_speed(np.subtract(prev, self._brake_lower, out=t), h)
+        np.minimum(np.maximum(lo, np.subtract(prev, down, out=down), out=down), hi, out=lo)
+
+    def _brake_speed(self, room: np.ndarray, h: float) -> np.ndarray:
+        """Turn the distance to a bound (in place) into the most travel toward it in h s."""
+        square, neg, two_a = self._brake_terms(h)
+        np.maximum(room, 0.0, out=room)
+        np.multiply(two_a, room, out=room)
+        np.add(square, room, out=room)
+        np.sqrt(room, out=room)
+        np.add(neg, room, out=room)
+        return np.multiply(room, h, out=room)
 
     def _soft(self, h: float) -> None:
         """
@@ -401,7 +490,7 @@ class Guard:
                 self._accel = (velocity - self._velocity) / (0.5 * (h + (self._last_h or h)))
             self._velocity = velocity
             self._last_h = h
-        self._prev = out.copy()
+        self._set_prev(out.copy())
         self._box_h = None      # stale: the next step builds the box once, for its own h
 
     def _contain(self, out: np.ndarray) -> np.ndarray:
@@ -424,32 +513,26 @@ class Guard:
                                'command')
         k = self.step_index
         self.step_index = k + 1
-        h = self._period(elapsed)
+        h = self.contract.dt if elapsed is None else self._period(elapsed)
         if h != self._box_h:
             self._set_box(h)
         try:
-            a = np.asarray(action, dtype=np.float64)
+            a = np.array(action, dtype=np.float64)
         except (TypeError, ValueError):
             return self._reject(k, 'shape', np.nan, h)
         if a.shape != self._shape:
             return self._reject(k, 'shape', float(a.size), h)
-        lo, hi = self._lo, self._hi
+        if self._simple_box and self._passes(a):
+            return a, ()
+        self._ensure_lohi()
         if self._uniform_scaling:
             out = self._uniform(a)
         else:
-            out = np.maximum(a, lo)
-            np.minimum(out, hi, out=out)
-        # out - a is exactly zero everywhere iff a was feasible and finite (NaN/Inf leave a
-        # non-zero).
-        if self._simple_box and not np.count_nonzero(np.subtract(out, a, out=self._diff)):
-            vs, c = self._vstep, self.contract   # no acceleration limit: velocity is not needed
-            self._prev[:] = out
-            np.maximum(c.lower, np.subtract(out, vs, out=lo), out=lo)
-            np.minimum(c.upper, np.add(out, vs, out=hi), out=hi)
-            self._box_h = c.dt                   # the next step's box, if it comes on time
-            return out, ()
-        if not np.all(np.isfinite(a)):
-            bad = int(np.flatnonzero(~np.isfinite(a))[0])
+            out = np.maximum(a, self._lo)
+            np.minimum(out, self._hi, out=out)
+        finite = np.isfinite(a)
+        if finite.tobytes() != self._all_true[:finite.size]:
+            bad = int(np.flatnonzero(~finite)[0])
             return self._reject(k, 'nonfinite', float(a[bad]), h, bad)
         events = self._events(k, a, out, h)
         if self._workspace is not None:
@@ -458,6 +541,25 @@ class Guard:
             out = a.copy()
         self._advance(out, h)
         return out, events
+
+    def _passes(self, a: np.ndarray) -> bool:
+        """
+        Take a request inside the simple box as the last command (True), or leave all as is.
+
+        Only position and velocity limits: the velocity is not tracked, and a feasible step
+        keeps prev inside the bounds. NaN compares false, so it never passes.
+        """
+        buf, head, tail = self._a2
+        head[:] = a
+        np.negative(a, out=tail)
+        if np.greater_equal(buf, self._box2, out=self._mask2).tobytes() != self._all_true:
+            return False
+        self._p2, self._a2 = self._a2, self._p2
+        self._prev, self._inside, self._p2_ok, self._lohi_ok = head, True, True, False
+        # the next step's box, if it comes on time (else _set_box builds it for its own h)
+        np.maximum(self._bounds2, np.add(buf, self._neg_vstep2, out=self._box2), out=self._box2)
+        self._box_h = self.contract.dt
+        return True
 
     def _workspace_events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
         """Cut `out` (in place) to the workspace box; one 'workspace' event per joint cut."""
@@ -473,6 +575,7 @@ class Guard:
         h = self._period(elapsed)
         if h != self._box_h:
             self._set_box(h)
+        self._ensure_lohi()
         a = np.asarray(action, dtype=np.float64)
         return bool(np.all(a >= self._lo) and np.all(a <= self._hi))
 
@@ -490,6 +593,7 @@ class Guard:
         h = self._period(elapsed)
         if h != self._box_h:
             self._set_box(h)
+        self._ensure_lohi()
         out = self._contain(np.minimum(np.maximum(self._rest(h), self._lo), self._hi))
         self._advance(out, h)
         return out
@@ -547,6 +651,7 @@ class Guard:
     def _reject(self, k: int, reason: str, requested: float, h: float, joint: int | None = None):
         """Hold (braking within the box); the rejected input is reported, never executed."""
         self.counts[reason] += 1
+        self._ensure_lohi()
         hold = self._contain(np.minimum(np.maximum(self._rest(h), self._lo), self._hi))
         self._advance(hold, h)
         if joint is None:
@@ -563,6 +668,12 @@ class Guard:
             executed[t], ev = self.step(action)
             events.extend(ev)
         return executed, events
+
+
+def _halves(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return a buffer of 2 d values and views of its two halves."""
+    buf = np.empty(2 * d)
+    return buf, buf[:d], buf[d:]
 
 
 def speed_scale_value(scale) -> float:
