@@ -20,9 +20,10 @@ Run by hand: `python bench/monitor_bench.py [--baseline REV] [--rounds N] [--pas
 scores; the metric block is 5 steps) and held-out PushT episodes at 10 Hz (D = 2, block = 1 step:
 every action runs the whole block path, as in a PushT drill). Per case: median, mean and p99 µs per
 `ActionMonitor.update` (the median is the plain per-step path where blocks are longer than one
-step, the mean includes the amortized blocks) and the median µs of `window_metrics()` (the
-diagnostics read, with its FFT). Motion scores are armed (step_spike, window_spike, the every-step
-CUSUMs at measured thresholds) unless the case says otherwise.
+step, the mean includes the amortized blocks), the CPU-time mean (thread CPU time of the whole
+loop per update: the figure least disturbed by other processes) and the median µs of
+`window_metrics()` (the diagnostics read, with its FFT). Motion scores are armed (step_spike,
+window_spike, the every-step CUSUMs at measured thresholds) unless the case says otherwise.
 
 `--baseline REV` checks REV out into a temporary `git worktree` and times its monitor on the same
 calibrations and streams, in child processes alternating with this tree's (`--rounds` of each,
@@ -104,6 +105,7 @@ def time_case(folder: str, case: str, passes: int) -> dict:
     rows = stream_of(stem)
     clock = time.perf_counter_ns
     update_ns, window_ns = [], []
+    cpu_ns = -time.thread_time_ns()
     for _ in range(passes):
         monitor.reset_episode()
         for k, row in enumerate(rows):
@@ -114,10 +116,11 @@ def time_case(folder: str, case: str, passes: int) -> dict:
                 start = clock()
                 monitor.window_metrics()
                 window_ns.append(clock() - start)
+    cpu_ns += time.thread_time_ns()
     update_us, window_us = np.array(update_ns) / 1e3, np.array(window_ns) / 1e3
     return {'median': float(np.median(update_us)), 'mean': float(update_us.mean()),
             'p99': float(np.percentile(update_us, 99)), 'window': float(np.median(window_us)),
-            'block_steps': monitor.block}
+            'cpu_mean': cpu_ns / 1e3 / update_us.size, 'block_steps': monitor.block}
 
 
 def child(folder: str, passes: int) -> None:
@@ -174,7 +177,7 @@ def measure(args, folder: str) -> dict:
     if args.baseline:
         result['ratio_baseline_over_new'] = {
             case: {key: round(result['baseline'][case][key] / result['new'][case][key], 2)
-                   for key in ('median', 'mean', 'p99', 'window')}
+                   for key in ('median', 'mean', 'p99', 'window', 'cpu_mean')}
             for case in CASES}
     return result
 
@@ -213,14 +216,16 @@ def print_table(result: dict) -> None:
     for case in CASES:
         new = result['new'][case]
         line = (f'{case:20s} block {int(new["block_steps"])}: update median '
-                f'{new["median"]:7.2f} µs, mean {new["mean"]:7.2f}, p99 {new["p99"]:8.2f}; '
-                f'window_metrics {new["window"]:7.1f} µs')
+                f'{new["median"]:7.2f} µs, mean {new["mean"]:7.2f}, p99 {new["p99"]:8.2f}, '
+                f'CPU mean {new["cpu_mean"]:7.2f}; window_metrics {new["window"]:7.1f} µs')
         if 'baseline' in result:
             base, ratio = result['baseline'][case], result['ratio_baseline_over_new'][case]
             line += (f'\n{"":20s} baseline {result["baseline_rev"]}: median '
-                     f'{base["median"]:7.2f}, mean {base["mean"]:7.2f}, p99 {base["p99"]:8.2f}; '
-                     f'window_metrics {base["window"]:7.1f}  -> x{ratio["median"]} median, '
-                     f'x{ratio["mean"]} mean, x{ratio["p99"]} p99, x{ratio["window"]} window')
+                     f'{base["median"]:7.2f}, mean {base["mean"]:7.2f}, p99 {base["p99"]:8.2f}, '
+                     f'CPU mean {base["cpu_mean"]:7.2f}; window_metrics {base["window"]:7.1f}'
+                     f'\n{"":20s} ratio baseline/new: x{ratio["median"]} median, '
+                     f'x{ratio["mean"]} mean, x{ratio["p99"]} p99, x{ratio["cpu_mean"]} CPU mean, '
+                     f'x{ratio["window"]} window_metrics')
         print(line)
     for name, row in result.get('cusum_arl', {}).items():
         print(f'CUSUM alpha=0.05 {name}: h={row["h"]}, ARL0 >= {row["arl0_chain"]} (chain) vs '

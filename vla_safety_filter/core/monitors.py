@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
+from functools import lru_cache
 import math
 from typing import NamedTuple
 
@@ -204,16 +205,26 @@ def spectral_low_ratio(actions: np.ndarray, velocity_scale: np.ndarray, dt: floa
     """Return the share of scaled, mean-removed velocity power below cutoff_hz (1 when still)."""
     finite = np.isfinite(actions).all(axis=1)
     valid = finite[1:] & finite[:-1]
-    vel = np.where(valid[:, None], np.diff(np.where(finite[:, None], actions, 0.0), axis=0), 0.0)
-    vel = vel / (velocity_scale * dt)
-    if valid.any():
-        vel = np.where(valid[:, None], vel - vel[valid].mean(axis=0), 0.0)
+    if valid.all():
+        vel = (actions[1:] - actions[:-1]) / (velocity_scale * dt)
+        vel = vel - vel.mean(axis=0)
+    else:
+        vel = np.where(valid[:, None],
+                       np.diff(np.where(finite[:, None], actions, 0.0), axis=0), 0.0)
+        vel = vel / (velocity_scale * dt)
+        if valid.any():
+            vel = np.where(valid[:, None], vel - vel[valid].mean(axis=0), 0.0)
     power = np.abs(np.fft.rfft(vel, axis=0)) ** 2
-    freqs = np.fft.rfftfreq(vel.shape[0], dt)
     total = power[1:].sum()
     if not total > 1e-12 * vel.shape[0]:
         return 1.0
-    return float(power[1:][freqs[1:] < cutoff_hz].sum() / total)
+    return float(power[1:1 + _low_bins(vel.shape[0], dt, cutoff_hz)].sum() / total)
+
+
+@lru_cache(maxsize=64)
+def _low_bins(n: int, dt: float, cutoff_hz: float) -> int:
+    """Return how many non-zero frequency bins of an n-point real FFT lie below cutoff_hz."""
+    return int(np.count_nonzero(np.fft.rfftfreq(n, dt)[1:] < cutoff_hz))
 
 
 class ActionMonitor:

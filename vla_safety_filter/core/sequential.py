@@ -57,7 +57,7 @@ class ConformalScorer:
 
     def scores_of(self, actions: np.ndarray) -> np.ndarray:
         """Scores of a [T, D] block of actions."""
-        return np.max(np.abs(actions - self.mu) * self.inv_sigma, axis=1)
+        return np.maximum.reduce(np.abs(actions - self.mu) * self.inv_sigma, axis=1)
 
     def p_value(self, score):
         """(1 + #{calibration scores >= s}) / (n + 1); works on scalars and arrays."""
@@ -396,7 +396,7 @@ def design_with_threshold(alpha: float, rho: float, h: float) -> CusumDesign:
 
 def step_differences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Increments a_t - a_{t-1} and second differences of rows [T, D], for t = 2..T-1."""
-    d = np.diff(rows, axis=0)
+    d = rows[1:] - rows[:-1]
     return d[1:], d[1:] - d[:-1]
 
 
@@ -517,7 +517,7 @@ def _halves(episodes: list, seed: int) -> tuple[list, list]:
 def _step_scores(d: np.ndarray, dd: np.ndarray, inv_step: np.ndarray,
                  inv_accel: np.ndarray) -> np.ndarray:
     """Per-row step score from increments and second differences (NaN rows stay NaN)."""
-    return np.maximum(np.abs(d) * inv_step, np.abs(dd) * inv_accel).max(axis=1)
+    return np.maximum.reduce(np.maximum(np.abs(d) * inv_step, np.abs(dd) * inv_accel), axis=1)
 
 
 def seam_scores(episode: np.ndarray, step_scale: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ def window_features(rows: np.ndarray, norm: np.ndarray, span: int) -> np.ndarray
     """
     position = (rows[span:] - norm[0]) / norm[1]
     velocity = (rows[span:] - rows[:-span]) / (span * norm[2])
-    return np.hstack([position, velocity])
+    return np.concatenate((position, velocity), axis=1)
 
 
 def _windows_of(episodes: list[np.ndarray], norm: np.ndarray, span: int,
