@@ -38,10 +38,8 @@ SPELLED_IN = ('vla_safety_filter/names.py',)
 #: Test modules of other engineers still reading data_paths.DATA at import (issue 16): this list
 #: only shrinks; a module leaves it when it asks the `data_file` fixture instead.
 DATA_AT_IMPORT_PENDING = {
-    'test_contract.py', 'test_drill_aloha.py', 'test_drill_cli.py', 'test_drill_lerobot.py',
-    'test_drill_parallel.py', 'test_guard_frozen.py', 'test_monitor_cusum.py',
-    'test_monitor_golden.py', 'test_monitor_windows.py', 'test_monitors.py',
-    'test_step_scores.py'}
+    'test_contract.py', 'test_drill_cli.py', 'test_guard_frozen.py', 'test_monitor_cusum.py',
+    'test_monitor_windows.py', 'test_monitors.py', 'test_step_scores.py'}
 
 
 def topics() -> set:
@@ -104,7 +102,6 @@ def test_the_checker_finds_a_retyped_topic_and_nothing_else(tmp_path):
     assert retyped_topics(path, topics()) == [(1, names.RAW_ACTION)]
 
 
-@pytest.mark.skip(reason='enabled by the lead after the sweep that imports names.py everywhere')
 def test_no_file_retypes_a_topic_of_names_py(repo_root, python_files):
     found = offenders(repo_root, python_files)
     assert not found, 'retyped topics (use vla_safety_filter.names):\n' + '\n'.join(found)
