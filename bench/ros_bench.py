@@ -534,7 +534,8 @@ def main() -> None:
                     + remaps(k, 'relay'), env, os.path.join(workdir, f'relay{k}.log'))
               for k in range(args.arms)]
     executor = SingleThreadedExecutor()
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     cases = []
     try:
         for dim in args.dims:
@@ -544,6 +545,7 @@ def main() -> None:
         for relay in relays:
             stop(relay)
         executor.shutdown()
+        spinner.join(timeout=5.0)     # rclpy torn down under a spinning thread aborts the process
         rclpy.try_shutdown()
     result = {'arms': args.arms, 'seconds_per_case': args.seconds, 'cores': os.cpu_count(),
               'executor': args.executor, 'realtime': realtime_params(args),
