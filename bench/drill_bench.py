@@ -16,82 +16,158 @@
 Time `vla-safety drill` on PushT: paired seeds x conditions, and what it adds to the world.
 
 Run by hand on a quiet machine: `python bench/drill_bench.py [--episodes 100] [--workers 2]`.
-Prints (1) the wall time of the whole drill in worker processes (issue 11's target: 100 paired
-seeds x 10 conditions in <= 2 min on 2 cores); (2) per condition, on `--ratio-episodes` seeds in
-this process, the full condition time against the world alone replaying the same commands, and
-their ratio; (3) per step, the filter (Executive) plus the action monitor against the world's
-step (target: <= 10 %).
+Prints (1) the wall time and steps per second of the whole drill in worker processes (issue
+11's target: 100 paired seeds x 10 conditions in <= 2 min on 2 cores); (2) per condition, on
+`--ratio-episodes` seeds in this process, the condition's CPU time against the world alone
+replaying the same commands, their ratio, and the same condition with the monitor stepped
+beside the world (the drill before it scored episodes afterwards) as a baseline in the same run;
+(3) each component's share of the drill's CPU time, each timed alone on the recorded episodes
+(world, policy queries, filter, monitor; the rest is the episode loop's bookkeeping), and the
+filter plus monitor against the world's step (target: <= 10 %). `--profile` adds a cProfile
+breakdown that separates gym-pusht's coverage from its physics.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import time
 
 import numpy as np
 from vla_safety_filter.core.drill.conditions import parse_conditions
 from vla_safety_filter.core.drill.policies import make_policy
 from vla_safety_filter.core.drill.runner import (DrillSettings, DrillSetup, EpisodeRunner,
-                                                 run_drill_parallel, safety_from_demos)
+                                                 new_monitor, run_drill_parallel,
+                                                 safety_from_demos)
 from vla_safety_filter.core.drill.worlds import make_world
 from vla_safety_filter.core.executive import Executive
-from vla_safety_filter.core.monitors import ActionMonitor
 
 DATA = os.environ.get('VLA_SAFETY_DATA') or os.path.join(
     os.path.dirname(__file__), '..', '..', 'shared', 'data')
 DEMOS = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 CONDITIONS = ('none,filter,filter+stop,drift,drift+filter,drift+filter+stop,offset,'
               'offset+filter,nan,nan+filter')
+#: cProfile groups: share name -> functions (file:function) whose cumulative times add up
+#: without overlap (the world's step includes its coverage: subtracted below)
+PROFILE_GROUPS = (
+    ('coverage', ('worlds.py:_get_coverage',)),
+    ('world physics', ('worlds.py:step',)),
+    ('policy query', ('policies.py:act',)),
+    ('filter (executive)', ('runner.py:_tick', 'executive.py:on_chunk')),
+    ('monitor', ('monitors.py:update', 'monitors.py:record_interventions',
+                 'monitors.py:episode_summary', 'copy.py:deepcopy')),
+)
 
 
-def time_world(world, episodes) -> float:
-    """Return the seconds the world alone takes to replay the episodes' executed commands."""
-    start = time.perf_counter()
+def timed(function, *args) -> float:
+    """
+    Return the CPU seconds of this process one call takes.
+
+    CPU time, not wall time: other processes on a loaded machine take turns on the cores, which
+    stretches wall time but not the work done here.
+    """
+    start = time.process_time()
+    function(*args)
+    return time.process_time() - start
+
+
+def replay_world(world, episodes) -> None:
+    """Step the world through the episodes' executed commands."""
     for ep in episodes:
         world.reset(ep.seed)
         for command in ep.executed:
             world.step(command)
-    return time.perf_counter() - start
 
 
-def time_conditions(world, safety, settings) -> list[dict]:
-    """Return, per condition, the full episode time and the world-only time of its commands."""
-    runner = EpisodeRunner(world, make_policy(f'nn:{DEMOS}'), safety, settings)
-    rows = []
-    for condition in settings.conditions:
-        start = time.perf_counter()
-        episodes = [runner.run(condition, settings.seed + k) for k in range(settings.episodes)]
-        full = time.perf_counter() - start
-        world_only = time_world(world, episodes)
-        rows.append({'condition': condition.name, 'steps': sum(ep.n_steps for ep in episodes),
-                     'full_s': full, 'world_s': world_only, 'ratio': full / world_only})
-    return rows
+def replay_policy(policy, world, episodes, horizon: int = 8) -> None:
+    """Ask the policy once per chunk, on the states the episodes passed through."""
+    for ep in episodes:
+        start = world.reset(ep.seed)
+        states = np.vstack([start, ep.states])
+        for k in range(0, ep.n_steps, horizon):
+            policy.act({'observation.state': states[k].astype(np.float32), 'task': world.task})
 
 
-def time_filter_and_monitor(safety, episodes, dt: float) -> float:
-    """Return seconds per step of Executive.tick (chunk every 8 steps) + ActionMonitor.update."""
-    monitor = ActionMonitor(safety.calibration, dt, costs=safety.costs)
-    steps, start = 0, time.perf_counter()
+def replay_filter(safety, episodes, dt: float, horizon: int = 8) -> None:
+    """Run the filter on the raw chunks: a chunk every `horizon` steps, a tick per step."""
     for ep in episodes:
         raw = np.asarray(ep.raw)
         executive = Executive(safety.contract)
         executive.observe(raw[0], 0.0)
         executive.start(0.0)
-        monitor.reset_episode()
-        for k, action in enumerate(raw):
-            if k % 8 == 0:
-                executive.on_chunk(raw[k:k + 8], dt * np.arange(1, len(raw[k:k + 8]) + 1), k * dt)
+        for k in range(len(raw)):
+            if k % horizon == 0:
+                chunk = raw[k:k + horizon]
+                executive.on_chunk(chunk, dt * np.arange(1, len(chunk) + 1), k * dt)
             executive.observe(ep.executed[k], k * dt)
             executive.tick(k * dt)
+
+
+def replay_monitor(monitor, episodes) -> None:
+    """Feed the raw actions to the monitor (one update per step) and close each episode."""
+    for ep in episodes:
+        monitor.reset_episode()
+        for action in ep.raw:
             monitor.update(action)
-        steps += len(raw)
-    return (time.perf_counter() - start) / max(steps, 1)
+        monitor.episode_summary()
+
+
+def time_conditions(runner, settings) -> tuple[list[dict], list]:
+    """Return per condition the episode time, the world-only time, the live-monitor time."""
+    rows, everything = [], []
+    for condition in settings.conditions:
+        seeds = [settings.seed + k for k in range(settings.episodes)]
+        start = time.process_time()
+        episodes = [runner.run(condition, seed) for seed in seeds]
+        full = time.process_time() - start
+        live = timed(lambda: [runner.run(condition, seed, live_monitor=True) for seed in seeds])
+        world = timed(replay_world, runner.world, episodes)
+        rows.append({'condition': condition.name, 'steps': sum(ep.n_steps for ep in episodes),
+                     'full_s': full, 'world_s': world, 'ratio': full / world,
+                     'live_monitor_s': live})
+        everything.extend(episodes)
+    return rows, everything
+
+
+def shares(runner, episodes, full_s: float) -> dict:
+    """Return each component's seconds timed alone on the episodes, and the rest of full_s."""
+    parts = {
+        'world': timed(replay_world, runner.world, episodes),
+        'policy query': timed(replay_policy, runner.policy, runner.world, episodes),
+        'filter (executive)': timed(replay_filter, runner.safety, episodes, runner.dt),
+        'monitor': timed(replay_monitor, runner.monitor, episodes),
+    }
+    parts['bookkeeping (rest)'] = max(full_s - sum(parts.values()), 0.0)
+    return parts
+
+
+def profile_shares(runner, settings) -> dict:
+    """Return cProfile's cumulative seconds per PROFILE_GROUPS group and the total."""
+    profile = cProfile.Profile()
+    profile.enable()
+    for condition in settings.conditions:
+        for k in range(settings.episodes):
+            runner.run(condition, settings.seed + k)
+    profile.disable()
+    stats = pstats.Stats(profile).stats
+    total = sum(tt for (_, _, _, tt, _) in stats.values())
+    groups = dict.fromkeys([name for name, _ in PROFILE_GROUPS], 0.0)
+    for (path, _, function), (_, _, _, cumulative, _) in stats.items():
+        key = f'{os.path.basename(path)}:{function}'
+        for name, patterns in PROFILE_GROUPS:
+            if key in patterns:
+                groups[name] += cumulative
+                break
+    groups['world physics'] -= groups['coverage']
+    groups['rest'] = total - sum(groups.values())
+    return {'total_s': total, **groups}
 
 
 def measure(args) -> dict:
-    """Run the three timings and return them as one dict."""
+    """Run the timings and return them as one dict."""
     world = make_world('pusht')
     safety = safety_from_demos(DEMOS, world)
     conditions = tuple(parse_conditions(args.conditions))
@@ -101,32 +177,50 @@ def measure(args) -> dict:
                                   args.workers)
     total = time.perf_counter() - start
     small = DrillSettings(episodes=args.ratio_episodes, seed=0, conditions=conditions)
-    rows = time_conditions(world, safety, small)
-    plain = [ep for ep in episodes if ep.condition == 'none'][:args.ratio_episodes]
-    world_step = time_world(world, plain) / sum(ep.n_steps for ep in plain)
-    guard_step = time_filter_and_monitor(safety, plain, world.dt)
-    return {
+    runner = EpisodeRunner(world, make_policy(f'nn:{DEMOS}'), safety, small,
+                           new_monitor(safety, small, world.dt))
+    rows, recorded = time_conditions(runner, small)
+    full = sum(row['full_s'] for row in rows)
+    parts = shares(runner, recorded, full)
+    steps = int(sum(ep.n_steps for ep in episodes))
+    result = {
         'machine': f'{platform.machine()} {os.cpu_count()} cpus, '
-                   f'Python {platform.python_version()}',
-        'workers': args.workers, 'episodes': len(episodes),
-        'steps': int(sum(ep.n_steps for ep in episodes)), 'drill_s': total,
-        'conditions': rows, 'world_step_us': 1e6 * world_step,
-        'filter_monitor_step_us': 1e6 * guard_step, 'overhead_share': guard_step / world_step,
+                   f'Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}',
+        'workers': args.workers, 'episodes': len(episodes), 'steps': steps, 'drill_s': total,
+        'steps_per_s': steps / total, 'conditions': rows, 'in_process_s': full,
+        'shares_s': parts,
+        'filter_monitor_share_of_world': (parts['filter (executive)'] + parts['monitor'])
+        / parts['world'],
     }
+    if args.profile:
+        result['profile_s'] = profile_shares(runner, DrillSettings(
+            episodes=args.profile, seed=0, conditions=conditions))
+    return result
 
 
 def report(result: dict) -> None:
-    """Print the measurements as a few readable lines and a table."""
+    """Print the measurements as a few readable lines and tables."""
     print(result['machine'])
     print(f'{result["episodes"]} episodes, {result["steps"]} steps in {result["drill_s"]:.1f} s '
-          f'with {result["workers"]} worker processes')
-    print(f'{"condition":<20} {"steps":>6} {"full s":>7} {"world s":>8} {"full/world":>10}')
+          f'with {result["workers"]} worker processes: {result["steps_per_s"]:.0f} steps/s')
+    print(f'{"condition":<20} {"steps":>6} {"full s":>7} {"world s":>8} {"full/world":>10} '
+          f'{"live monitor s":>14} {"live/full":>9}')
     for row in result['conditions']:
         print(f'{row["condition"]:<20} {row["steps"]:>6} {row["full_s"]:>7.2f} '
-              f'{row["world_s"]:>8.2f} {row["ratio"]:>10.2f}')
-    print(f'world step {result["world_step_us"]:.0f} us; filter + monitor '
-          f'{result["filter_monitor_step_us"]:.0f} us per step '
-          f'({100 * result["overhead_share"]:.0f} % of the world step)')
+              f'{row["world_s"]:>8.2f} {row["ratio"]:>10.2f} {row["live_monitor_s"]:>14.2f} '
+              f'{row["live_monitor_s"] / row["full_s"]:>9.2f}')
+    full = result['in_process_s']
+    print(f'shares of the drill in one process ({full:.1f} s), each part timed alone:')
+    for name, seconds in result['shares_s'].items():
+        print(f'  {name:<20} {seconds:>7.2f} s {100 * seconds / full:>5.1f} %')
+    print(f'filter + monitor = {100 * result["filter_monitor_share_of_world"]:.0f} % of the '
+          f'world step (target <= 10 %)')
+    if 'profile_s' in result:
+        total = result['profile_s']['total_s']
+        print(f'cProfile ({total:.1f} s, profiler overhead included):')
+        for name, seconds in result['profile_s'].items():
+            if name != 'total_s':
+                print(f'  {name:<20} {seconds:>7.2f} s {100 * seconds / total:>5.1f} %')
 
 
 def main() -> None:
@@ -135,6 +229,8 @@ def main() -> None:
     parser.add_argument('--episodes', type=int, default=100)
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1)
     parser.add_argument('--ratio-episodes', type=int, default=10)
+    parser.add_argument('--profile', type=int, default=0, metavar='EPISODES',
+                        help='also profile EPISODES seeds of every condition (cProfile)')
     parser.add_argument('--conditions', default=CONDITIONS)
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args()

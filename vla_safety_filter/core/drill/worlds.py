@@ -128,7 +128,47 @@ def _pusht_env_class():
     return FastCoveragePushTEnv
 
 
-class PushTWorld:
+class CommandedWorld:
+    """
+    What every drill world shares: it holds the last finite command and reports it, its state.
+
+    Subclasses set `_env`, `_state`, `_command`, `_render` and `task`, implement `_image()`
+    (the camera for --render) and call `_take(command, costs)` at the start of their step.
+    """
+
+    def _take(self, command, costs: list) -> None:
+        """
+        Make `command` the one executed; None or non-finite keeps the last one.
+
+        A non-finite command never reaches the physics (a controller would refuse it); it is a
+        physical cost event instead.
+        """
+        if command is None:
+            return
+        command = np.asarray(command, dtype=np.float64)
+        if np.all(np.isfinite(command)):
+            self._command = command
+        else:
+            costs.append('world.nonfinite_command')
+
+    @property
+    def executed_command(self) -> np.ndarray:
+        """Return the command the world is executing now (the last finite one it was given)."""
+        return self._command.copy()
+
+    def observation(self) -> dict:
+        """Return the observation: state vector (float32), the camera with --render, task."""
+        obs = {'observation.state': self._state.astype(np.float32), 'task': self.task}
+        if self._render:
+            obs['observation.images.top'] = np.asarray(self._image(), dtype=np.uint8)
+        return obs
+
+    def close(self) -> None:
+        """Release the simulator."""
+        self._env.close()
+
+
+class PushTWorld(CommandedWorld):
     """gym-pusht behind a small interface: reset(seed), step(command), the measured position."""
 
     name = 'pusht'
@@ -161,19 +201,9 @@ class PushTWorld:
         return self._state[:2].copy()
 
     def step(self, command: np.ndarray | None) -> StepResult:
-        """
-        Drive the pusher toward `command` for one period; None or non-finite holds the last one.
-
-        A non-finite command never reaches the physics (a controller would refuse it); it is a
-        physical cost event instead.
-        """
+        """Drive the pusher toward `command` for one period; None or non-finite holds the last."""
         costs = []
-        if command is not None:
-            command = np.asarray(command, dtype=np.float64)
-            if np.all(np.isfinite(command)):
-                self._command = command
-            else:
-                costs.append('world.nonfinite_command')
+        self._take(command, costs)
         state, _, terminated, _, info = self._env.step(self._command)
         self._state = np.asarray(state, dtype=np.float64)
         lo, hi = PUSHT_WORKSPACE
@@ -182,20 +212,9 @@ class PushTWorld:
         return StepResult(self._state, bool(info['is_success']), tuple(costs),
                           float(info.get('coverage', float('nan'))))
 
-    @property
-    def executed_command(self) -> np.ndarray:
-        """Return the command the world is executing now (the last finite one it was given)."""
-        return self._command.copy()
-
-    def observation(self) -> dict:
-        """Return the observation: state vector (float32), an image when rendering, task."""
-        obs = {'observation.state': self._state.astype(np.float32), 'task': self.task}
-        if self._render:
-            obs['observation.images.top'] = np.asarray(self._env.render(), dtype=np.uint8)
-        return obs
-
-    def close(self) -> None:
-        self._env.close()
+    def _image(self) -> np.ndarray:
+        """Return gym-pusht's rendering of the scene."""
+        return self._env.render()
 
 
 #: ALOHA arm joints by action index (the grippers, 6 and 13, are normalized openings)
@@ -222,7 +241,7 @@ def _aloha_modules():
     return mujoco, control, constants, utils, sim
 
 
-class AlohaWorld:
+class AlohaWorld(CommandedWorld):
     """
     gym-aloha's bimanual ViperX task (MuJoCo), 14 joint targets at 50 Hz, stepped without images.
 
@@ -302,12 +321,7 @@ class AlohaWorld:
     def step(self, command: np.ndarray | None) -> StepResult:
         """Drive the arms toward `command` for one period; None or non-finite holds the last."""
         costs = []
-        if command is not None:
-            command = np.asarray(command, dtype=np.float64)
-            if np.isfinite(command).all():
-                self._command = command
-            else:
-                costs.append('world.nonfinite_command')
+        self._take(command, costs)
         step = self._env.step(self._command)
         self._state = np.asarray(step.observation['qpos'], dtype=np.float64)
         index, lo, hi = self._limits
@@ -327,22 +341,9 @@ class AlohaWorld:
         other = np.where(touching[:, 0], pairs[:, 1], pairs[:, 0])
         return bool(np.any(touching.any(axis=1) & self._links[other]))
 
-    @property
-    def executed_command(self) -> np.ndarray:
-        """Return the command the arms are executing (the last finite one)."""
-        return self._command.copy()
-
-    def observation(self) -> dict:
-        """Return the observation: joint positions (float32), the top camera with --render."""
-        obs = {'observation.state': self._state.astype(np.float32), 'task': self.task}
-        if self._render:
-            image = self._env.physics.render(height=480, width=640, camera_id='top')
-            obs['observation.images.top'] = np.asarray(image, dtype=np.uint8)
-        return obs
-
-    def close(self) -> None:
-        """Release the MuJoCo model."""
-        self._env.close()
+    def _image(self) -> np.ndarray:
+        """Return the top camera (640 x 480)."""
+        return self._env.physics.render(height=480, width=640, camera_id='top')
 
 
 def _state_only(task_class):
