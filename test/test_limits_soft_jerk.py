@@ -339,3 +339,28 @@ def test_agrees_with_ros2_control_soft_limiter_position_cases():
         assert out == pytest.approx(prev + (1.5 - prev) * 0.5)
         prev = out
     assert g.step([2.0])[0][0] <= 1.5
+
+
+@pytest.mark.parametrize('k', [2.0, 5.0, 20.0])
+def test_jerk_gives_way_only_where_the_soft_cap_binds(k):
+    """
+    Pin the convention of doc/safety.md: the jerk limit does not anticipate the soft cap.
+
+    Driven at a soft bound, the soft rule and the acceleration limit hold at every step; the
+    jerk limit is exceeded only at steps whose intervention is 'soft_limit' (the cap binding).
+    """
+    c = Contract(('a',), [-10.0], [10.0], [2.0], dt=0.01, max_acceleration=[10.0],
+                 max_jerk=[100.0], soft_lower=[-5.0], soft_upper=[5.0], k_position=[k])
+    guard = Guard(c)
+    guard.reset([0.0])
+    steps = [guard.step([9.0]) for _ in range(800)]
+    path = np.array([0.0] + [out[0] for out, _ in steps])
+    v = np.diff(path) / c.dt
+    a = np.diff(np.concatenate([[0.0], v])) / c.dt
+    jerk = np.diff(np.concatenate([[0.0], a])) / c.dt
+    assert np.all(v <= k * (5.0 - path[:-1]) + 1e-9)           # the soft rule, every step
+    assert np.all(np.abs(a) <= 10.0 * (1 + 1e-9))
+    over = np.flatnonzero(np.abs(jerk) > 100.0 * (1 + 1e-6))
+    assert over.size > 0                                        # the known gap is still there
+    assert all({e.reason for e in steps[i][1]} == {'soft_limit'} for i in over)
+    assert path[-1] == pytest.approx(5.0, abs=1e-4)

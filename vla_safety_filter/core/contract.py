@@ -251,7 +251,7 @@ class Guard:
         brake = c.braking()
         self._abrake = None if brake is None else brake * scale
         self._jmax = None if c.max_jerk is None else c.max_jerk * scale
-        self._brake_cache = None
+        self._brake_cache = self._change_cache = None
         if self._prev is not None and self._box_h is not None:
             self._set_box(self._box_h)
 
@@ -372,24 +372,28 @@ class Guard:
         prev, lo, hi, v = self._prev, self._lo, self._hi, self._velocity
         span = 0.5 * (h + (self._last_h or h))
         if self._adec is self._amax:
-            faster = slower = self._amax
+            slower = faster = self._change(span)
         else:
-            faster = np.where(v >= 0, self._amax, self._adec)    # change toward +
-            slower = np.where(v > 0, self._adec, self._amax)     # change toward -
+            faster = np.where(v >= 0, self._amax, self._adec) * span    # change toward +
+            slower = np.where(v > 0, self._adec, self._amax) * span     # change toward -
         t, u = self._work
-        np.multiply(slower, span, out=t)
-        np.subtract(v, t, out=t)
+        np.subtract(v, slower, out=t)
         np.multiply(t, h, out=t)
         np.add(prev, t, out=t)
         np.maximum(t, lo, out=t)
         np.minimum(t, hi, out=t)            # the new lo, from the old hi
-        np.multiply(faster, span, out=u)
-        np.add(v, u, out=u)
+        np.add(v, faster, out=u)
         np.multiply(u, h, out=u)
         np.add(prev, u, out=u)
         np.maximum(u, lo, out=u)
         np.minimum(u, hi, out=hi)
         lo[:] = t
+
+    def _change(self, span: float) -> np.ndarray:
+        """Return amax x span, the most velocity change over span s (cached per span)."""
+        if self._change_cache is None or self._change_cache[0] != span:
+            self._change_cache = (span, self._amax * span)
+        return self._change_cache[1]
 
     def _brake_terms(self, h: float) -> tuple:
         """Return (a L)^2, -a L and 2 a of the braking bound for steps of h (cached per h)."""
@@ -624,7 +628,7 @@ class Guard:
         """Return one event per joint the limits changed, with the reason that changed it."""
         c = self.contract
         events = []
-        for j in np.flatnonzero(out != a):
+        for j in (out != a).nonzero()[0]:
             reason = self._reason(j, a[j], h)
             self.counts[reason] += 1
             events.append(Event(k, c.joint_names[j], reason, float(a[j]), float(out[j]),
