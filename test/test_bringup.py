@@ -77,7 +77,7 @@ def test_bringup_nodes_activate_and_drive_the_sim_arm(tmp_path, shared_data, pip
     thread.start()
     try:
         managed = [LifecycleClient(probe, n, None, 10.0)
-                   for n in ('action_monitor', 'safety_filter', 'policy_bridge')]
+                   for n in names.PIPELINE_NODES]
         assert wait_for(lambda: all(c.state() == State.PRIMARY_STATE_ACTIVE for c in managed),
                         timeout=20, period=0.2), diags.get(names.EXECSPEC_STATUS)
         assert wait_for(lambda: len(commands) > 30, timeout=10)

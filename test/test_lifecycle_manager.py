@@ -24,6 +24,7 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import wait_for
+from vla_safety_filter import names
 from vla_safety_filter.nodes.lifecycle_manager import call, LifecycleClient, LifecycleManager
 
 ACTIVE, INACTIVE = State.PRIMARY_STATE_ACTIVE, State.PRIMARY_STATE_INACTIVE
@@ -51,8 +52,8 @@ class Probe:
                 lambda msg, name=name: self.transitions.append((name, msg.goal_state.id)), 100)
         self.node.create_subscription(Log, '/rosout', self.log.append, LATCHED)
 
-    def states(self, names) -> list:
-        return [LifecycleClient(self.node, name, None, 10.0).state() for name in names]
+    def states(self, nodes) -> list:
+        return [LifecycleClient(self.node, name, None, 10.0).state() for name in nodes]
 
     def parameter(self, node: str, name: str):
         client = self.node.create_client(GetParameters, f'/{node}/get_parameters')
@@ -100,8 +101,8 @@ def test_without_autostart_nothing_is_configured(ros):
 def test_default_node_names_are_the_pipeline_in_activation_order(ros):
     probe = Probe(ros, [])
     ros.add(LifecycleManager, 'manager', autostart=False)
-    names = probe.parameter('manager', 'node_names').string_array_value
-    assert list(names) == ['action_monitor', 'safety_filter', 'policy_bridge']
+    managed = probe.parameter('manager', 'node_names').string_array_value
+    assert tuple(managed) == names.PIPELINE_NODES
     assert probe.parameter('manager', 'transition_timeout').double_value == 5.0
 
 

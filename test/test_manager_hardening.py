@@ -49,7 +49,7 @@ from vla_safety_filter.nodes.safety_filter import SafetyFilter
 from vla_safety_filter.nodes.sim_arm import SimArm
 
 SO101 = 'so101_record_test_4ep.npz'
-MANAGED = ('action_monitor', 'safety_filter', 'policy_bridge')
+MANAGED = names.PIPELINE_NODES
 OK, ERROR = bytes([names.OK]), bytes([names.ERROR])   # DiagnosticStatus.level bytes
 ACTIVE, INACTIVE = State.PRIMARY_STATE_ACTIVE, State.PRIMARY_STATE_INACTIVE
 

@@ -22,6 +22,7 @@ import rclpy
 from rclpy.signals import SignalHandlerOptions
 
 from .common import controlled_stop_signals, make_executor, spin
+from .. import names
 from ..core.errors import InputError
 
 
@@ -37,8 +38,10 @@ def pipeline_nodes(with_sim_arm: bool, context=None) -> list:
     from .safety_filter import SafetyFilter
     from .sim_arm import SimArm
     kw = {} if context is None else {'context': context}
+    managed = {names.ACTION_MONITOR: ActionMonitorNode, names.SAFETY_FILTER: SafetyFilter,
+               names.POLICY_BRIDGE: PolicyBridge}
     nodes = [SimArm(**kw)] if with_sim_arm else []
-    nodes += [ActionMonitorNode(**kw), SafetyFilter(**kw), PolicyBridge(**kw)]
+    nodes += [managed[name](**kw) for name in names.PIPELINE_NODES]
     return nodes + [ExecSpecCheck(**kw)]
 
 
