@@ -33,8 +33,10 @@ thinned with the i.i.d. design. Window score: nearest-neighbour distance of the 
 a new chunk's first point against the executed trajectory (`check_seam`, `seam_spike`).
 Alarms use jerk_norm = jerk_rms * dt^2 (dimensionless). A non-finite or wrong-length action is an
 alarm at once and becomes a gap: every contribution that would use it is zero and counted out,
-so no NaN reaches a sum. Metrics advance in blocks of profile.block_s (vectorized, alarm steps
-exact); the same code computes a whole episode at once (`episode_metrics`).
+so no NaN reaches a sum. Metrics and scores advance in blocks of profile.block_s (alarm steps
+exact): the scores vectorized over the block, the window metrics kept incrementally per step in
+plain floats (`_StepWindow`: on one row of a few joints numpy's per-call cost exceeds the
+arithmetic); `episode_metrics` computes the same definitions over a whole episode with numpy.
 """
 from __future__ import annotations
 
@@ -231,8 +233,10 @@ class ActionMonitor:
     """
     Streaming health monitor of one action stream: metrics, conformal CUSUM, alarms, cost budget.
 
-    Memory is bounded by the window; `update` is O(D) per step plus one vectorized block every
-    profile.block_s and one FFT every profile.spectral_period_s.
+    Memory is bounded by the windows; `update` is O(D) per step (finiteness check, row copy)
+    plus one block every profile.block_s (O(D) per step of it, and a nearest-neighbour query
+    for the window score unless the last neighbour bounds it) and one FFT every
+    profile.spectral_period_s.
     """
 
     def __init__(self, calibration: CalibrationData, dt: float,
@@ -263,6 +267,7 @@ class ActionMonitor:
         self._init_motion(motion)
         self.budget = CostBudget(costs or CostModel())
         self._nan_row = np.full(self.dim, np.nan)
+        self._shape = self._nan_row.shape
         span = self.window_scorer.span if self.window_scorer is not None else 0
         self._keep = max(self.spectral_window + 1, span, 3)  # past rows a block looks at
         self._hist = np.empty((self._keep + HISTORY_BLOCKS * self.block, self.dim))
@@ -352,7 +357,7 @@ class ActionMonitor:
         except (TypeError, ValueError):
             a = None  # not numbers at all
         raised = ()
-        if a is None or a.shape != self._nan_row.shape:
+        if a is None or a.shape != self._shape:
             raised = self._bad(t, 'shape')
             a = self._nan_row
         elif not -HUGE < _add(a) < HUGE:  # false for NaN, Inf (and absurd magnitudes)

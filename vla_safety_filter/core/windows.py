@@ -36,6 +36,7 @@ from .sequential import ConformalScorer
 
 WINDOW_S = 0.3            # the velocity of a window is the mean over this span
 MAX_WINDOW_POINTS = 20000  # demonstrated windows kept (an even subsample beyond this)
+HINTS = 4                 # demonstrated windows tried before a tree query (bounded_scores)
 ARRAY_KEYS = ('motion_window_points', 'motion_window_scores', 'motion_window_norm',
               'motion_window_span')
 
@@ -129,19 +130,21 @@ class WindowScorer(ConformalScorer):
         """
         Return scores as `scores_of` (a list) and the windows' features, sparing queries.
 
-        A window within `bound` of the demonstrated window nearest to the last one queried gets
-        that distance: an upper bound of its score, itself <= bound. Callers that compare scores
-        only with values >= bound and keep a maximum >= bound see no difference, and the steps of
-        a smooth motion mostly skip the tree query (most of a step's cost at low D).
+        A window within `bound` of the demonstrated window nearest to the last one queried, or of
+        one of the HINTS - 1 windows stored after it (its demonstration's next steps), gets that
+        distance: an upper bound of its score, itself <= bound. Callers that compare scores only
+        with values >= bound and keep a maximum >= bound see no difference, and the steps of a
+        smooth motion mostly skip the tree query (most of a step's cost).
         """
         features = window_features(rows, self.norm, self.span)
-        hint = self.points[self.hint].tolist()
+        hints = self.points[self.hint:self.hint + HINTS].tolist()
         scores, ask = [], []
         for i, row in enumerate(features.tolist()):
             if not all(map(math.isfinite, row)):
                 scores.append(math.nan)
                 continue
-            near = math.sqrt(sum((a - b) * (a - b) for a, b in zip(row, hint)))
+            near = math.sqrt(min(sum((a - b) * (a - b) for a, b in zip(row, hint))
+                                 for hint in hints))
             scores.append(near)
             if not near <= bound:
                 ask.append(i)
