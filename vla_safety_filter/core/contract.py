@@ -223,8 +223,10 @@ class Guard:
         self._workspace = c.workspace
         # braking plans toward the soft bounds as well as the hard ones
         soft = c.has_soft_limits
-        self._brake_lower = np.maximum(c.lower, c.soft_lower) if soft else c.lower
-        self._brake_upper = np.minimum(c.upper, c.soft_upper) if soft else c.upper
+        brake_lower = np.maximum(c.lower, c.soft_lower) if soft else c.lower
+        brake_upper = np.minimum(c.upper, c.soft_upper) if soft else c.upper
+        self._brake_bounds2 = np.concatenate([brake_upper, -brake_lower])
+        self._travel2 = np.empty(2 * c.dim)
         self.set_speed_scale(1.0)
 
     @property
@@ -396,11 +398,12 @@ class Guard:
         return self._change_cache[1]
 
     def _brake_terms(self, h: float) -> tuple:
-        """Return (a L)^2, -a L and 2 a of the braking bound for steps of h (cached per h)."""
+        """Return (a L)^2, -a L and 2 a, each twice over (both bounds), for steps of h."""
         if self._brake_cache is None or self._brake_cache[0] != h:
             a = self._abrake
             lag = h if self._jmax is None else h + a / self._jmax
-            self._brake_cache = (h, (a * lag) ** 2, -a * lag, 2.0 * a)
+            self._brake_cache = (h, *(np.concatenate([x, x]) for x in
+                                      ((a * lag) ** 2, -a * lag, 2.0 * a)))
         return self._brake_cache[1:]
 
     def _brake(self, h: float) -> None:
@@ -412,22 +415,20 @@ class Guard:
         the deceleration, with a jerk limit). Never forces motion; gives way to position and
         velocity.
         """
-        prev, lo, hi = self._prev, self._lo, self._hi
-        t, _ = self._work
-        up = self._brake_speed(np.subtract(self._brake_upper, prev, out=t), h)
-        np.maximum(np.minimum(hi, np.add(prev, up, out=up), out=up), lo, out=hi)
-        down = self._brake_speed(np.subtract(prev, self._brake_lower, out=t), h)
-        np.minimum(np.maximum(lo, np.subtract(prev, down, out=down), out=down), hi, out=lo)
-
-    def _brake_speed(self, room: np.ndarray, h: float) -> np.ndarray:
-        """Turn the distance to a bound (in place) into the most travel toward it in h s."""
+        prev, lo, hi, d = self._prev, self._lo, self._hi, self.contract.dim
         square, neg, two_a = self._brake_terms(h)
-        np.maximum(room, 0.0, out=room)
-        np.multiply(two_a, room, out=room)
-        np.add(square, room, out=room)
-        np.sqrt(room, out=room)
-        np.add(neg, room, out=room)
-        return np.multiply(room, h, out=room)
+        # [upper - prev | prev - lower] = [upper | -lower] - [prev | -prev], then each
+        # distance becomes the most travel toward that bound in h s
+        travel = np.subtract(self._brake_bounds2, self._p2[0], out=self._travel2)
+        np.maximum(travel, 0.0, out=travel)
+        np.multiply(two_a, travel, out=travel)
+        np.add(square, travel, out=travel)
+        np.sqrt(travel, out=travel)
+        np.add(neg, travel, out=travel)
+        np.multiply(travel, h, out=travel)
+        up, down = travel[:d], travel[d:]
+        np.maximum(np.minimum(hi, np.add(prev, up, out=up), out=up), lo, out=hi)
+        np.minimum(np.maximum(lo, np.subtract(prev, down, out=down), out=down), hi, out=lo)
 
     def _soft(self, h: float) -> None:
         """
