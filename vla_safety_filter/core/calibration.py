@@ -91,8 +91,11 @@ def stepped(items: Iterable, stage: str, progress: Progress | None) -> Iterator:
 
 def one_step(stage: str, progress: Progress | None, work: Callable):
     """Return `work()`, reported as a stage of one item (0 of 1 before, 1 of 1 after)."""
-    for _ in stepped([work], stage, progress):
-        result = work()
+    if progress is not None:
+        progress(stage, 0, 1)
+    result = work()
+    if progress is not None:
+        progress(stage, 1, 1)
     return result
 
 
