@@ -77,8 +77,9 @@ def _pusht_env_class():
     built once per goal pose, the block's local corners once per episode, its polygons in one
     vectorized call and in a fixed order: the same coverage to round-off (1e-15), at about a
     third of the cost, and the same bits on every run. The step skips what the drill never
-    reads: the contact points counted on every collision and the info dict of poses and
-    velocities (the physics is gym-pusht's own, untouched).
+    reads (the contact points counted on every collision, the info dict of poses and
+    velocities) and runs the PD control on floats: the same states bit for bit (tested against
+    gym-pusht on replayed demonstrations).
     """
     try:
         import shapely
@@ -117,6 +118,27 @@ def _pusht_env_class():
             goal, area = self._goal()
             block = shapely.multipolygons(shapely.polygons(self._block_rings()))
             return goal.intersection(block).area / area
+
+        def step(self, action):
+            """
+            Step as gym-pusht does, its PD control on Python floats instead of Vec2d and arrays.
+
+            The same IEEE operations in the same order (the pusher's velocity += (k_p (target -
+            position) + k_v (0 - velocity)) dt before each physics substep): the same bits.
+            """
+            self._last_action = action
+            target_x, target_y = float(action[0]), float(action[1])
+            agent, dt, k_p, k_v = self.agent, self.dt, self.k_p, self.k_v
+            for _ in range(int(1 / (dt * self.control_hz))):
+                (x, y), (vx, vy) = agent.position, agent.velocity
+                agent.velocity = (vx + (k_p * (target_x - x) + k_v * (0.0 - vx)) * dt,
+                                  vy + (k_p * (target_y - y) + k_v * (0.0 - vy)) * dt)
+                self.space.step(dt)
+            coverage = self._get_coverage()
+            success = coverage > self.success_threshold
+            reward = np.clip(coverage / self.success_threshold, 0.0, 1.0)
+            info = {'is_success': success, 'coverage': coverage}
+            return self.get_obs(), reward, success, False, info
 
         def _handle_collision(self, arbiter, space, data):
             """Count nothing: gym-pusht's contact count (info n_contacts) is not used here."""
