@@ -269,10 +269,10 @@ class ActionMonitor:
         self._nan_row = np.full(self.dim, np.nan)
         self._shape = self._nan_row.shape
         span = self.window_scorer.span if self.window_scorer is not None else 0
-        self._keep = max(self.spectral_window + 1, span, 3)  # past rows a block looks at
+        self._keep = max(self.spectral_window + 1, span)  # past rows a block looks at (>= 9)
         self._hist = np.empty((self._keep + HISTORY_BLOCKS * self.block, self.dim))
         self._steps = _StepWindow(self.inv_eps.tolist(), self.window)
-        self._armed = self._conditions()
+        self._armed = [k for k in ('reversal', 'jerk', 'coherence', 'stall') if k in p.primary]
         self.reset_episode()
 
     def _init_motion(self, motion: MotionCalibration | None) -> None:
@@ -533,8 +533,8 @@ class ActionMonitor:
         self._values = rows[-1]
         first_full = max(0, self.window - 1 - t0)  # alarms only once the window is full
         raised = ()
-        for kind, hit in self._armed.items():
-            raised += self._onsets([hit(v) for v in rows], t0, kind, first_full)
+        for kind in self._armed:
+            raised += self._onsets([self._hit(kind, v) for v in rows], t0, kind, first_full)
         self._accumulate(rows[first_full:])
         return raised
 
@@ -549,16 +549,16 @@ class ActionMonitor:
                 'jerk_norm': jerk_norm, 'jerk_rms': jerk_norm / (self.dt * self.dt),
                 'eligible': eligible, 'pairs': cos_n, 'stall_s': run * self.dt, 'run': run}
 
-    def _conditions(self) -> dict:
-        """Alarm condition of each armed metric, on one step's values (in reporting order)."""
-        p, primary, pairs = self.profile, self.profile.primary, self.min_pairs
-        conditions = {
-            'reversal': lambda v: v['reversal_rate'] > p.reversal_max and v['eligible'] >= pairs,
-            'jerk': lambda v: v['jerk_norm'] > p.jerk_max,
-            'coherence': lambda v: (v['momentum_coherence'] < p.coherence_min
-                                    and v['pairs'] >= pairs),
-            'stall': lambda v: v['run'] >= self.stall_steps}
-        return {kind: hit for kind, hit in conditions.items() if kind in primary}
+    def _hit(self, kind: str, v: dict) -> bool:
+        """Return whether one step's metric values meet the alarm condition of `kind`."""
+        p = self.profile
+        if kind == 'reversal':
+            return v['reversal_rate'] > p.reversal_max and v['eligible'] >= self.min_pairs
+        if kind == 'jerk':
+            return v['jerk_norm'] > p.jerk_max
+        if kind == 'coherence':
+            return v['momentum_coherence'] < p.coherence_min and v['pairs'] >= self.min_pairs
+        return v['run'] >= self.stall_steps   # stall
 
     def _spectral_check(self, step: int) -> tuple:
         self._next_spectral = step + self.spectral_every
