@@ -153,7 +153,7 @@ def profile_shares(runner, settings) -> dict:
             runner.run(condition, settings.seed + k)
     profile.disable()
     stats = pstats.Stats(profile).stats
-    total = sum(tt for (_, _, _, tt, _) in stats.values())
+    total = sum(own for (_, _, own, _, _) in stats.values())   # each function's own time
     groups = dict.fromkeys([name for name, _ in PROFILE_GROUPS], 0.0)
     for (path, _, function), (_, _, _, cumulative, _) in stats.items():
         key = f'{os.path.basename(path)}:{function}'
