@@ -36,7 +36,7 @@ from vla_safety_filter import names
 from vla_safety_filter.nodes.lifecycle_manager import call
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
-OK, WARN, ERROR = b'\x00', b'\x01', b'\x02'
+OK, WARN, ERROR = (bytes([level]) for level in (names.OK, names.WARN, names.ERROR))
 JOINTS = ['j0', 'j1']
 STATE = {'j1': 0.25, 'other': 9.0, 'j0': -0.5}
 """What the joint state publishes (by name, in a different order than state_joints)."""

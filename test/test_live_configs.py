@@ -111,7 +111,8 @@ def test_so101_openpi_file_configures_and_passes_the_gate_as_delegated(ros, open
             'node_names': ['policy_bridge']}
     ros.add(PolicyBridge, 'policy_bridge', **bridge)
     ros.add(ExecSpecCheck, 'execspec_check', **gate)
-    found = wait_for(lambda: [s for s in statuses if s.level == b'\x00'], timeout=20)
+    found = wait_for(lambda: [s for s in statuses if names.level_of(s.level) == names.OK],
+                     timeout=20)
     assert found, [s.message for s in statuses]
     values = {kv.key: kv.value for kv in found[0].values}
     assert 'delegated to the policy server' in values['notes']

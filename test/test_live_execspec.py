@@ -36,7 +36,7 @@ from vla_safety_filter.nodes.execspec_check import ExecSpecCheck
 from vla_safety_filter.nodes.lifecycle_manager import LifecycleClient
 from vla_safety_filter.nodes.policy_bridge import PolicyBridge
 
-ERROR, OK = b'\x02', b'\x00'
+ERROR, OK = bytes([names.ERROR]), bytes([names.OK])   # DiagnosticStatus.level bytes
 JOINTS = [f'j{i}' for i in range(7)]
 
 
