@@ -78,8 +78,8 @@ def _pusht_env_class():
     vectorized call and in a fixed order: the same coverage to round-off (1e-15), at about a
     third of the cost, and the same bits on every run. The step skips what the drill never
     reads (the contact points counted on every collision, the info dict of poses and
-    velocities) and runs the PD control on floats: the same states bit for bit (tested against
-    gym-pusht on replayed demonstrations).
+    velocities) and runs the PD control and the state observation on floats: the same states
+    bit for bit (tested against gym-pusht on replayed demonstrations).
     """
     try:
         import shapely
@@ -139,6 +139,12 @@ def _pusht_env_class():
             reward = np.clip(coverage / self.success_threshold, 0.0, 1.0)
             info = {'is_success': success, 'coverage': coverage}
             return self.get_obs(), reward, success, False, info
+
+        def get_obs(self):
+            """Return gym-pusht's state observation, built from floats in one array."""
+            (agent_x, agent_y), (block_x, block_y) = self.agent.position, self.block.position
+            return np.array([agent_x, agent_y, block_x, block_y,
+                             self.block.angle % (2 * np.pi)], dtype=np.float64)
 
         def _handle_collision(self, arbiter, space, data):
             """Count nothing: gym-pusht's contact count (info n_contacts) is not used here."""
