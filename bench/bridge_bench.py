@@ -124,7 +124,7 @@ class Probe:
         self._pending: dict[tuple, float] = {}
         self._previous: tuple = ()
         self._lock = threading.Lock()
-        self._world = node.create_publisher(JointState, '/world/state', 10)
+        self._world = node.create_publisher(JointState, names.WORLD_STATE, 10)
         self._joints = node.create_publisher(JointState, names.JOINT_STATES, 10)
         node.create_subscription(JointTrajectory, names.RAW_ACTION, self._on_chunk, 100)
         node.create_subscription(Float64MultiArray, names.forward_commands(),
@@ -175,7 +175,7 @@ def wide_contract() -> dict:
 
 def bridge_params(uri: str) -> dict:
     """Return the bridge's parameters: openpi, query tick QUERY_HZ, one action per reply."""
-    return {'source': 'openpi', 'server_uri': uri, 'state_topic': '/world/state',
+    return {'source': 'openpi', 'server_uri': uri, 'state_topic': names.WORLD_STATE,
             'state_joints': list(STATE_JOINTS), 'joint_names': list(JOINTS),
             'rate_hz': QUERY_HZ, 'replan_every': 1, 'request_timeout': 1.0,
             'unnormalizer.mode': 'identity', 'unnormalizer.dim': len(JOINTS)}

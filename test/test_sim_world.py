@@ -49,8 +49,8 @@ class Probe:
         self.joints, self.world, self.images, self.episodes, self.errors = [], [], [], [], []
         node = self.node
         node.create_subscription(JointState, names.JOINT_STATES, self.joints.append, 100)
-        node.create_subscription(JointState, '/world/state', self.world.append, 100)
-        node.create_subscription(Image, '/world/image', self.images.append, 10)
+        node.create_subscription(JointState, names.WORLD_STATE, self.world.append, 100)
+        node.create_subscription(Image, names.WORLD_IMAGE, self.images.append, 10)
         node.create_subscription(String, names.EPISODE, lambda m: self.episodes.append(m.data),
                                  LATCHED_QOS)
         node.create_subscription(Log, '/rosout', self._on_log, 100)

@@ -33,6 +33,10 @@ SAFETY_STOP = '/vla/safety_stop'
 JOINT_STATES = '/joint_states'
 DIAGNOSTICS = '/diagnostics'
 PARAMETER_EVENTS = '/parameter_events'
+#: sim_world's full world state as a JointState (PushT: agent x, y, block x, y, angle).
+WORLD_STATE = '/world/state'
+#: sim_world's rendered camera image (sensor_msgs/Image).
+WORLD_IMAGE = '/world/image'
 #: Topics whose publishers latch (transient local): late joiners get the last value.
 LATCHED_TOPICS = (EPISODE, SAFETY_STOP)
 

@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from .scenario import nested
+from .. import names
 from ..core.calibration import calibrate
 from ..core.checkpoints import write_params_yaml
 from ..core.drill.policies import episode_ends, load_demos
@@ -132,7 +133,7 @@ def _node_params(contract, calibration_file, checkpoint, server_uri, max_steps, 
         'action_monitor': {'calibration_file': calibration_file, 'profile': 'generic',
                            'stop_on': 'none', 'diagnostic_period': 0.2},
         'policy_bridge': {'source': 'openpi', 'server_uri': server_uri,
-                          'state_topic': '/world/state', 'state_joints': list(STATE_JOINTS),
+                          'state_topic': names.WORLD_STATE, 'state_joints': list(STATE_JOINTS),
                           'joint_names': list(JOINTS), 'rate_hz': 1.0 / (DT * REPLAN_EVERY),
                           'replan_every': REPLAN_EVERY, 'request_timeout': 1.0},
         'execspec_check': {'checkpoint': checkpoint, 'format': 'yaml',

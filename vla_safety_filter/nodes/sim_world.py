@@ -77,8 +77,8 @@ class SimWorld(Node):
         self._map = JointMap(self.joints)
         self._start_episode()
         self._joint_pub = self.create_publisher(JointState, names.JOINT_STATES, 10)
-        self._state_pub = self.create_publisher(JointState, '/world/state', 10)
-        self._image_pub = self.create_publisher(Image, '/world/image', 2) if render else None
+        self._state_pub = self.create_publisher(JointState, names.WORLD_STATE, 10)
+        self._image_pub = self.create_publisher(Image, names.WORLD_IMAGE, 2) if render else None
         self._episode_pub = self.create_publisher(String, names.EPISODE, LATCHED_QOS)
         self.create_subscription(Float64MultiArray, names.forward_commands(controller),
                                  self._on_forward, COMMAND_QOS)
