@@ -29,7 +29,9 @@ import sys
 import time
 
 from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 import numpy as np
+from probes import call_service
 import pytest
 from ros_harness import wait_for
 
@@ -46,6 +48,13 @@ def _argv(params: dict) -> list:
         text = f'[{",".join(map(str, value))}]' if isinstance(value, list) else str(value)
         argv += ['-p', f'{key}:={text}']
     return argv
+
+
+def _transition(probe, transition_id: int) -> bool:
+    """Request a transition of the filter process, allowing a loaded machine 30 s to answer."""
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return call_service(probe.node, ChangeState, '/safety_filter/change_state', request,
+                        timeout=30.0).success
 
 
 def _locked_kb(pid: int) -> int:
@@ -80,8 +89,8 @@ def _run(ros, small_contract, filter_probe, fake_arm, tmp_path, options: dict):
     try:
         service = ('/safety_filter/change_state', ['lifecycle_msgs/srv/ChangeState'])
         assert wait_for(lambda: service in probe.node.get_service_names_and_types(), 60)
-        assert wait_for(lambda: probe.transition(Transition.TRANSITION_CONFIGURE), 10)
-        assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), 5)
+        assert _transition(probe, Transition.TRANSITION_CONFIGURE)
+        assert wait_for(lambda: _transition(probe, Transition.TRANSITION_ACTIVATE), 10)
         _stream(probe, 2.0)
         assert wait_for(lambda: int(_timing(probe).get('commands', 0)) > 100, 5)
         timing = _timing(probe)

@@ -17,9 +17,10 @@ safety_filter: guard /vla/raw_action with the contract and command the ros2_cont
 
 A thin shell over core.executive: messages in, Executive calls out. A chunk whose first point is
 due executes on arrival (`Executive.on_arrival`); the control timer, on a steady clock (also
-under use_sim_time), fills the gaps (`Executive.on_timer`). Outgoing messages are preallocated
-and filled in place. Achieved timing (core.timing) is on /diagnostics. Every parameter is
-read-only: what the filter enforces cannot change under a running arm. In `mode: monitor_only`
+under use_sim_time), fills the gaps (`Executive.on_timer`). Outgoing messages are serialized
+once and each command is written into their bytes (rclpy's per-publish conversion skipped).
+Achieved timing (core.timing) is on /diagnostics. Every parameter is read-only: what the filter
+enforces cannot change under a running arm. In `mode: monitor_only`
 nothing is ever published on the controller topic; the guarded stream goes to /vla/safe_action
 only (a shadow run).
 """
@@ -43,9 +44,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from .common import (ANY_PUBLISHER_QOS, check_realtime_priority, COMMAND_QOS, declare,
-                     Diagnostics, duration, ERROR, GatedLifecycleNode, GcPolicy, LATCHED_QOS,
-                     monotonic, OK, realtime_thread, require_valid_parameters, run, STALE,
-                     STATE_QOS, status, WARN)
+                     Diagnostics, duration, ERROR, FilledMessage, GatedLifecycleNode, GcPolicy,
+                     LATCHED_QOS, monotonic, OK, realtime_thread, require_valid_parameters, run,
+                     SerializedMessage, STALE, STATE_QOS, status, WARN)
 from .. import names
 from ..core.contract import speed_scale_value
 from ..core.errors import InputError
@@ -245,16 +246,28 @@ class SafetyFilter(GatedLifecycleNode):
             self.get_logger().info(f'control thread: {", ".join(applied)}')
 
     def _preallocate(self, contract) -> None:
-        """Build the outgoing messages once; each command is written into them in place."""
+        """
+        Build the outgoing messages once, serialized; each command is written into the bytes.
+
+        Numpy views of their arrays are filled with np.take / copyto (no allocation); where a
+        message cannot be kept serialized it is kept as a message and filled the same way.
+        """
         dt, zeros = contract.dt, [0.0] * contract.dim
-        self._command_msg = Float64MultiArray(data=zeros)
-        self._trajectory_msg = _trajectory(self._out_names, zeros, dt)
-        self._safe_msg = _trajectory(contract.joint_names, zeros, dt)
-        out = self._command_msg.data if self.output == 'forward_command' else \
-            self._trajectory_msg.points[0].positions
-        # numpy views of the messages' own arrays: filled with np.take / copyto, no allocation
-        self._out_view = np.frombuffer(out, dtype=np.float64)
-        self._safe_view = np.frombuffer(self._safe_msg.points[0].positions, dtype=np.float64)
+        if self.output == 'forward_command':
+            out, array_of = Float64MultiArray(data=zeros), _data
+        else:
+            out, array_of = _trajectory(self._out_names, zeros, dt), _positions
+        self._out = self._filled(out, array_of, stamped=False)
+        self._safe = self._filled(_trajectory(contract.joint_names, zeros, dt), _positions,
+                                  stamped=True)
+
+    def _filled(self, msg, array_of, stamped: bool):
+        """Return `msg` as a SerializedMessage, or a FilledMessage where that fails."""
+        try:
+            return SerializedMessage(msg, array_of, stamped)
+        except ValueError as exc:
+            self.get_logger().warning(f'{type(msg).__name__} published as a message: {exc}')
+            return FilledMessage(msg, array_of)
 
     def activate_node(self) -> None:
         self._stamp_origin = self.get_clock().now().nanoseconds - int(monotonic() * 1e9)
@@ -470,15 +483,13 @@ class SafetyFilter(GatedLifecycleNode):
     def _publish_command(self, command: np.ndarray, now: float) -> None:
         """Write the command into the preallocated messages and publish them."""
         if self._cmd_pub is not None:
-            np.take(command, self._out_index, out=self._out_view)
-            self._cmd_pub.publish(self._command_msg if self.output == 'forward_command'
-                                  else self._trajectory_msg)
-        np.copyto(self._safe_view, command)
+            np.take(command, self._out_index, out=self._out.values)
+            self._cmd_pub.publish(self._out.payload())
+        np.copyto(self._safe.values, command)
         # /vla/safe_action is stamped with the tick's own time (ROS clock at activation + the
         # steady time since), so audits of velocity over time see exactly what the guard saw
-        stamp = self._safe_msg.header.stamp
-        stamp.sec, stamp.nanosec = divmod(self._stamp_origin + int(now * 1e9), 1_000_000_000)
-        self._safe_pub.publish(self._safe_msg)
+        self._safe.set_stamp(*divmod(self._stamp_origin + int(now * 1e9), 1_000_000_000))
+        self._safe_pub.publish(self._safe.payload())
 
     def _publish_events(self, events) -> None:
         msg = DiagnosticArray()
@@ -526,6 +537,16 @@ class SafetyFilter(GatedLifecycleNode):
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()},
                   **{f'timing.{k}': v for k, v in timing.items()}}
         return status('vla_safety/filter', level, text, self.get_name(), values)
+
+
+def _positions(msg: JointTrajectory):
+    """Return the positions of a one-point trajectory (the array a command fills)."""
+    return msg.points[0].positions
+
+
+def _data(msg: Float64MultiArray):
+    """Return the data of a forward command (the array a command fills)."""
+    return msg.data
 
 
 def _trajectory(names, positions, dt: float) -> JointTrajectory:
