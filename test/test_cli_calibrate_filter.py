@@ -254,7 +254,7 @@ def test_calibrate_progress_goes_to_stderr_only_when_asked_off_a_terminal(tmp_pa
         outputs[flags] = capsys.readouterr()
     assert outputs[()].err == ''                       # captured stderr is not a terminal
     shown = outputs[('--progress',)]
-    for stage in ('reading episodes', 'checking episodes', 'scoring positions',
+    for stage in ('reading ', 'checking episodes', 'scoring positions',
                   'measuring velocities', 'calibrating motion scores',
                   'checking held-out episodes'):
         assert stage in shown.err and stage not in shown.out

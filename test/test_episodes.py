@@ -136,7 +136,9 @@ def test_lerobot_v21_one_episode_per_file_with_dict_names(tmp_path):
     for k, acts in enumerate(episodes):
         pq.write_table(_table(acts, [k] * len(acts), list(range(len(acts)))),
                        root / 'data' / 'chunk-000' / f'episode_{k:06d}.parquet')
-    result = read_episodes(str(root))
+    seen = []
+    result = read_episodes(str(root), progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)]                     # one report per data file read
     assert result.joint_names == ('a', 'b', 'c') and result.fps == 30.0
     assert [e.index for e in result.episodes] == [0, 1]
     for read, acts in zip(result.episodes, episodes):
@@ -211,9 +213,10 @@ def test_read_many_concatenates_and_renumbers(tmp_path, data_file):
     aloha_path = data_file(ALOHA)
     so101_path = data_file(SO101)
     calls = []
-    both = read_many([so101_path, so101_path], progress=calls.append)
+    both = read_many([so101_path, so101_path],
+                     progress=lambda path, done, total: calls.append((path, done, total)))
     assert len(both.episodes) == 8 and [e.index for e in both.episodes] == list(range(8))
-    assert both.fps == 30.0 and calls == [so101_path, so101_path]
+    assert both.fps == 30.0 and calls == [(so101_path, 1, 1), (so101_path, 1, 1)]
     with pytest.raises(InputError, match='has 14 action dimensions but .*so101'):
         read_many([so101_path, aloha_path])
     with pytest.raises(InputError, match='no input'):

@@ -91,15 +91,13 @@ def _progress(show: bool):
 
 
 def _read(inputs: list[str], fps: float | None, report):
-    """Read the inputs, reporting each one read as a step of 'reading episodes'."""
+    """Read the inputs, reporting the data files read as steps of 'reading <input>'."""
     from ..core.episodes import read_many
 
     if report is None:
         return read_many(inputs, fps)
-    done = iter(range(1, len(inputs) + 1))
-    report('reading episodes', 0, len(inputs))
-    return read_many(inputs, fps,
-                     progress=lambda path: report('reading episodes', next(done), len(inputs)))
+    return read_many(inputs, fps, progress=lambda path, done, total: report(
+        f'reading {os.path.basename(os.path.normpath(path))}', done, total))
 
 
 def rename_joints(names, spec: str | None) -> tuple[str, ...]:

@@ -78,44 +78,48 @@ def generic_names(dim: int) -> tuple[str, ...]:
     return tuple(f'joint_{j}' for j in range(dim))
 
 
-def read_episodes(path: str, fps: float | None = None,
-                  allow_nonfinite: bool = False) -> EpisodeSet:
+def read_episodes(path: str, fps: float | None = None, allow_nonfinite: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> EpisodeSet:
     """
     Read one source, detected from the path: LeRobot dataset directory, `.npz` or `.csv`.
 
     `fps` overrides the rate the source carries (LeRobot info.json, npz/csv timestamps);
     `allow_nonfinite` keeps non-finite action values instead of refusing the source.
+    `progress(done, total)` is called after each data file read (one for npz and csv, each
+    parquet file of a LeRobot dataset), so a large dataset shows it is moving.
     """
     if fps is not None and not (np.isfinite(fps) and fps > 0):
         raise InputError(f'fps must be a positive number, got {fps!r}')
     if os.path.isdir(path):
-        return _read_lerobot(path, fps, allow_nonfinite)
+        return _read_lerobot(path, fps, allow_nonfinite, progress)
     if not os.path.exists(path):
         raise InputError(f'{path}: file not found')
     ext = os.path.splitext(path)[1].lower()
-    if ext == '.npz':
-        return _read_npz(path, fps, allow_nonfinite)
-    if ext == '.csv':
-        return _read_csv(path, fps, allow_nonfinite)
+    if ext in ('.npz', '.csv'):
+        read = _read_npz if ext == '.npz' else _read_csv
+        result = read(path, fps, allow_nonfinite)
+        if progress is not None:
+            progress(1, 1)
+        return result
     raise InputError(f'{path}: unsupported input (expected a .npz, a .csv or a LeRobot dataset '
                      f'directory)')
 
 
 def read_many(paths: list[str], fps: float | None = None,
-              progress: Callable[[str], None] | None = None) -> EpisodeSet:
+              progress: Callable[[str, int, int], None] | None = None) -> EpisodeSet:
     """
     Read and concatenate several sources; with more than one file, episodes are renumbered 0..N-1.
 
-    All sources must agree on dimension, joint names and frame rate. `progress(path)` is called
-    after each file is read.
+    All sources must agree on dimension, joint names and frame rate. `progress(path, done,
+    total)` reports the data files read within each source (see `read_episodes`).
     """
     if not paths:
         raise InputError('no input given')
     sets = []
     for path in paths:
-        sets.append(read_episodes(path, fps))
-        if progress is not None:
-            progress(path)
+        report = None if progress is None else (
+            lambda done, total, path=path: progress(path, done, total))
+        sets.append(read_episodes(path, fps, progress=report))
     if len(sets) == 1:
         return sets[0]
     first = sets[0]
@@ -381,7 +385,8 @@ def _list_column(source: str, table, name: str):
     return flat.reshape(len(col), width)
 
 
-def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -> EpisodeSet:
+def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> EpisodeSet:
     """
     Read a LeRobot dataset.
 
@@ -416,7 +421,7 @@ def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -
         raise InputError('reading LeRobot datasets needs pyarrow (pip install pyarrow)') from None
 
     actions, states, episodes, frames = [], [], [], []
-    for path in files:
+    for done, path in enumerate(files, start=1):
         try:
             table = pq.read_table(path)
         except (OSError, ValueError, pa.ArrowException) as exc:
@@ -440,6 +445,8 @@ def _read_lerobot(root: str, fps: float | None, allow_nonfinite: bool = False) -
                                       rows))
         else:
             frames.append(None)
+        if progress is not None:
+            progress(done, len(files))
     widths = {a.shape[1] for a in actions}
     if len(widths) != 1:
         raise InputError(f'{root}: action width differs between data files ({sorted(widths)})')
