@@ -203,7 +203,7 @@ class Guard:
         self._velocity = np.zeros(c.dim)
         self._accel = np.zeros(c.dim)       # acceleration of the last step (tracked with jerk)
         self._last_h: float | None = None   # duration of the last executed step
-        self._box_h = c.dt
+        self._box_h = self._dt = c.dt
         self._lo, self._hi = np.empty(c.dim), np.empty(c.dim)
         self._work = (np.empty(c.dim), np.empty(c.dim))
         self._simple_box = False
@@ -228,6 +228,11 @@ class Guard:
         self._brake_bounds2 = np.concatenate([brake_upper, -brake_lower])
         self._travel2 = np.empty(2 * c.dim)
         self.set_speed_scale(1.0)
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore a copied or unpickled guard: its half-buffer views view its own buffers."""
+        self.__dict__.update(state)
+        self._p2, self._a2 = _halves_of(self._p2[0]), _halves_of(self._a2[0])
 
     @property
     def speed_scale(self) -> float:
@@ -518,11 +523,11 @@ class Guard:
                                'command')
         k = self.step_index
         self.step_index = k + 1
-        h = self.contract.dt if elapsed is None else self._period(elapsed)
+        h = self._dt if elapsed is None else self._period(elapsed)
         if h != self._box_h:
             self._set_box(h)
         try:
-            a = np.array(action, dtype=np.float64)
+            a = np.array(action, np.float64)
         except (TypeError, ValueError):
             return self._reject(k, 'shape', np.nan, h)
         if a.shape != self._shape:
@@ -559,11 +564,12 @@ class Guard:
         np.negative(a, out=tail)
         if np.greater_equal(buf, self._box2, out=self._mask2).tobytes() != self._all_true:
             return False
+        # [a | -a] becomes [prev | -prev] (prev stays inside the bounds, in step with it)
         self._p2, self._a2 = self._a2, self._p2
-        self._prev, self._inside, self._p2_ok, self._lohi_ok = head, True, True, False
+        self._prev, self._lohi_ok = head, False
         # the next step's box, if it comes on time (else _set_box builds it for its own h)
         np.maximum(self._bounds2, np.add(buf, self._neg_vstep2, out=self._box2), out=self._box2)
-        self._box_h = self.contract.dt
+        self._box_h = self._dt
         return True
 
     def _workspace_events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
@@ -677,7 +683,12 @@ class Guard:
 
 def _halves(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return a buffer of 2 d values and views of its two halves."""
-    buf = np.empty(2 * d)
+    return _halves_of(np.empty(2 * d))
+
+
+def _halves_of(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return `buf` and views of its two halves."""
+    d = buf.size // 2
     return buf, buf[:d], buf[d:]
 
 
