@@ -116,14 +116,23 @@ def replay_monitor(monitor, episodes) -> None:
 
 
 def time_conditions(runner, settings) -> tuple[list[dict], list]:
-    """Return per condition the episode time, the world-only time, the live-monitor time."""
+    """
+    Return per condition the episode time, the world-only time, the live-monitor time.
+
+    The drill and its live-monitor baseline run twice each, in the order A B B A, so that
+    whatever drifts during the run (load, memory) weighs on both alike.
+    """
     rows, everything = [], []
     for condition in settings.conditions:
         seeds = [settings.seed + k for k in range(settings.episodes)]
-        start = time.process_time()
-        episodes = [runner.run(condition, seed) for seed in seeds]
-        full = time.process_time() - start
-        live = timed(lambda: [runner.run(condition, seed, live_monitor=True) for seed in seeds])
+        episodes = []
+
+        def drill(live: bool) -> None:
+            episodes[:] = [runner.run(condition, seed, live_monitor=live) for seed in seeds]
+        full = timed(drill, False)
+        live = timed(drill, True) + timed(drill, True)
+        full = (full + timed(drill, False)) / 2
+        live /= 2
         world = timed(replay_world, runner.world, episodes)
         rows.append({'condition': condition.name, 'steps': sum(ep.n_steps for ep in episodes),
                      'full_s': full, 'world_s': world, 'ratio': full / world,
@@ -154,13 +163,12 @@ def profile_shares(runner, settings) -> dict:
     profile.disable()
     stats = pstats.Stats(profile).stats
     total = sum(own for (_, _, own, _, _) in stats.values())   # each function's own time
-    groups = dict.fromkeys([name for name, _ in PROFILE_GROUPS], 0.0)
+    outermost: dict[str, float] = {}   # a name can match nested functions (two `step`s)
     for (path, _, function), (_, _, _, cumulative, _) in stats.items():
         key = f'{os.path.basename(path)}:{function}'
-        for name, patterns in PROFILE_GROUPS:
-            if key in patterns:
-                groups[name] += cumulative
-                break
+        outermost[key] = max(outermost.get(key, 0.0), cumulative)
+    groups = {name: sum(outermost.get(key, 0.0) for key in keys)
+              for name, keys in PROFILE_GROUPS}
     groups['world physics'] -= groups['coverage']
     groups['rest'] = total - sum(groups.values())
     return {'total_s': total, **groups}
