@@ -249,6 +249,7 @@ class Guard:
         c = self.contract
         self._scale = scale
         self._vmax = c.max_velocity * scale
+        self._neg_vmax = -self._vmax
         self._vstep = self._vmax * c.dt
         self._neg_vmax2 = np.concatenate([-self._vmax, -self._vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
@@ -444,8 +445,8 @@ class Guard:
         way to the limits before it (see _set_box).
         """
         c, prev, lo, hi = self.contract, self._prev, self._lo, self._hi
-        v_lo = np.clip(c.k_position * (c.soft_lower - prev), -self._vmax, self._vmax)
-        v_hi = np.clip(c.k_position * (c.soft_upper - prev), -self._vmax, self._vmax)
+        v_lo = _clip(c.k_position * (c.soft_lower - prev), self._neg_vmax, self._vmax)
+        v_hi = _clip(c.k_position * (c.soft_upper - prev), self._neg_vmax, self._vmax)
         s_lo, s_hi = prev + v_lo * h, prev + v_hi * h
         # a step never crosses a soft bound (k h > 1 would overshoot it)
         s_lo = np.where(prev >= c.soft_lower, np.maximum(s_lo, c.soft_lower),
@@ -453,7 +454,7 @@ class Guard:
         s_hi = np.where(prev <= c.soft_upper, np.minimum(s_hi, c.soft_upper),
                         np.maximum(s_hi, c.soft_upper))
         self._soft_box = (s_lo, s_hi)
-        lo[:], hi[:] = np.clip(s_lo, lo, hi), np.clip(s_hi, lo, hi)
+        lo[:], hi[:] = _clip(s_lo, lo, hi), _clip(s_hi, lo, hi)
 
     def _jerk(self, h: float) -> None:
         """
@@ -471,11 +472,11 @@ class Guard:
         a_lo, a_hi = self._accel - change, self._accel + change
         up = -j * span + np.sqrt((j * span) ** 2 + 2.0 * j * np.maximum(self._vmax - v, 0.0))
         down = j * span - np.sqrt((j * span) ** 2 + 2.0 * j * np.maximum(self._vmax + v, 0.0))
-        a_hi = np.clip(up, a_lo, a_hi)
-        a_lo = np.clip(down, a_lo, a_hi)
+        a_hi = _clip(up, a_lo, a_hi)
+        a_lo = _clip(down, a_lo, a_hi)
         base = prev + h * v
-        j_lo = np.clip(base + h * span * a_lo, lo, hi)
-        j_hi = np.clip(base + h * span * a_hi, lo, hi)
+        j_lo = _clip(base + h * span * a_lo, lo, hi)
+        j_hi = _clip(base + h * span * a_hi, lo, hi)
         lo[:], hi[:] = j_lo, j_hi
 
     def _rest(self, h: float) -> np.ndarray:
@@ -679,6 +680,12 @@ class Guard:
             executed[t], ev = self.step(action)
             events.extend(ev)
         return executed, events
+
+
+def _clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Return min(max(x, lo), hi), as np.clip without its Python-level overhead."""
+    out = np.maximum(x, lo)
+    return np.minimum(out, hi, out=out)
 
 
 def _halves(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
