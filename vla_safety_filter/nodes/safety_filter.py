@@ -326,6 +326,8 @@ class SafetyFilter(GatedLifecycleNode):
 
     def cleanup_node(self) -> None:
         self._gc.cleaned_up()
+        if self._gc_pauses is not None:
+            self._gc_pauses.remove()
         with self._lock:
             self._executive = None
 
