@@ -63,7 +63,7 @@ def test_bounded_scores_are_exact_above_the_bound_and_bounds_below(pusht, episod
             if w == w:
                 assert g == w or w <= g <= bound  # an upper bound, never above the bound
                 assert g == w or not w > bound
-        assert features.shape == (len(got), 2 * rows.shape[1])
+        assert np.shape(features) == (len(got), 2 * rows.shape[1])
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

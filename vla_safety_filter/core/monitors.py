@@ -482,7 +482,7 @@ class ActionMonitor:
         scores, features = scorer.bounded_scores(self._hist[end - n - scorer.span:end], bound)
         if _kept(scores, stats, self.window_exceed):
             last = max(i for i, s in enumerate(scores) if s == s)
-            self._last_window = [features[last].copy(), None]
+            self._last_window = [features[last], None]
         return self._onsets([s > scorer.spike_score for s in scores], t0, 'window_spike')
 
     def _onsets(self, hits: list, t0: int, kind: str, first: int = 0) -> tuple:

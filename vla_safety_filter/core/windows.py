@@ -113,6 +113,9 @@ class WindowScorer(ConformalScorer):
         self.hint = 0  # index of the demonstrated window nearest to the last one queried
         self.norm = windows.norm
         self.span = windows.span
+        # window_features' scalings as floats, for bounded_scores
+        self._centre, self._scale = self.norm[0].tolist(), self.norm[1].tolist()
+        self._step = (self.span * self.norm[2]).tolist()
         self.scores = windows.scores
         self.n = int(self.scores.size)
         self.spike_score = float(spike_margin * self.scores[-1])
@@ -126,36 +129,40 @@ class WindowScorer(ConformalScorer):
             out[finite] = self.tree.query(features[finite])[0]
         return out
 
-    def bounded_scores(self, rows: np.ndarray, bound: float) -> tuple[list, np.ndarray]:
+    def bounded_scores(self, rows: np.ndarray, bound: float) -> tuple[list, list]:
         """
-        Return scores as `scores_of` (a list) and the windows' features, sparing queries.
+        Return scores as `scores_of` and the windows' features, as lists, sparing queries.
 
         A window within `bound` of the demonstrated window nearest to the last one queried, or of
         one of the HINTS - 1 windows stored after it (its demonstration's next steps), gets that
         distance: an upper bound of its score, itself <= bound. Callers that compare scores only
         with values >= bound and keep a maximum >= bound see no difference, and the steps of a
-        smooth motion mostly skip the tree query (most of a step's cost).
+        smooth motion mostly skip the tree query (most of a step's cost). Plain floats: a block
+        holds a few windows, for which numpy's per-call cost exceeds the arithmetic.
         """
-        features = window_features(rows, self.norm, self.span)
+        x = rows.tolist()
         hints = self.points[self.hint:self.hint + HINTS].tolist()
-        scores, ask = [], []
-        for i, row in enumerate(features.tolist()):
-            if not all(map(math.isfinite, row)):
+        scores, features, ask = [], [], []
+        for row, back in zip(x[self.span:], x):   # the same operations as window_features
+            f = ([(a - c) / s for a, c, s in zip(row, self._centre, self._scale)]
+                 + [(a - b) / v for a, b, v in zip(row, back, self._step)])
+            features.append(f)
+            if not all(map(math.isfinite, f)):
                 scores.append(math.nan)
                 continue
-            near = math.sqrt(min(sum((a - b) * (a - b) for a, b in zip(row, hint))
+            near = math.sqrt(min(sum((a - b) * (a - b) for a, b in zip(f, hint))
                                  for hint in hints))
             scores.append(near)
             if not near <= bound:
-                ask.append(i)
+                ask.append(len(scores) - 1)
         if ask:
-            distances, index = self.tree.query(features[ask])
+            distances, index = self.tree.query(np.array([features[i] for i in ask]))
             for i, distance in zip(ask, distances.tolist()):
                 scores[i] = distance
             self.hint = int(index[-1])
         return scores, features
 
-    def score_features(self, features: np.ndarray) -> float:
+    def score_features(self, features) -> float:
         """Return the score of one window's features (NaN when they are not finite)."""
         if not np.isfinite(features).all():
             return float('nan')
