@@ -28,16 +28,18 @@ import subprocess
 import sys
 import time
 
-from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState
 import numpy as np
-from probes import call_service
 import pytest
 from ros_harness import wait_for
 
 VMAX = 2.0
 #: A CPU number no test machine has: pinning to it is refused.
 NO_SUCH_CPU = 4095
+#: The lifecycle state each transition leads to.
+TARGET = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
+          Transition.TRANSITION_ACTIVATE: State.PRIMARY_STATE_ACTIVE}
 
 
 def _argv(params: dict) -> list:
@@ -50,11 +52,27 @@ def _argv(params: dict) -> list:
     return argv
 
 
-def _transition(probe, transition_id: int) -> bool:
-    """Request a transition of the filter process, allowing a loaded machine 30 s to answer."""
-    request = ChangeState.Request(transition=Transition(id=transition_id))
-    return call_service(probe.node, ChangeState, '/safety_filter/change_state', request,
-                        timeout=30.0).success
+def _transition(probe, transition_id: int, attempts: int = 6) -> bool:
+    """
+    Request a transition of the filter process; return whether it succeeded.
+
+    A request sent while the new process's service has not yet matched the client's reply
+    reader is lost in DDS: each attempt waits 5 s, then sends again (a repeat refused because
+    the lost one's transition happened counts when the node is in the target state).
+    """
+    client = probe.node.create_client(ChangeState, '/safety_filter/change_state')
+    try:
+        assert client.wait_for_service(timeout_sec=30.0)
+        for attempt in range(attempts):
+            future = client.call_async(ChangeState.Request(
+                transition=Transition(id=transition_id)))
+            if wait_for(future.done, timeout=5.0):
+                return future.result().success or (
+                    attempt > 0 and probe.lifecycle_state() == TARGET[transition_id])
+            client.remove_pending_request(future)
+        raise AssertionError('/safety_filter/change_state did not answer')
+    finally:
+        probe.node.destroy_client(client)
 
 
 def _locked_kb(pid: int) -> int:
