@@ -253,6 +253,8 @@ class Guard:
         self._vstep = self._vmax * c.dt
         self._neg_vmax2 = np.concatenate([-self._vmax, -self._vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
+        # what the fast path of `step` reads, in one attribute
+        self._fast = (self._box2, self._mask2, self._all_true, self._bounds2, self._neg_vstep2)
         inf = np.full(c.dim, np.inf)
         self._amax = inf if c.max_acceleration is None else c.max_acceleration * scale
         self._adec = self._amax if c.max_deceleration is None else c.max_deceleration * scale
@@ -533,8 +535,20 @@ class Guard:
             return self._reject(k, 'shape', np.nan, h)
         if a.shape != self._shape:
             return self._reject(k, 'shape', float(a.size), h)
-        if self._simple_box and self._passes(a):
-            return a, ()
+        if self._simple_box:
+            # position and velocity limits only: [a | -a] >= [lo | -hi] everywhere is the
+            # whole test (NaN compares false); the velocity is not tracked, and a feasible
+            # step keeps prev inside the bounds
+            buf, head, tail = self._a2
+            head[:] = a
+            np.negative(a, out=tail)
+            box, mask, all_true, bounds, step_off = self._fast
+            if np.greater_equal(buf, box, out=mask).tobytes() == all_true:
+                # [a | -a] becomes [prev | -prev]; the next step's box, if it comes on time
+                self._p2, self._a2 = self._a2, self._p2
+                self._prev, self._lohi_ok, self._box_h = head, False, self._dt
+                np.maximum(bounds, np.add(buf, step_off, out=box), out=box)
+                return a, ()
         self._ensure_lohi()
         if self._uniform_scaling:
             out = self._uniform(a)
@@ -552,26 +566,6 @@ class Guard:
             out = a.copy()
         self._advance(out, h)
         return out, events
-
-    def _passes(self, a: np.ndarray) -> bool:
-        """
-        Take a request inside the simple box as the last command (True), or leave all as is.
-
-        Only position and velocity limits: the velocity is not tracked, and a feasible step
-        keeps prev inside the bounds. NaN compares false, so it never passes.
-        """
-        buf, head, tail = self._a2
-        head[:] = a
-        np.negative(a, out=tail)
-        if np.greater_equal(buf, self._box2, out=self._mask2).tobytes() != self._all_true:
-            return False
-        # [a | -a] becomes [prev | -prev] (prev stays inside the bounds, in step with it)
-        self._p2, self._a2 = self._a2, self._p2
-        self._prev, self._lohi_ok = head, False
-        # the next step's box, if it comes on time (else _set_box builds it for its own h)
-        np.maximum(self._bounds2, np.add(buf, self._neg_vstep2, out=self._box2), out=self._box2)
-        self._box_h = self._dt
-        return True
 
     def _workspace_events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
         """Cut `out` (in place) to the workspace box; one 'workspace' event per joint cut."""
