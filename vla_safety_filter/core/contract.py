@@ -251,7 +251,7 @@ class Guard:
         self._vmax = c.max_velocity * scale
         self._neg_vmax = -self._vmax
         self._vstep = self._vmax * c.dt
-        self._neg_vmax2 = np.concatenate([-self._vmax, -self._vmax])
+        self._neg_vmax2 = np.concatenate([self._neg_vmax, self._neg_vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
         # what the fast path of `step` reads, in one attribute
         self._fast = (self._box2, self._mask2, self._all_true, self._bounds2, self._neg_vstep2)
@@ -364,8 +364,6 @@ class Guard:
         if c.limits_acceleration:
             if self._abrake is not None and h > 0:
                 self._brake(h)
-            # velocities are averages over their steps: their change is spread over the time
-            # between the two steps' midpoints, (h + h_last) / 2
             self._accelerate(h)
         if c.has_soft_limits:
             self._soft(h)
