@@ -60,9 +60,15 @@ def test_a_signal_brakes_the_arm_to_rest_within_its_limits_then_ends_the_process
             assert wait_for(lambda: service in probe.node.get_service_names_and_types(), 60)
             assert wait_for(lambda: probe.transition(Transition.TRANSITION_CONFIGURE), 10)
             assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), 5)
-            start = time.monotonic()
-            while time.monotonic() - start < 0.3:           # speed up toward 0.9 for 0.3 s
+            # the filter's subscription may match late on a loaded machine: actions sent before
+            # are lost, so the 0.3 s of speeding up toward 0.9 count from the first command
+            assert wait_for(lambda: probe.raw.get_subscription_count() >= 1, 10)
+            moving, deadline = None, time.monotonic() + 10.0
+            while moving is None or time.monotonic() - moving < 0.3:
                 probe.send([[0.9, 0.0, 0.0]] * 3)
+                if moving is None and probe.commands:
+                    moving = time.monotonic()
+                assert time.monotonic() < deadline, 'the filter never commanded'
                 time.sleep(0.01)
             signalled = time.monotonic()
             proc.send_signal(sig)
