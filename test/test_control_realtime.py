@@ -109,6 +109,7 @@ def _run(ros, small_contract, filter_probe, fake_arm, tmp_path, options: dict):
         assert wait_for(lambda: service in probe.node.get_service_names_and_types(), 60)
         assert _transition(probe, Transition.TRANSITION_CONFIGURE)
         assert wait_for(lambda: _transition(probe, Transition.TRANSITION_ACTIVATE), 10)
+        assert wait_for(lambda: probe.raw.get_subscription_count() >= 1, 10)
         _stream(probe, 2.0)
         assert wait_for(lambda: int(_timing(probe).get('commands', 0)) > 100, 5)
         timing = _timing(probe)
