@@ -15,7 +15,6 @@
 """The guard's invariants over arbitrary input streams, plus hand-checked cases."""
 import os
 
-from data_paths import DATA
 from guard_streams import actions_for
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
@@ -220,8 +219,8 @@ def test_contract_rejects_bad_fields():
         Guard(_two_joint()).reset([np.nan, 0.0])
 
 
-def test_real_aloha_stream_with_injected_faults_stays_in_contract():
-    z = np.load(os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz'), allow_pickle=False)
+def test_real_aloha_stream_with_injected_faults_stays_in_contract(data_file):
+    z = np.load(data_file('aloha_sim_lerobot_4ep.npz'), allow_pickle=False)
     actions = z['actions'].astype(np.float64)
     lo, hi = np.percentile(actions, 2, axis=0), np.percentile(actions, 98, axis=0)
     vmax = np.percentile(np.abs(np.diff(actions, axis=0)), 95, axis=0) * 50 + 1e-3

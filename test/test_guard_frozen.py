@@ -25,7 +25,6 @@ import hashlib
 import os
 import sys
 
-from data_paths import DATA
 import numpy as np
 import pytest
 
@@ -52,6 +51,7 @@ HOLDS, SCALE_AT, RESET_AT = (30, 31), 50, 70
 
 def _stream(name: str) -> tuple[np.ndarray, float]:
     """Return the stream's whole file of actions and its control period."""
+    from data_paths import DATA      # only `--write` reads the recordings; tests read FROZEN
     path, fps, _, _, _, first_episode = STREAMS[name]
     with np.load(os.path.join(DATA, path), allow_pickle=False) as z:
         return z['actions'][z['episode_index'] >= first_episode].astype(np.float64), 1.0 / fps
@@ -59,6 +59,7 @@ def _stream(name: str) -> tuple[np.ndarray, float]:
 
 def _window(name: str) -> np.ndarray:
     """Return the stream's window of real actions the runs replay."""
+    from data_paths import DATA
     path, _, episode, first, steps, _ = STREAMS[name]
     with np.load(os.path.join(DATA, path), allow_pickle=False) as z:
         actions = z['actions'].astype(np.float64)[z['episode_index'] == episode]

@@ -20,9 +20,7 @@ on streams whose exceedances come in runs the i.i.d. design false-alarms far abo
 the measured threshold keeps it; no alarm comes from episode starts or resets.
 """
 from dataclasses import replace
-import os
 
-from data_paths import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -36,7 +34,6 @@ from vla_safety_filter.core.sequential import (BernoulliCusum, cusum_alarms, cus
                                                design_cusum, MotionCalibration,
                                                run_length_threshold, RunLengthThreshold)
 
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 DT = 0.1
 ALPHA, RHO = 0.05, 3.0
 MOTION_KINDS = ('step_spike', 'motion_cusum', 'window_spike', 'seam_spike')
@@ -109,9 +106,9 @@ def test_too_few_episodes_give_no_measured_threshold():
 
 
 @pytest.fixture(scope='module')
-def pusht():
+def pusht(pusht_demos):
     """Calibrate PushT as `vla-safety calibrate` does; the held-out episodes are unseen."""
-    with np.load(PUSHT, allow_pickle=False) as z:
+    with np.load(pusht_demos, allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in np.unique(index)]
     result = calibrate(episodes, ('x', 'y'), DT, holdout=0.2)

@@ -19,9 +19,7 @@ Calibrated out of fold on real PushT demos: unseen demos raise neither alarm; a 
 every demonstrated step alarms at once, an unnormalized stream leaves every demonstrated window;
 p-values are valid on exchangeable episodes; the arrays survive the calibration file.
 """
-import os
 
-from data_paths import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -33,14 +31,13 @@ from vla_safety_filter.core.monitors import ActionMonitor
 from vla_safety_filter.core.sequential import MotionCalibration, SeamScorer
 from vla_safety_filter.core.windows import (window_features, WindowCalibration, WindowScorer)
 
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 DT = 0.1
 
 
 @pytest.fixture(scope='module')
-def pusht():
+def pusht(pusht_demos):
     """Calibrate PushT as `vla-safety calibrate` does; the held-out episodes are unseen."""
-    with np.load(PUSHT, allow_pickle=False) as z:
+    with np.load(pusht_demos, allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in np.unique(index)]
     result = calibrate(episodes, ('x', 'y'), DT, holdout=0.2)

@@ -15,7 +15,6 @@
 """Action-health metrics: hand-computed cases, streaming == batch, NaN never sticks, bounded."""
 import os
 
-from data_paths import DATA
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
@@ -35,8 +34,10 @@ def calibration(dim, velocity_scale=1.0, scores=None):
                            np.sort(scores), np.full(dim, velocity_scale), 2.9, 0.05, DT)
 
 
-def aloha():
-    with np.load(os.path.join(DATA, 'aloha_sim_lerobot_4ep.npz'), allow_pickle=False) as z:
+@pytest.fixture(scope='module')
+def aloha(data_file):
+    """Return the four real ALOHA episodes and a calibration of all of them."""
+    with np.load(data_file('aloha_sim_lerobot_4ep.npz'), allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in range(4)]
     cal = CalibrationData(tuple(f'j{i}' for i in range(14)), actions.mean(0), actions.std(0),
@@ -121,8 +122,8 @@ def test_stall_alarm_after_configured_time():
 # --- streaming equals batch --------------------------------------------------------------------
 
 @pytest.mark.parametrize('episode', [0, 3])
-def test_streaming_equals_batch_on_real_aloha(episode):
-    episodes, cal = aloha()
+def test_streaming_equals_batch_on_real_aloha(episode, aloha):
+    episodes, cal = aloha
     actions = episodes[episode].copy()
     actions[120:124, 5] = np.nan  # a gap inside the episode
     batch = episode_metrics(actions, cal, DT)
@@ -139,8 +140,8 @@ def test_streaming_equals_batch_on_real_aloha(episode):
                 assert live['p_value'] == pytest.approx(batch['p_value'][t])
 
 
-def test_alarm_steps_do_not_depend_on_block_size():
-    episodes, cal = aloha()
+def test_alarm_steps_do_not_depend_on_block_size(aloha):
+    episodes, cal = aloha
     actions = np.concatenate([episodes[1], np.repeat(episodes[1][-1:], 120, axis=0)])
     results = []
     for block_s in (0.02, 0.1, 0.34):
@@ -162,8 +163,8 @@ def test_alarm_steps_do_not_depend_on_block_size():
 
 # --- bad input -----------------------------------------------------------------------------------
 
-def test_nan_is_an_alarm_and_never_sticks():
-    episodes, cal = aloha()
+def test_nan_is_an_alarm_and_never_sticks(aloha):
+    episodes, cal = aloha
     clean = episodes[2]
     dirty = clean.copy()
     dirty[100:103] = np.nan

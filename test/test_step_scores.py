@@ -13,9 +13,7 @@
 # limitations under the License.
 
 """Step scores (issue 12 part 2): spikes alarm at once, smooth held-out demos do not, p valid."""
-import os
 
-from data_paths import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -27,7 +25,6 @@ from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.core.profiles import get_profile
 from vla_safety_filter.core.sequential import MotionCalibration, StepScorer
 
-PUSHT = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 DT = 0.1  # PushT runs at 10 Hz
 MOTION_KINDS = ('step_spike', 'motion_cusum')
 
@@ -42,9 +39,9 @@ def position_calibration(frames: np.ndarray, dim: int, dt: float) -> Calibration
 
 
 @pytest.fixture(scope='module')
-def pusht():
+def pusht(pusht_demos):
     """Split the PushT demos by episode: every 5th held out, the rest calibrate both scores."""
-    with np.load(PUSHT, allow_pickle=False) as z:
+    with np.load(pusht_demos, allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in np.unique(index)]
     seen = [e for k, e in enumerate(episodes) if k % 5]
