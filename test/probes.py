@@ -19,9 +19,21 @@ A plain helper module like ros_harness.py (test modules import it; they never im
 conftest.py wraps these in the fixtures `filter_probe`, `fake_arm`, `service_call` and
 `small_contract`.
 """
+import sys
 import time
 
 import numpy as np
+
+
+def filter_argv(params: dict) -> list:
+    """Return the command line of the filter's entry point with `params` as -p overrides."""
+    argv = [sys.executable, '-c',
+            'from vla_safety_filter.nodes.safety_filter import main; main()', '--ros-args']
+    for key, value in params.items():
+        text = f'[{",".join(map(str, value))}]' if isinstance(value, list) else str(value)
+        argv += ['-p', f'{key}:={text}']
+    return argv
+
 
 #: A small 3-joint contract for the filter's tests (100 Hz, 2 rad/s).
 SMALL_CONTRACT = {'joint_names': ['j0', 'j1', 'j2'], 'lower': [-1.0, -1.0, -1.0],

@@ -25,12 +25,12 @@ the commands keep the velocity limit over elapsed time.
 """
 import os
 import subprocess
-import sys
 import time
 
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState
 import numpy as np
+from probes import filter_argv
 import pytest
 from ros_harness import wait_for
 
@@ -40,16 +40,6 @@ NO_SUCH_CPU = 4095
 #: The lifecycle state each transition leads to.
 TARGET = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
           Transition.TRANSITION_ACTIVATE: State.PRIMARY_STATE_ACTIVE}
-
-
-def _argv(params: dict) -> list:
-    """Return the command line of the filter's entry point with `params` as -p overrides."""
-    argv = [sys.executable, '-c',
-            'from vla_safety_filter.nodes.safety_filter import main; main()', '--ros-args']
-    for key, value in params.items():
-        text = f'[{",".join(map(str, value))}]' if isinstance(value, list) else str(value)
-        argv += ['-p', f'{key}:={text}']
-    return argv
 
 
 def _transition(probe, transition_id: int, attempts: int = 6) -> bool:
@@ -103,7 +93,7 @@ def _run(ros, small_contract, filter_probe, fake_arm, tmp_path, options: dict):
     params = {**small_contract, 'controller_name': 'arm', 'command_timeout': 0.5, **options}
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros.context.get_domain_id()))
     log = open(tmp_path / 'filter.log', 'w+')
-    proc = subprocess.Popen(_argv(params), env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(filter_argv(params), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         service = ('/safety_filter/change_state', ['lifecycle_msgs/srv/ChangeState'])
         assert wait_for(lambda: service in probe.node.get_service_names_and_types(), 60)

@@ -24,25 +24,15 @@ command was wherever the arm happened to be, at full speed.
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from lifecycle_msgs.msg import Transition
 import numpy as np
+from probes import filter_argv
 import pytest
 from ros_harness import wait_for
 
 AMAX = 4.0
-
-
-def _argv(params: dict) -> list:
-    """Return the command line of the filter's entry point with `params` as -p overrides."""
-    argv = [sys.executable, '-c',
-            'from vla_safety_filter.nodes.safety_filter import main; main()', '--ros-args']
-    for key, value in params.items():
-        text = f'[{",".join(map(str, value))}]' if isinstance(value, list) else str(value)
-        argv += ['-p', f'{key}:={text}']
-    return argv
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
@@ -54,7 +44,7 @@ def test_a_signal_brakes_the_arm_to_rest_within_its_limits_then_ends_the_process
               'command_timeout': 0.5}
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros.context.get_domain_id()))
     with open(tmp_path / 'filter.log', 'w+') as log:
-        proc = subprocess.Popen(_argv(params), env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(filter_argv(params), env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             service = ('/safety_filter/change_state', ['lifecycle_msgs/srv/ChangeState'])
             assert wait_for(lambda: service in probe.node.get_service_names_and_types(), 60)
