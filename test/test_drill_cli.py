@@ -21,15 +21,13 @@ one-line errors for bad input.
 import json
 import os
 
-from data_paths import DATA
-from drill_support import PUSHT_DEMOS, run_cli
+from drill_support import run_cli
 import numpy as np
 import pytest
 from vla_safety_filter.core.contract import Contract
 from vla_safety_filter.core.params import CalibrationData, write_filter_params
 
 pytest.importorskip('gym_pusht')
-PUSHT = os.path.join(DATA, PUSHT_DEMOS)
 CONDITIONS = 'none,filter,filter+stop,offset+filter'
 
 
@@ -48,14 +46,14 @@ def params(tmp_path_factory, pusht_demos):
 
 
 @pytest.fixture(scope='module')
-def drilled(params, tmp_path_factory):
+def drilled(params, tmp_path_factory, pusht_demos):
     """Two identical drills (3 paired seeds, 4 conditions, 50 steps), calibrated contract."""
     outputs = []
     for name in ('a', 'b'):
         folder = tmp_path_factory.mktemp(name)
-        code, out, err = run('--policy', f'nn:{PUSHT}', '--params', str(params), '--episodes', '3',
-                             '--seed', '4', '--conditions', CONDITIONS, '--max-steps', '50',
-                             '--output', str(folder))
+        code, out, err = run('--policy', f'nn:{pusht_demos}', '--params', str(params),
+                             '--episodes', '3', '--seed', '4', '--conditions', CONDITIONS,
+                             '--max-steps', '50', '--output', str(folder))
         assert code == 0, err
         outputs.append((folder, out))
     return outputs
@@ -111,18 +109,18 @@ def test_the_same_command_reproduces_every_episode(drilled):
             assert np.array_equal(za[key], zb[key]), key
 
 
-def test_calibrating_on_the_nn_policys_demos_when_no_params(tmp_path):
-    code, out, err = run('--policy', f'nn:{PUSHT}', '--episodes', '1', '--max-steps', '10',
+def test_calibrating_on_the_nn_policys_demos_when_no_params(tmp_path, pusht_demos):
+    code, out, err = run('--policy', f'nn:{pusht_demos}', '--episodes', '1', '--max-steps', '10',
                          '--no-plots', '--output', str(tmp_path))
     assert code == 0, err
     report = json.loads((tmp_path / 'drill.json').read_text())
-    assert report['contract'] == PUSHT and list(report['conditions']) == ['none', 'filter']
+    assert report['contract'] == pusht_demos and list(report['conditions']) == ['none', 'filter']
     assert sorted(os.listdir(tmp_path)) == ['drill.json', 'episodes.npz']
 
 
-def test_a_policy_that_never_answers_is_counted_not_a_crash(tmp_path, params):
+def test_a_policy_that_never_answers_is_counted_not_a_crash(tmp_path, params, data_file):
     """Demonstrations of another state size: every request is a policy fault at step 0."""
-    other = os.path.join(DATA, 'pusht_lerobot_ep0_reward.npz')
+    other = data_file('pusht_lerobot_ep0_reward.npz')
     code, out, err = run('--policy', f'nn:{other}', '--params', str(params), '--episodes', '2',
                          '--conditions', 'none,filter', '--output', str(tmp_path))
     assert code == 0, err
@@ -149,26 +147,28 @@ def contract_yaml(tmp_path, dim: int, dt: float) -> str:
 
 
 @pytest.mark.parametrize('dim, dt', [(3, 0.1), (2, 1 / 30)])
-def test_a_contract_for_another_robot_or_rate_is_refused(tmp_path, dim, dt):
-    code, _, err = run('--policy', f'nn:{PUSHT}', '--params', contract_yaml(tmp_path, dim, dt),
-                       '--output', str(tmp_path / 'out'))
+def test_a_contract_for_another_robot_or_rate_is_refused(tmp_path, dim, dt, pusht_demos):
+    code, _, err = run('--policy', f'nn:{pusht_demos}', '--params',
+                       contract_yaml(tmp_path, dim, dt), '--output', str(tmp_path / 'out'))
     assert code == 2 and 'world pusht needs 2 at dt 0.1 s' in err, err
 
 
 @pytest.mark.parametrize('argv, message', [
     (['--policy', 'nn:/nowhere/demos.npz'], 'demonstration file not found'),
-    (['--policy', f'nn:{PUSHT}', '--conditions', 'none,warp'], "unknown condition 'warp'"),
-    (['--policy', f'nn:{PUSHT}', '--conditions', 'none,none'], 'listed twice'),
+    (['--policy', 'nn:@PUSHT', '--conditions', 'none,warp'], "unknown condition 'warp'"),
+    (['--policy', 'nn:@PUSHT', '--conditions', 'none,none'], 'listed twice'),
     (['--policy', 'magic:thing'], 'unknown policy'),
     (['--policy', 'ws://127.0.0.1:9'], 'give --params'),
-    (['--policy', f'nn:{PUSHT}', '--world', 'mars'], "unknown world 'mars'"),
-    (['--policy', f'nn:{PUSHT}', '--episodes', '0'], '--episodes must be >= 1'),
-    (['--policy', f'nn:{PUSHT}', '--conditions', 'wrong-unnormalizer'], '--sibling DEMOS.npz'),
-    (['--policy', f'nn:{PUSHT}', '--conditions', 'wrong-unnormalizer',
-      '--sibling', os.path.join(DATA, 'so101_record_test_4ep.npz')], 'world pusht has 2'),
-    (['--policy', f'nn:{PUSHT}', '--params', '/nowhere/c.yaml'], 'parameter file not found'),
+    (['--policy', 'nn:@PUSHT', '--world', 'mars'], "unknown world 'mars'"),
+    (['--policy', 'nn:@PUSHT', '--episodes', '0'], '--episodes must be >= 1'),
+    (['--policy', 'nn:@PUSHT', '--conditions', 'wrong-unnormalizer'], '--sibling DEMOS.npz'),
+    (['--policy', 'nn:@PUSHT', '--conditions', 'wrong-unnormalizer',
+      '--sibling', 'DATA:so101_record_test_4ep.npz'], 'world pusht has 2'),
+    (['--policy', 'nn:@PUSHT', '--params', '/nowhere/c.yaml'], 'parameter file not found'),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message, pusht_demos, data_file):
+    argv = [data_file(a[5:]) if a.startswith('DATA:') else a.replace('@PUSHT', pusht_demos)
+            for a in argv]
     code, out, err = run(*argv, '--output', str(tmp_path / 'out'))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / 'out').exists()

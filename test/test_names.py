@@ -35,9 +35,6 @@ from vla_safety_filter import names
 TOPIC = re.compile(r'^(/[A-Za-z_][A-Za-z0-9_]*)+$')
 #: Files allowed to spell topics: names.py itself.
 SPELLED_IN = ('vla_safety_filter/names.py',)
-#: Test modules of other engineers still reading data_paths.DATA at import (issue 16): this list
-#: only shrinks; a module leaves it when it asks the `data_file` fixture instead.
-DATA_AT_IMPORT_PENDING = {'test_drill_cli.py'}
 
 
 def topics() -> set:
@@ -127,7 +124,7 @@ def test_the_checker_finds_data_read_at_import_and_not_inside_a_test(tmp_path):
 def test_no_further_test_module_reads_the_data_folder_at_import(repo_root):
     modules = sorted((repo_root / 'test').glob('test_*.py'))
     found = {path.name for path in modules if reads_data_at_import(path)}
-    assert found <= DATA_AT_IMPORT_PENDING, sorted(found - DATA_AT_IMPORT_PENDING)
+    assert not found, sorted(found)
 
 
 @pytest.mark.parametrize('require, outcome', [('0', 'skipped'), ('1', 'error')])
