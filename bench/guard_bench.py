@@ -283,7 +283,8 @@ def print_table(title: str, rows: dict) -> None:
     print(title)
     for name, row in rows.items():
         line = (f'  {name:26s} median {row["median_us"]:7.2f} p99 {row["p99_us"]:8.2f} '
-                f'cpu {row["cpu_mean_us"]:7.2f} changed/step {row["interventions_per_action"]:.3f}')
+                f'cpu {row["cpu_mean_us"]:7.2f} '
+                f'changed/step {row["interventions_per_action"]:.3f}')
         if 'speedup_vs_baseline' in row:
             line += (f'  baseline median {row["baseline_median_us"]:7.2f} '
                      f'x{row["speedup_vs_baseline"]:.2f} cpu {row["baseline_cpu_mean_us"]:7.2f} '
