@@ -644,7 +644,10 @@ class Guard:
             return 'position'
         if soft and not c.soft_lower[j] <= value <= c.soft_upper[j]:
             return 'soft_limit'
-        if abs(value - self._prev[j]) > reach or self._uniform_scaling:
+        # the velocity box exactly as it is built (prev -/+ vmax h), not |value - prev|: the two
+        # round differently by one ulp at the box's edge
+        prev = self._prev[j]
+        if value < prev - reach or value > prev + reach or self._uniform_scaling:
             return 'velocity'
         if soft and not self._soft_box[0][j] <= value <= self._soft_box[1][j]:
             return 'soft_limit'
