@@ -96,3 +96,25 @@ def test_wrong_metadata_refuses_to_activate_with_a_certificate(tmp_path):
     assert 'unnorm key differs' in summary['execspec']['message']
     drift = {row['joint']: row['drift'] for row in summary['certificate']}
     assert len(drift) == 14 and max(drift.values()) > 0.1
+
+
+def _observed(stamps, positions, arrivals):
+    from vla_safety_filter.demo.observer import Observed
+    rows = [np.array([p]) for p in positions]
+    return Observed(command_times=list(arrivals), commands=rows, safe_times=list(arrivals),
+                    safe_stamps=list(stamps), safe=rows)
+
+
+def test_the_demo_audit_judges_speed_at_the_guards_stamps_per_publishing_segment():
+    from vla_safety_filter.core.contract import Contract
+    from vla_safety_filter.demo.command_audit import audit_observed
+    contract = Contract(('j',), [-10.0], [10.0], [1.0], 0.1)
+    stamps = np.r_[np.arange(10) * 0.1, 5.0 + np.arange(10) * 0.1]   # a stop, then a resume
+    moves = np.r_[np.arange(10) * 0.1, 3.0 + np.arange(10) * 0.1]    # re-seeded at 3.0
+    bunched = stamps + np.where(np.arange(20) % 2, -0.08, 0.0)       # delivery jitter
+    check = audit_observed(contract, [0.0], _observed(stamps, moves, bunched))
+    assert check['segments'] == 2 and check['over_speed'] == 0 and check['commands'] == 20
+    assert 'max_arrival_speed_ratio' in check             # reported, not judged
+    moves[12] += 0.5                                      # a jump inside a segment is caught
+    check = audit_observed(contract, [0.0], _observed(stamps, moves, bunched))
+    assert check['over_speed'] == 2 and check['over_rate_limit'] >= 1

@@ -29,6 +29,10 @@ from ..core.contract import audit
 
 #: arrival-time audit window, in control periods (reported, not judged: delivery jitter)
 ARRIVAL_WINDOW_PERIODS = 5
+#: The filter publishes every tick while active (holds included); a silence longer than this many
+#: periods is a watchdog stop or a deactivation, after which the guard re-seeds from the measured
+#: /joint_states, so the rate limit restarts there (a stall is shorter; its step is capped anyway).
+SILENCE_PERIODS = 5
 
 
 def audit_observed(contract, seed, seen: Observed, since: float = -np.inf,
@@ -43,7 +47,7 @@ def audit_observed(contract, seed, seen: Observed, since: float = -np.inf,
     safe = np.array(seen.safe, dtype=float).reshape(-1, contract.dim)[chosen]
     stamps = np.asarray(seen.safe_stamps, dtype=float)[chosen]
     seed = seed if seed is not None else (safe[0] if len(safe) else np.zeros(contract.dim))
-    report = audit(contract, seed, safe, stamps if len(safe) > 1 else None)
+    report = _audit_segments(contract, seed, safe, stamps)
     controller = audit(contract, seed, sent)
     report.update(commands=controller['commands'], non_finite=controller['non_finite'],
                   outside_bounds=controller['outside_bounds'], guard_commands=len(safe))
@@ -53,3 +57,23 @@ def audit_observed(contract, seed, seen: Observed, since: float = -np.inf,
                            time_slack=dt)
         report['max_arrival_speed_ratio'] = on_arrival['max_speed_ratio']
     return report
+
+
+def _audit_segments(contract, seed, safe: np.ndarray, stamps: np.ndarray) -> dict:
+    """Audit the stamped stream one publishing segment at a time (see SILENCE_PERIODS)."""
+    cuts = np.flatnonzero(np.diff(stamps) > SILENCE_PERIODS * contract.dt) + 1
+    reports = []
+    for rows, times in zip(np.split(safe, cuts), np.split(stamps, cuts)):
+        start = seed if not reports else rows[0]     # later segments start re-seeded
+        reports.append(audit(contract, start, rows, times if len(rows) > 1 else None))
+    return {**merge_audits(reports), 'segments': len(reports)}
+
+
+def merge_audits(reports) -> dict:
+    """Merge audit reports of parts of a stream: counts add up, `max_*` ratios take the largest."""
+    total: dict = {}
+    for report in reports:
+        for key, value in report.items():
+            merge = max if key.startswith('max_') else (lambda a, b: a + b)
+            total[key] = merge(total[key], value) if key in total else value
+    return total

@@ -240,9 +240,10 @@ def _episodes(observer, scenario: PushtScenario, deadline: float, server) -> Run
     if not _first_command(observer, deadline):
         return run     # never activated (refused, or no server): the summary says so
     for k in range(scenario.episodes):
-        if not _next_episode(observer, scenario, deadline):
+        start = _next_episode(observer, scenario, deadline)
+        if start is None:
             break
-        run.resets.append(observer.now())
+        run.resets.append(start)
         if k == 0 and scenario.fault and server is not None:
             run.outage = _outage(observer, server, scenario, deadline)
         outcome = _wait(lambda: observer.done_after(run.resets[-1]), deadline)
@@ -271,9 +272,13 @@ def _first_command(observer, deadline: float) -> bool:
     return bool(_wait(lambda: observer.snapshot().commands, deadline))
 
 
-def _next_episode(observer, scenario: PushtScenario, deadline: float) -> bool:
+def _next_episode(observer, scenario: PushtScenario, deadline: float) -> float | None:
     """
-    Pause the pipeline, reset the world to the next seed, resume; False if a step failed.
+    Pause the pipeline, reset the world to the next seed, resume; None if a step failed.
+
+    Returns the episode's start in observer time: after the reset, before the bringup, so every
+    command of the new activation (some may arrive before the bringup call returns) is after it
+    and every braking row of the last one before it.
 
     Nothing of the last episode may act in the next, as in the drill: the manager's teardown
     drops the bridge's reply in flight and stops the filter (its braking rows are waited out
@@ -281,13 +286,14 @@ def _next_episode(observer, scenario: PushtScenario, deadline: float) -> bool:
     episode's /joint_states (two world periods after the reset).
     """
     if not observer.trigger('/execspec_check/teardown', deadline):
-        return False
+        return None
     quiet = 3 * scenario.dt
     _wait(lambda: observer.now() - (observer.last_command_time() or 0.0) > quiet, deadline)
     if not observer.trigger('/sim_world/reset', deadline):
-        return False
+        return None
     time.sleep(2 * scenario.dt)
-    return observer.trigger('/execspec_check/bringup', deadline)
+    start = observer.now()
+    return start if observer.trigger('/execspec_check/bringup', deadline) else None
 
 
 def _outage(observer, server, scenario: PushtScenario, deadline: float) -> tuple:

@@ -19,7 +19,7 @@ from collections import Counter
 
 import numpy as np
 
-from .command_audit import audit_observed
+from .command_audit import audit_observed, merge_audits
 from .observer import Observed
 
 
@@ -64,15 +64,10 @@ def _audit_episodes(seen: Observed, run, contract) -> dict:
     step. Counts are summed and ratios maximised over the episodes.
     """
     bounds = [-np.inf, *run.resets, np.inf]
-    total: dict = {}
-    for since, until in zip(bounds[:-1], bounds[1:]):
-        check = audit_observed(contract, None, seen, since, until)
-        if check['commands'] == 0 and check['guard_commands'] == 0:
-            continue
-        for key, value in check.items():
-            merge = max if key.startswith('max_') else (lambda a, b: a + b)
-            total[key] = merge(total[key], value) if key in total else value
-    return total or audit_observed(contract, None, seen)
+    parts = [audit_observed(contract, None, seen, since, until)
+             for since, until in zip(bounds[:-1], bounds[1:])]
+    return merge_audits(p for p in parts if p['commands'] or p['guard_commands']) \
+        or audit_observed(contract, None, seen)
 
 
 def _outage(seen: Observed, run) -> dict | None:
