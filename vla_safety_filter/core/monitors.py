@@ -54,7 +54,7 @@ from .params import CalibrationData
 from .profiles import get_profile, MonitorProfile
 from .sequential import (BernoulliCusum, ConformalScorer, design_cusum, design_with_threshold,
                          MotionCalibration, SeamScorer, StepScorer)
-from .windows import WindowScorer
+from .windows import window_features, WindowScorer
 from ..names import ERROR, LEVEL_NAMES, OK, WARN
 
 # columns of the per-step contribution table
@@ -63,6 +63,12 @@ METRIC_NAMES = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'spectral_low
 MAX_ALARMS_KEPT = 1000
 HISTORY_BLOCKS = 16  # the action buffer holds this many blocks beyond the history it keeps
 HUGE = 1e15  # an action whose |sum| reaches this counts as non-finite (keeps squares finite)
+FAULT_KINDS = ('', 'nonfinite', 'shape')  # a recorded row's fault, by code (score_episode)
+# score_episode orders what it raises and charges as stepping does: key 8 t + phase of step t,
+# then the rank of the part of `_flush` that raised the alarm, then the alarm's step
+FAULT, FLUSH, FLUSHED, INTERVENTIONS, COSTS, LAST_FLUSH, LAST_FLUSHED = range(7)
+RANKS = {'cusum': 1, 'step_spike': 2, 'motion_cusum': 3, 'window_spike': 4,
+         'reversal': 5, 'jerk': 6, 'coherence': 7, 'stall': 8, 'spectral': 10}
 _FLOAT64 = np.dtype(np.float64)  # the per-step path takes float64 rows as they are
 
 
@@ -71,6 +77,13 @@ class Alarm(NamedTuple):
 
     kind: str
     step: int
+
+
+class EpisodeScores(NamedTuple):
+    """A recorded episode's summaries: the whole episode and its first steps (None if shorter)."""
+
+    whole: dict
+    early: dict | None
 
 
 class StepStatus(NamedTuple):
@@ -90,6 +103,14 @@ def _history(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
     return u, valid
 
 
+def _row_sums(x: np.ndarray) -> np.ndarray:
+    """Sum each row left to right from 0.0, as Python's sum() of the row's list (same rounding)."""
+    total = np.zeros(x.shape[0])
+    for column in x.T:
+        total += column
+    return total
+
+
 def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
     """Per-step window contributions [B, 6] and 'still' flags [B] for rows given 3 context rows."""
     u, valid = _history(context, rows, inv_eps)
@@ -101,13 +122,13 @@ def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarra
     out[:, ELIGIBLE] = np.count_nonzero(pair, axis=1)
     out[:, FLIPS] = np.count_nonzero(pair < 0, axis=1)
     both = moving[2:] & moving[1:-1]
-    norm_sq = (u * u).sum(axis=1)
+    norm_sq = _row_sums(u * u)
     norms = np.sqrt(norm_sq[2:] * norm_sq[1:-1])
-    out[:, COS_SUM] = np.where(both, (ut * u1).sum(axis=1) / np.where(both, norms, 1.0), 0.0)
+    out[:, COS_SUM] = np.where(both, _row_sums(ut * u1) / np.where(both, norms, 1.0), 0.0)
     out[:, COS_N] = both
     jerk_ok = valid[2:] & valid[1:-1] & valid[:-2]
     third = ut - 2.0 * u1 + u2
-    out[:, JERK_SQ] = np.where(jerk_ok, (third * third).sum(axis=1), 0.0)
+    out[:, JERK_SQ] = np.where(jerk_ok, _row_sums(third * third), 0.0)
     out[:, JERK_N] = jerk_ok * rows.shape[1]
     still = valid[2:] & ~moving[2:]
     return out, still
@@ -142,6 +163,18 @@ class _StepWindow:
         self.u1 = self.u2 = None   # scaled steps of the last two steps (None: a gap)
         self.moving1, self.norm1 = False, 0.0
         self.columns = [deque(maxlen=self.window) for _ in range(6)]
+
+    def resume(self, last: list, table: np.ndarray) -> None:
+        """Continue after a batch: its last three rows (lists) and contribution rows (numpy)."""
+        rows = [None if row[0] != row[0] else row for row in last]
+        u = [None if a is None or b is None else [(p - q) * e for p, q, e in
+                                                  zip(a, b, self.inv_eps)]
+             for b, a in zip(rows, rows[1:])]
+        self.previous, self.u2, self.u1 = rows[-1], u[0], u[1]
+        self.moving1 = u[1] is not None and any(v >= 1.0 or v <= -1.0 for v in u[1])
+        self.norm1 = 0.0 if u[1] is None else sum(v * v for v in u[1])
+        for column, values in zip(self.columns, table.T.tolist()):
+            column.extend(values)
 
     def add(self, action: list) -> tuple[list, bool]:
         """Take one action (a list; all NaN for a gap); return the window sums and 'still'."""
@@ -180,8 +213,22 @@ class _StepWindow:
 
 
 def window_sums(table: np.ndarray, window: int) -> np.ndarray:
-    """Column sums of every run of `window` consecutive rows (summed afresh: no cancellation)."""
-    return np.lib.stride_tricks.sliding_window_view(table, window, axis=0).sum(axis=-1)
+    """
+    Column sums of every run of `window` consecutive rows, summed afresh (no cancellation).
+
+    Oldest row first from 0.0, the order in which `_StepWindow` sums its columns: the same
+    rounding, so the batch and streaming metrics are equal, not only close.
+    """
+    n = table.shape[0] - window + 1
+    sums = np.zeros((n, table.shape[1]))
+    for k in range(window):
+        sums += table[k:k + n]
+    return sums
+
+
+def _onset_steps(hits: np.ndarray) -> np.ndarray:
+    """Return the steps where a run of consecutive hits starts (an alarm onset each)."""
+    return np.flatnonzero(hits & ~np.concatenate([[False], hits[:-1]]))
 
 
 def stall_runs(still: np.ndarray, carry: int) -> np.ndarray:
@@ -552,15 +599,15 @@ class ActionMonitor:
                 'jerk_norm': jerk_norm, 'jerk_rms': jerk_norm / (self.dt * self.dt),
                 'eligible': eligible, 'pairs': cos_n, 'stall_s': run * self.dt, 'run': run}
 
-    def _hit(self, kind: str, v: dict) -> bool:
-        """Return whether one step's metric values meet the alarm condition of `kind`."""
+    def _hit(self, kind: str, v: dict):
+        """Return whether metric values (one step's floats or arrays) meet `kind`'s condition."""
         p = self.profile
         if kind == 'reversal':
-            return v['reversal_rate'] > p.reversal_max and v['eligible'] >= self.min_pairs
+            return (v['reversal_rate'] > p.reversal_max) & (v['eligible'] >= self.min_pairs)
         if kind == 'jerk':
             return v['jerk_norm'] > p.jerk_max
         if kind == 'coherence':
-            return v['momentum_coherence'] < p.coherence_min and v['pairs'] >= self.min_pairs
+            return (v['momentum_coherence'] < p.coherence_min) & (v['pairs'] >= self.min_pairs)
         return v['run'] >= self.stall_steps   # stall
 
     def _spectral_check(self, step: int) -> tuple:
@@ -585,6 +632,248 @@ class ActionMonitor:
             values = [v[name] for v in rows]
             self._sums[name] += sum(values)
             self._maxima[name] = max(self._maxima[name], max(values))
+
+    # ---- batch path: a recorded episode at once ------------------------------------------
+    def score_episode(self, actions, charges=None, early_steps: int | None = None
+                      ) -> EpisodeScores:
+        """
+        Score a recorded episode from its start exactly as `update` step by step would.
+
+        `actions`: [T, D] numbers or T actions of any form `update` takes. `charges[k]`, if
+        given, = (reasons, kinds) charged after step k: `record_interventions(reasons)`, then
+        `budget.charge(kind)` for each kind. Returns `episode_summary()` after the last step and
+        the summary a copy of the monitor would give after `early_steps` steps (None when the
+        episode is shorter); the monitor ends as after stepping and that summary (alarms, costs,
+        level, metrics, statistics identical). Vectorized over the episode, in the blocks and
+        order of stepping where they matter: the FFT checks, the sums of blocks, the charges.
+        """
+        rows, faults = self._episode_rows(actions)
+        early = None
+        if early_steps and early_steps <= rows.shape[0]:
+            early = self._score_rows(rows[:early_steps], faults[:early_steps], charges)
+        return EpisodeScores(self._score_rows(rows, faults, charges), early)
+
+    def _episode_rows(self, actions) -> tuple[np.ndarray, np.ndarray]:
+        """Return float64 rows [T, D] (NaN rows for gaps) and each row's FAULT_KINDS code."""
+        if isinstance(actions, np.ndarray) and actions.ndim == 2 \
+                and actions.shape[1] == self.dim and actions.dtype.kind in 'biuf':
+            rows = actions.astype(np.float64)
+            faults = np.zeros(rows.shape[0], dtype=np.int8)
+        else:
+            actions = list(actions)
+            rows = np.full((len(actions), self.dim), np.nan)
+            faults = np.zeros(len(actions), dtype=np.int8)
+            for k, action in enumerate(actions):
+                try:
+                    a = np.asarray(action, dtype=np.float64)
+                except (TypeError, ValueError):
+                    a = None
+                if a is None or a.shape != self._shape:
+                    faults[k] = 2
+                else:
+                    rows[k] = a
+        total = _row_sums(rows)   # update's finiteness test, the same additions in the same order
+        faults[(faults == 0) & ~((-HUGE < total) & (total < HUGE))] = 1
+        rows[faults > 0] = np.nan
+        return rows, faults
+
+    def _score_rows(self, rows: np.ndarray, faults: np.ndarray, charges) -> dict:
+        """Reset, take the rows and charges as stepping would; return the episode summary."""
+        self.reset_episode()
+        n = rows.shape[0]
+        if n:
+            x = np.concatenate([self._hist[:self._keep], rows])  # the gap rows of reset_episode
+            flags: dict = {}   # per step, the alarm condition of each kind flushes update
+            raised = self._fault_onsets(faults)
+            raised += self._batch_position(x, n)
+            raised += self._batch_motion(x, n, flags)
+            raised += self._batch_metrics(x, n, flags)
+            raised += self._batch_spectral(x, n, flags)
+            self._replay(sorted(raised), charges, faults, flags)
+            self.step_count = n
+            self._hist[:self._keep] = x[-self._keep:]
+        return self.episode_summary()
+
+    def _keyed(self, steps, kind: str, n: int) -> list:
+        """Return alarms of `kind` at `steps` keyed by the flush raising them (episode of n)."""
+        steps = np.asarray(steps, dtype=np.int64)
+        ends = (steps // self.block + 1) * self.block - 1
+        keys = np.where(ends < n, 8 * ends + FLUSH, 8 * (n - 1) + LAST_FLUSH)
+        return [(key, RANKS[kind], step, kind) for key, step in zip(keys.tolist(), steps.tolist())]
+
+    def _fault_onsets(self, faults: np.ndarray) -> list:
+        """Return the alarms of non-finite and malformed rows: one per kind and run of them."""
+        raised, active, previous = [], set(), -2
+        for t in np.flatnonzero(faults).tolist():
+            if t != previous + 1:
+                active.clear()
+            kind = FAULT_KINDS[faults[t]]
+            if kind not in active:
+                active.add(kind)
+                raised.append((8 * t + FAULT, 0, t, kind))
+            previous = t
+        self._bad_steps = int(np.count_nonzero(faults))
+        if previous == faults.size - 1:
+            for kind in active:
+                self._active[kind] = True
+        return raised
+
+    def _batch_position(self, x: np.ndarray, n: int) -> list:
+        """Score positions: their statistics and the (strided) position CUSUM's alarms."""
+        scores = self.scorer.scores_of(x[self._keep:])
+        kept = scores[scores == scores]
+        self._scored = int(kept.size)
+        self._exceeded = int(np.count_nonzero(kept > self.exceed_score))
+        if kept.size:
+            self._last_score = float(kept[-1])
+        return self._cusum_alarms(self.cusum, scores, self.exceed_score, self.cusum_stride,
+                                  'cusum')
+
+    def _cusum_alarms(self, cusum: BernoulliCusum, scores: np.ndarray, limit: float,
+                      stride: int, kind: str) -> list:
+        """Feed a CUSUM the exceedances of finite scores at steps t % stride == 0; its alarms."""
+        steps = np.flatnonzero((scores == scores) & (np.arange(scores.size) % stride == 0))
+        hits = cusum.alarms_of((scores[steps] > limit).tolist())
+        return self._keyed(steps[hits], kind, scores.size)
+
+    def _batch_motion(self, x: np.ndarray, n: int, flags: dict) -> list:
+        """Score steps: spikes, statistics and the motion CUSUM; then the window scores."""
+        if self.step_scorer is None:
+            return []
+        scores = self.step_scorer.scores_of(x[self._keep - 2:])
+        kept = scores[scores == scores]
+        if kept.size:
+            self._step_stats = [int(kept.size), int(np.count_nonzero(kept > self.step_exceed)),
+                                max(0.0, float(kept.max()))]
+            self._last_step_score = float(kept[-1])
+        flags['step_spike'] = scores > self.step_scorer.spike_score
+        raised = self._keyed(_onset_steps(flags['step_spike']), 'step_spike', n)
+        raised += self._cusum_alarms(self.motion_cusum, scores, self.step_exceed,
+                                     self.motion_stride, 'motion_cusum')
+        return raised + self._batch_window(x, n, flags)
+
+    def _batch_window(self, x: np.ndarray, n: int, flags: dict) -> list:
+        """Score windows exactly in one nearest-neighbour query: spikes and statistics."""
+        scorer = self.window_scorer
+        if scorer is None:
+            return []
+        features = window_features(x[self._keep - scorer.span:], scorer.norm, scorer.span)
+        finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+        scores = np.full(n, np.nan)
+        if finite.size:
+            distances, nearest = scorer.tree.query(features[finite])
+            scores[finite] = distances
+            scorer.hint = int(nearest[-1])
+            self._window_stats = [int(finite.size),
+                                  int(np.count_nonzero(distances > self.window_exceed)),
+                                  max(0.0, float(distances.max()))]
+            self._last_window = [features[finite[-1]].tolist(), None]
+        flags['window_spike'] = scores > scorer.spike_score
+        return self._keyed(_onset_steps(flags['window_spike']), 'window_spike', n)
+
+    def _batch_metrics(self, x: np.ndarray, n: int, flags: dict) -> list:
+        """Compute each step's window metrics, their alarm onsets (window full), the figures."""
+        keep, first = self._keep, self.window - 1
+        contributions, still = step_contributions(x[keep - 3:keep], x[keep:], self.inv_eps)
+        padded = np.concatenate([np.zeros((first, 6)), contributions])
+        values = window_values(window_sums(padded, self.window), self.profile.deadband, self.dt)
+        values['run'] = stall_runs(still, 0)
+        values['stall_s'] = values['run'] * self.dt
+        raised = []
+        for kind in self._armed:
+            hits = flags[kind] = self._hit(kind, values)
+            hits[:first] = False
+            raised += self._keyed(_onset_steps(hits), kind, n)
+        self._accumulate_blocks(values, first, n)
+        self._values = {name: column[-1].item() for name, column in values.items()}
+        self._stall = self._values['run']
+        self._steps.resume(x[-3:].tolist(), padded[-self.window:])
+        return raised
+
+    def _accumulate_blocks(self, values: dict, first: int, n: int) -> None:
+        """Add the full-window steps to the episode sums (block by block as flushed) and maxima."""
+        if n <= first:
+            return
+        self._n_full = n - first
+        cuts = [0, *range((first // self.block + 1) * self.block - first, n - first,
+                          self.block), n - first]
+        for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s'):
+            column = values[name][first:].tolist()
+            total = self._sums[name]
+            if self.block == 1:
+                for value in column:
+                    total += value
+            else:
+                for start, stop in zip(cuts, cuts[1:]):
+                    total += sum(column[start:stop])
+            self._sums[name] = total
+            self._maxima[name] = max(self._maxima[name], max(column))
+
+    def _batch_spectral(self, x: np.ndarray, n: int, flags: dict) -> list:
+        """Run the FFT metric at the flushes where stepping runs it: sums, alarms, condition."""
+        p, raised = self.profile, []
+        low = flags['spectral'] = np.zeros(n, dtype=bool)
+        step = self._flush_after(self._next_spectral, n)
+        while step is not None:
+            self._next_spectral = step + self.spectral_every
+            start = self._keep + step - self.spectral_window
+            ratio = spectral_low_ratio(x[start:start + self.spectral_window + 1],
+                                       self.velocity_scale, self.dt, p.spectral_cutoff_hz)
+            self._sums['spectral_low_ratio'] += ratio
+            self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], ratio)
+            self._n_spectral += 1
+            if 'spectral' in p.primary:
+                now = ratio < p.spectral_min
+                if now and not low[step - 1]:
+                    raised += self._keyed([step], 'spectral', n)
+                low[step:] = now
+            step = self._flush_after(self._next_spectral, n)
+        self._active['spectral'] = bool(low[-1])
+        return raised
+
+    def _flush_after(self, step: int, n: int) -> int | None:
+        """Return the last step of the flush that takes `step` (None past the episode)."""
+        if step >= n:
+            return None
+        return min((step // self.block + 1) * self.block, n) - 1
+
+    def _replay(self, raised: list, charges, faults: np.ndarray, flags: dict) -> None:
+        """Charge the alarms and each step's charges in stepping's order; set the level."""
+        n = faults.size
+        last = max(raised[-1][0] if raised else 0,
+                   8 * (n - 1) + (FLUSHED if n % self.block == 0 else LAST_FLUSHED),
+                   8 * (n - 1) + INTERVENTIONS if charges is not None else 0)
+        steps = [] if charges is None else [t for t in range(n) if any(charges[t])]
+        total, i = 0.0, 0
+        for t in steps + [n]:   # n: the alarms after the last charge
+            while i < len(raised) and raised[i][0] < 8 * t + INTERVENTIONS:
+                key, _, step, kind = raised[i]
+                self._record(Alarm(kind, step), key % 8 == LAST_FLUSH)
+                total = self.budget.total if key <= last else total
+                i += 1
+            if t < n:
+                reasons, kinds = charges[t]
+                for reason in set(reasons):
+                    self.budget.charge('intervention.' + reason)
+                total = self.budget.total if 8 * t + INTERVENTIONS <= last else total
+                for kind in kinds:
+                    self.budget.charge(kind)
+                total = self.budget.total if 8 * t + COSTS <= last else total
+        step, phase = divmod(last, 8)
+        flushed = step if phase >= LAST_FLUSH else (step + 1) // self.block * self.block - 1
+        active = faults[step] or flushed >= 0 and any(f[flushed] for f in flags.values())
+        for kind, f in flags.items():
+            self._active[kind] = bool(f[-1])
+        self._level = max(self.budget.model.level(total), WARN if active else OK)
+
+    def _record(self, alarm: Alarm, unreported: bool) -> None:
+        """Keep and charge one alarm as `_raise` does (those of the closing flush unreported)."""
+        if len(self.alarms) < MAX_ALARMS_KEPT:
+            self.alarms.append(alarm)
+        self.alarm_counts[alarm.kind] = self.alarm_counts.get(alarm.kind, 0) + 1
+        self.budget.charge('alarm.' + alarm.kind)
+        if unreported:
+            self._unreported.append(alarm)
 
     # ---- reporting -----------------------------------------------------------------------
     def window_metrics(self) -> dict:

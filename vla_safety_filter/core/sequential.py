@@ -215,6 +215,20 @@ class BernoulliCusum:
         self.statistic = s if s > 0.0 else 0.0
         return False
 
+    def alarms_of(self, exceeded: list) -> list[int]:
+        """Feed indicators in order, as `update` one by one; return the indices that alarmed."""
+        s, up, down, h = self.statistic, self._up, self._down, self._h
+        hits = []
+        for i, x in enumerate(exceeded):
+            s += up if x else down
+            if s >= h:
+                hits.append(i)
+                s = 0.0
+            elif not s > 0.0:
+                s = 0.0
+        self.statistic = s
+        return hits
+
 
 def simulate_run_lengths(design: CusumDesign, rate: float, runs: int, seed: int = 0,
                          max_steps: int = 10_000_000) -> np.ndarray:
