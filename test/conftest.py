@@ -32,6 +32,7 @@ from data_paths import DATA as DATA_DIR
 import policy_servers
 from probes import call_service, FakeArm, FilterProbe, SMALL_CONTRACT
 import pytest
+import ros_reach
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the ament linters check (test_flake8, test_pep257, test_copyright).
@@ -267,3 +268,17 @@ def pusht_drill(pusht_world, pusht_demos, pusht_safety):
     def drill(conditions: str, **kwargs):
         return short_drill(pusht_world, pusht_demos, pusht_safety, conditions, **kwargs)
     return drill
+
+
+# ---- the second distribution runs only what can reach ROS (test/ros_reach.py) --------------
+def pytest_configure(config):
+    """Register the `ros` marker."""
+    config.addinivalue_line('markers', 'ros: can reach ROS 2 code (set by conftest from imports)')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `ros` every test whose module or fixtures can reach ROS 2 (see test/ros_reach.py)."""
+    fixtures = ros_reach.ros_fixtures(Path(__file__))
+    for item in items:
+        if ros_reach.reaches_ros(Path(item.fspath)) or fixtures & set(item.fixturenames):
+            item.add_marker(pytest.mark.ros)
