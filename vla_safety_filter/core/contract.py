@@ -204,6 +204,7 @@ class Guard:
         self._accel = np.zeros(c.dim)       # acceleration of the last step (tracked with jerk)
         self._last_h: float | None = None   # duration of the last executed step
         self._box_h = self._dt = c.dt
+        self._max_h = MAX_STEP_PERIODS * c.dt
         self._lo, self._hi = np.empty(c.dim), np.empty(c.dim)
         self._work = (np.empty(c.dim), np.empty(c.dim))
         self._simple_box = False
@@ -254,7 +255,7 @@ class Guard:
         self._neg_vmax2 = np.concatenate([self._neg_vmax, self._neg_vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
         # what the fast path of `step` reads, in one attribute
-        self._fast = (self._box2, self._mask2, self._all_true, self._bounds2, self._neg_vstep2)
+        self._fast = (self._box2, self._mask2, self._all_true)
         inf = np.full(c.dim, np.inf)
         self._amax = inf if c.max_acceleration is None else c.max_acceleration * scale
         self._adec = self._amax if c.max_deceleration is None else c.max_deceleration * scale
@@ -305,8 +306,8 @@ class Guard:
     def _period(self, elapsed) -> float:
         """Return the time one step may use: `elapsed`, at most MAX_STEP_PERIODS periods."""
         if elapsed is None:
-            return self.contract.dt
-        return min(max(float(elapsed), 0.0), MAX_STEP_PERIODS * self.contract.dt)
+            return self._dt
+        return min(max(float(elapsed), 0.0), self._max_h)
 
     def _set_prev(self, prev: np.ndarray) -> None:
         """Make `prev` (owned by the guard) the last executed command."""
@@ -524,7 +525,7 @@ class Guard:
                                'command')
         k = self.step_index
         self.step_index = k + 1
-        h = self._dt if elapsed is None else self._period(elapsed)
+        h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
         if h != self._box_h:
             self._set_box(h)
         try:
@@ -540,12 +541,11 @@ class Guard:
             buf, head, tail = self._a2
             head[:] = a
             np.negative(a, out=tail)
-            box, mask, all_true, bounds, step_off = self._fast
+            box, mask, all_true = self._fast
             if np.greater_equal(buf, box, out=mask).tobytes() == all_true:
-                # [a | -a] becomes [prev | -prev]; the next step's box, if it comes on time
+                # [a | -a] becomes [prev | -prev]; the next step builds its box for its own h
                 self._p2, self._a2 = self._a2, self._p2
-                self._prev, self._lohi_ok, self._box_h = head, False, self._dt
-                np.maximum(bounds, np.add(buf, step_off, out=box), out=box)
+                self._prev, self._lohi_ok, self._box_h = head, False, None
                 return a, ()
         self._ensure_lohi()
         if self._uniform_scaling:

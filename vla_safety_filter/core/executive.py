@@ -44,6 +44,7 @@ Time is passed in (seconds of one monotonic clock) so the logic is tested withou
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 import math
 from typing import NamedTuple
@@ -62,6 +63,7 @@ MAX_TIMEOUT = 10.0
 #: The timer skips its tick when a command went out less than this many periods ago (an
 #: arrival executed it already): one command per period on average, none more than 1.5 apart.
 FILL_AFTER_PERIODS = 0.5
+_FLOAT64 = np.dtype(np.float64)     # measured positions of this type are taken as they are
 
 
 class Tick(NamedTuple):
@@ -70,6 +72,21 @@ class Tick(NamedTuple):
     command: np.ndarray | None
     state: str
     events: tuple[Event, ...]
+
+
+def _finite(values: np.ndarray) -> bool:
+    """
+    Tell whether every value is finite: x - x is +0 exactly then, NaN for an inf or a NaN.
+
+    Two cheap calls instead of isfinite and a reduction (which costs more on small arrays).
+    """
+    return np.subtract(values, values).tobytes() == bytes(values.nbytes)
+
+
+def _valid_offsets(offsets: list) -> bool:
+    """Tell whether times from a chunk's start are finite, >= 0 and strictly increasing."""
+    return all(map(math.isfinite, offsets)) and offsets[0] >= 0 and \
+        all(map(float.__lt__, offsets, offsets[1:]))
 
 
 def _timeout(name: str, value) -> float:
@@ -114,6 +131,7 @@ class Executive:
                              f'{MAX_CONTROL_RATE_HZ:g} Hz')
         self.guard = Guard(self.contract)
         self._target_buf = np.empty(self.contract.dim)
+        self._shape = (self.contract.dim,)
         self._measured: tuple[float, np.ndarray] | None = None
         self._latched: str | None = None
         self._stop_asserted = False
@@ -173,8 +191,12 @@ class Executive:
 
     def observe(self, positions, now: float) -> None:
         """Take a measured joint position in contract order (e.g. from /joint_states)."""
-        pos = np.array(positions, dtype=np.float64).reshape(-1)
-        if pos.size != self.contract.dim or not np.all(np.isfinite(pos)):
+        if type(positions) is np.ndarray and positions.dtype is _FLOAT64 \
+                and positions.shape == self._shape:
+            pos = positions.copy()
+        else:
+            pos = np.array(positions, dtype=np.float64).reshape(-1)
+        if pos.size != self._shape[0] or not _finite(pos):
             raise InputError(f'a measured position needs {self.contract.dim} finite values')
         self._measured = (now, pos)
 
@@ -213,10 +235,9 @@ class Executive:
         if targets.ndim != 2 or targets.shape[1] != self.contract.dim or targets.shape[0] == 0 \
                 or targets.shape[0] != offsets.size:
             return (self.reject('shape', now),)
-        if not np.all(np.isfinite(targets)):
+        if not _finite(targets):
             return (self.reject('nonfinite', now),)
-        if not np.all(np.isfinite(offsets)) or np.any(offsets < 0) \
-                or np.any(np.diff(offsets) <= 0) or not math.isfinite(age) \
+        if not _valid_offsets(offsets.tolist()) or not math.isfinite(age) \
                 or age < -self.command_timeout:
             return (self.reject('bad_timing', now),)
         if age > self.command_timeout:
@@ -225,13 +246,19 @@ class Executive:
             # a new episode after an idle arm at rest resumes like every resume: from a fresh
             # measured position (a scene reset may have moved the arm meanwhile)
             self._needs_seed = True
+        due = now - age + offsets
         self._plan_t0, self._plan_q0 = now, self.guard.prev
-        self._due, self._goals = now - age + offsets, targets
+        # due times as a list (bisected each tick); each point's step from the one before (the
+        # first: from the executed command), for the pre-check and the ticks' interpolation
+        self._due, self._goals = due.tolist(), targets
+        self._steps = np.empty_like(targets)
+        np.subtract(targets[0], self._plan_q0, out=self._steps[0])
+        np.subtract(targets[1:], targets[:-1], out=self._steps[1:])
         self._fresh_until = max(now, self._due[-1])
         self._hold_plan = False
         self._idle = False
         self._arrived = True
-        return self._precheck(now)
+        return self._precheck(now, due)
 
     def on_arrival(self, now: float) -> Tick | None:
         """
@@ -260,7 +287,7 @@ class Executive:
             return None
         return self.tick(now)
 
-    def _precheck(self, now: float) -> tuple[Event, ...]:
+    def _precheck(self, now: float, due: np.ndarray) -> tuple[Event, ...]:
         """
         Report (never refuse: the guard limits every step) seam jumps and too fast segments.
 
@@ -268,20 +295,21 @@ class Executive:
         its due time; a fast segment asks for more than vmax. Against the last executed command,
         not the measured position, which lags it by the controller's tracking.
         """
-        vmax, dt = self.contract.max_velocity, self.contract.dt
-        start = self.guard.prev
+        # each point's step over its span, in one go: the first point's span is its due time
+        # (at least one period), the others' the time since the point before
+        span = np.empty((len(due), 1))
+        span[0] = max(due[0] - now, self.contract.dt)
+        np.subtract(due[1:], due[:-1], out=span[1:, 0])
+        ratio = np.abs(self._steps) / span / self.contract.max_velocity
+        if b'\x01' not in np.greater(ratio, 1.0).tobytes():
+            return ()
         events = []
-        checks = [('chunk_jump', self._goals[0] - start, max(self._due[0] - now, dt))]
-        if len(self._due) > 1:
-            checks.append(('chunk_speed', np.diff(self._goals, axis=0),
-                           np.diff(self._due)[:, None]))
-        for reason, delta, span in checks:
-            ratio = np.abs(delta) / span / vmax
-            if ratio.max() > 1.0:
-                j = int(np.unravel_index(np.argmax(ratio), ratio.shape)[-1])
+        for reason, part in (('chunk_jump', ratio[:1]), ('chunk_speed', ratio[1:])):
+            if part.size and part.max() > 1.0:
+                j = int(np.unravel_index(np.argmax(part), part.shape)[-1])
                 self.guard.counts[reason] = self.guard.counts.get(reason, 0) + 1
                 events.append(Event(self.guard.step_index, self.contract.joint_names[j], reason,
-                                    float('nan'), float('nan'), float(ratio.max())))
+                                    float('nan'), float('nan'), float(part.max())))
         return tuple(events)
 
     def reject(self, reason: str, now: float) -> Event:
@@ -360,10 +388,11 @@ class Executive:
         self.waiting = ''
         if self._latched is not None:
             return self._silent(LATCHED)
+        guard = self.guard
         if self._idle:
             if self._needs_seed:
                 return self._silent(IDLE)
-            state, command = IDLE, self.guard.hold(elapsed)
+            state, command = IDLE, guard.hold(elapsed)
         else:
             age = now - self._fresh_until
             if age > 2.0 * self.command_timeout:
@@ -372,38 +401,39 @@ class Executive:
                 if not self._reseed(now):
                     return self._silent(STOPPED)
                 elapsed = None
-            if self.escalation_level == HOLD:
+            held = self.escalation is not None and self.escalation.level == HOLD
+            if held:
                 # held by the escalation: a policy still asking for the infeasible keeps it hot
                 if not self._hold_plan and \
-                        not self.guard.feasible(self._target(now + self.contract.dt), elapsed):
+                        not guard.feasible(self._target(now + self.contract.dt), elapsed):
                     self._refused += 1
-            if age > self.command_timeout or self.escalation_level == HOLD:
+            if age > self.command_timeout or held:
                 if self.state != HOLDING:
-                    self.guard.counts['hold'] += 1
-                    events = (Event(self.guard.step_index, '*', 'hold', float('nan'),
+                    guard.counts['hold'] += 1
+                    events = (Event(guard.step_index, '*', 'hold', float('nan'),
                                     float('nan'), 0.0),)
-                state, command = HOLDING, self.guard.hold(elapsed)
+                state, command = HOLDING, guard.hold(elapsed)
             elif self._hold_plan:
-                state, command = RUNNING, self.guard.hold(elapsed)
+                state, command = RUNNING, guard.hold(elapsed)
             else:
                 # the command is the position to reach one control period from now
-                command, events = self.guard.step(self._target(now + self.contract.dt), elapsed)
+                command, events = guard.step(self._target(now + self.contract.dt), elapsed)
                 state = RUNNING
         self._last_command = now
         self.state = state
-        stop = self._escalate(events, now)
-        if stop is not None:
-            return self._silent(LATCHED)._replace(events=events + (stop,))
-        lag = self._following(command, now)
-        if lag is not None:
-            self.latch(lag.reason + f' on {lag.joint} ({lag.magnitude:.3g} x the tolerance)')
-            return self._silent(LATCHED)._replace(events=events + (lag,))
+        if self.escalation is not None:
+            stop = self._escalate(events, now)
+            if stop is not None:
+                return self._silent(LATCHED)._replace(events=events + (stop,))
+        if self.following_error is not None:
+            lag = self._following(command, now)
+            if lag is not None:
+                self.latch(lag.reason + f' on {lag.joint} ({lag.magnitude:.3g} x the tolerance)')
+                return self._silent(LATCHED)._replace(events=events + (lag,))
         return Tick(command, state, events)
 
     def _escalate(self, events: tuple, now: float) -> Event | None:
         """Feed this tick's interventions to the escalation; a stop latches (returns its event)."""
-        if self.escalation is None:
-            return None
         count = self._refused + sum(e.reason in ('position', 'velocity', 'acceleration')
                                     for e in events)
         self._refused = 0
@@ -423,7 +453,7 @@ class Executive:
 
         For `following_error_ticks` ticks in a row (collision, stall, a driver not tracking).
         """
-        measured = None if self.following_error is None else self._fresh_measurement(now)
+        measured = self._fresh_measurement(now)
         if measured is None:
             return None
         error = np.abs(measured - command) / self.following_error
@@ -468,23 +498,26 @@ class Executive:
         due, goals = self._due, self._goals
         if now >= due[-1]:
             return goals[-1]
-        k = int(np.searchsorted(due, now, side='right'))
+        k = bisect_right(due, now)
         if k == 0 or due[k - 1] <= self._plan_t0:
-            t_prev, q_prev = self._plan_t0, self._plan_q0
+            t_prev, q_prev, step = self._plan_t0, self._plan_q0, None
         else:
-            t_prev, q_prev = due[k - 1], goals[k - 1]
+            t_prev, q_prev, step = due[k - 1], goals[k - 1], self._steps[k]
         if due[k] <= t_prev:
             return goals[k]
         w = (now - t_prev) / (due[k] - t_prev)
-        out = np.subtract(goals[k], q_prev, out=self._target_buf)
-        out *= w
-        out += q_prev
-        return out
+        out = self._target_buf
+        if step is None:
+            np.subtract(goals[k], q_prev, out=out)
+            out *= w
+        else:
+            np.multiply(step, w, out=out)     # the same (goals[k] - q_prev) x w, step kept
+        return np.add(out, q_prev, out=out)
 
     def _clear_plan(self) -> None:
         self._plan_t0, self._plan_q0 = -np.inf, None
-        self._due = np.empty(0)
-        self._goals = np.empty((0, self.contract.dim))
+        self._due = []
+        self._goals = self._steps = np.empty((0, self.contract.dim))
         self._fresh_until = -np.inf
         self._hold_plan = False
         self._idle = False
