@@ -21,9 +21,10 @@ one is used up (or every `replan_every` steps); the fault (if any) corrupts the 
 executes the command (a silent filter leaves the world holding its last command). The action
 monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
 lets its alarms latch the filter, which ends the episode as a stop. Without `+stop` the monitor
-cannot change the trajectory, so it scores the recorded episode after it ends, with the same
-calls in the same order (same alarms, costs and summaries). Costs per episode: filter
-interventions and monitor alarms by the cost model's weights plus the world's physical costs.
+cannot change the trajectory, so it scores the recorded episode after it ends in one pass
+(`ActionMonitor.score_episode`: the same alarms, costs and summaries as stepping it). Costs per
+episode: filter interventions and monitor alarms by the cost model's weights plus the world's
+physical costs.
 """
 from __future__ import annotations
 
@@ -281,12 +282,14 @@ class EpisodeRunner:
         return copy.deepcopy(self.monitor).episode_summary()
 
     def _score_afterwards(self, ep: Episode, charges: list) -> None:
-        """Feed the recorded raw actions and each step's charges to the monitor, in step order."""
-        for k, raw in enumerate(ep.raw):
-            self.monitor.update(raw)
-            self._charge(*charges[k])
-            if k + 1 == self.settings.early_steps:
-                ep.early = self._early_summary()
+        """
+        Score the recorded raw actions with each step's charges in one pass of the monitor.
+
+        `ActionMonitor.score_episode` reports what stepping it beside the world would have:
+        the same alarms, costs, level and summaries, at a fraction of the cost per step.
+        """
+        raw = np.array(ep.raw, dtype=np.float64).reshape(-1, self.safety.contract.dim)
+        ep.early = self.monitor.score_episode(raw, charges, self.settings.early_steps).early
 
     def _charge(self, reasons: tuple, world_costs: tuple) -> None:
         """Charge one step's filter interventions and the world's physical costs."""

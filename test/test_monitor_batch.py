@@ -1,0 +1,191 @@
+# Copyright 2026 vla_safety_filter maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+A recorded episode scored at once (`ActionMonitor.score_episode`) equals stepping it.
+
+Everything the monitor reports is compared as JSON text (floats bit for bit, NaN equal to
+itself): both summaries, the window metrics, /diagnostics values, the active alarms, the CUSUM
+statistics, the budget by kind and the alarms in their order, on the golden streams (every fault
+family, every profile scenario, malformed rows) and on hypothesis' streams (gaps, malformed rows,
+freezes, spikes, interleaved charges, block lengths of 1, 2 and 5 steps); and a monitor that goes
+on stepping after a scored episode reports what it would have after stepping all of it.
+"""
+import copy
+import json
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+from test_monitor_golden import _bad_input, _episodes, _monitor, SCENARIOS, STREAMS
+from vla_safety_filter.core.monitors import ActionMonitor
+from vla_safety_filter.core.params import CalibrationData
+
+REASONS = ('position', 'velocity', 'hold', 'soft_limit')
+WORLD = ('world.outside_workspace', 'world.joint_limit')
+EARLY = 50   # the drill's default first steps
+
+
+@pytest.fixture(scope='module')
+def streams():
+    with np.load(STREAMS, allow_pickle=False) as z:
+        return {key: z[key] for key in z.files}
+
+
+def charges_of(n: int, seed: int) -> list:
+    """Return a step's filter reasons and world costs for n steps (about a fifth charged)."""
+    rng = np.random.default_rng(seed)
+    return [(tuple(rng.choice(REASONS, size=rng.integers(1, 3), replace=False))
+             if rng.random() < 0.2 else (),
+             (WORLD[rng.integers(2)],) if rng.random() < 0.1 else ()) for _ in range(n)]
+
+
+def step_through(monitor: ActionMonitor, actions: list, charges, early) -> tuple:
+    """Step the episode as the drill does; (whole summary, early summary, alarms per update)."""
+    monitor.reset_episode()
+    summary, raised = None, []
+    for k, action in enumerate(actions):
+        raised.append(monitor.update(action).alarms)
+        if charges is not None:
+            monitor.record_interventions(charges[k][0])
+            for kind in charges[k][1]:
+                monitor.budget.charge(kind)
+        if k + 1 == early:
+            summary = copy.deepcopy(monitor).episode_summary()
+    return monitor.episode_summary(), summary, raised
+
+
+def reports(monitor: ActionMonitor) -> str:
+    """Return everything the monitor reports now, as JSON text."""
+    level, message, values = monitor.status()
+    return json.dumps([monitor.window_metrics(), level, message, values, monitor.active_alarms(),
+                       monitor.cusum.statistic, monitor.budget.total, monitor.budget.by_kind,
+                       monitor.alarm_counts, [tuple(a) for a in monitor.alarms]])
+
+
+def assert_same(stepped: ActionMonitor, scored: ActionMonitor, actions: list, charges,
+                early) -> dict:
+    """Step one monitor and score the other; assert equal reports; return the summary."""
+    whole, first, _ = step_through(stepped, actions, charges, early)
+    result = scored.score_episode(actions, charges, early)
+    assert json.dumps(result.whole) == json.dumps(whole)
+    assert json.dumps(result.early) == json.dumps(first)
+    assert reports(scored) == reports(stepped)
+    if stepped.step_scorer is not None:
+        assert scored.motion_cusum.statistic == stepped.motion_cusum.statistic
+    return whole
+
+
+@pytest.mark.parametrize('name', sorted(SCENARIOS))
+def test_scoring_a_golden_episode_equals_stepping_it(streams, name):
+    """Every golden episode of the scenario, with malformed rows, with and without charges."""
+    stepped, scored = _monitor(name), _monitor(name)
+    kinds = set()
+    for i, episode in enumerate(_episodes(streams, SCENARIOS[name][0])):
+        actions = [row if _bad_input(k) is None else _bad_input(k)
+                   for k, row in enumerate(episode)]
+        assert_same(stepped, scored, actions, None, None)
+        whole = assert_same(stepped, scored, actions, charges_of(len(actions), i), EARLY)
+        kinds |= set(whole['alarm_counts'])
+    assert {'nonfinite', 'shape'} < kinds   # the faults raised more alarms to compare
+
+
+# ---- hypothesis: random corruptions of real episodes -----------------------------------------
+CONFIGS = {   # name: (golden scenario whose calibration is used, dt): blocks of 1, 2, 5 steps
+    'pusht_10hz': ('pusht_generic', None),
+    'pusht_20hz_chunked': ('pusht_chunked', 0.05),
+    'aloha_50hz': ('aloha_generic', None),
+    'aloha_plain_flow': ('aloha_flow_plain', None),
+}
+
+
+def _built(name: str) -> ActionMonitor:
+    scenario, dt = CONFIGS[name]
+    monitor = _monitor(scenario)
+    if dt is None:
+        return monitor
+    cal: CalibrationData = monitor.calibration
+    return ActionMonitor(cal, dt, monitor.profile, motion=cal.motion)
+
+
+@pytest.fixture(scope='module')
+def monitors(streams):
+    pairs = {name: (_built(name), _built(name)) for name in CONFIGS}
+    return pairs, streams
+
+
+def _corrupt(rows: np.ndarray, draw) -> list:
+    """Freeze, spike, NaN, Inf and malformed rows drawn by hypothesis into a real episode."""
+    rows = rows.copy()
+    n, dim = rows.shape
+    span = np.ptp(rows, axis=0) + 1e-3
+    for _ in range(draw(st.integers(0, 3))):
+        start = draw(st.integers(0, n - 1))
+        stop = draw(st.integers(start, min(n, start + 40)))
+        rows[start:stop] = rows[start]                       # a freeze
+    for _ in range(draw(st.integers(0, 4))):
+        k = draw(st.integers(0, n - 1))
+        rows[k] += draw(st.floats(-5.0, 5.0)) * span         # a spike
+    actions = list(rows)
+    for _ in range(draw(st.integers(0, 6))):
+        k = draw(st.integers(0, n - 1))
+        actions[k] = draw(st.sampled_from([
+            np.full(dim, np.nan), np.where(np.arange(dim) == 0, np.inf, rows[k]),
+            np.full(dim, 1e16), rows[k][:-1], 'text', [None] * dim]))
+    return actions
+
+
+@settings(max_examples=60, deadline=None)
+@given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
+def test_scoring_a_corrupted_episode_equals_stepping_it(monitors, config, data):
+    pairs, streams = monitors
+    stepped, scored = pairs[config]
+    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
+    episode = episodes[data.draw(st.integers(0, len(episodes) - 1))]
+    start = data.draw(st.integers(0, len(episode) - 2))
+    rows = episode[start:start + data.draw(st.integers(1, 160))]
+    actions = _corrupt(rows, data.draw)
+    charges = data.draw(st.none() | st.lists(
+        st.tuples(st.lists(st.sampled_from(REASONS), max_size=3).map(tuple),
+                  st.lists(st.sampled_from(WORLD), max_size=2).map(tuple)),
+        min_size=len(actions), max_size=len(actions)))
+    early = data.draw(st.none() | st.integers(0, len(actions) + 5))
+    assert_same(stepped, scored, actions, charges, early)
+
+
+@settings(max_examples=25, deadline=None)
+@given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
+def test_stepping_on_after_a_scored_episode_equals_stepping_throughout(monitors, config, data):
+    """The scored monitor is left exactly as stepping and a summary leave it (windows, buffer)."""
+    pairs, streams = monitors
+    stepped, scored = pairs[config]
+    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
+    episode = episodes[data.draw(st.integers(0, len(episodes) - 1))]
+    actions = _corrupt(episode[:data.draw(st.integers(20, 200))], data.draw)
+    cut = data.draw(st.integers(1, len(actions) - 1))
+    step_through(stepped, actions[:cut], None, None)
+    scored.score_episode(actions[:cut])
+    later = [(stepped.update(a).alarms, scored.update(a).alarms) for a in actions[cut:]]
+    assert all(a == b for a, b in later)
+    assert json.dumps(scored.episode_summary()) == json.dumps(stepped.episode_summary())
+    assert reports(scored) == reports(stepped)
+
+
+def test_a_float32_array_is_scored_as_its_rows(streams):
+    """[T, D] float32 (as a policy replies): the same as stepping its rows one by one."""
+    stepped, scored = _monitor('pusht_generic'), _monitor('pusht_generic')
+    rows = _episodes(streams, 'pusht')[3].astype(np.float32)
+    assert_same(stepped, scored, list(rows), None, EARLY)
+    assert json.dumps(scored.score_episode(rows).whole) == \
+        json.dumps(step_through(stepped, list(rows), None, None)[0])
