@@ -112,13 +112,35 @@ class FilterProbe:
             msg.header.stamp = stamp
         self.raw.publish(msg)
 
-    def transition(self, transition_id, name='safety_filter'):
-        """Request a lifecycle transition; return whether it succeeded."""
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
+    def transition(self, transition_id, name='safety_filter', attempts=6):
+        """
+        Request a lifecycle transition; return whether it succeeded.
 
-        return call_service(self.node, ChangeState, f'/{name}/change_state',
-                            ChangeState.Request(transition=Transition(id=transition_id))).success
+        A request sent while a new process's service has not yet matched the client's reply
+        reader is lost in DDS: each attempt waits 5 s, then sends again (a repeat refused because
+        the lost one's transition happened counts when the node is in the target state).
+        """
+        from lifecycle_msgs.msg import State, Transition
+        from lifecycle_msgs.srv import ChangeState
+        from ros_harness import wait_for
+
+        target = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
+                  Transition.TRANSITION_ACTIVATE: State.PRIMARY_STATE_ACTIVE,
+                  Transition.TRANSITION_DEACTIVATE: State.PRIMARY_STATE_INACTIVE,
+                  Transition.TRANSITION_CLEANUP: State.PRIMARY_STATE_UNCONFIGURED}
+        client = self.node.create_client(ChangeState, f'/{name}/change_state')
+        try:
+            assert client.wait_for_service(timeout_sec=30.0), f'/{name}/change_state'
+            for attempt in range(attempts):
+                future = client.call_async(ChangeState.Request(
+                    transition=Transition(id=transition_id)))
+                if wait_for(future.done, timeout=5.0):
+                    return future.result().success or (
+                        attempt > 0 and self.lifecycle_state(name) == target.get(transition_id))
+                client.remove_pending_request(future)
+            raise AssertionError(f'/{name}/change_state did not answer')
+        finally:
+            self.node.destroy_client(client)
 
     def lifecycle_state(self, name='safety_filter'):
         """Return the node's lifecycle state id."""

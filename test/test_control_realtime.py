@@ -27,8 +27,7 @@ import os
 import subprocess
 import time
 
-from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState
+from lifecycle_msgs.msg import Transition
 import numpy as np
 from probes import filter_argv
 import pytest
@@ -37,34 +36,6 @@ from ros_harness import wait_for
 VMAX = 2.0
 #: A CPU number no test machine has: pinning to it is refused.
 NO_SUCH_CPU = 4095
-#: The lifecycle state each transition leads to.
-TARGET = {Transition.TRANSITION_CONFIGURE: State.PRIMARY_STATE_INACTIVE,
-          Transition.TRANSITION_ACTIVATE: State.PRIMARY_STATE_ACTIVE}
-
-
-def _transition(probe, transition_id: int, attempts: int = 6) -> bool:
-    """
-    Request a transition of the filter process; return whether it succeeded.
-
-    A request sent while the new process's service has not yet matched the client's reply
-    reader is lost in DDS: each attempt waits 5 s, then sends again (a repeat refused because
-    the lost one's transition happened counts when the node is in the target state).
-    """
-    client = probe.node.create_client(ChangeState, '/safety_filter/change_state')
-    try:
-        assert client.wait_for_service(timeout_sec=30.0)
-        for attempt in range(attempts):
-            future = client.call_async(ChangeState.Request(
-                transition=Transition(id=transition_id)))
-            if wait_for(future.done, timeout=5.0):
-                return future.result().success or (
-                    attempt > 0 and probe.lifecycle_state() == TARGET[transition_id])
-            client.remove_pending_request(future)
-        raise AssertionError('/safety_filter/change_state did not answer')
-    finally:
-        probe.node.destroy_client(client)
-
-
 def _locked_kb(pid: int) -> int:
     """Return the process's locked memory (VmLck) in kB."""
     with open(f'/proc/{pid}/status') as fh:
@@ -97,8 +68,8 @@ def _run(ros, small_contract, filter_probe, fake_arm, tmp_path, options: dict):
     try:
         service = ('/safety_filter/change_state', ['lifecycle_msgs/srv/ChangeState'])
         assert wait_for(lambda: service in probe.node.get_service_names_and_types(), 60)
-        assert _transition(probe, Transition.TRANSITION_CONFIGURE)
-        assert wait_for(lambda: _transition(probe, Transition.TRANSITION_ACTIVATE), 10)
+        assert probe.transition(Transition.TRANSITION_CONFIGURE)
+        assert wait_for(lambda: probe.transition(Transition.TRANSITION_ACTIVATE), 10)
         assert wait_for(lambda: probe.raw.get_subscription_count() >= 1, 10)
         _stream(probe, 2.0)
         assert wait_for(lambda: int(_timing(probe).get('commands', 0)) > 100, 5)
