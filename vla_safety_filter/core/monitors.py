@@ -41,7 +41,7 @@ arithmetic); `episode_metrics` computes the same definitions over a whole episod
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 import math
 from typing import NamedTuple
@@ -644,14 +644,22 @@ class ActionMonitor:
         `budget.charge(kind)` for each kind. Returns `episode_summary()` after the last step and
         the summary a copy of the monitor would give after `early_steps` steps (None when the
         episode is shorter); the monitor ends as after stepping and that summary (alarms, costs,
-        level, metrics, statistics identical). Vectorized over the episode, in the blocks and
-        order of stepping where they matter: the FFT checks, the sums of blocks, the charges.
+        level, metrics, statistics identical). Every step is scored once, vectorized; the block
+        order of stepping is kept where results depend on it (FFT checks, block sums, charges).
         """
         rows, faults = self._episode_rows(actions)
+        self.reset_episode()
+        n = rows.shape[0]
+        if not n:
+            return EpisodeScores(self.episode_summary(), None)
+        scored = self._score_all(rows, faults)
         early = None
-        if early_steps and early_steps <= rows.shape[0]:
-            early = self._score_rows(rows[:early_steps], faults[:early_steps], charges)
-        return EpisodeScores(self._score_rows(rows, faults, charges), early)
+        if early_steps and early_steps <= n:
+            self._take(scored, early_steps, charges)
+            early = self.episode_summary()
+            self.reset_episode()
+        self._take(scored, n, charges)
+        return EpisodeScores(self.episode_summary(), early)
 
     def _episode_rows(self, actions) -> tuple[np.ndarray, np.ndarray]:
         """Return float64 rows [T, D] (NaN rows for gaps) and each row's FAULT_KINDS code."""
@@ -677,22 +685,90 @@ class ActionMonitor:
         rows[faults > 0] = np.nan
         return rows, faults
 
-    def _score_rows(self, rows: np.ndarray, faults: np.ndarray, charges) -> dict:
-        """Reset, take the rows and charges as stepping would; return the episode summary."""
-        self.reset_episode()
-        n = rows.shape[0]
-        if n:
-            x = np.concatenate([self._hist[:self._keep], rows])  # the gap rows of reset_episode
-            flags: dict = {}   # per step, the alarm condition of each kind flushes update
-            raised = self._fault_onsets(faults)
-            raised += self._batch_position(x, n)
-            raised += self._batch_motion(x, n, flags)
-            raised += self._batch_metrics(x, n, flags)
-            raised += self._batch_spectral(x, n, flags)
-            self._replay(sorted(raised), charges, faults, flags)
-            self.step_count = n
-            self._hist[:self._keep] = x[-self._keep:]
-        return self.episode_summary()
+    def _score_all(self, rows: np.ndarray, faults: np.ndarray) -> '_Scored':
+        """Score every step of an episode at once (vectorized; the CUSUMs as float loops)."""
+        x = np.concatenate([self._hist[:self._keep], rows])   # after the reset's gap rows
+        position = self.scorer.scores_of(rows)
+        scored = _Scored(x, faults, position, self._cusum_run(
+            self.cusum, position, self.exceed_score, self.cusum_stride))
+        if self.step_scorer is not None:
+            scored.steps = self.step_scorer.scores_of(x[self._keep - 2:])
+            scored.hits['step_spike'] = scored.steps > self.step_scorer.spike_score
+            scored.motion_cusum = self._cusum_run(self.motion_cusum, scored.steps,
+                                                  self.step_exceed, self.motion_stride)
+        if self.window_scorer is not None:
+            scored.windows, scored.features = self._window_scores(x)
+            scored.hits['window_spike'] = scored.windows > self.window_scorer.spike_score
+        scored.metrics, scored.padded = self._metric_values(x)
+        for kind in self._armed:
+            hits = scored.hits[kind] = self._hit(kind, scored.metrics)
+            hits[:self.window - 1] = False    # alarms only once the window is full
+        return scored
+
+    @staticmethod
+    def _cusum_run(cusum: BernoulliCusum, scores: np.ndarray, limit: float,
+                   stride: int) -> tuple[np.ndarray, float]:
+        """Feed a CUSUM exceedances of finite scores at steps t % stride == 0; alarms, statistic."""
+        steps = np.flatnonzero((scores == scores) & (np.arange(scores.size) % stride == 0))
+        alarms = steps[cusum.alarms_of((scores[steps] > limit).tolist())]
+        return alarms, cusum.statistic
+
+    def _window_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the exact window scores (one nearest-neighbour query) and the features."""
+        scorer = self.window_scorer
+        features = window_features(x[self._keep - scorer.span:], scorer.norm, scorer.span)
+        finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+        scores = np.full(features.shape[0], np.nan)
+        if finite.size:
+            distances, nearest = scorer.tree.query(features[finite])
+            scores[finite] = distances
+            scorer.hint = int(nearest[-1])
+        return scores, features
+
+    def _metric_values(self, x: np.ndarray) -> tuple[dict, np.ndarray]:
+        """Return each step's window metrics and the contributions after window - 1 zero rows."""
+        keep = self._keep
+        contributions, still = step_contributions(x[keep - 3:keep], x[keep:], self.inv_eps)
+        padded = np.concatenate([np.zeros((self.window - 1, 6)), contributions])
+        values = window_values(window_sums(padded, self.window), self.profile.deadband, self.dt)
+        values['run'] = stall_runs(still, 0)
+        values['stall_s'] = values['run'] * self.dt
+        return values, padded
+
+    def _take(self, scored: '_Scored', n: int, charges) -> None:
+        """
+        Leave the monitor as stepping the first n steps and `episode_summary()` would.
+
+        From the whole episode's scores (they depend on the past only); the CUSUM statistics
+        are set when n is the whole episode (a summary does not report them).
+        """
+        raised = self._fault_onsets(scored.faults[:n])
+        stats, last = _score_stats(scored.position[:n], self.exceed_score)
+        self._scored, self._exceeded = stats[:2]
+        self._last_score = self._last_score if last is None else last
+        raised += self._keyed(scored.cusum[0][scored.cusum[0] < n], 'cusum', n)
+        if scored.steps is not None:
+            self._step_stats, last = _score_stats(scored.steps[:n], self.step_exceed)
+            self._last_step_score = self._last_step_score if last is None else last
+            motion = scored.motion_cusum[0]
+            raised += self._keyed(motion[motion < n], 'motion_cusum', n)
+        if scored.windows is not None:
+            self._window_stats, last = _score_stats(scored.windows[:n], self.window_exceed)
+            finite = np.flatnonzero(scored.windows[:n] == scored.windows[:n])
+            if finite.size:
+                self._last_window = [scored.features[finite[-1]].tolist(), None]
+        flags = {kind: hits[:n] for kind, hits in scored.hits.items()}
+        for kind, hits in flags.items():
+            raised += self._keyed(_onset_steps(hits), kind, n)
+        self._take_metrics(scored, n)
+        spectral, flags['spectral'] = self._take_spectral(scored, n)
+        self._replay(sorted(raised + spectral), charges, scored.faults[:n], flags)
+        if n == scored.faults.size:
+            self.cusum.statistic = scored.cusum[1]
+            if scored.steps is not None:
+                self.motion_cusum.statistic = scored.motion_cusum[1]
+        self.step_count = n
+        self._hist[:self._keep] = scored.x[n:n + self._keep]
 
     def _keyed(self, steps, kind: str, n: int) -> list:
         """Return alarms of `kind` at `steps` keyed by the flush raising them (episode of n)."""
@@ -718,89 +794,22 @@ class ActionMonitor:
                 self._active[kind] = True
         return raised
 
-    def _batch_position(self, x: np.ndarray, n: int) -> list:
-        """Score positions: their statistics and the (strided) position CUSUM's alarms."""
-        scores = self.scorer.scores_of(x[self._keep:])
-        kept = scores[scores == scores]
-        self._scored = int(kept.size)
-        self._exceeded = int(np.count_nonzero(kept > self.exceed_score))
-        if kept.size:
-            self._last_score = float(kept[-1])
-        return self._cusum_alarms(self.cusum, scores, self.exceed_score, self.cusum_stride,
-                                  'cusum')
-
-    def _cusum_alarms(self, cusum: BernoulliCusum, scores: np.ndarray, limit: float,
-                      stride: int, kind: str) -> list:
-        """Feed a CUSUM the exceedances of finite scores at steps t % stride == 0; its alarms."""
-        steps = np.flatnonzero((scores == scores) & (np.arange(scores.size) % stride == 0))
-        hits = cusum.alarms_of((scores[steps] > limit).tolist())
-        return self._keyed(steps[hits], kind, scores.size)
-
-    def _batch_motion(self, x: np.ndarray, n: int, flags: dict) -> list:
-        """Score steps: spikes, statistics and the motion CUSUM; then the window scores."""
-        if self.step_scorer is None:
-            return []
-        scores = self.step_scorer.scores_of(x[self._keep - 2:])
-        kept = scores[scores == scores]
-        if kept.size:
-            self._step_stats = [int(kept.size), int(np.count_nonzero(kept > self.step_exceed)),
-                                max(0.0, float(kept.max()))]
-            self._last_step_score = float(kept[-1])
-        flags['step_spike'] = scores > self.step_scorer.spike_score
-        raised = self._keyed(_onset_steps(flags['step_spike']), 'step_spike', n)
-        raised += self._cusum_alarms(self.motion_cusum, scores, self.step_exceed,
-                                     self.motion_stride, 'motion_cusum')
-        return raised + self._batch_window(x, n, flags)
-
-    def _batch_window(self, x: np.ndarray, n: int, flags: dict) -> list:
-        """Score windows exactly in one nearest-neighbour query: spikes and statistics."""
-        scorer = self.window_scorer
-        if scorer is None:
-            return []
-        features = window_features(x[self._keep - scorer.span:], scorer.norm, scorer.span)
-        finite = np.flatnonzero(np.isfinite(features).all(axis=1))
-        scores = np.full(n, np.nan)
-        if finite.size:
-            distances, nearest = scorer.tree.query(features[finite])
-            scores[finite] = distances
-            scorer.hint = int(nearest[-1])
-            self._window_stats = [int(finite.size),
-                                  int(np.count_nonzero(distances > self.window_exceed)),
-                                  max(0.0, float(distances.max()))]
-            self._last_window = [features[finite[-1]].tolist(), None]
-        flags['window_spike'] = scores > scorer.spike_score
-        return self._keyed(_onset_steps(flags['window_spike']), 'window_spike', n)
-
-    def _batch_metrics(self, x: np.ndarray, n: int, flags: dict) -> list:
-        """Compute each step's window metrics, their alarm onsets (window full), the figures."""
-        keep, first = self._keep, self.window - 1
-        contributions, still = step_contributions(x[keep - 3:keep], x[keep:], self.inv_eps)
-        padded = np.concatenate([np.zeros((first, 6)), contributions])
-        values = window_values(window_sums(padded, self.window), self.profile.deadband, self.dt)
-        values['run'] = stall_runs(still, 0)
-        values['stall_s'] = values['run'] * self.dt
-        raised = []
-        for kind in self._armed:
-            hits = flags[kind] = self._hit(kind, values)
-            hits[:first] = False
-            raised += self._keyed(_onset_steps(hits), kind, n)
-        self._accumulate_blocks(values, first, n)
-        self._values = {name: column[-1].item() for name, column in values.items()}
+    def _take_metrics(self, scored: '_Scored', n: int) -> None:
+        """Set the episode sums and maxima, the last step's metrics and the streaming window."""
+        first = self.window - 1
+        self._values = {name: column[n - 1].item() for name, column in scored.metrics.items()}
         self._stall = self._values['run']
-        self._steps.resume(x[-3:].tolist(), padded[-self.window:])
-        return raised
-
-    def _accumulate_blocks(self, values: dict, first: int, n: int) -> None:
-        """Add the full-window steps to the episode sums (block by block as flushed) and maxima."""
+        self._steps.resume(scored.x[self._keep + n - 3:self._keep + n].tolist(),
+                           scored.padded[n - 1:n - 1 + self.window])
         if n <= first:
             return
         self._n_full = n - first
         cuts = [0, *range((first // self.block + 1) * self.block - first, n - first,
                           self.block), n - first]
         for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s'):
-            column = values[name][first:].tolist()
+            column = scored.metrics[name][first:n].tolist()
             total = self._sums[name]
-            if self.block == 1:
+            if self.block == 1:       # a block's sum is then its value: add them one by one
                 for value in column:
                     total += value
             else:
@@ -809,16 +818,19 @@ class ActionMonitor:
             self._sums[name] = total
             self._maxima[name] = max(self._maxima[name], max(column))
 
-    def _batch_spectral(self, x: np.ndarray, n: int, flags: dict) -> list:
+    def _take_spectral(self, scored: '_Scored', n: int) -> tuple[list, np.ndarray]:
         """Run the FFT metric at the flushes where stepping runs it: sums, alarms, condition."""
         p, raised = self.profile, []
-        low = flags['spectral'] = np.zeros(n, dtype=bool)
+        low = np.zeros(n, dtype=bool)
         step = self._flush_after(self._next_spectral, n)
         while step is not None:
             self._next_spectral = step + self.spectral_every
-            start = self._keep + step - self.spectral_window
-            ratio = spectral_low_ratio(x[start:start + self.spectral_window + 1],
-                                       self.velocity_scale, self.dt, p.spectral_cutoff_hz)
+            ratio = scored.ratios.get(step)
+            if ratio is None:
+                start = self._keep + step - self.spectral_window
+                ratio = scored.ratios[step] = spectral_low_ratio(
+                    scored.x[start:start + self.spectral_window + 1], self.velocity_scale,
+                    self.dt, p.spectral_cutoff_hz)
             self._sums['spectral_low_ratio'] += ratio
             self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], ratio)
             self._n_spectral += 1
@@ -828,8 +840,7 @@ class ActionMonitor:
                     raised += self._keyed([step], 'spectral', n)
                 low[step:] = now
             step = self._flush_after(self._next_spectral, n)
-        self._active['spectral'] = bool(low[-1])
-        return raised
+        return raised, low
 
     def _flush_after(self, step: int, n: int) -> int | None:
         """Return the last step of the flush that takes `step` (None past the episode)."""
@@ -840,7 +851,7 @@ class ActionMonitor:
     def _replay(self, raised: list, charges, faults: np.ndarray, flags: dict) -> None:
         """Charge the alarms and each step's charges in stepping's order; set the level."""
         n = faults.size
-        last = max(raised[-1][0] if raised else 0,
+        last = max(raised[-1][0] if raised else 0,   # the last refresh of the level
                    8 * (n - 1) + (FLUSHED if n % self.block == 0 else LAST_FLUSHED),
                    8 * (n - 1) + INTERVENTIONS if charges is not None else 0)
         steps = [] if charges is None else [t for t in range(n) if any(charges[t])]
@@ -981,6 +992,33 @@ class ActionMonitor:
             'window_score_max': self._window_stats[2],
             'seam_score_max': self._seam[1],
         }
+
+
+@dataclass
+class _Scored:
+    """Every step of a recorded episode scored once (score_episode takes any first n steps)."""
+
+    x: np.ndarray                 # the episode's rows after the reset's gap rows
+    faults: np.ndarray            # FAULT_KINDS code per step
+    position: np.ndarray          # position scores
+    cusum: tuple                  # (alarm steps, statistic after the last step)
+    motion_cusum: tuple = (np.empty(0, dtype=np.int64), 0.0)
+    steps: np.ndarray | None = None      # step scores (None without motion calibration)
+    windows: np.ndarray | None = None    # window scores and their features
+    features: np.ndarray | None = None
+    metrics: dict = field(default_factory=dict)   # window metrics per step
+    padded: np.ndarray | None = None     # per-step contributions after window - 1 zero rows
+    hits: dict = field(default_factory=dict)      # alarm condition per kind and step
+    ratios: dict = field(default_factory=dict)    # FFT metric by step, once computed
+
+
+def _score_stats(scores: np.ndarray, limit: float) -> tuple[list, float | None]:
+    """Return [count, exceedances of limit, largest] of the finite scores and the last one."""
+    kept = scores[scores == scores]
+    if not kept.size:
+        return [0, 0, 0.0], None
+    stats = [int(kept.size), int(np.count_nonzero(kept > limit)), max(0.0, float(kept.max()))]
+    return stats, float(kept[-1])
 
 
 def _measured_keys(prefix: str, measured) -> dict:
