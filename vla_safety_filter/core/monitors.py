@@ -708,7 +708,7 @@ class ActionMonitor:
     @staticmethod
     def _cusum_run(cusum: BernoulliCusum, scores: np.ndarray, limit: float,
                    stride: int) -> tuple[np.ndarray, float]:
-        """Feed a CUSUM exceedances of finite scores at steps t % stride == 0; alarms, statistic."""
+        """Feed a CUSUM the exceedances of finite scores at steps t % stride == 0 (alarms, S)."""
         steps = np.flatnonzero((scores == scores) & (np.arange(scores.size) % stride == 0))
         alarms = steps[cusum.alarms_of((scores[steps] > limit).tolist())]
         return alarms, cusum.statistic
