@@ -185,9 +185,11 @@ class Guard:
     velocity (and so the acceleration) continuous, and after a stall the arm never catches up with
     a jump. Without `elapsed` a step is one control period `dt`.
     The feasible box is kept in preallocated buffers and updated in place. With position and
-    velocity limits only, the box is kept as `[lo | -hi]` next to `[prev | -prev]`, so a feasible
-    request is recognised by one comparison of `[a | -a]` with it and the next box costs two
-    vector operations: the common case is a handful of numpy calls.
+    velocity limits only, a request is stacked as `[a | -a | a | -a]` and compared at once with
+    `[lower | -upper | prev - vmax h | -prev - vmax h]` (a feasible request is recognised by one
+    comparison; the reachable half of the next box costs one vector operation), and a caller
+    that computes its request anyway can write it stacked where the guard reads it
+    (`request_buffer`, `step_request`): the common case is a handful of numpy calls.
     The contract's optional `workspace` (core.workspace.Workspace) cuts back steps whose end
     effector would leave its Cartesian box.
     """
@@ -210,15 +212,18 @@ class Guard:
         self._simple_box = False
         self._plain = not c.limits_acceleration and not c.has_soft_limits and \
             c.workspace is None
-        # [prev | -prev] and the request's [a | -a] (alternating buffers, with views of their
-        # halves); with only position and velocity limits the box lives in [lo | -hi] and
-        # [a | -a] >= [lo | -hi] everywhere is the whole feasibility test
-        self._p2, self._a2 = _halves(c.dim), _halves(c.dim)
+        # [prev | -prev | ...] and the request's [a | -a | a | -a] (alternating buffers, with
+        # views of their parts); with only position and velocity limits the box lives in
+        # [lower | -upper | prev - vs | -prev - vs] and [a | -a | a | -a] >= box everywhere is
+        # the whole feasibility test
+        self._p2, self._a2 = _quad(c.dim), _quad(c.dim)
         self._p2_ok, self._inside, self._lohi_ok = False, False, False
-        self._box2, self._off2 = np.empty(2 * c.dim), np.empty(2 * c.dim)
-        self._mask2 = np.empty(2 * c.dim, dtype=bool)
-        self._all_true = np.ones(2 * c.dim, dtype=bool).tobytes()   # the mask when all hold
         self._bounds2 = np.concatenate([c.lower, -c.upper])
+        self._box4 = np.concatenate([self._bounds2, np.empty(2 * c.dim)])
+        self._off2 = np.empty(2 * c.dim)
+        self._mask4 = np.empty(4 * c.dim, dtype=bool)
+        self._all_true = np.ones(4 * c.dim, dtype=bool).tobytes()   # the mask when all hold
+        self._box_views()
         self._uniform_scaling = c.velocity_scaling == 'uniform'
         self._soft_box = self._pre_jerk = None   # boxes before those limits (event reasons)
         self._workspace = c.workspace
@@ -231,9 +236,19 @@ class Guard:
         self.set_speed_scale(1.0)
 
     def __setstate__(self, state: dict) -> None:
-        """Restore a copied or unpickled guard: its half-buffer views view its own buffers."""
+        """Restore a copied or unpickled guard: its buffer views view its own buffers."""
         self.__dict__.update(state)
-        self._p2, self._a2 = _halves_of(self._p2[0]), _halves_of(self._a2[0])
+        self._p2, self._a2 = _quad_of(self._p2[0]), _quad_of(self._a2[0])
+        self._box_views()
+        self._fast = (self._box4, self._mask4, self._all_true, self._reach2, self._neg_vstep2)
+
+    def _box_views(self) -> None:
+        """Make the views of the box: its reachable half, its parts, the bounds check's mask."""
+        d = self.contract.dim
+        self._reach2 = self._box4[2 * d:]
+        self._reach_lo, self._reach_neg_hi = self._reach2[:d], self._reach2[d:]
+        self._neg_upper = self._box4[d:2 * d]
+        self._mask2 = self._mask4[:2 * d]
 
     @property
     def speed_scale(self) -> float:
@@ -255,7 +270,7 @@ class Guard:
         self._neg_vmax2 = np.concatenate([self._neg_vmax, self._neg_vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
         # what the fast path of `step` reads, in one attribute
-        self._fast = (self._box2, self._mask2, self._all_true)
+        self._fast = (self._box4, self._mask4, self._all_true, self._reach2, self._neg_vstep2)
         inf = np.full(c.dim, np.inf)
         self._amax = inf if c.max_acceleration is None else c.max_acceleration * scale
         self._adec = self._amax if c.max_deceleration is None else c.max_deceleration * scale
@@ -316,19 +331,19 @@ class Guard:
 
     def _sync_p2(self) -> None:
         """Write [prev | -prev] and note whether prev is inside the bounds."""
-        buf, head, tail = self._p2
+        _, pair, head, tail, _ = self._p2
         head[:] = self._prev
         np.negative(self._prev, out=tail)
-        self._inside = \
-            np.greater_equal(buf, self._bounds2, out=self._mask2).tobytes() == self._all_true
+        self._inside = np.greater_equal(pair, self._bounds2, out=self._mask2).tobytes() == \
+            self._all_true[:pair.size]
         self._p2_ok = True
 
     def _ensure_lohi(self) -> None:
-        """Make self._lo and self._hi the box when it is kept as [lo | -hi]."""
+        """Make self._lo and self._hi the box when it is kept stacked (see `step`)."""
         if not self._lohi_ok:
-            d = self.contract.dim
-            self._lo[:] = self._box2[:d]
-            np.negative(self._box2[d:], out=self._hi)
+            np.maximum(self.contract.lower, self._reach_lo, out=self._lo)
+            np.negative(np.maximum(self._neg_upper, self._reach_neg_hi, out=self._hi),
+                        out=self._hi)
             self._lohi_ok = True
 
     def _set_box(self, h: float) -> None:
@@ -347,11 +362,11 @@ class Guard:
         # action keeps it inside.
         self._simple_box = inside and self._plain
         if self._simple_box:
-            # [max(lower, prev - vs) | max(-upper, -prev - vs)] = [lo | -hi]
+            # the reachable half [prev - vs | -prev - vs]; lo = max(lower, prev - vs), -hi =
+            # max(-upper, -prev - vs) when the general path needs them
             off = self._neg_vstep2 if h == c.dt else \
                 np.multiply(self._neg_vmax2, h, out=self._off2)
-            box = np.add(self._p2[0], off, out=self._box2)
-            np.maximum(self._bounds2, box, out=box)
+            np.add(self._p2[1], off, out=self._reach2)
             self._lohi_ok = False
             return
         self._lohi_ok = True
@@ -426,7 +441,7 @@ class Guard:
         square, neg, two_a = self._brake_terms(h)
         # [upper - prev | prev - lower] = [upper | -lower] - [prev | -prev], then each
         # distance becomes the most travel toward that bound in h s
-        travel = np.subtract(self._brake_bounds2, self._p2[0], out=self._travel2)
+        travel = np.subtract(self._brake_bounds2, self._p2[1], out=self._travel2)
         np.maximum(travel, 0.0, out=travel)
         np.multiply(two_a, travel, out=travel)
         np.add(square, travel, out=travel)
@@ -535,18 +550,56 @@ class Guard:
         if a.shape != self._shape:
             return self._reject(k, 'shape', float(a.size), h)
         if self._simple_box:
-            # position and velocity limits only: [a | -a] >= [lo | -hi] everywhere is the
-            # whole test (NaN compares false); the velocity is not tracked, and a feasible
-            # step keeps prev inside the bounds
-            buf, head, tail = self._a2
+            buf, pair, head, tail, again = self._a2
             head[:] = a
             np.negative(a, out=tail)
-            box, mask, all_true = self._fast
+            again[:] = pair
+            box, mask, all_true, reach, step_off = self._fast
             if np.greater_equal(buf, box, out=mask).tobytes() == all_true:
-                # [a | -a] becomes [prev | -prev]; the next step builds its box for its own h
+                # the request becomes [prev | -prev]; the next box, if it comes on time
+                self._p2, self._a2 = self._a2, self._p2
+                self._prev, self._lohi_ok, self._box_h = head, False, self._dt
+                np.add(pair, step_off, out=reach)
+                return a, ()
+        return self._general(k, a, h)
+
+    def request_buffer(self) -> np.ndarray:
+        """
+        Return where `step_request` reads its request (D values, valid until the next step).
+
+        For a caller that computes its request anyway (the executive's interpolation): written
+        in place, it spares the guard a copy.
+        """
+        return self._a2[2]
+
+    def step_request(self, elapsed: float | None = None) -> tuple[np.ndarray, tuple[Event, ...]]:
+        """
+        Guard the request written in `request_buffer()` as `step` guards an action.
+
+        Built for a caller whose steps come at their own times (the executive's ticks): the
+        next box is built once that step's time is known.
+        """
+        if self._prev is None:
+            raise RuntimeError('Guard.step called before reset(): seed it with the executed '
+                               'command')
+        k = self.step_index
+        self.step_index = k + 1
+        h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
+        if h != self._box_h:
+            self._set_box(h)
+        buf, pair, head, tail, again = self._a2
+        if self._simple_box:
+            np.negative(head, out=tail)
+            again[:] = pair
+            box, mask, all_true = self._fast[:3]
+            if np.greater_equal(buf, box, out=mask).tobytes() == all_true:
                 self._p2, self._a2 = self._a2, self._p2
                 self._prev, self._lohi_ok, self._box_h = head, False, None
-                return a, ()
+                return head.copy(), ()
+        return self._general(k, head.copy(), h)
+
+    def _general(self, k: int, a: np.ndarray, h: float) -> tuple[np.ndarray, tuple[Event, ...]]:
+        """Guard `a` through the whole box: projected, rejected if not finite, events named."""
         self._ensure_lohi()
         if self._uniform_scaling:
             out = self._uniform(a)
@@ -683,15 +736,15 @@ def _clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.minimum(out, hi, out=out)
 
 
-def _halves(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return a buffer of 2 d values and views of its two halves."""
-    return _halves_of(np.empty(2 * d))
+def _quad(d: int) -> tuple[np.ndarray, ...]:
+    """Return a buffer of 4 d values for [x | -x | x | -x] and views of its parts."""
+    return _quad_of(np.empty(4 * d))
 
 
-def _halves_of(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return `buf` and views of its two halves."""
-    d = buf.size // 2
-    return buf, buf[:d], buf[d:]
+def _quad_of(buf: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return `buf`, its first half [x | -x], x, -x and its second half."""
+    d = buf.size // 4
+    return buf, buf[:2 * d], buf[:d], buf[d:2 * d], buf[2 * d:]
 
 
 def speed_scale_value(scale) -> float:

@@ -64,6 +64,7 @@ MAX_TIMEOUT = 10.0
 #: arrival executed it already): one command per period on average, none more than 1.5 apart.
 FILL_AFTER_PERIODS = 0.5
 _FLOAT64 = np.dtype(np.float64)     # measured positions of this type are taken as they are
+_ONE = np.ones(())                  # compared with as an array: cheaper than a Python float
 
 
 class Tick(NamedTuple):
@@ -84,9 +85,13 @@ def _finite(values: np.ndarray) -> bool:
 
 
 def _valid_offsets(offsets: list) -> bool:
-    """Tell whether times from a chunk's start are finite, >= 0 and strictly increasing."""
-    return all(map(math.isfinite, offsets)) and offsets[0] >= 0 and \
-        all(map(float.__lt__, offsets, offsets[1:]))
+    """
+    Tell whether times from a chunk's start are finite, >= 0 and strictly increasing.
+
+    From 0 up and increasing (NaN compares false) they are finite if the last one is.
+    """
+    return offsets[0] >= 0 and all(map(float.__lt__, offsets, offsets[1:])) and \
+        offsets[-1] < math.inf
 
 
 def _timeout(name: str, value) -> float:
@@ -130,8 +135,8 @@ class Executive:
             raise InputError(f'control rate {1 / self.contract.dt:g} Hz is above the supported '
                              f'{MAX_CONTROL_RATE_HZ:g} Hz')
         self.guard = Guard(self.contract)
-        self._target_buf = np.empty(self.contract.dim)
         self._shape = (self.contract.dim,)
+        self._vmax_rows = np.empty(0)
         self._measured: tuple[float, np.ndarray] | None = None
         self._latched: str | None = None
         self._stop_asserted = False
@@ -248,10 +253,10 @@ class Executive:
             self._needs_seed = True
         due = now - age + offsets
         self._plan_t0, self._plan_q0 = now, self.guard.prev
-        # due times as a list (bisected each tick); each point's step from the one before (the
-        # first: from the executed command), for the pre-check and the ticks' interpolation
+        # due times as a list (bisected each tick), and each point's step from the one before
+        # (the first: from the executed command) for the pre-check and the ticks' interpolation
         self._due, self._goals = due.tolist(), targets
-        self._steps = np.empty_like(targets)
+        self._steps = np.empty(targets.shape)
         np.subtract(targets[0], self._plan_q0, out=self._steps[0])
         np.subtract(targets[1:], targets[:-1], out=self._steps[1:])
         self._fresh_until = max(now, self._due[-1])
@@ -295,14 +300,18 @@ class Executive:
         its due time; a fast segment asks for more than vmax. Against the last executed command,
         not the measured position, which lags it by the controller's tracking.
         """
-        # each point's step over its span, in one go: the first point's span is its due time
-        # (at least one period), the others' the time since the point before
-        span = np.empty((len(due), 1))
+        # each point's step over its span (the first point's: until it is due, at least one
+        # period; the others': since the point before) over vmax, all points in one flat pass
+        k, d = self._steps.shape
+        span = np.empty(k)
         span[0] = max(due[0] - now, self.contract.dt)
-        np.subtract(due[1:], due[:-1], out=span[1:, 0])
-        ratio = np.abs(self._steps) / span / self.contract.max_velocity
-        if b'\x01' not in np.greater(ratio, 1.0).tobytes():
+        np.subtract(due[1:], due[:-1], out=span[1:])
+        ratio = np.abs(self._steps.reshape(-1))
+        np.divide(ratio, span.repeat(d), out=ratio)
+        np.divide(ratio, self._tiled_vmax(k), out=ratio)
+        if b'\x01' not in np.greater(ratio, _ONE).tobytes():
             return ()
+        ratio = ratio.reshape(k, d)
         events = []
         for reason, part in (('chunk_jump', ratio[:1]), ('chunk_speed', ratio[1:])):
             if part.size and part.max() > 1.0:
@@ -311,6 +320,13 @@ class Executive:
                 events.append(Event(self.guard.step_index, self.contract.joint_names[j], reason,
                                     float('nan'), float('nan'), float(part.max())))
         return tuple(events)
+
+    def _tiled_vmax(self, rows: int) -> np.ndarray:
+        """Return the contract's vmax repeated for `rows` points, flat (kept for the longest)."""
+        size = rows * self._shape[0]
+        if self._vmax_rows.size < size:
+            self._vmax_rows = np.tile(self.contract.max_velocity, rows)
+        return self._vmax_rows[:size]
 
     def reject(self, reason: str, now: float) -> Event:
         """Refuse an input: hold the last executed command (input age is not refreshed)."""
@@ -405,7 +421,7 @@ class Executive:
             if held:
                 # held by the escalation: a policy still asking for the infeasible keeps it hot
                 if not self._hold_plan and \
-                        not guard.feasible(self._target(now + self.contract.dt), elapsed):
+                        not guard.feasible(self._request(now + self.contract.dt), elapsed):
                     self._refused += 1
             if age > self.command_timeout or held:
                 if self.state != HOLDING:
@@ -417,7 +433,8 @@ class Executive:
                 state, command = RUNNING, guard.hold(elapsed)
             else:
                 # the command is the position to reach one control period from now
-                command, events = guard.step(self._target(now + self.contract.dt), elapsed)
+                self._request(now + self.contract.dt)
+                command, events = guard.step_request(elapsed)
                 state = RUNNING
         self._last_command = now
         self.state = state
@@ -488,30 +505,31 @@ class Executive:
         self._lagging = 0
         return True
 
-    def _target(self, now: float) -> np.ndarray:
+    def _request(self, now: float) -> np.ndarray:
         """
-        Return the plan at `now`, linear through the points still ahead.
+        Write the plan at `now` where the guard reads its next request; return that buffer.
 
-        From the start (the last executed command when the chunk came); the last point once it
-        is due. Interpolates into a preallocated buffer (valid until the next call).
+        Linear through the points still ahead, from the start (the last executed command when
+        the chunk came); the last point once it is due.
         """
-        due, goals = self._due, self._goals
+        due, goals, out = self._due, self._goals, self.guard.request_buffer()
         if now >= due[-1]:
-            return goals[-1]
+            out[:] = goals[-1]
+            return out
         k = bisect_right(due, now)
-        if k == 0 or due[k - 1] <= self._plan_t0:
-            t_prev, q_prev, step = self._plan_t0, self._plan_q0, None
-        else:
-            t_prev, q_prev, step = due[k - 1], goals[k - 1], self._steps[k]
+        first = k == 0 or due[k - 1] <= self._plan_t0
+        t_prev = self._plan_t0 if first else due[k - 1]
         if due[k] <= t_prev:
-            return goals[k]
+            out[:] = goals[k]
+            return out
         w = (now - t_prev) / (due[k] - t_prev)
-        out = self._target_buf
-        if step is None:
+        if first:
+            q_prev = self._plan_q0
             np.subtract(goals[k], q_prev, out=out)
-            out *= w
-        else:
-            np.multiply(step, w, out=out)     # the same (goals[k] - q_prev) x w, step kept
+            np.multiply(out, w, out=out)
+        else:       # the same (goals[k] - q_prev) x w: the step is kept per chunk
+            q_prev = goals[k - 1]
+            np.multiply(self._steps[k], w, out=out)
         return np.add(out, q_prev, out=out)
 
     def _clear_plan(self) -> None:
