@@ -29,7 +29,7 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 from test_monitor_golden import _bad_input, _episodes, _monitor, SCENARIOS, STREAMS
-from vla_safety_filter.core.monitors import ActionMonitor
+from vla_safety_filter.core.monitors import ActionMonitor, spectral_low_ratio, spectral_low_ratios
 from vla_safety_filter.core.params import CalibrationData
 
 REASONS = ('position', 'velocity', 'hold', 'soft_limit')
@@ -189,3 +189,21 @@ def test_a_float32_array_is_scored_as_its_rows(streams):
     assert_same(stepped, scored, list(rows), None, EARLY)
     assert json.dumps(scored.score_episode(rows).whole) == \
         json.dumps(step_through(stepped, list(rows), None, None)[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 6), n=st.integers(8, 60), dim=st.integers(1, 4), seed=st.integers(0, 99),
+       gaps=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 60)), max_size=5),
+       dt=st.sampled_from([0.02, 0.05, 0.1]))
+def test_fft_metric_of_a_batch_equals_each_window_alone(k, n, dim, seed, gaps, dt):
+    """score_episode computes the FFT checks together: each value is the one-window value."""
+    rng = np.random.default_rng(seed)
+    windows = np.cumsum(rng.normal(size=(k, n + 1, dim)), axis=1)
+    windows[1 % k] = windows[1 % k, :1]           # a still window
+    for w, t in gaps:
+        windows[w % k, t % (n + 1)] = np.nan
+    scale = rng.uniform(0.5, 2.0, dim)
+    batch = spectral_low_ratios(windows, scale, dt, 2.0)
+    alone = [spectral_low_ratio(w, scale, dt, 2.0) for w in windows]
+    assert batch.tolist() == alone
+    assert all(0.0 <= r <= 1.0 for r in alone)

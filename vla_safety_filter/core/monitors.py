@@ -252,22 +252,32 @@ def window_values(sums: np.ndarray, deadband: float, dt: float) -> dict:
 def spectral_low_ratio(actions: np.ndarray, velocity_scale: np.ndarray, dt: float,
                        cutoff_hz: float) -> float:
     """Return the share of scaled, mean-removed velocity power below cutoff_hz (1 when still)."""
-    finite = np.isfinite(actions).all(axis=1)
-    valid = finite[1:] & finite[:-1]
-    if valid.all():
-        vel = (actions[1:] - actions[:-1]) / (velocity_scale * dt)
-        vel = vel - vel.mean(axis=0)
-    else:
-        vel = np.where(valid[:, None],
-                       np.diff(np.where(finite[:, None], actions, 0.0), axis=0), 0.0)
-        vel = vel / (velocity_scale * dt)
-        if valid.any():
-            vel = np.where(valid[:, None], vel - vel[valid].mean(axis=0), 0.0)
-    power = np.abs(np.fft.rfft(vel, axis=0)) ** 2
-    total = power[1:].sum()
-    if not total > 1e-12 * vel.shape[0]:
-        return 1.0
-    return float(power[1:1 + _low_bins(vel.shape[0], dt, cutoff_hz)].sum() / total)
+    return float(spectral_low_ratios(actions[None], velocity_scale, dt, cutoff_hz)[0])
+
+
+def spectral_low_ratios(windows: np.ndarray, velocity_scale: np.ndarray, dt: float,
+                        cutoff_hz: float) -> np.ndarray:
+    """
+    Return `spectral_low_ratio` of each window [K, n + 1, D] of actions (NaN rows are gaps).
+
+    A window's value does not depend on the others: element-wise operations, one FFT per
+    column, and sums in a fixed order (cumulative sums), so a batch equals the windows one by
+    one bit for bit (score_episode relies on it).
+    """
+    finite = np.isfinite(windows).all(axis=2)
+    valid = (finite[:, 1:] & finite[:, :-1])[..., None]
+    steps = np.diff(np.where(finite[..., None], windows, 0.0), axis=1)
+    vel = np.where(valid, steps, 0.0) / (velocity_scale * dt)
+    mean = np.cumsum(vel, axis=1)[:, -1] / np.maximum(valid.sum(axis=1), 1)
+    vel = np.where(valid, vel - mean[:, None], 0.0)
+    spectrum = np.fft.rfft(vel, axis=1)[:, 1:]
+    power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+    sums = np.cumsum(power.reshape(power.shape[0], -1), axis=1)
+    total = sums[:, -1]
+    low = _low_bins(vel.shape[1], dt, cutoff_hz) * vel.shape[2]
+    below = sums[:, low - 1] if low else np.zeros_like(total)
+    still = ~(total > 1e-12 * vel.shape[1])
+    return np.where(still, 1.0, below / np.where(still, 1.0, total))
 
 
 @lru_cache(maxsize=64)
@@ -772,6 +782,8 @@ class ActionMonitor:
 
     def _keyed(self, steps, kind: str, n: int) -> list:
         """Return alarms of `kind` at `steps` keyed by the flush raising them (episode of n)."""
+        if not len(steps):
+            return []
         steps = np.asarray(steps, dtype=np.int64)
         ends = (steps // self.block + 1) * self.block - 1
         keys = np.where(ends < n, 8 * ends + FLUSH, 8 * (n - 1) + LAST_FLUSH)
@@ -822,25 +834,41 @@ class ActionMonitor:
         """Run the FFT metric at the flushes where stepping runs it: sums, alarms, condition."""
         p, raised = self.profile, []
         low = np.zeros(n, dtype=bool)
-        step = self._flush_after(self._next_spectral, n)
-        while step is not None:
-            self._next_spectral = step + self.spectral_every
-            ratio = scored.ratios.get(step)
-            if ratio is None:
-                start = self._keep + step - self.spectral_window
-                ratio = scored.ratios[step] = spectral_low_ratio(
-                    scored.x[start:start + self.spectral_window + 1], self.velocity_scale,
-                    self.dt, p.spectral_cutoff_hz)
+        checks = self._spectral_steps(n)
+        self._spectral_ratios(scored, checks)
+        for step in checks:
+            ratio = scored.ratios[step]
             self._sums['spectral_low_ratio'] += ratio
             self._maxima['spectral_low_ratio'] = max(self._maxima['spectral_low_ratio'], ratio)
-            self._n_spectral += 1
             if 'spectral' in p.primary:
                 now = ratio < p.spectral_min
                 if now and not low[step - 1]:
                     raised += self._keyed([step], 'spectral', n)
                 low[step:] = now
-            step = self._flush_after(self._next_spectral, n)
+        self._n_spectral = len(checks)
+        if checks:
+            self._next_spectral = checks[-1] + self.spectral_every
         return raised, low
+
+    def _spectral_steps(self, n: int) -> list[int]:
+        """Return the steps at which stepping n steps (and a summary) runs the FFT metric."""
+        checks, step = [], self._flush_after(self._next_spectral, n)
+        while step is not None:
+            checks.append(step)
+            step = self._flush_after(step + self.spectral_every, n)
+        return checks
+
+    def _spectral_ratios(self, scored: '_Scored', checks: list[int]) -> None:
+        """Compute the FFT metric of the checks not computed yet, in one batch."""
+        todo = [step for step in checks if step not in scored.ratios]
+        if not todo:
+            return
+        span = self.spectral_window + 1
+        windows = np.lib.stride_tricks.sliding_window_view(scored.x, span, axis=0)
+        starts = np.asarray(todo) + self._keep - self.spectral_window
+        ratios = spectral_low_ratios(windows[starts].transpose(0, 2, 1), self.velocity_scale,
+                                     self.dt, self.profile.spectral_cutoff_hz)
+        scored.ratios.update(zip(todo, ratios.tolist()))
 
     def _flush_after(self, step: int, n: int) -> int | None:
         """Return the last step of the flush that takes `step` (None past the episode)."""
@@ -1046,15 +1074,15 @@ def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float
     inv_eps = 1.0 / (p.deadband * vs * dt)
     window = max(4, round(p.window_s / dt))
     spectral_window = max(8, round(p.spectral_window_s / dt))
-    t_len, dim = actions.shape
+    dim = actions.shape[1]
     contrib, still = step_contributions(np.full((3, dim), np.nan), actions, inv_eps)
     sums = window_sums(np.concatenate([np.zeros((window - 1, 6)), contrib]), window)
     values = window_values(sums, p.deadband, dt)
     values['stall_s'] = stall_runs(still, 0) * dt
     padded = np.concatenate([np.full((spectral_window, dim), np.nan), actions])
-    values['spectral_low_ratio'] = np.array([
-        spectral_low_ratio(padded[t:t + spectral_window + 1], vs, dt, p.spectral_cutoff_hz)
-        for t in range(t_len)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, spectral_window + 1, axis=0)
+    values['spectral_low_ratio'] = spectral_low_ratios(windows.transpose(0, 2, 1), vs, dt,
+                                                       p.spectral_cutoff_hz)
     scorer = ConformalScorer(calibration)
     values['score'] = scorer.scores_of(actions)
     values['p_value'] = np.where(np.isfinite(values['score']), scorer.p_value(values['score']),
