@@ -23,12 +23,15 @@ replaying the same commands, their ratio, and the same condition with the monito
 beside the world (the drill before it scored episodes afterwards) as a baseline in the same run;
 (3) each component's share of the drill's CPU time, each timed alone on the recorded episodes
 (world, policy queries, filter, monitor; the rest is the episode loop's bookkeeping), and the
-filter plus monitor against the world's step (target: <= 10 %). `--profile` adds a cProfile
-breakdown that separates gym-pusht's coverage from its physics.
+filter plus monitor against the world's step (target: <= 10 %). The monitor is timed as the
+drill runs it (`score_episode` on episodes without +stop, stepping under +stop) and, as a
+baseline in the same run, stepped on every episode (the drill before score_episode).
+`--profile` adds a cProfile breakdown that separates gym-pusht's coverage from its physics.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import json
 import os
@@ -58,7 +61,8 @@ PROFILE_GROUPS = (
     ('policy query', ('policies.py:act',)),
     ('filter (executive)', ('runner.py:_tick', 'executive.py:on_chunk')),
     ('monitor', ('monitors.py:update', 'monitors.py:record_interventions',
-                 'monitors.py:episode_summary', 'copy.py:deepcopy')),
+                 'monitors.py:episode_summary', 'copy.py:deepcopy',
+                 'monitors.py:score_episode')),
 )
 
 
@@ -106,13 +110,43 @@ def replay_filter(safety, episodes, dt: float, horizon: int = 8) -> None:
             executive.tick(k * dt)
 
 
-def replay_monitor(monitor, episodes) -> None:
-    """Feed the raw actions to the monitor (one update per step) and close each episode."""
+def step_monitor(monitor, episodes, early_steps: int) -> None:
+    """Step the monitor through the raw actions as the drill does under +stop (and did always)."""
     for ep in episodes:
         monitor.reset_episode()
-        for action in ep.raw:
+        for k, action in enumerate(ep.raw):
             monitor.update(action)
+            monitor.record_interventions(())
+            if k + 1 == early_steps:
+                copy.deepcopy(monitor).episode_summary()
         monitor.episode_summary()
+
+
+def score_monitor(monitor, episodes, early_steps: int) -> None:
+    """Score each recorded episode at once, as the drill does without +stop."""
+    for ep in episodes:
+        monitor.score_episode(ep.raw, [((), ())] * ep.n_steps, early_steps)
+
+
+def monitor_parts(runner, episodes) -> dict:
+    """
+    Return the monitor's seconds as the drill runs it, and stepped on every episode (baseline).
+
+    The drill scores the episodes of conditions without +stop at once and steps the others
+    (their monitor decides the stop); the baseline steps every episode, as the drill did before.
+    """
+    stop = {c.name: c.stop for c in runner.settings.conditions}
+    early = runner.settings.early_steps
+    stopped = [ep for ep in episodes if stop[ep.condition]]
+    passive = [ep for ep in episodes if not stop[ep.condition]]
+    parts = {'scored': timed(score_monitor, runner.monitor, passive, early),
+             'stepped': timed(step_monitor, runner.monitor, stopped, early),
+             'baseline': timed(step_monitor, runner.monitor, episodes, early),
+             'scored_steps': sum(ep.n_steps for ep in passive),
+             'stepped_steps': sum(ep.n_steps for ep in stopped),
+             'steps': sum(ep.n_steps for ep in episodes)}
+    parts['drill'] = parts['scored'] + parts['stepped']
+    return parts
 
 
 def time_conditions(runner, settings) -> tuple[list[dict], list]:
@@ -141,13 +175,13 @@ def time_conditions(runner, settings) -> tuple[list[dict], list]:
     return rows, everything
 
 
-def shares(runner, episodes, full_s: float) -> dict:
+def shares(runner, episodes, full_s: float, monitor: dict) -> dict:
     """Return each component's seconds timed alone on the episodes, and the rest of full_s."""
     parts = {
         'world': timed(replay_world, runner.world, episodes),
         'policy query': timed(replay_policy, runner.policy, runner.world, episodes),
         'filter (executive)': timed(replay_filter, runner.safety, episodes, runner.dt),
-        'monitor': timed(replay_monitor, runner.monitor, episodes),
+        'monitor': monitor['drill'],
     }
     parts['bookkeeping (rest)'] = max(full_s - sum(parts.values()), 0.0)
     return parts
@@ -189,7 +223,8 @@ def measure(args) -> dict:
                            new_monitor(safety, small, world.dt))
     rows, recorded = time_conditions(runner, small)
     full = sum(row['full_s'] for row in rows)
-    parts = shares(runner, recorded, full)
+    monitor = monitor_parts(runner, recorded)
+    parts = shares(runner, recorded, full, monitor)
     steps = int(sum(ep.n_steps for ep in episodes))
     result = {
         'machine': f'{platform.machine()} {os.cpu_count()} cpus, '
@@ -197,8 +232,11 @@ def measure(args) -> dict:
         'workers': args.workers, 'episodes': len(episodes), 'steps': steps, 'drill_s': total,
         'steps_per_s': steps / total, 'conditions': rows, 'in_process_s': full,
         'shares_s': parts,
+        'monitor_s': monitor,
         'filter_monitor_share_of_world': (parts['filter (executive)'] + parts['monitor'])
         / parts['world'],
+        'filter_monitor_stepped_share_of_world':
+            (parts['filter (executive)'] + monitor['baseline']) / parts['world'],
     }
     if args.profile:
         result['profile_s'] = profile_shares(runner, DrillSettings(
@@ -221,14 +259,28 @@ def report(result: dict) -> None:
     print(f'shares of the drill in one process ({full:.1f} s), each part timed alone:')
     for name, seconds in result['shares_s'].items():
         print(f'  {name:<20} {seconds:>7.2f} s {100 * seconds / full:>5.1f} %')
+    m = result['monitor_s']
+    scored, stepped = (per_step(m[part], m[f'{part}_steps']) for part in ('scored', 'stepped'))
+    print(f'monitor as the drill runs it {m["drill"]:.2f} s: score_episode on the episodes '
+          f'without +stop {m["scored"]:.2f} s ({scored}), stepping under +stop '
+          f'{m["stepped"]:.2f} s ({stepped})')
+    print(f'monitor stepped on every episode (baseline, the drill before) {m["baseline"]:.2f} s '
+          f'({per_step(m["baseline"], m["steps"])}); world '
+          f'{per_step(result["shares_s"]["world"], m["steps"])}')
     print(f'filter + monitor = {100 * result["filter_monitor_share_of_world"]:.0f} % of the '
-          f'world step (target <= 10 %)')
+          f'world step (target <= 10 %); with the monitor stepped '
+          f'{100 * result["filter_monitor_stepped_share_of_world"]:.0f} %')
     if 'profile_s' in result:
         total = result['profile_s']['total_s']
         print(f'cProfile ({total:.1f} s, profiler overhead included):')
         for name, seconds in result['profile_s'].items():
             if name != 'total_s':
                 print(f'  {name:<20} {seconds:>7.2f} s {100 * seconds / total:>5.1f} %')
+
+
+def per_step(seconds: float, steps: int) -> str:
+    """Return seconds per step in microseconds, as text ('-' without steps)."""
+    return f'{1e6 * seconds / steps:.1f} us/step' if steps else '-'
 
 
 def main() -> None:

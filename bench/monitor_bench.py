@@ -25,6 +25,10 @@ loop per update: the figure least disturbed by other processes) and the median �
 `window_metrics()` (the diagnostics read, with its FFT). Motion scores are armed (step_spike,
 window_spike, the every-step CUSUMs at measured thresholds) unless the case says otherwise.
 
+`score a recorded episode`: the CPU µs per step of `ActionMonitor.score_episode` on the same
+episodes (the drill's call without +stop: whole episode and its first 50 steps' summary) beside
+the CPU mean of `update`, both in the same child process.
+
 `--baseline REV` checks REV out into a temporary `git worktree` and times its monitor on the same
 calibrations and streams, in child processes alternating with this tree's (`--rounds` of each,
 the median over rounds kept), and prints the ratio baseline / new (> 1: faster now). The machine
@@ -85,13 +89,27 @@ def write_calibrations(folder: str) -> None:
 
 
 def stream_of(stem: str) -> list[np.ndarray]:
-    """Return the rows a case streams: the whole ALOHA file, or held-out PushT episodes."""
+    """Return the episodes a case streams: the whole ALOHA file, or held-out PushT episodes."""
     if stem.startswith('aloha'):
-        episodes = episodes_of('aloha_sim_lerobot_4ep.npz', 7 if stem == 'aloha7' else 14)
-    else:
-        episodes = episodes_of('pusht_cchi_v7_replay.npz')[
-            PUSHT_CAL_EPISODES:PUSHT_CAL_EPISODES + PUSHT_RUN_EPISODES]
-    return [row for episode in episodes for row in episode]
+        return episodes_of('aloha_sim_lerobot_4ep.npz', 7 if stem == 'aloha7' else 14)
+    return episodes_of('pusht_cchi_v7_replay.npz')[
+        PUSHT_CAL_EPISODES:PUSHT_CAL_EPISODES + PUSHT_RUN_EPISODES]
+
+
+def time_scoring(monitor, episodes: list[np.ndarray], passes: int) -> float:
+    """
+    Return the CPU µs per step of `score_episode` over the recorded episodes (NaN without it).
+
+    The drill's call: the whole episode with its first 50 steps' summary.
+    """
+    if not hasattr(monitor, 'score_episode'):   # a baseline revision from before it
+        return float('nan')
+    cpu_ns = -time.thread_time_ns()
+    for _ in range(passes):
+        for episode in episodes:
+            monitor.score_episode(episode, early_steps=50)
+    cpu_ns += time.thread_time_ns()
+    return cpu_ns / 1e3 / (passes * sum(len(episode) for episode in episodes))
 
 
 def time_case(folder: str, case: str, passes: int) -> dict:
@@ -102,7 +120,8 @@ def time_case(folder: str, case: str, passes: int) -> dict:
     cal = CalibrationData.load(os.path.join(folder, f'{stem}.npz'))
     monitor = ActionMonitor(cal, cal.dt, 'generic', motion=cal.motion if motion else None)
     assert not motion or monitor.cusum_stride == monitor.motion_stride == 1
-    rows = stream_of(stem)
+    episodes = stream_of(stem)
+    rows = [row for episode in episodes for row in episode]
     clock = time.perf_counter_ns
     update_ns, window_ns = [], []
     cpu_ns = -time.thread_time_ns()
@@ -120,7 +139,8 @@ def time_case(folder: str, case: str, passes: int) -> dict:
     update_us, window_us = np.array(update_ns) / 1e3, np.array(window_ns) / 1e3
     return {'median': float(np.median(update_us)), 'mean': float(update_us.mean()),
             'p99': float(np.percentile(update_us, 99)), 'window': float(np.median(window_us)),
-            'cpu_mean': cpu_ns / 1e3 / update_us.size, 'block_steps': monitor.block}
+            'cpu_mean': cpu_ns / 1e3 / update_us.size, 'block_steps': monitor.block,
+            'score_episode': time_scoring(monitor, episodes, passes)}
 
 
 def child(folder: str, passes: int) -> None:
@@ -217,7 +237,9 @@ def print_table(result: dict) -> None:
         new = result['new'][case]
         line = (f'{case:20s} block {int(new["block_steps"])}: update median '
                 f'{new["median"]:7.2f} µs, mean {new["mean"]:7.2f}, p99 {new["p99"]:8.2f}, '
-                f'CPU mean {new["cpu_mean"]:7.2f}; window_metrics {new["window"]:7.1f} µs')
+                f'CPU mean {new["cpu_mean"]:7.2f}; window_metrics {new["window"]:7.1f} µs'
+                f'\n{"":20s} score a recorded episode: {new["score_episode"]:7.2f} µs CPU per '
+                f'step (x{new["cpu_mean"] / new["score_episode"]:.1f} less than update)')
         if 'baseline' in result:
             base, ratio = result['baseline'][case], result['ratio_baseline_over_new'][case]
             line += (f'\n{"":20s} baseline {result["baseline_rev"]}: median '
