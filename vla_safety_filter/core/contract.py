@@ -220,7 +220,7 @@ class Guard:
         self._p2_ok, self._inside, self._lohi_ok = False, False, False
         self._bounds2 = np.concatenate([c.lower, -c.upper])
         self._box4 = np.concatenate([self._bounds2, np.empty(2 * c.dim)])
-        self._off2 = np.empty(2 * c.dim)
+        self._off2, self._h = np.empty(2 * c.dim), np.zeros(())
         self._mask4 = np.empty(4 * c.dim, dtype=bool)
         self._all_true = np.ones(4 * c.dim, dtype=bool).tobytes()   # the mask when all hold
         self._box_views()
@@ -364,9 +364,12 @@ class Guard:
         if self._simple_box:
             # the reachable half [prev - vs | -prev - vs]; lo = max(lower, prev - vs), -hi =
             # max(-upper, -prev - vs) when the general path needs them
-            off = self._neg_vstep2 if h == c.dt else \
-                np.multiply(self._neg_vmax2, h, out=self._off2)
-            np.add(self._p2[1], off, out=self._reach2)
+            if h == c.dt:
+                off = self._neg_vstep2
+            else:   # h as a 0-d array and the outputs positional: each call costs less
+                self._h[()] = h
+                off = np.multiply(self._neg_vmax2, self._h, self._off2)
+            np.add(self._p2[1], off, self._reach2)
             self._lohi_ok = False
             return
         self._lohi_ok = True
@@ -552,14 +555,14 @@ class Guard:
         if self._simple_box:
             buf, pair, head, tail, again = self._a2
             head[:] = a
-            np.negative(a, out=tail)
+            np.negative(a, tail)            # outputs positional: each call costs less
             again[:] = pair
             box, mask, all_true, reach, step_off = self._fast
-            if np.greater_equal(buf, box, out=mask).tobytes() == all_true:
+            if np.greater_equal(buf, box, mask).tobytes() == all_true:
                 # the request becomes [prev | -prev]; the next box, if it comes on time
                 self._p2, self._a2 = self._a2, self._p2
                 self._prev, self._lohi_ok, self._box_h = head, False, self._dt
-                np.add(pair, step_off, out=reach)
+                np.add(pair, step_off, reach)
                 return a, ()
         return self._general(k, a, h)
 
@@ -589,10 +592,10 @@ class Guard:
             self._set_box(h)
         buf, pair, head, tail, again = self._a2
         if self._simple_box:
-            np.negative(head, out=tail)
+            np.negative(head, tail)
             again[:] = pair
             box, mask, all_true = self._fast[:3]
-            if np.greater_equal(buf, box, out=mask).tobytes() == all_true:
+            if np.greater_equal(buf, box, mask).tobytes() == all_true:
                 self._p2, self._a2 = self._a2, self._p2
                 self._prev, self._lohi_ok, self._box_h = head, False, None
                 return head.copy(), ()

@@ -137,6 +137,7 @@ class Executive:
         self.guard = Guard(self.contract)
         self._shape = (self.contract.dim,)
         self._vmax_rows = np.empty(0)
+        self._weight = np.zeros(())         # the interpolation weight, as a 0-d array
         self._measured: tuple[float, np.ndarray] | None = None
         self._latched: str | None = None
         self._stop_asserted = False
@@ -522,15 +523,17 @@ class Executive:
         if due[k] <= t_prev:
             out[:] = goals[k]
             return out
-        w = (now - t_prev) / (due[k] - t_prev)
+        w = self._weight
+        w[()] = (now - t_prev) / (due[k] - t_prev)
+        # the output passed positionally and the weight as a 0-d array: each call costs less
         if first:
             q_prev = self._plan_q0
-            np.subtract(goals[k], q_prev, out=out)
-            np.multiply(out, w, out=out)
+            np.subtract(goals[k], q_prev, out)
+            np.multiply(out, w, out)
         else:       # the same (goals[k] - q_prev) x w: the step is kept per chunk
             q_prev = goals[k - 1]
-            np.multiply(self._steps[k], w, out=out)
-        return np.add(out, q_prev, out=out)
+            np.multiply(self._steps[k], w, out)
+        return np.add(out, q_prev, out)
 
     def _clear_plan(self) -> None:
         self._plan_t0, self._plan_q0 = -np.inf, None
