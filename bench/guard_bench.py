@@ -18,12 +18,16 @@ Cost of the per-step guard on the real ALOHA stream and of calibrating 1 M x 14 
 Run by hand: `python bench/guard_bench.py [--json] [--repeat N] [--baseline REV]`. Prints the
 median and p99 µs per guarded action at D = 7, 14 and 28 for feasible requests (the guard's own
 executed stream replayed: every request passes) and clipped ones (the stream x 3: every action
-intervened), the same with jittered elapsed times (as the ROS filter calls it), the cost of each
-optional limit at D = 14 (ratio to the position/velocity-only guard), seconds to calibrate
-1,000,000 x 14 frames, and the load average. With `--baseline REV` the guard of that revision
-(a `git worktree` in a temp dir) runs in the same process, passes interleaved with the current
-one so machine load hits both alike, and every figure gets its ratio baseline / current. The
-workspace box (pinocchio forward kinematics) is reported apart, outside the 3 µs target.
+intervened), the same with jittered elapsed times (as the ROS filter calls it), the floor of the
+fast path (a bare loop of its numpy calls), the cost of each optional limit at D = 14 (ratio to
+the position/velocity-only guard), the executive's cost per control step (a chunk every H steps,
+a measured position and a tick per step, as the drill and the safety_filter node drive it) on
+real PushT demos at 10 Hz (the drill's pattern) and real ALOHA at 50 Hz with chunks of 8 and 50
+and a timer's jitter, seconds to calibrate 1,000,000 x 14 frames, and the load average. With
+`--baseline REV` the guard and executive of that revision (a `git worktree` in a temp dir) run in
+the same process, passes interleaved with the current ones so machine load hits both alike, and
+every figure gets its ratio baseline / current. The workspace box (pinocchio forward kinematics)
+is reported apart, outside the 3 µs target.
 """
 from __future__ import annotations
 
@@ -47,6 +51,11 @@ from vla_safety_filter.core.calibration import calibrate
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 DATA = os.path.join(ROOT, 'vla_safety_filter', 'data', 'aloha_sim_4ep.npz')
+SHARED = os.environ.get('VLA_SAFETY_DATA') or os.path.join(ROOT, '..', 'shared', 'data')
+PUSHT = os.path.join(SHARED, 'pusht_cchi_v7_replay.npz')
+PUSHT_EPISODES = 20
+#: issue 11: filter + monitor <= 10 % of PushT's ~250 µs world step; the filter's share
+TARGET_EXECUTIVE_US = 10.0
 ARM7 = os.path.join(ROOT, 'test', 'data', 'arm7.urdf')
 FPS = 50.0
 #: the public SafeContract toolkit's guard, enforcement only, D = 14 (README, an earlier session
@@ -191,6 +200,118 @@ def compare(cases: dict, modules: dict, repeat: int) -> dict:
     return result
 
 
+def executive_of(contract_module):
+    """Return the executive module beside a contract module (current or baseline)."""
+    return importlib.import_module(contract_module.__name__.rsplit('.', 1)[0] + '.executive')
+
+
+def replay_executive(module, contract, episodes: list, horizon: int,
+                     jitter: float) -> tuple[float, int]:
+    """
+    Drive `module`.Executive over episodes; return this thread's CPU µs and the steps.
+
+    A chunk of the next `horizon` actions every `horizon` steps, then per step the measured
+    position (the last command: a tracking arm) and a tick at k dt, off by up to `jitter`
+    periods (a timer's jitter; 0: the drill's exact times).
+    """
+    dt, steps, cpu = contract.dt, 0, 0
+    rng = np.random.default_rng(0)
+    for actions in episodes:
+        times = (np.arange(len(actions)) + rng.uniform(-jitter, jitter, len(actions))) * dt
+        offsets = dt * np.arange(1, horizon + 1)
+        executive = module.Executive(contract)
+        executive.observe(actions[0], times[0])
+        executive.start(times[0])
+        position = actions[0]
+        start = time.thread_time_ns()
+        for k, now in enumerate(times.tolist()):
+            if k % horizon == 0:
+                chunk = actions[k:k + horizon]
+                executive.on_chunk(chunk, offsets[:len(chunk)], now)
+            executive.observe(position, now)
+            command = executive.tick(now).command
+            if command is not None:
+                position = command
+        cpu += time.thread_time_ns() - start
+        steps += len(actions)
+    return cpu / 1000.0, steps
+
+
+def pusht_episodes() -> tuple[current.Contract, list]:
+    """Return the contract calibrated on the real PushT demos and their first episodes."""
+    with np.load(PUSHT, allow_pickle=False) as z:
+        actions, index = z['actions'].astype(np.float64), z['episode_index']
+    episodes = [actions[index == i] for i in np.unique(index)]
+    contract = calibrate(episodes, ('x', 'y'), dt=0.1, holdout=0.0).contract
+    return contract, episodes[:PUSHT_EPISODES]
+
+
+def executive_cases() -> dict:
+    """Return name: (contract, episodes, horizon, jitter) of the executive's figures."""
+    cases = {}
+    if os.path.exists(PUSHT):
+        contract, episodes = pusht_episodes()
+        cases['pusht_10hz_chunk8_drill'] = (contract, episodes, 8, 0.0)
+    else:
+        print(f'executive on PushT not timed: {PUSHT} not found', file=sys.stderr)
+    actions = stream(14)
+    with np.load(DATA, allow_pickle=False) as z:
+        index = z['episode_index']
+    aloha = [actions[index == i] for i in np.unique(index)]
+    contract = contract_for(actions)
+    for horizon in (8, 50):
+        cases[f'aloha_50hz_chunk{horizon}_jitter'] = (contract, aloha, horizon, 0.05)
+    return cases
+
+
+def compare_executive(cases: dict, modules: dict, repeat: int) -> dict:
+    """Return per case the median CPU µs per control step over passes (and the baseline's)."""
+    samples = {(case, mod): [] for case in cases for mod in modules}
+    for _ in range(repeat):
+        for case, (contract, episodes, horizon, jitter) in cases.items():
+            for mod, module in modules.items():
+                cpu, steps = replay_executive(executive_of(module),
+                                              as_module_contract(module, contract), episodes,
+                                              horizon, jitter)
+                samples[case, mod].append(cpu / steps)
+    result = {}
+    for case in cases:
+        row = {'us_per_step': round(float(np.median(samples[case, 'current'])), 3),
+               'best_us_per_step': round(float(np.min(samples[case, 'current'])), 3)}
+        if samples.get((case, 'baseline')):
+            base = float(np.median(samples[case, 'baseline']))
+            row['baseline_us_per_step'] = round(base, 3)
+            row['speedup_vs_baseline'] = round(base / row['us_per_step'], 2)
+        result[case] = row
+    return result
+
+
+def fast_path_floor(dim: int = 14, steps: int = 20000) -> float:
+    """
+    Return the median µs of a bare loop of the guard's fast-path numpy calls (D = dim).
+
+    What a feasible step cannot go below in Python: the copy of the request, [a | -a | a | -a]
+    built in place, one comparison with the box and its bytes, the next box's one addition.
+    """
+    a = np.linspace(-1.0, 1.0, dim)
+    buf, box, off = np.empty(4 * dim), np.full(4 * dim, -10.0), np.full(2 * dim, -0.1)
+    mask = np.empty(4 * dim, dtype=bool)
+    pair, head, tail, again, reach = buf[:2 * dim], buf[:dim], buf[dim:2 * dim], \
+        buf[2 * dim:], box[2 * dim:]
+    samples = np.empty(steps)
+    clock = time.perf_counter_ns
+    for k in range(steps):
+        t0 = clock()
+        request = np.array(a, np.float64)
+        head[:] = request
+        np.negative(request, tail)
+        again[:] = pair
+        np.greater_equal(buf, box, mask).tobytes()
+        np.add(pair, off, reach)
+        samples[k] = clock() - t0
+    return float(np.median(samples)) / 1000.0
+
+
 def jittered(n: int, seed: int = 0) -> np.ndarray:
     """Return elapsed times of dt +- 5 % (a timer's jitter): the ROS filter passes them."""
     return (1.0 + np.random.default_rng(seed).uniform(-0.05, 0.05, n)) / FPS
@@ -270,7 +391,12 @@ def limit_cases(actions: np.ndarray, base: current.Contract) -> dict:
 def summary(result: dict) -> dict:
     """Return the headline figures: D = 14 feasible median against 3 µs and the seed toolkit."""
     feasible = result['guard']['d14_feasible']['median_us']
+    drill = result['executive'].get('pusht_10hz_chunk8_drill', {}).get('us_per_step')
     return {'target_guard_us_median_d14': TARGET_US_D14,
+            'guard_fast_path_floor_us_d14': result['guard_floor_us_d14'],
+            'target_executive_us_per_step': TARGET_EXECUTIVE_US,
+            'ratio_executive_drill_vs_target': None if drill is None else
+            round(drill / TARGET_EXECUTIVE_US, 2),
             'ratio_guard_vs_target': round(feasible / TARGET_US_D14, 2),
             'seed_toolkit_us_d14_stored': SEED_TOOLKIT_US_D14,
             'speedup_vs_seed_toolkit_stored': round(SEED_TOOLKIT_US_D14 / feasible, 1),
@@ -310,6 +436,9 @@ def main() -> None:
         if base_module is not None:
             modules['baseline'] = base_module
         result['guard'] = compare(core_cases(), modules, args.repeat)
+        result['guard_floor_us_d14'] = round(fast_path_floor(), 3)
+        result['executive'] = compare_executive(executive_cases(), modules,
+                                                max(3, args.repeat // 2))
         actions = stream(14)
         limits = compare(limit_cases(actions, contract_for(actions)), modules, args.repeat)
     base_us = limits['position_velocity']['median_us']
@@ -324,6 +453,13 @@ def main() -> None:
         print(json.dumps(result))
         return
     print_table('guard, position/velocity only (µs per step):', result.pop('guard'))
+    print('executive, CPU µs per control step (chunk + measured position + tick):')
+    for name, row in result.pop('executive').items():
+        line = f'  {name:26s} median {row["us_per_step"]:7.2f} best {row["best_us_per_step"]:7.2f}'
+        if 'speedup_vs_baseline' in row:
+            line += (f'  baseline {row["baseline_us_per_step"]:7.2f} '
+                     f'x{row["speedup_vs_baseline"]:.2f}')
+        print(line)
     print_table('optional limits at D = 14, real stream (the workspace box is FK, apart from '
                 'the 3 µs target):', result.pop('optional_limits_d14'))
     for key, value in result.items():
