@@ -34,6 +34,7 @@ REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration', 'soft_l
            'workspace')
 #: A late command may move for at most this many control periods (a stall is never caught up).
 MAX_STEP_PERIODS = 2.0
+_FLOAT64 = np.dtype(np.float64)     # requests of this type (and shape) are copied as they are
 #: Why the executive refuses a whole input, holds, reports a chunk or latches (core.executive).
 REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold', 'chunk_jump', 'chunk_speed',
             'following_error')
@@ -546,12 +547,15 @@ class Guard:
         h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
         if h != self._box_h:
             self._set_box(h)
-        try:
-            a = np.array(action, np.float64)
-        except (TypeError, ValueError):
-            return self._reject(k, 'shape', np.nan, h)
-        if a.shape != self._shape:
-            return self._reject(k, 'shape', float(a.size), h)
+        if type(action) is np.ndarray and action.dtype is _FLOAT64 and action.shape == self._shape:
+            a = action.copy()       # a float64 vector as it is: a copy costs less than np.array
+        else:
+            try:
+                a = np.array(action, np.float64)
+            except (TypeError, ValueError):
+                return self._reject(k, 'shape', np.nan, h)
+            if a.shape != self._shape:
+                return self._reject(k, 'shape', float(a.size), h)
         if self._simple_box:
             buf, pair, head, tail, again = self._a2
             head[:] = a
@@ -594,7 +598,7 @@ class Guard:
         if self._simple_box:
             np.negative(head, tail)
             again[:] = pair
-            box, mask, all_true = self._fast[:3]
+            box, mask, all_true, _, _ = self._fast
             if np.greater_equal(buf, box, mask).tobytes() == all_true:
                 self._p2, self._a2 = self._a2, self._p2
                 self._prev, self._lohi_ok, self._box_h = head, False, None

@@ -258,8 +258,8 @@ class Executive:
         # (the first: from the executed command) for the pre-check and the ticks' interpolation
         self._due, self._goals = due.tolist(), targets
         self._steps = np.empty(targets.shape)
-        np.subtract(targets[0], self._plan_q0, out=self._steps[0])
-        np.subtract(targets[1:], targets[:-1], out=self._steps[1:])
+        np.subtract(targets[0], self._plan_q0, self._steps[0])     # (outputs positional:
+        np.subtract(targets[1:], targets[:-1], self._steps[1:])    # cheaper calls)
         self._fresh_until = max(now, self._due[-1])
         self._hold_plan = False
         self._idle = False
@@ -306,10 +306,10 @@ class Executive:
         k, d = self._steps.shape
         span = np.empty(k)
         span[0] = max(due[0] - now, self.contract.dt)
-        np.subtract(due[1:], due[:-1], out=span[1:])
+        np.subtract(due[1:], due[:-1], span[1:])
         ratio = np.abs(self._steps.reshape(-1))
-        np.divide(ratio, span.repeat(d), out=ratio)
-        np.divide(ratio, self._tiled_vmax(k), out=ratio)
+        np.divide(ratio, span.repeat(d), ratio)
+        np.divide(ratio, self._tiled_vmax(k), ratio)
         if b'\x01' not in np.greater(ratio, _ONE).tobytes():
             return ()
         ratio = ratio.reshape(k, d)
@@ -422,7 +422,7 @@ class Executive:
             if held:
                 # held by the escalation: a policy still asking for the infeasible keeps it hot
                 if not self._hold_plan and \
-                        not guard.feasible(self._request(now + self.contract.dt), elapsed):
+                        not guard.feasible(self._target(now + self.contract.dt), elapsed):
                     self._refused += 1
             if age > self.command_timeout or held:
                 if self.state != HOLDING:
@@ -434,7 +434,7 @@ class Executive:
                 state, command = RUNNING, guard.hold(elapsed)
             else:
                 # the command is the position to reach one control period from now
-                self._request(now + self.contract.dt)
+                self._target(now + self.contract.dt)
                 command, events = guard.step_request(elapsed)
                 state = RUNNING
         self._last_command = now
@@ -506,7 +506,7 @@ class Executive:
         self._lagging = 0
         return True
 
-    def _request(self, now: float) -> np.ndarray:
+    def _target(self, now: float) -> np.ndarray:
         """
         Write the plan at `now` where the guard reads its next request; return that buffer.
 
