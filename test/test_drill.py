@@ -86,6 +86,32 @@ def test_the_monitor_scoring_afterwards_equals_it_step_by_step(pusht_world, push
     assert alarms > 0 and charged > 0  # the faults did raise alarms and costs to compare
 
 
+STOPPING = 'filter+stop,drift+filter+stop,spike+filter+stop,nan+filter+stop,scale+filter+stop'
+
+
+def test_a_stop_found_by_scanning_chunks_equals_the_stepped_monitors(pusht_world, pusht_demos,
+                                                                     pusht_safety):
+    """
+    Under +stop the first alarm is found chunk by chunk ahead: the episodes of stepping it.
+
+    The same stop step (the episode ends there), alarms, costs, summaries and every step as
+    with the monitor stepped beside the world, on the same seeds.
+    """
+    settings = DrillSettings(episodes=1, seed=0, conditions=tuple(parse_conditions(STOPPING)),
+                             max_steps=SHORT)
+    runner = EpisodeRunner(pusht_world, make_policy(f'nn:{pusht_demos}'), pusht_safety, settings)
+    stopped = 0
+    for condition in settings.conditions:
+        for seed in (2, 9):
+            scanned = runner.run(condition, seed)
+            live = runner.run(condition, seed, live_monitor=True)
+            assert outcome(scanned) == outcome(live), condition.name
+            for name in ('raw', 'executed', 'states'):
+                np.testing.assert_array_equal(getattr(scanned, name), getattr(live, name))
+            stopped += scanned.stopped
+    assert stopped >= 3   # alarms did stop episodes (at the step stepping stops them)
+
+
 FILTERED = 'filter,drift+filter,offset+filter,spike+filter,unnormalized+filter,scale+filter'
 
 

@@ -29,7 +29,8 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 from test_monitor_golden import _bad_input, _episodes, _monitor, SCENARIOS, STREAMS
-from vla_safety_filter.core.monitors import ActionMonitor, spectral_low_ratio, spectral_low_ratios
+from vla_safety_filter.core.monitors import (ActionMonitor, AlarmScan, spectral_low_ratio,
+                                             spectral_low_ratios)
 from vla_safety_filter.core.params import CalibrationData
 
 REASONS = ('position', 'velocity', 'hold', 'soft_limit')
@@ -207,3 +208,23 @@ def test_fft_metric_of_a_batch_equals_each_window_alone(k, n, dim, seed, gaps, d
     alone = [spectral_low_ratio(w, scale, dt, 2.0) for w in windows]
     assert batch.tolist() == alone
     assert all(0.0 <= r <= 1.0 for r in alone)
+
+
+@settings(max_examples=50, deadline=None)
+@given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
+def test_scanning_chunks_finds_the_alarms_stepping_raises(monitors, config, data):
+    """AlarmScan: each update's alarms, chunk by chunk ahead of stepping (the drill's +stop)."""
+    pairs, streams = monitors
+    stepped, _ = pairs[config]
+    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
+    episode = episodes[data.draw(st.integers(0, len(episodes) - 1))]
+    actions = _corrupt(episode[:data.draw(st.integers(1, 200))], data.draw)
+    stepped.reset_episode()
+    want = {k: status.alarms for k, action in enumerate(actions)
+            if (status := stepped.update(action)).alarms}
+    scan, got, k = AlarmScan(stepped), {}, 0
+    while k < len(actions):
+        size = data.draw(st.integers(1, 12))
+        got.update(scan.scan(actions[k:k + size]))
+        k += size
+    assert {s: a for s, a in got.items() if s < len(actions)} == want

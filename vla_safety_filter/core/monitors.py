@@ -1022,6 +1022,141 @@ class ActionMonitor:
         }
 
 
+class AlarmScan:
+    """
+    The alarms `ActionMonitor.update` would raise in an episode, found a chunk at a time.
+
+    For a stop on the first alarm (the drill's `+stop`): the actions of an episode are given in
+    chunks from its start, before they are stepped; `scan` returns the alarms each update
+    raises, for the updates whose blocks the known actions complete, exactly as stepping (the
+    scores vectorized over the chunk with the rows before it as context; the CUSUMs, alarm
+    conditions, stall run and FFT schedule carried over). The monitor only lends its settings
+    and scorers; no statistics or costs are kept (`score_episode` gives them afterwards).
+    """
+
+    def __init__(self, monitor: ActionMonitor):
+        self.monitor = m = monitor
+        self.context = max(m._keep, m.window + 3)   # rows before a chunk that its scores read
+        self.rows = np.full((self.context, m.dim), np.nan)   # gaps before the episode
+        self.step = 0
+        self.cusum = BernoulliCusum(m.cusum.design)
+        self.motion_cusum = None if m.step_scorer is None else BernoulliCusum(
+            m.motion_cusum.design)
+        self.held: dict = {}       # kind -> its alarm condition held at the last step
+        self.bad: set = set()      # fault kinds of the run of bad rows the last row ends
+        self.stall = 0
+        self.next_spectral = m.spectral_window - 1
+        self.low = False
+        self.pending: list = []    # alarms of an update beyond the known rows
+
+    def scan(self, actions) -> dict:
+        """Take the next actions; return {step: alarms its update raises} for decided steps."""
+        m, c, t0 = self.monitor, self.context, self.step
+        rows, faults = m._episode_rows(actions)
+        n = rows.shape[0]
+        if not n:
+            return {}
+        x = np.concatenate([self.rows, rows])
+        raised = self.pending + self._faults(faults, t0)
+        raised += self._cusum(self.cusum, m.scorer.scores_of(rows), m.exceed_score,
+                              m.cusum_stride, 'cusum')
+        if m.step_scorer is not None:
+            steps = m.step_scorer.scores_of(x[c - 2:])
+            raised += self._onsets(steps > m.step_scorer.spike_score, 'step_spike')
+            raised += self._cusum(self.motion_cusum, steps, m.step_exceed, m.motion_stride,
+                                  'motion_cusum')
+        if m.window_scorer is not None:
+            scores = m._window_scores(x[c - m._keep:])[0]
+            raised += self._onsets(scores > m.window_scorer.spike_score, 'window_spike')
+        raised += self._metrics(x, n) + self._spectral(x, n)
+        self.rows, self.step = x[-c:], t0 + n
+        raised.sort()
+        decided = 8 * self.step
+        self.pending = [alarm for alarm in raised if alarm[0] >= decided]
+        out: dict = {}
+        for key, _, step, kind in raised[:len(raised) - len(self.pending)]:
+            out.setdefault(key // 8, []).append(Alarm(kind, step))
+        return {step: tuple(alarms) for step, alarms in out.items()}
+
+    def _keyed(self, steps, kind: str) -> list:
+        """Return alarms of `kind` at chunk `steps` keyed by the flush of their block."""
+        block = self.monitor.block
+        steps = np.asarray(steps, dtype=np.int64) + self.step
+        return [(8 * ((step // block + 1) * block - 1) + FLUSH, RANKS[kind], step, kind)
+                for step in steps.tolist()]
+
+    def _faults(self, faults: np.ndarray, t0: int) -> list:
+        """Return the alarms of bad rows (one per kind and run of them, runs span chunks)."""
+        raised, active = [], self.bad
+        previous = t0 - 1 if active else -2
+        for t in (np.flatnonzero(faults) + t0).tolist():
+            if t != previous + 1:
+                active = set()
+            kind = FAULT_KINDS[faults[t - t0]]
+            if kind not in active:
+                active.add(kind)
+                raised.append((8 * t + FAULT, 0, t, kind))
+            previous = t
+        self.bad = active if previous == t0 + faults.size - 1 else set()
+        return raised
+
+    def _cusum(self, cusum: BernoulliCusum, scores: np.ndarray, limit: float, stride: int,
+               kind: str) -> list:
+        """Feed a CUSUM the chunk's finite scores at steps t % stride == 0; return its alarms."""
+        steps = np.flatnonzero((scores == scores)
+                               & ((np.arange(scores.size) + self.step) % stride == 0))
+        return self._keyed(steps[cusum.alarms_of((scores[steps] > limit).tolist())], kind)
+
+    def _onsets(self, hits: np.ndarray, kind: str) -> list:
+        """Return the onsets of `kind` among the chunk's hits (a run may span chunks)."""
+        before = np.concatenate([[self.held.get(kind, False)], hits[:-1]])
+        self.held[kind] = bool(hits[-1])
+        return self._keyed(np.flatnonzero(hits & ~before), kind)
+
+    def _metrics(self, x: np.ndarray, n: int) -> list:
+        """Return the onsets of the armed metric alarms over the chunk (window full)."""
+        m, c, w = self.monitor, self.context, self.monitor.window
+        contributions, still = step_contributions(x[c - w - 2:c - w + 1], x[c - w + 1:],
+                                                  m.inv_eps)
+        values = window_values(window_sums(contributions, w), m.profile.deadband, m.dt)
+        values['run'] = stall_runs(still[w - 1:], self.stall)
+        self.stall = int(values['run'][-1])
+        raised = []
+        for kind in m._armed:
+            hits = m._hit(kind, values)
+            hits[:max(0, w - 1 - self.step)] = False
+            raised += self._onsets(hits, kind)
+        return raised
+
+    def _spectral(self, x: np.ndarray, n: int) -> list:
+        """Run the FFT metric at the flushes of the chunk where stepping runs it; its onsets."""
+        m, checks = self.monitor, []
+        end = (self.next_spectral // m.block + 1) * m.block - 1   # the flush that takes it
+        while end < self.step + n:
+            checks.append(end)
+            self.next_spectral = end + m.spectral_every
+            end = (self.next_spectral // m.block + 1) * m.block - 1
+        if not checks or 'spectral' not in m.profile.primary:
+            return []
+        span = m.spectral_window + 1
+        windows = np.lib.stride_tricks.sliding_window_view(x, span, axis=0)
+        starts = np.asarray(checks) - self.step + self.context - m.spectral_window
+        ratios = spectral_low_ratios(windows[starts].transpose(0, 2, 1), m.velocity_scale,
+                                     m.dt, m.profile.spectral_cutoff_hz)
+        raised = []
+        for end, ratio in zip(checks, ratios.tolist()):
+            low = ratio < m.profile.spectral_min
+            if low and not self.low:
+                raised += self._keyed([end - self.step], 'spectral')
+            self.low = low
+        return raised
+
+
+def alarm_reason(alarms) -> str:
+    """Return why an alarm stop is asserted: 'alarm kind@step, ...'."""
+    return 'alarm ' + ', '.join(f'{a.kind}@{a.step}' for a in alarms)
+
+
 @dataclass
 class _Scored:
     """Every step of a recorded episode scored once (score_episode takes any first n steps)."""
@@ -1130,7 +1265,7 @@ class SafetyStop:
         else:
             self._quiet += 1
         if self.mode == 'alarm' and step.alarms:
-            self.reason = 'alarm ' + ', '.join(f'{a.kind}@{a.step}' for a in step.alarms)
+            self.reason = alarm_reason(step.alarms)
             return True
         if self.after_charge(monitor):
             return True

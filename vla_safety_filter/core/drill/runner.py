@@ -20,9 +20,10 @@ one is used up (or every `replan_every` steps); the fault (if any) corrupts the 
 (if any) takes it as its plan and ticks once per world step on simulated time k * dt; the world
 executes the command (a silent filter leaves the world holding its last command). The action
 monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
-lets its alarms latch the filter, which ends the episode as a stop. Without `+stop` the monitor
-cannot change the trajectory, so it scores the recorded episode after it ends in one pass
-(`ActionMonitor.score_episode`: the same alarms, costs and summaries as stepping it). Costs per
+lets its alarms latch the filter, which ends the episode as a stop. The monitor scores the
+recorded episode after it ends in one pass (`ActionMonitor.score_episode`: the same alarms,
+costs and summaries as stepping it); under `+stop` an `AlarmScan` finds beforehand, chunk by
+chunk, the step whose update raises the first alarm, where the stop latches. Costs per
 episode: filter interventions and monitor alarms by the cost model's weights plus the world's
 physical costs.
 """
@@ -47,7 +48,7 @@ from ..costs import CostModel, DEFAULT_COSTS
 from ..errors import InputError
 from ..execspec import Metadata
 from ..executive import Executive, LATCHED
-from ..monitors import ActionMonitor, METRIC_NAMES, SafetyStop
+from ..monitors import ActionMonitor, alarm_reason, AlarmScan, METRIC_NAMES, SafetyStop
 from ..params import CalibrationData, load_calibration_for
 
 #: physical costs the worlds report, per step (SafeVLA: cost of unsafe states, not only actions)
@@ -219,12 +220,15 @@ class _Loop:
     Per-episode state of the loop: stop logic, fault, filter, the current plan.
 
     `charges` keeps each step's filter reasons and world costs for a monitor that scores the
-    episode after it ends (`stop` None: the monitor cannot act on this condition).
+    episode after it ends (`stop` None: the monitor is not stepped); `scan` finds the alarms of
+    each chunk's steps under `+stop` (`alarms`: step -> the alarms its update raises).
     """
 
     stop: SafetyStop | None
     fault: ChunkFault | None
     executive: Executive | None
+    scan: AlarmScan | None = None
+    alarms: dict = field(default_factory=dict)
     plan: np.ndarray | None = None
     plan_t0: int = 0
     refusals: tuple = ()
@@ -248,17 +252,20 @@ class EpisodeRunner:
         """
         One episode of `condition` on world seed `seed`.
 
-        The monitor runs step by step with the world under `+stop` (or `live_monitor`), else
-        over the recorded episode once it has ended: the same results at less cost per step.
+        The monitor scores the recorded episode once it has ended; under `+stop` an AlarmScan
+        first finds, a chunk at a time before it runs, the update that raises the first alarm
+        (there the stop latches the filter). `live_monitor` steps the monitor beside the world
+        instead (the reference: the same episodes at several times the cost per step).
         """
         ep = Episode(seed, condition.name)
         self.world.reset(seed)
         self.policy.reset(seed, self.world.task)
         self.monitor.reset_episode()
-        live = condition.stop or live_monitor
+        live = live_monitor
         loop = _Loop(SafetyStop('alarm' if condition.stop else 'none', self.hold_off)
                      if live else None, self._fault(condition, seed),
-                     self._start_filter() if condition.filtered else None)
+                     self._start_filter() if condition.filtered else None,
+                     AlarmScan(self.monitor) if condition.stop and not live else None)
         for k in range(self.max_steps):
             if loop.plan is None or k - loop.plan_t0 >= self._chunk_steps(loop.plan):
                 try:
@@ -311,6 +318,8 @@ class EpisodeRunner:
         if loop.fault is not None:
             plan = loop.fault.apply(plan, k)
         loop.plan, loop.plan_t0 = plan, k
+        if loop.scan is not None:   # the alarms of the steps this chunk will run
+            loop.alarms = loop.scan.scan(plan[:self._chunk_steps(plan)])
         if loop.executive is not None:
             offsets = self.dt * np.arange(1, len(plan) + 1)
             loop.refusals = loop.executive.on_chunk(plan, offsets, k * self.dt)
@@ -322,6 +331,8 @@ class EpisodeRunner:
             status = self.monitor.update(raw)
             if loop.stop.after_step(self.monitor, status) and loop.executive is not None:
                 loop.executive.set_stop(True, loop.stop.reason)
+        elif k in loop.alarms and loop.executive is not None:   # as SafetyStop('alarm') would
+            loop.executive.set_stop(True, alarm_reason(loop.alarms[k]))
         command, reasons = raw, ()
         if loop.executive is not None:
             command, reasons = self._tick(loop.executive, k, loop.refusals)
