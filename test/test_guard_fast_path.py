@@ -26,6 +26,7 @@ from guard_streams import actions_for
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
 import numpy as np
+import pytest
 
 from vla_safety_filter.core.contract import Contract, Guard
 
@@ -100,3 +101,25 @@ def test_fast_path_answers_as_the_general_path_on_any_stream(c, data):
         out_fast[:] = 1e9
     assert fast.counts == general.counts
     np.testing.assert_array_equal(fast.prev, general.prev)
+
+
+def test_a_late_step_may_reach_further_than_the_inner_box_it_began_with():
+    """
+    After an on-time step the guard holds the box for dt, an inner box for a later step.
+
+    A late step (1.5 dt) asking for 1.4 vmax dt is outside that box but reachable: executed
+    unchanged; asking for 1.6 vmax dt it is clipped to the late step's own reach, as the
+    general path clips it; an early step (0.5 dt) is held to its own, smaller reach.
+    """
+    c = Contract(('a',), [-10.0], [10.0], [1.0], dt=0.1)
+    for fraction, elapsed, expected in ((1.4, 0.15, 0.14), (1.6, 0.15, 0.15),
+                                        (0.8, 0.05, 0.05)):
+        fast, general = Guard(c), Guard(_general(c))
+        for guard in (fast, general):
+            guard.reset([0.0])
+            guard.step([0.0])                 # on time: the box held is the one for dt
+        out, events = fast.step([fraction * 0.1], elapsed)
+        np.testing.assert_array_equal(out, general.step([fraction * 0.1], elapsed)[0])
+        assert out[0] == pytest.approx(expected)
+        assert [e.reason for e in events] == ([] if fraction * 0.1 <= expected else
+                                              ['velocity'])

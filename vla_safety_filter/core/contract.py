@@ -35,6 +35,7 @@ REASONS = ('shape', 'nonfinite', 'position', 'velocity', 'acceleration', 'soft_l
 #: A late command may move for at most this many control periods (a stall is never caught up).
 MAX_STEP_PERIODS = 2.0
 _FLOAT64 = np.dtype(np.float64)     # requests of this type (and shape) are copied as they are
+_STALE = np.inf                     # the box's step duration when it must be built again
 #: Why the executive refuses a whole input, holds, reports a chunk or latches (core.executive).
 REFUSALS = ('unknown_joint', 'bad_timing', 'stale', 'hold', 'chunk_jump', 'chunk_speed',
             'following_error')
@@ -208,6 +209,7 @@ class Guard:
         self._last_h: float | None = None   # duration of the last executed step
         self._box_h = self._dt = c.dt
         self._max_h = MAX_STEP_PERIODS * c.dt
+        self._half_dt = 0.5 * c.dt
         self._lo, self._hi = np.empty(c.dim), np.empty(c.dim)
         self._work = (np.empty(c.dim), np.empty(c.dim))
         self._simple_box = False
@@ -270,6 +272,7 @@ class Guard:
         self._vstep = self._vmax * c.dt
         self._neg_vmax2 = np.concatenate([self._neg_vmax, self._neg_vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
+        self._neg_half_step2 = self._neg_vmax2 * self._half_dt
         # what the fast path of `step` reads, in one attribute
         self._fast = (self._box4, self._mask4, self._all_true, self._reach2, self._neg_vstep2)
         inf = np.full(c.dim, np.inf)
@@ -279,7 +282,7 @@ class Guard:
         self._abrake = None if brake is None else brake * scale
         self._jmax = None if c.max_jerk is None else c.max_jerk * scale
         self._brake_cache = self._change_cache = None
-        if self._prev is not None and self._box_h is not None:
+        if self._prev is not None and self._box_h != _STALE:
             self._set_box(self._box_h)
 
     @property
@@ -522,7 +525,7 @@ class Guard:
             self._velocity = velocity
             self._last_h = h
         self._set_prev(out.copy())
-        self._box_h = None      # stale: the next step builds the box once, for its own h
+        self._box_h = _STALE    # the next step builds the box once, for its own h
 
     def _contain(self, out: np.ndarray) -> np.ndarray:
         """Cut `out` back along the step to the workspace box (if any); count each joint cut."""
@@ -545,8 +548,8 @@ class Guard:
         k = self.step_index
         self.step_index = k + 1
         h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
-        if h != self._box_h:
-            self._set_box(h)
+        if h != self._box_h and not (h > self._box_h and self._simple_box):
+            self._set_box(h)        # (a simple box held for a shorter step is an inner box)
         if type(action) is np.ndarray and action.dtype is _FLOAT64 and action.shape == self._shape:
             a = action.copy()       # a float64 vector as it is: a copy costs less than np.array
         else:
@@ -562,7 +565,7 @@ class Guard:
             np.negative(a, tail)            # outputs positional: each call costs less
             again[:] = pair
             box, mask, all_true, reach, step_off = self._fast
-            if np.greater_equal(buf, box, mask).tobytes() == all_true:
+            if np.greater_equal(buf, box, mask).tobytes() == all_true or self._holds_exactly(h):
                 # the request becomes [prev | -prev]; the next box, if it comes on time
                 self._p2, self._a2 = self._a2, self._p2
                 self._prev, self._lohi_ok, self._box_h = head, False, self._dt
@@ -584,7 +587,8 @@ class Guard:
         Guard the request written in `request_buffer()` as `step` guards an action.
 
         Built for a caller whose steps come at their own times (the executive's ticks): the
-        next box is built once that step's time is known.
+        next box is built for half a period, an inner box for any later step, so a request
+        within it needs no box of its own.
         """
         if self._prev is None:
             raise RuntimeError('Guard.step called before reset(): seed it with the executed '
@@ -592,18 +596,33 @@ class Guard:
         k = self.step_index
         self.step_index = k + 1
         h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
-        if h != self._box_h:
+        if h != self._box_h and not (h > self._box_h and self._simple_box):
             self._set_box(h)
         buf, pair, head, tail, again = self._a2
         if self._simple_box:
             np.negative(head, tail)
             again[:] = pair
-            box, mask, all_true, _, _ = self._fast
-            if np.greater_equal(buf, box, mask).tobytes() == all_true:
+            box, mask, all_true, reach, _ = self._fast
+            if np.greater_equal(buf, box, mask).tobytes() == all_true or self._holds_exactly(h):
                 self._p2, self._a2 = self._a2, self._p2
-                self._prev, self._lohi_ok, self._box_h = head, False, None
+                self._prev, self._lohi_ok, self._box_h = head, False, self._half_dt
+                np.add(pair, self._neg_half_step2, reach)
                 return head.copy(), ()
         return self._general(k, head.copy(), h)
+
+    def _holds_exactly(self, h: float) -> bool:
+        """
+        Tell whether the stacked request passes the box built for exactly h seconds.
+
+        The box held may be one for a shorter step (inside the one for h: `prev -/+ vmax h`
+        grows with h, and rounding keeps that order), which passes fewer requests; only a
+        request it refused is compared again, with the box built for h.
+        """
+        if self._box_h == h:
+            return False
+        self._set_box(h)
+        box, mask, all_true, _, _ = self._fast
+        return np.greater_equal(self._a2[0], box, mask).tobytes() == all_true
 
     def _general(self, k: int, a: np.ndarray, h: float) -> tuple[np.ndarray, tuple[Event, ...]]:
         """Guard `a` through the whole box: projected, rejected if not finite, events named."""
@@ -718,6 +737,8 @@ class Guard:
     def _reject(self, k: int, reason: str, requested: float, h: float, joint: int | None = None):
         """Hold (braking within the box); the rejected input is reported, never executed."""
         self.counts[reason] += 1
+        if h != self._box_h:        # (the step may have begun with an inner box)
+            self._set_box(h)
         self._ensure_lohi()
         hold = self._contain(np.minimum(np.maximum(self._rest(h), self._lo), self._hi))
         self._advance(hold, h)
