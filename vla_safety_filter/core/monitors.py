@@ -1080,6 +1080,8 @@ class AlarmScan:
 
     def _keyed(self, steps, kind: str) -> list:
         """Return alarms of `kind` at chunk `steps` keyed by the flush of their block."""
+        if not len(steps):
+            return []
         block = self.monitor.block
         steps = np.asarray(steps, dtype=np.int64) + self.step
         return [(8 * ((step // block + 1) * block - 1) + FLUSH, RANKS[kind], step, kind)
@@ -1109,9 +1111,10 @@ class AlarmScan:
 
     def _onsets(self, hits: np.ndarray, kind: str) -> list:
         """Return the onsets of `kind` among the chunk's hits (a run may span chunks)."""
-        before = np.concatenate([[self.held.get(kind, False)], hits[:-1]])
-        self.held[kind] = bool(hits[-1])
-        return self._keyed(np.flatnonzero(hits & ~before), kind)
+        held, self.held[kind] = self.held.get(kind, False), bool(hits[-1])
+        if not hits.any():
+            return []
+        return self._keyed(np.flatnonzero(hits & ~np.concatenate([[held], hits[:-1]])), kind)
 
     def _metrics(self, x: np.ndarray, n: int) -> list:
         """Return the onsets of the armed metric alarms over the chunk (window full)."""
