@@ -547,7 +547,9 @@ class Guard:
                                'command')
         k = self.step_index
         self.step_index = k + 1
-        h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
+        h = self._dt if elapsed is None else float(elapsed)
+        if not 0.0 <= h <= self._max_h:     # (NaN stays NaN, as in _period)
+            h = self._period(h)
         if h != self._box_h and not (h > self._box_h and self._simple_box):
             self._set_box(h)        # (a simple box held for a shorter step is an inner box)
         if type(action) is np.ndarray and action.dtype is _FLOAT64 and action.shape == self._shape:
@@ -595,7 +597,9 @@ class Guard:
                                'command')
         k = self.step_index
         self.step_index = k + 1
-        h = self._dt if elapsed is None else min(max(float(elapsed), 0.0), self._max_h)
+        h = self._dt if elapsed is None else float(elapsed)
+        if not 0.0 <= h <= self._max_h:     # (NaN stays NaN, as in _period)
+            h = self._period(h)
         if h != self._box_h and not (h > self._box_h and self._simple_box):
             self._set_box(h)
         buf, pair, head, tail, again = self._a2

@@ -75,6 +75,9 @@ class Tick(NamedTuple):
     events: tuple[Event, ...]
 
 
+_TICK = tuple.__new__    # builds a Tick from its three fields without NamedTuple's own __new__
+
+
 def _finite(values: np.ndarray) -> bool:
     """
     Tell whether every value is finite: x - x is +0 exactly then, NaN for an inf or a NaN.
@@ -137,6 +140,8 @@ class Executive:
         self.guard = Guard(self.contract)
         self._shape = (self.contract.dim,)
         self._vmax_rows = np.empty(0)
+        self._scratch = np.empty(self.contract.dim)     # x - x of a measured position
+        self._zeros = bytes(self._scratch.nbytes)
         self._weight = np.zeros(())         # the interpolation weight, as a 0-d array
         self._measured: tuple[float, np.ndarray] | None = None
         self._latched: str | None = None
@@ -200,9 +205,11 @@ class Executive:
         if type(positions) is np.ndarray and positions.dtype is _FLOAT64 \
                 and positions.shape == self._shape:
             pos = positions.copy()
+            finite = np.subtract(pos, pos, self._scratch).tobytes() == self._zeros
         else:
             pos = np.array(positions, dtype=np.float64).reshape(-1)
-        if pos.size != self._shape[0] or not _finite(pos):
+            finite = _finite(pos)
+        if pos.size != self._shape[0] or not finite:
             raise InputError(f'a measured position needs {self.contract.dim} finite values')
         self._measured = (now, pos)
 
@@ -264,7 +271,7 @@ class Executive:
         self._hold_plan = False
         self._idle = False
         self._arrived = True
-        return self._precheck(now, due)
+        return self._precheck(now, self._due)
 
     def on_arrival(self, now: float) -> Tick | None:
         """
@@ -293,7 +300,7 @@ class Executive:
             return None
         return self.tick(now)
 
-    def _precheck(self, now: float, due: np.ndarray) -> tuple[Event, ...]:
+    def _precheck(self, now: float, due: list) -> tuple[Event, ...]:
         """
         Report (never refuse: the guard limits every step) seam jumps and too fast segments.
 
@@ -304,9 +311,8 @@ class Executive:
         # each point's step over its span (the first point's: until it is due, at least one
         # period; the others': since the point before) over vmax, all points in one flat pass
         k, d = self._steps.shape
-        span = np.empty(k)
-        span[0] = max(due[0] - now, self.contract.dt)
-        np.subtract(due[1:], due[:-1], span[1:])
+        span = np.array([max(due[0] - now, self.contract.dt),
+                         *map(float.__sub__, due[1:], due[:-1])])
         ratio = np.abs(self._steps.reshape(-1))
         np.divide(ratio, span.repeat(d), ratio)
         np.divide(ratio, self._tiled_vmax(k), ratio)
@@ -448,7 +454,7 @@ class Executive:
             if lag is not None:
                 self.latch(lag.reason + f' on {lag.joint} ({lag.magnitude:.3g} x the tolerance)')
                 return self._silent(LATCHED)._replace(events=events + (lag,))
-        return Tick(command, state, events)
+        return _TICK(Tick, (command, state, events))
 
     def _escalate(self, events: tuple, now: float) -> Event | None:
         """Feed this tick's interventions to the escalation; a stop latches (returns its event)."""
