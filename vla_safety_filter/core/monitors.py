@@ -37,6 +37,9 @@ so no NaN reaches a sum. Metrics and scores advance in blocks of profile.block_s
 exact): the scores vectorized over the block, the window metrics kept incrementally per step in
 plain floats (`_StepWindow`: on one row of a few joints numpy's per-call cost exceeds the
 arithmetic); `episode_metrics` computes the same definitions over a whole episode with numpy.
+A recorded episode is scored at once by `ActionMonitor.score_episode` (vectorized over the
+episode, block order kept where results depend on it: identical to stepping `update`), and
+`AlarmScan` finds a chunk at a time, ahead of stepping, the alarms each update would raise.
 """
 from __future__ import annotations
 
