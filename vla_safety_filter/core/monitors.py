@@ -231,6 +231,8 @@ def window_sums(table: np.ndarray, window: int) -> np.ndarray:
 
 def _onset_steps(hits: np.ndarray) -> np.ndarray:
     """Return the steps where a run of consecutive hits starts (an alarm onset each)."""
+    if not hits.any():
+        return np.empty(0, dtype=np.int64)
     return np.flatnonzero(hits & ~np.concatenate([[False], hits[:-1]]))
 
 
@@ -667,6 +669,9 @@ class ActionMonitor:
             return EpisodeScores(self.episode_summary(), None)
         scored = self._score_all(rows, faults)
         early = None
+        lengths = [n] + ([early_steps] if early_steps and early_steps <= n else [])
+        self._spectral_ratios(scored, sorted({step for length in lengths
+                                              for step in self._spectral_steps(length)}))
         if early_steps and early_steps <= n:
             self._take(scored, early_steps, charges)
             early = self.episode_summary()
@@ -716,6 +721,7 @@ class ActionMonitor:
         for kind in self._armed:
             hits = scored.hits[kind] = self._hit(kind, scored.metrics)
             hits[:self.window - 1] = False    # alarms only once the window is full
+        scored.onsets = {kind: _onset_steps(hits) for kind, hits in scored.hits.items()}
         return scored
 
     @staticmethod
@@ -771,8 +777,8 @@ class ActionMonitor:
             if finite.size:
                 self._last_window = [scored.features[finite[-1]].tolist(), None]
         flags = {kind: hits[:n] for kind, hits in scored.hits.items()}
-        for kind, hits in flags.items():
-            raised += self._keyed(_onset_steps(hits), kind, n)
+        for kind, onsets in scored.onsets.items():
+            raised += self._keyed(onsets[onsets < n], kind, n)
         self._take_metrics(scored, n)
         spectral, flags['spectral'] = self._take_spectral(scored, n)
         self._replay(sorted(raised + spectral), charges, scored.faults[:n], flags)
@@ -1178,6 +1184,7 @@ class _Scored:
     metrics: dict = field(default_factory=dict)   # window metrics per step
     padded: np.ndarray | None = None     # per-step contributions after window - 1 zero rows
     hits: dict = field(default_factory=dict)      # alarm condition per kind and step
+    onsets: dict = field(default_factory=dict)    # steps where each kind's condition starts
     ratios: dict = field(default_factory=dict)    # FFT metric by step, once computed
 
 
