@@ -670,8 +670,8 @@ class ActionMonitor:
         scored = self._score_all(rows, faults)
         early = None
         lengths = [n] + ([early_steps] if early_steps and early_steps <= n else [])
-        self._spectral_ratios(scored, sorted({step for length in lengths
-                                              for step in self._spectral_steps(length)}))
+        scored.checks = {length: self._spectral_steps(length) for length in lengths}
+        self._spectral_ratios(scored, sorted(set().union(*scored.checks.values())))
         if early_steps and early_steps <= n:
             self._take(scored, early_steps, charges)
             early = self.episode_summary()
@@ -843,8 +843,7 @@ class ActionMonitor:
         """Run the FFT metric at the flushes where stepping runs it: sums, alarms, condition."""
         p, raised = self.profile, []
         low = np.zeros(n, dtype=bool)
-        checks = self._spectral_steps(n)
-        self._spectral_ratios(scored, checks)
+        checks = scored.checks[n]
         for step in checks:
             ratio = scored.ratios[step]
             self._sums['spectral_low_ratio'] += ratio
@@ -861,15 +860,16 @@ class ActionMonitor:
 
     def _spectral_steps(self, n: int) -> list[int]:
         """Return the steps at which stepping n steps (and a summary) runs the FFT metric."""
+        if self.block == 1:
+            return list(range(self._next_spectral, n, self.spectral_every))
         checks, step = [], self._flush_after(self._next_spectral, n)
         while step is not None:
             checks.append(step)
             step = self._flush_after(step + self.spectral_every, n)
         return checks
 
-    def _spectral_ratios(self, scored: '_Scored', checks: list[int]) -> None:
-        """Compute the FFT metric of the checks not computed yet, in one batch."""
-        todo = [step for step in checks if step not in scored.ratios]
+    def _spectral_ratios(self, scored: '_Scored', todo: list[int]) -> None:
+        """Compute the FFT metric at the steps `todo`, in one batch."""
         if not todo:
             return
         span = self.spectral_window + 1
@@ -891,7 +891,8 @@ class ActionMonitor:
         last = max(raised[-1][0] if raised else 0,   # the last refresh of the level
                    8 * (n - 1) + (FLUSHED if n % self.block == 0 else LAST_FLUSHED),
                    8 * (n - 1) + INTERVENTIONS if charges is not None else 0)
-        steps = [] if charges is None else [t for t in range(n) if any(charges[t])]
+        steps = [] if charges is None else [
+            t for t, (reasons, kinds) in enumerate(charges[:n]) if reasons or kinds]
         total, i = 0.0, 0
         for t in steps + [n]:   # n: the alarms after the last charge
             while i < len(raised) and raised[i][0] < 8 * t + INTERVENTIONS:
@@ -1185,7 +1186,8 @@ class _Scored:
     padded: np.ndarray | None = None     # per-step contributions after window - 1 zero rows
     hits: dict = field(default_factory=dict)      # alarm condition per kind and step
     onsets: dict = field(default_factory=dict)    # steps where each kind's condition starts
-    ratios: dict = field(default_factory=dict)    # FFT metric by step, once computed
+    checks: dict = field(default_factory=dict)    # episode length -> steps of its FFT checks
+    ratios: dict = field(default_factory=dict)    # FFT metric by step
 
 
 def _score_stats(scores: np.ndarray, limit: float) -> tuple[list, float | None]:
