@@ -22,7 +22,8 @@ once and each command is written into their bytes (rclpy's per-publish conversio
 Achieved timing (core.timing) is on /diagnostics. Every parameter is read-only: what the filter
 enforces cannot change under a running arm. In `mode: monitor_only`
 nothing is ever published on the controller topic; the guarded stream goes to /vla/safe_action
-only (a shadow run).
+only (a shadow run). /vla/safety_stop is asserted while any live publisher's last value is true
+(core.stop_sources, publishers told apart by the GID rclpy >= 9 gives each message).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
 from rclpy.time import Time
 from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import JointState
@@ -54,6 +56,7 @@ from ..core.escalation import Escalation, NORMAL
 from ..core.executive import Executive, HOLDING, IDLE, LATCHED, RUNNING, STOPPED
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
+from ..core.stop_sources import StopSources
 from ..core.timing import ControlTiming, GcPauses
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
@@ -63,6 +66,14 @@ LEVEL_OF_STATE = {RUNNING: OK, IDLE: OK, HOLDING: WARN, STOPPED: ERROR, LATCHED:
 EPISODE_DONE = 'done'
 #: Time allowed for the last braking command to be delivered before a process exits (s).
 DELIVERY_S = 0.1
+#: The /vla/safety_stop readers keep this many samples until taken: on a keyless topic a depth of
+#: 1 would let one publisher's `false` overwrite another's `true` before the callback runs.
+STOP_DEPTH = 100
+#: Source of /vla/safety_stop messages when rclpy does not give the publisher's GID (rclpy < 9,
+#: Jazzy): all of them are one source, the last value wins.
+UNIDENTIFIED = 'unidentified'
+#: How often the sources of /vla/safety_stop are checked against the ROS graph (s).
+STOP_SOURCES_PERIOD = 1.0
 
 
 class SafetyFilter(GatedLifecycleNode):
@@ -137,6 +148,8 @@ class SafetyFilter(GatedLifecycleNode):
         self._gc_pauses: GcPauses | None = None
         self._last_state = STOPPED
         self._braking_s = 0.0
+        self._stop_sources = StopSources()
+        self._stop_labels: dict[str, str] = {}
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, names.JOINT_STATES, self._on_joint_state, STATE_QOS)
 
@@ -207,6 +220,7 @@ class SafetyFilter(GatedLifecycleNode):
         with self._lock:
             self._executive = executive
             self._timing = ControlTiming(contract.dt)
+            self._stop_sources, self._stop_labels = StopSources(), {}
         self._cmd_pub = self._brake_pub = None
         if contract.mode == 'enforce':
             msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
@@ -218,7 +232,10 @@ class SafetyFilter(GatedLifecycleNode):
         self._event_pub = self.own(self.create_publisher(DiagnosticArray, names.FILTER_EVENTS,
                                                          100))
         for qos in (LATCHED_QOS, ANY_PUBLISHER_QOS):   # a latched supervisor and a plain button
-            self.own(self.create_subscription(Bool, names.SAFETY_STOP, self._on_stop, qos))
+            self.own(self.create_subscription(Bool, names.SAFETY_STOP, self._on_stop,
+                                              _deeper(qos, STOP_DEPTH)))
+        self.own(self.create_timer(STOP_SOURCES_PERIOD, self._refresh_stop_sources,
+                                   clock=self._steady))
         # the control path (arrivals and timer) is mutually exclusive under any executor: both
         # write the same preallocated messages
         control = MutuallyExclusiveCallbackGroup()
@@ -418,15 +435,70 @@ class SafetyFilter(GatedLifecycleNode):
                                   throttle_duration_sec=1.0)
         self._publish_events((event,))
 
-    def _on_stop(self, msg: Bool) -> None:
+    def _on_stop(self, msg: Bool, info) -> None:
+        """Record one publisher's stop value; the stop is asserted while any live one's is true."""
+        source, sequence = _stop_source(info)
+        live = self._stop_publishers()
+        now = monotonic()
         with self._lock:
             if self._executive is None:
                 return
-            self._executive.set_stop(msg.data, names.SAFETY_STOP)
-        if msg.data:
-            self.get_logger().error('latched stop from /vla/safety_stop: release it, then call '
-                                    '~/reset', throttle_duration_sec=1.0)
+            self._stop_labels.update(live)
+            was = source in self._stop_sources.who
+            if not self._stop_sources.record(source, msg.data, now, sequence):
+                return                                 # heard again on the other subscription
+            self._stop_sources.prune(live, now)
+            asserting = self._apply_stop_sources()
+        label = self._label(source)
+        if msg.data and not was:
+            self.get_logger().error(f'latched stop from {names.SAFETY_STOP} by {label}: '
+                                    'release it, then call ~/reset')
+        elif was and not msg.data:
+            self.get_logger().info(f'{names.SAFETY_STOP} released by {label}' + (
+                f'; still asserted by {asserting}' if asserting else ''))
         self._diagnostics.publish()
+
+    def _stop_publishers(self) -> dict:
+        """Return the live publishers of /vla/safety_stop in the ROS graph: {source: node}."""
+        live = {_gid_key(info.endpoint_gid): _node_name(info)
+                for info in self.get_publishers_info_by_topic(names.SAFETY_STOP)}
+        if live:                 # the unidentified source lives while any publisher does
+            live[UNIDENTIFIED] = 'an unidentified publisher (one of {})'.format(
+                ', '.join(sorted(set(live.values()))))
+        return live
+
+    def _refresh_stop_sources(self) -> None:
+        """Forget the stop sources whose publishers have left the graph (the latch stays)."""
+        live = self._stop_publishers()
+        with self._lock:
+            if self._executive is None:
+                return
+            self._stop_labels.update(live)
+            gone = self._stop_sources.prune(live, monotonic())
+            if gone:
+                self._apply_stop_sources()
+            left = [self._stop_labels.pop(source, self._label(source)) for source in gone]
+        for label in left:
+            self.get_logger().warning(f'{label} left the graph: its {names.SAFETY_STOP} no '
+                                      'longer counts (a latched stop stays until ~/reset)')
+
+    def _apply_stop_sources(self) -> str:
+        """Tell the executive whether any source asserts; return who does (call under lock)."""
+        asserting = self._asserting()
+        self._executive.set_stop(self._stop_sources.asserted,
+                                 f'{names.SAFETY_STOP} from {asserting}')
+        return asserting
+
+    def _asserting(self) -> str:
+        """Return the names of the sources asserting the stop ('' if none)."""
+        return ', '.join(self._label(source) for source in self._stop_sources.who)
+
+    def _label(self, source: str) -> str:
+        """Return a source's node name (its GID's end while the graph has not named it)."""
+        if source in self._stop_labels:
+            return self._stop_labels[source]
+        return 'an unidentified publisher' if source == UNIDENTIFIED else \
+            f'publisher ...{source[-8:]}'
 
     def _on_episode(self, msg: String) -> None:
         if msg.data.split(' ', 1)[0] != EPISODE_DONE:
@@ -436,11 +508,16 @@ class SafetyFilter(GatedLifecycleNode):
                 self._executive.end_episode()
 
     def _on_reset(self, request, response):
+        """Clear a latched stop, refused while a source asserts it (named in the answer)."""
+        self._refresh_stop_sources()
         with self._lock:
             if self._executive is None or not self.active:
                 response.success, response.message = False, 'not active'
                 return response
             response.success, response.message = self._executive.reset_latch(monotonic())
+            if not response.success and self._stop_sources.asserted:
+                response.message = (f'stop still asserted by {self._asserting()}: release it '
+                                    f'first (latched: {self._executive.latched_reason})')
         if response.success:
             self.get_logger().info(f'~/reset: {response.message}')
         else:
@@ -515,8 +592,11 @@ class SafetyFilter(GatedLifecycleNode):
                 level, text = WARN, 'waiting for /vla/raw_action'
             elif ex.waiting:
                 text = f'stopped: {ex.waiting}'
+        with self._lock:
+            asserting = self._asserting()
         if ex.state == LATCHED:
-            text = f'latched stop ({ex.latched_reason}); release it, then call ~/reset'
+            held = f'; still asserted by {asserting}' if asserting else ''
+            text = f'latched stop ({ex.latched_reason}){held}; release it, then call ~/reset'
         if self.active and ex.escalation_level not in (NORMAL, 'stop') and ex.state != LATCHED:
             level = max(level, WARN)
             text = f'{ex.escalation_level} by escalation ({ex.escalation.reason}): {text}'
@@ -535,10 +615,40 @@ class SafetyFilter(GatedLifecycleNode):
             text = (f'{text}: achieved {timing["achieved_rate_hz"]:.4g} Hz below the configured '
                     f'{timing["configured_rate_hz"]:.4g} Hz')
         values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
+                  'stop_sources': asserting,
                   'speed_scale': ex.guard.speed_scale, 'escalation': ex.escalation_level,
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()},
                   **{f'timing.{k}': v for k, v in timing.items()}}
         return status('vla_safety/filter', level, text, self.get_name(), values)
+
+
+def _deeper(qos: QoSProfile, depth: int) -> QoSProfile:
+    """Return `qos` keeping `depth` samples (matching is unchanged: depth is the reader's own)."""
+    return QoSProfile(depth=depth, reliability=qos.reliability, durability=qos.durability,
+                      history=qos.history)
+
+
+def _stop_source(info) -> tuple:
+    """
+    Return (source, sequence number) of a /vla/safety_stop message from its MessageInfo.
+
+    rclpy >= 9 (Kilted) gives the publisher's GID; older rclpy does not, and every message is
+    then from the one UNIDENTIFIED source.
+    """
+    gid = info.get('publisher_gid') if isinstance(info, dict) else None
+    if not gid:
+        return UNIDENTIFIED, None
+    return _gid_key(gid['data']), info.get('publication_sequence_number') or None
+
+
+def _gid_key(data) -> str:
+    """Return a publisher GID as text, the same from MessageInfo bytes and graph int lists."""
+    return bytes(data)[:16].hex()
+
+
+def _node_name(info) -> str:
+    """Return the fully qualified node name of a publisher's TopicEndpointInfo."""
+    return f'{info.node_namespace.rstrip("/")}/{info.node_name}'
 
 
 def _positions(msg: JointTrajectory):
