@@ -271,7 +271,7 @@ class Executive:
         self._hold_plan = False
         self._idle = False
         self._arrived = True
-        return self._precheck(now, self._due)
+        return self._precheck(now)
 
     def on_arrival(self, now: float) -> Tick | None:
         """
@@ -300,7 +300,7 @@ class Executive:
             return None
         return self.tick(now)
 
-    def _precheck(self, now: float, due: list) -> tuple[Event, ...]:
+    def _precheck(self, now: float) -> tuple[Event, ...]:
         """
         Report (never refuse: the guard limits every step) seam jumps and too fast segments.
 
@@ -311,6 +311,7 @@ class Executive:
         # each point's step over its span (the first point's: until it is due, at least one
         # period; the others': since the point before) over vmax, all points in one flat pass
         k, d = self._steps.shape
+        due = self._due
         span = np.array([max(due[0] - now, self.contract.dt),
                          *map(float.__sub__, due[1:], due[:-1])])
         ratio = np.abs(self._steps.reshape(-1))
