@@ -36,6 +36,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidTopicNameException
+from rclpy.executors import Executor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from rclpy.time import Time
@@ -231,8 +232,9 @@ class SafetyFilter(GatedLifecycleNode):
             JointTrajectory, names.SAFE_ACTION, COMMAND_QOS))
         self._event_pub = self.own(self.create_publisher(DiagnosticArray, names.FILTER_EVENTS,
                                                          100))
+        on_stop = self._stop_callback()
         for qos in (LATCHED_QOS, ANY_PUBLISHER_QOS):   # a latched supervisor and a plain button
-            self.own(self.create_subscription(Bool, names.SAFETY_STOP, self._on_stop,
+            self.own(self.create_subscription(Bool, names.SAFETY_STOP, on_stop,
                                               _deeper(qos, STOP_DEPTH)))
         self.own(self.create_timer(STOP_SOURCES_PERIOD, self._refresh_stop_sources,
                                    clock=self._steady))
@@ -434,6 +436,22 @@ class SafetyFilter(GatedLifecycleNode):
         self.get_logger().warning(f'/vla/raw_action refused, holding: {why}',
                                   throttle_duration_sec=1.0)
         self._publish_events((event,))
+
+    def _stop_callback(self):
+        """
+        Return the /vla/safety_stop callback: with the MessageInfo (the publisher's GID).
+
+        Only under rclpy's Python executors: the EventsExecutor (C++) raises SystemError in
+        spin_once on a callback that takes a MessageInfo (rclpy 7.1.5 and 9.1.2), so under it
+        every publisher is UNIDENTIFIED.
+        """
+        if self.executor is None or isinstance(self.executor, Executor):
+            return self._on_stop
+        self.get_logger().warning(f'EventsExecutor: {names.SAFETY_STOP} publishers are not told '
+                                  "apart (it cannot pass a message's publisher); the last "
+                                  'value of any of them wins. Use executor:=single where '
+                                  'several publishers may stop the arm')
+        return lambda msg: self._on_stop(msg, None)
 
     def _on_stop(self, msg: Bool, info) -> None:
         """Record one publisher's stop value; the stop is asserted while any live one's is true."""
