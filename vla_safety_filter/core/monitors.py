@@ -1076,8 +1076,7 @@ class AlarmScan:
             raised += self._cusum(self.motion_cusum, steps, m.step_exceed, m.motion_stride,
                                   'motion_cusum')
         if m.window_scorer is not None:
-            scores = m._window_scores(x[c - m._keep:])[0]
-            raised += self._onsets(scores > m.window_scorer.spike_score, 'window_spike')
+            raised += self._onsets(self._window_spikes(x), 'window_spike')
         raised += self._metrics(x, n) + self._spectral(x, n)
         self.rows, self.step = x[-c:], t0 + n
         raised.sort()
@@ -1087,6 +1086,25 @@ class AlarmScan:
         for key, _, step, kind in raised[:len(raised) - len(self.pending)]:
             out.setdefault(key // 8, []).append(Alarm(kind, step))
         return {step: tuple(alarms) for step, alarms in out.items()}
+
+    def _window_spikes(self, x: np.ndarray) -> np.ndarray:
+        """
+        Return whether each window of the chunk scores past the spike threshold.
+
+        A window within the threshold of the demonstrated window nearest to the last one
+        queried is no spike (its score is at most that distance); only the others are queried.
+        """
+        scorer = self.monitor.window_scorer
+        features = window_features(x[self.context - scorer.span:], scorer.norm, scorer.span)
+        near = np.sqrt(((features - scorer.points[scorer.hint]) ** 2).sum(axis=1))
+        ask = np.flatnonzero(np.isfinite(features).all(axis=1)
+                             & ~(near * (1.0 + 1e-12) <= scorer.spike_score))
+        spikes = np.zeros(features.shape[0], dtype=bool)
+        if ask.size:
+            distances, nearest = scorer.tree.query(features[ask])
+            spikes[ask] = distances > scorer.spike_score
+            scorer.hint = int(nearest[-1])
+        return spikes
 
     def _keyed(self, steps, kind: str) -> list:
         """Return alarms of `kind` at chunk `steps` keyed by the flush of their block."""
