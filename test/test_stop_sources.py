@@ -34,7 +34,7 @@ from rclpy.context import Context
 import rclpy.subscription
 from ros_harness import Harness, next_domain, wait_for
 from std_msgs.msg import Bool
-from vla_safety_filter.core.stop_sources import StopSources
+from vla_safety_filter.core.stop_sources import RecentMessages, StopSources
 from vla_safety_filter.names import SAFETY_STOP
 from vla_safety_filter.nodes.common import LATCHED_QOS, make_executor, spin_until_shutdown
 from vla_safety_filter.nodes.compat import events_executor
@@ -116,6 +116,26 @@ def test_a_source_seen_in_the_graph_is_dropped_as_soon_as_it_leaves():
     sources.record('monitor', True, 10.0)
     assert sources.prune({'monitor'}, 10.1) == ()
     assert sources.prune(set(), 10.2) == ('monitor',) and not sources.asserted
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.integers(0, 8), max_size=60), st.integers(1, 5))
+def test_a_message_is_a_repeat_while_among_the_last_remembered(keys, size):
+    """A message heard again (the second subscription's copy, however late) is a repeat."""
+    recent, remembered = RecentMessages(size), []
+    for key in keys:
+        assert recent.repeat(key) == (key in remembered[-size:])
+        if key not in remembered[-size:]:
+            remembered.append(key)
+
+
+def test_a_late_copy_of_an_old_release_is_dropped_before_it_reaches_the_sources():
+    """Without a GID: false (1), true (2), then the other subscription's copy of false (1)."""
+    recent, sources = RecentMessages(), StopSources()
+    for stamp, value in ((1, False), (2, True), (1, False)):
+        if not recent.repeat(('unidentified', stamp, stamp)):
+            sources.record('unidentified', value, 0.0)
+    assert sources.asserted
 
 
 # ---- the filter over real DDS ----------------------------------------------------------------

@@ -23,6 +23,7 @@ monitor never releases the robot by itself.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Hashable, Iterable
 
@@ -96,3 +97,28 @@ class StopSources:
     def __len__(self) -> int:
         """Return the number of sources heard and not forgotten."""
         return len(self._sources)
+
+
+class RecentMessages:
+    """
+    The identities of the last `size` messages heard, to drop a message heard a second time.
+
+    The filter hears each publisher on two subscriptions; where the publisher is unknown (no
+    GID) a late copy of an old `false` must not release a newer `true`. A message's identity is
+    e.g. its (source timestamp, publication sequence number).
+    """
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._order: deque = deque()
+        self._seen: set = set()
+
+    def repeat(self, key: Hashable) -> bool:
+        """Return whether `key` is among the last `size` heard; remember it."""
+        if key in self._seen:
+            return True
+        self._order.append(key)
+        self._seen.add(key)
+        if len(self._order) > self.size:
+            self._seen.discard(self._order.popleft())
+        return False

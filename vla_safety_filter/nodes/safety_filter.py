@@ -57,7 +57,7 @@ from ..core.escalation import Escalation, NORMAL
 from ..core.executive import Executive, HOLDING, IDLE, LATCHED, RUNNING, STOPPED
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from ..core.stop_sources import StopSources
+from ..core.stop_sources import RecentMessages, StopSources
 from ..core.timing import ControlTiming, GcPauses
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
@@ -150,6 +150,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._last_state = STOPPED
         self._braking_s = 0.0
         self._stop_sources = StopSources()
+        self._stop_messages = RecentMessages()
         self._stop_labels: dict[str, str] = {}
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, names.JOINT_STATES, self._on_joint_state, STATE_QOS)
@@ -222,6 +223,7 @@ class SafetyFilter(GatedLifecycleNode):
             self._executive = executive
             self._timing = ControlTiming(contract.dt)
             self._stop_sources, self._stop_labels = StopSources(), {}
+            self._stop_messages = RecentMessages()
         self._cmd_pub = self._brake_pub = None
         if contract.mode == 'enforce':
             msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
@@ -463,8 +465,10 @@ class SafetyFilter(GatedLifecycleNode):
                 return
             self._stop_labels.update(live)
             was = source in self._stop_sources.who
-            if not self._stop_sources.record(source, msg.data, now, sequence):
-                return                                 # heard again on the other subscription
+            heard = _message_id(info, source)
+            if heard is not None and self._stop_messages.repeat(heard) or \
+                    not self._stop_sources.record(source, msg.data, now, sequence):
+                return                        # heard again on the other subscription, or stale
             self._stop_sources.prune(live, now)
             asserting = self._apply_stop_sources()
         label = self._label(source)
@@ -657,6 +661,13 @@ def _stop_source(info) -> tuple:
     if not gid:
         return UNIDENTIFIED, None
     return _gid_key(gid['data']), info.get('publication_sequence_number') or None
+
+
+def _message_id(info, source: str):
+    """Return what tells one message of `source` from another (None: nothing does)."""
+    if not isinstance(info, dict) or not info.get('source_timestamp'):
+        return None
+    return source, info['source_timestamp'], info.get('publication_sequence_number')
 
 
 def _gid_key(data) -> str:
