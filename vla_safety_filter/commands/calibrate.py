@@ -228,6 +228,14 @@ def _summary(args, report: dict, cal_path: str) -> None:
                       f'false alarms/h there; the i.i.d. design h {cusum["h_iid"]:.3g} '
                       f'(promises {cusum["iid_design_per_hour"]:g}/h) gave '
                       f'{cusum["measured_iid_per_hour"]:.3g}/h', highlight=False)
+    holds = (report.get('motion') or {}).get('holds')
+    if holds:
+        console.print(f'holds ({"calibrated on" if holds["calibrated"] else "fixed, only"} '
+                      f'{holds["n_episodes"]} episodes): freeze alarm after '
+                      f'{holds["freeze_threshold_s"]:.3g} s of exactly repeated actions (longest '
+                      f'{holds["freeze_longest_run_steps"]} steps), stall after '
+                      f'{holds["stall_threshold_s"]:.3g} s below the deadband (longest '
+                      f'{holds["stall_longest_run_steps"]} steps)', highlight=False)
     for line in report['warnings']:
         console.print(f'[bold yellow]warning:[/] {line}', highlight=False)
     written = [args.output, cal_path] + [p for p in (args.report, args.plot) if p]
