@@ -54,7 +54,7 @@ def reference_onsets(rows: np.ndarray, freeze_n: int, stall_n: int) -> list:
 
 
 def segments_stream(segments: list, seed: int) -> np.ndarray:
-    """Rows from (kind, length) segments: move, freeze (exact repeats), wander (in the deadband)."""
+    """Rows from (kind, length) segments: move, freeze (exact repeats), wander (in deadband)."""
     rng = np.random.default_rng(seed)
     rows, last = [], np.zeros(2)
     for kind, length in segments:
@@ -135,7 +135,7 @@ def test_thresholds_margin_floor_and_the_fixed_fallback():
 
 @pytest.fixture(scope='module')
 def keypoint(data_file):
-    """PushT keypoint demos calibrated as `vla-safety calibrate` does; the held-out episodes."""
+    """Calibrate the PushT keypoint demos as `vla-safety calibrate` does; keep the held-out."""
     with np.load(data_file('pusht_keypoint_x356_y356.npz'), allow_pickle=False) as z:
         actions, index = z['actions'].astype(np.float64), z['episode_index']
     episodes = [actions[index == i] for i in np.unique(index)]
@@ -169,8 +169,8 @@ def test_keypoint_thresholds_separate_pauses_from_a_freeze(keypoint):
 def test_keypoint_held_out_pauses_quiet_and_freezes_caught(keypoint):
     cal, _, held = keypoint
     monitor = ActionMonitor(cal, DT, 'generic', motion=cal.motion)
-    quiet = [a for e in held for a in stream_alarms(monitor, e) if a['kind'] in ('freeze',
-                                                                                  'stall')]
+    kinds = ('freeze', 'stall')
+    quiet = [a for e in held for a in stream_alarms(monitor, e) if a['kind'] in kinds]
     assert quiet == []
     old = ActionMonitor(cal, DT, 'generic', motion=replace(cal.motion, holds=None))
     assert any(a['kind'] == 'stall' for e in held for a in stream_alarms(old, e))
