@@ -25,7 +25,8 @@ from vla_safety_filter.core.calibration import calibrate, motion_report
 from vla_safety_filter.core.costs import CostModel
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.faults import action_range, inject
-from vla_safety_filter.core.holds import HoldCalibration, HoldDetector, HoldThresholds
+from vla_safety_filter.core.holds import (armed_kinds, HoldCalibration, HoldDetector,
+                                          HoldThresholds)
 from vla_safety_filter.core.monitors import ActionMonitor
 from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.core.profiles import get_profile
@@ -231,5 +232,15 @@ def test_too_few_episodes_warn_and_keep_the_fixed_thresholds(keypoint):
     report = motion_report(few, 5, cal.alpha)
     assert report['holds']['calibrated'] is False
     assert any(w.startswith('holds:') for w in report['warnings'])
+    assert report['holds']['armed'] == ['stall']
     monitor = ActionMonitor(cal, DT, 'generic', motion=few)
     assert monitor.window_metrics()['freeze_threshold_steps'] == round(1.5 / DT)
+    frozen = np.concatenate([held[0][:20], np.repeat(held[0][19:20], 30, axis=0)])
+    kinds = [a['kind'] for a in stream_alarms(monitor, frozen) if a['step'] >= 19]
+    assert 'stall' in kinds and 'freeze' not in kinds   # as before holds: no duplicate alarm
+
+
+def test_freeze_is_armed_only_where_it_is_earlier_than_stall():
+    assert armed_kinds(HoldThresholds(19, 59, True), stall=True) == ('freeze', 'stall')
+    assert armed_kinds(HoldThresholds(15, 15, False), stall=True) == ('stall',)
+    assert armed_kinds(HoldThresholds(15, 15, False), stall=False) == ('freeze',)

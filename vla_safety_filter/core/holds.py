@@ -47,6 +47,18 @@ class HoldThresholds(NamedTuple):
     calibrated: bool   # False: the profile's fixed values (too few calibration episodes)
 
 
+def armed_kinds(thresholds: HoldThresholds, stall: bool) -> tuple[str, ...]:
+    """
+    Return the hold kinds that alarm: stall when the profile arms it; freeze when it is earlier.
+
+    An exact repeat is also inside the deadband, so every freeze run lies in a stall run at
+    least as long: with the stall armed, a freeze threshold at or above the stall threshold
+    would only duplicate its alarms (as with the fixed fallback values).
+    """
+    freeze = not stall or thresholds.freeze < thresholds.stall
+    return tuple(k for k, on in zip(HOLD_KINDS, (freeze, stall)) if on)
+
+
 def hold_flags(rows: np.ndarray, previous: np.ndarray | None,
                inv_eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
@@ -162,7 +174,8 @@ class HoldCalibration:
         limits = self.thresholds(profile, self.dt, alpha)
         longest = self.longest()
         out = {'n_episodes': self.n_episodes, 'calibrated': limits.calibrated,
-               'margin': profile.hold_margin, 'dt': self.dt}
+               'margin': profile.hold_margin, 'dt': self.dt,
+               'armed': list(armed_kinds(limits, 'stall' in profile.primary))}
         for k, kind in enumerate(HOLD_KINDS):
             per_episode = self.runs[:, k]
             out[f'{kind}_longest_run_steps'] = longest[k]

@@ -52,7 +52,7 @@ import numpy as np
 
 from .costs import CostBudget, CostModel
 from .errors import InputError
-from .holds import HoldDetector
+from .holds import armed_kinds, HoldDetector
 from .params import CalibrationData
 from .profiles import get_profile, MonitorProfile
 from .sequential import (BernoulliCusum, ConformalScorer, design_cusum, design_with_threshold,
@@ -288,10 +288,10 @@ class ActionMonitor:
         if motion.step_scale.shape != (self.dim,):
             raise InputError('motion calibration must hold one step scale per joint')
         p = self.profile
-        if motion.holds is not None:   # freeze always, stall when primary (calibrated runs)
-            self.holds = HoldDetector(
-                motion.holds.stall_eps, motion.holds.thresholds(p, self.dt, self.alpha),
-                ('freeze', 'stall') if 'stall' in p.primary else ('freeze',))
+        if motion.holds is not None:   # calibrated freeze and stall runs
+            limits = motion.holds.thresholds(p, self.dt, self.alpha)
+            self.holds = HoldDetector(motion.holds.stall_eps, limits,
+                                      armed_kinds(limits, 'stall' in p.primary))
         self.step_scorer = StepScorer(motion, p.spike_margin)
         self.step_exceed = self.step_scorer.exceedance_threshold(self.alpha)
         if motion.seam_scores is not None:
