@@ -129,6 +129,8 @@ def test_thresholds_margin_floor_and_the_fixed_fallback():
     assert enough.thresholds(profile, DT, 0.05) == HoldThresholds(19, 59, True)  # 18 + 1, 58 + 1
     quiet = HoldCalibration(np.array([[0, 2]] * 19), EPS, DT)
     assert quiet.thresholds(profile, DT, 0.05) == HoldThresholds(5, 15, True)   # the floors
+    slow = HoldCalibration(np.zeros((19, 2), dtype=np.int64), EPS, 0.2)   # 5 Hz: 2.5, 7.5 steps
+    assert slow.thresholds(profile, 0.2, 0.05) == HoldThresholds(3, 8, True)   # never below
     few = HoldCalibration(runs[:18], EPS, DT)   # 18 < (1 - 0.05) / 0.05 episodes
     assert few.thresholds(profile, DT, 0.05) == HoldThresholds(15, 15, False)
     assert few.thresholds(get_profile('generic', freeze_s=0.7), DT, 0.05).freeze == 7

@@ -147,7 +147,7 @@ class HoldCalibration:
         steps = []
         for run, floor_s in zip(self.longest(), (profile.freeze_min_s, profile.stall_min_s)):
             own = (math.ceil(profile.hold_margin * run - RANK_TOLERANCE) + 1) * self.dt
-            steps.append(max(1, round(max(own, floor_s) / dt)))
+            steps.append(max(1, math.ceil(max(own, floor_s) / dt - RANK_TOLERANCE)))
         return HoldThresholds(steps[0], steps[1], True)
 
     def to_arrays(self) -> dict:

@@ -639,7 +639,7 @@ class ActionMonitor:
         }
 
     def _hold_metrics(self) -> dict:
-        """Return the current freeze and stall runs and thresholds in steps (none without holds)."""
+        """Return the freeze and stall runs and thresholds in steps (none without holds)."""
         if self.holds is None:
             return {}
         return {f'{kind}_{what}_steps': value for kind in ('freeze', 'stall')
