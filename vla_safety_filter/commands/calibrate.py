@@ -230,12 +230,14 @@ def _summary(args, report: dict, cal_path: str) -> None:
                       f'{cusum["measured_iid_per_hour"]:.3g}/h', highlight=False)
     holds = (report.get('motion') or {}).get('holds')
     if holds:
-        console.print(f'holds ({"calibrated on" if holds["calibrated"] else "fixed, only"} '
-                      f'{holds["n_episodes"]} episodes): freeze alarm after '
-                      f'{holds["freeze_threshold_s"]:.3g} s of exactly repeated actions (longest '
-                      f'{holds["freeze_longest_run_steps"]} steps), stall after '
-                      f'{holds["stall_threshold_s"]:.3g} s below the deadband (longest '
-                      f'{holds["stall_longest_run_steps"]} steps)', highlight=False)
+        alarms = [f'{kind} after {holds[f"{kind}_threshold_s"]:.3g} s'
+                  if kind in holds['armed'] else f'{kind} not armed (not earlier than stall)'
+                  for kind in ('freeze', 'stall')]
+        console.print(f'holds ({holds["n_episodes"]} episodes, '
+                      f'{"calibrated" if holds["calibrated"] else "the fixed values"}; longest '
+                      f'exact repeat {holds["freeze_longest_run_steps"]} steps, longest below '
+                      f'the deadband {holds["stall_longest_run_steps"]}): {", ".join(alarms)}',
+                      highlight=False)
     for line in report['warnings']:
         console.print(f'[bold yellow]warning:[/] {line}', highlight=False)
     written = [args.output, cal_path] + [p for p in (args.report, args.plot) if p]
