@@ -26,7 +26,7 @@ from vla_safety_filter.core.costs import CostModel
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.faults import action_range, inject
 from vla_safety_filter.core.holds import (armed_kinds, HoldCalibration, HoldDetector,
-                                          HoldThresholds)
+                                          HoldThresholds, longest_runs)
 from vla_safety_filter.core.monitors import ActionMonitor
 from vla_safety_filter.core.params import CalibrationData
 from vla_safety_filter.core.profiles import get_profile
@@ -68,13 +68,17 @@ def segments_stream(segments: list, seed: int) -> np.ndarray:
     return np.array(rows)
 
 
-def detector_onsets(rows: np.ndarray, cuts: list, thresholds: HoldThresholds) -> list:
+def detector_onsets(rows: np.ndarray, cuts: list, thresholds: HoldThresholds,
+                    kinds=('freeze', 'stall')) -> list:
     """Stream rows through one detector in blocks ending at the sorted cut points."""
-    detector = HoldDetector(EPS, thresholds)
+    detector = HoldDetector(EPS, thresholds, kinds)
     onsets, start = [], 0
     for end in sorted(set(cuts)) + [len(rows)]:
         onsets += detector.block(rows[start:end], start)
         start = end
+    # the calibration measures whole episodes by the same definition, vectorized
+    assert longest_runs(rows, 1.0 / EPS) == (detector.longest['freeze'],
+                                             detector.longest['stall'])
     return onsets
 
 
@@ -92,6 +96,9 @@ def test_onsets_are_the_definition_whatever_the_blocks(segments, seed, data, fre
     limits = HoldThresholds(freeze_n, stall_n, True)
     assert detector_onsets(rows, cuts, limits) == want
     assert detector_onsets(rows, list(range(len(rows))), limits) == want   # one row per block
+    for kind in ('freeze', 'stall'):   # a disarmed kind raises nothing, the other is unchanged
+        only = [onset for onset in want if onset[0] == kind]
+        assert detector_onsets(rows, cuts, limits, (kind,)) == only
 
 
 def test_exact_freeze_alarms_at_its_threshold_and_not_one_step_earlier():

@@ -190,11 +190,13 @@ class HoldDetector:
     """
     Streaming freeze and stall runs with one alarm per run that reaches its threshold.
 
-    Exact whatever the blocks: the previous row and both run lengths carry across calls.
+    Exact whatever the blocks: the previous row and both run lengths carry across calls. Plain
+    floats, O(D) per row: on the few rows of a block numpy's per-call cost exceeds the arithmetic
+    (the vectorized `hold_flags` measures whole calibration episodes by the same definition).
     """
 
     def __init__(self, stall_eps, thresholds: HoldThresholds, kinds=HOLD_KINDS):
-        self.inv_eps = 1.0 / np.asarray(stall_eps, dtype=np.float64)
+        self.inv_eps = (1.0 / np.asarray(stall_eps, dtype=np.float64)).tolist()
         self.thresholds = {'freeze': int(thresholds.freeze), 'stall': int(thresholds.stall)}
         self.kinds = tuple(k for k in HOLD_KINDS if k in kinds)   # the kinds that alarm
         self.reset()
@@ -207,20 +209,29 @@ class HoldDetector:
 
     def block(self, rows: np.ndarray, t0: int) -> list[tuple[str, int]]:
         """Advance over rows [n, D] (steps t0 ...); return the alarm onsets (kind, step)."""
-        rows = np.asarray(rows, dtype=np.float64)
-        if rows.shape[0] == 0:
-            return []
-        freeze, stall, finite = hold_flags(rows, self._previous, self.inv_eps)
-        self._previous = rows[-1].copy() if finite[-1] else None
-        onsets = []
-        for kind, flags in zip(HOLD_KINDS, (freeze, stall)):
-            runs = run_lengths(flags, self.runs[kind])
-            self.runs[kind] = int(runs[-1])
-            self.longest[kind] = max(self.longest[kind], int(runs.max()))
-            if kind in self.kinds:
-                onsets += [(kind, t0 + int(i))
-                           for i in np.flatnonzero(runs == self.thresholds[kind])]
-        return sorted(onsets, key=lambda onset: onset[1])
+        runs, longest, onsets = self.runs, self.longest, []
+        freeze_at, stall_at = (self.thresholds[k] if k in self.kinds else -1 for k in HOLD_KINDS)
+        previous = self._previous
+        for i, row in enumerate(np.asarray(rows, dtype=np.float64).tolist()):
+            if not all(map(math.isfinite, row)):
+                runs['freeze'] = runs['stall'] = 0
+                previous = None
+                continue
+            held = previous is not None
+            freeze = held and row == previous
+            stall = freeze or held and all(abs(a - b) * e < 1.0
+                                           for a, b, e in zip(row, previous, self.inv_eps))
+            runs['freeze'] = runs['freeze'] + 1 if freeze else 0
+            runs['stall'] = runs['stall'] + 1 if stall else 0
+            if runs['freeze'] == freeze_at:
+                onsets.append(('freeze', t0 + i))
+            if runs['stall'] == stall_at:
+                onsets.append(('stall', t0 + i))
+            longest['freeze'] = max(longest['freeze'], runs['freeze'])
+            longest['stall'] = max(longest['stall'], runs['stall'])
+            previous = row
+        self._previous = previous
+        return onsets
 
     def active(self, kind: str) -> bool:
         """Return whether the current run of `kind` has reached its threshold (alarm holds)."""
