@@ -55,7 +55,7 @@ def reference_onsets(rows: np.ndarray, freeze_n: int, stall_n: int) -> list:
 
 
 def segments_stream(segments: list, seed: int) -> np.ndarray:
-    """Rows from (kind, length) segments: move, freeze (exact repeats), wander (in deadband)."""
+    """Rows from (kind, length) segments: move, freeze, wander (in deadband), gap (NaN, inf)."""
     rng = np.random.default_rng(seed)
     rows, last = [], np.zeros(2)
     for kind, length in segments:
@@ -64,7 +64,8 @@ def segments_stream(segments: list, seed: int) -> np.ndarray:
                 last = last + rng.choice([-1.0, 1.0], size=2) * EPS * rng.uniform(1.0, 3.0, 2)
             elif kind == 'wander':
                 last = last + rng.uniform(-0.9, 0.9, size=2) * EPS
-            rows.append(np.full(2, np.nan) if kind == 'nan' else last.copy())
+            gap = np.array([np.nan, np.nan] if rng.random() < 0.5 else [np.inf, last[1]])
+            rows.append(gap if kind == 'gap' else last.copy())
     return np.array(rows)
 
 
@@ -82,7 +83,7 @@ def detector_onsets(rows: np.ndarray, cuts: list, thresholds: HoldThresholds,
     return onsets
 
 
-SEGMENTS = st.lists(st.tuples(st.sampled_from(['move', 'freeze', 'wander', 'nan']),
+SEGMENTS = st.lists(st.tuples(st.sampled_from(['move', 'freeze', 'wander', 'gap']),
                               st.integers(1, 14)), min_size=1, max_size=12)
 
 

@@ -59,30 +59,27 @@ def armed_kinds(thresholds: HoldThresholds, stall: bool) -> tuple[str, ...]:
     return tuple(k for k, on in zip(HOLD_KINDS, (freeze, stall)) if on)
 
 
-def hold_flags(rows: np.ndarray, previous: np.ndarray | None,
-               inv_eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hold_flags(rows: np.ndarray, inv_eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
-    Per row: whether it repeats the row before exactly, whether it stays inside the deadband.
+    Per row of an episode: whether it repeats the row before exactly, whether it stays inside.
 
-    `previous` is the row before rows[0] (None: none, as after a reset or a gap). Returns
-    (freeze, stall, finite) flags; a row or a predecessor that is not finite holds nothing.
+    The first row, a row that is not finite and the row after it hold nothing (no predecessor).
     """
     finite = np.isfinite(rows).all(axis=1)
-    before = np.empty_like(rows)
-    before[0] = np.nan if previous is None else previous
-    before[1:] = rows[:-1]
-    valid = finite & np.isfinite(before).all(axis=1)
-    step = rows - before
-    freeze = valid & (rows == before).all(axis=1)
-    stall = valid & (np.abs(step) * inv_eps < 1.0).all(axis=1)
-    return freeze, stall, finite
+    valid = np.zeros(rows.shape[0], dtype=bool)
+    valid[1:] = finite[1:] & finite[:-1]
+    freeze = valid.copy()
+    stall = valid.copy()
+    freeze[1:] &= (rows[1:] == rows[:-1]).all(axis=1)
+    with np.errstate(invalid='ignore'):   # inf - inf in rows that are not valid anyway
+        stall[1:] &= (np.abs(np.diff(rows, axis=0)) * inv_eps < 1.0).all(axis=1)
+    return freeze, stall
 
 
-def run_lengths(flags: np.ndarray, carry: int = 0) -> np.ndarray:
-    """Length of the current run of true flags at each row, continuing a run of `carry`."""
+def run_lengths(flags: np.ndarray) -> np.ndarray:
+    """Length of the current run of true flags at each row."""
     idx = np.arange(flags.size)
-    last_break = np.maximum.accumulate(np.where(flags, -1, idx))
-    return np.where(last_break < 0, carry + idx + 1, idx - last_break)
+    return idx - np.maximum.accumulate(np.where(flags, -1, idx))
 
 
 def longest_runs(episode: np.ndarray, inv_eps: np.ndarray) -> tuple[int, int]:
@@ -90,7 +87,7 @@ def longest_runs(episode: np.ndarray, inv_eps: np.ndarray) -> tuple[int, int]:
     rows = np.asarray(episode, dtype=np.float64)
     if rows.shape[0] == 0:
         return 0, 0
-    freeze, stall, _ = hold_flags(rows, None, inv_eps)
+    freeze, stall = hold_flags(rows, inv_eps)
     return int(run_lengths(freeze).max()), int(run_lengths(stall).max())
 
 
