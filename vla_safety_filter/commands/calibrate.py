@@ -228,6 +228,16 @@ def _summary(args, report: dict, cal_path: str) -> None:
                       f'false alarms/h there; the i.i.d. design h {cusum["h_iid"]:.3g} '
                       f'(promises {cusum["iid_design_per_hour"]:g}/h) gave '
                       f'{cusum["measured_iid_per_hour"]:.3g}/h', highlight=False)
+    holds = (report.get('motion') or {}).get('holds')
+    if holds:
+        alarms = [f'{kind} after {holds[f"{kind}_threshold_s"]:.3g} s'
+                  if kind in holds['armed'] else f'{kind} not armed (not earlier than stall)'
+                  for kind in ('freeze', 'stall')]
+        console.print(f'holds ({holds["n_episodes"]} episodes, '
+                      f'{"calibrated" if holds["calibrated"] else "the fixed values"}; longest '
+                      f'exact repeat {holds["freeze_longest_run_steps"]} steps, longest below '
+                      f'the deadband {holds["stall_longest_run_steps"]}): {", ".join(alarms)}',
+                      highlight=False)
     for line in report['warnings']:
         console.print(f'[bold yellow]warning:[/] {line}', highlight=False)
     written = [args.output, cal_path] + [p for p in (args.report, args.plot) if p]

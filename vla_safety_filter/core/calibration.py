@@ -334,7 +334,7 @@ def calibrate(episodes: list[np.ndarray], joint_names, dt: float, alpha: float =
     motion_idx = _motion_subset(arrays, cal_idx, seed)
     motion = one_step('calibrating motion scores', progress, lambda: _motion_calibration(
         [arrays[i] for i in motion_idx], sigma, dt, alpha, seed,
-        np.split(frame_scores, lengths)))
+        np.split(frame_scores, lengths), velocity_scale))
     data = CalibrationData(joint_names=names, mu=mu, sigma=sigma, scores=scores,
                            velocity_scale=velocity_scale, q=q, alpha=float(alpha), dt=float(dt),
                            motion=motion)
@@ -407,11 +407,13 @@ def _motion_subset(arrays: list[np.ndarray], cal_idx: np.ndarray, seed: int) -> 
 
 
 def _motion_calibration(episodes: list[np.ndarray], sigma: np.ndarray, dt: float, alpha: float,
-                        seed: int, position_scores: list[np.ndarray]) -> MotionCalibration | None:
+                        seed: int, position_scores: list[np.ndarray],
+                        velocity_scale: np.ndarray) -> MotionCalibration | None:
     """
-    Return step, seam and window scores and both CUSUMs' measured thresholds (default profile).
+    Return step, seam and window scores, holds and both CUSUMs' thresholds (default profile).
 
-    The position CUSUM is measured on the score episodes' position scores `position_scores`.
+    The position CUSUM is measured on the score episodes' position scores `position_scores`;
+    the stall runs below the deadband of the calibrated `velocity_scale`.
     """
     if not any(e.shape[0] >= 3 for e in episodes):
         return None
@@ -419,7 +421,7 @@ def _motion_calibration(episodes: list[np.ndarray], sigma: np.ndarray, dt: float
     motion = MotionCalibration.from_episodes(episodes, sigma, dt=dt, alpha=alpha,
                                              rho=profile.cusum_rho,
                                              target_per_hour=1.0 / profile.cusum_arl0_hours,
-                                             seed=seed)
+                                             seed=seed, velocity_scale=velocity_scale)
     return replace(motion, position_cusum=position_run_length(
         position_scores, dt, alpha, profile.cusum_rho, 1.0 / profile.cusum_arl0_hours, seed))
 
@@ -430,7 +432,8 @@ def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: floa
 
     `cusum` holds the threshold measured on held-out episodes beside the i.i.d. design (`h_iid`)
     and the false alarms per hour each gives on those episodes (`measured_per_hour`,
-    `measured_iid_per_hour`) against the design value (`iid_design_per_hour`).
+    `measured_iid_per_hour`) against the design value (`iid_design_per_hour`); `holds` the
+    longest freeze and stall runs and the default profile's alarm thresholds from them.
     """
     if motion is None:
         return None
@@ -443,6 +446,8 @@ def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: floa
               'cusum': None if motion.cusum is None else motion.cusum.to_dict(),
               'position_cusum': (None if motion.position_cusum is None
                                  else motion.position_cusum.to_dict()),
+              'holds': (None if motion.holds is None
+                        else motion.holds.report(PROFILES[DEFAULT_PROFILE], alpha)),
               'warnings': []}
     needed = min_episodes(alpha)
     if n_episodes < needed:
@@ -454,6 +459,11 @@ def motion_report(motion: MotionCalibration | None, n_episodes: int, alpha: floa
             f'motion CUSUM: fewer than {MIN_RUN_LENGTH_EPISODES} episodes, too few to measure '
             f'in-control run lengths; it keeps the i.i.d. design, thinned to one sample per '
             f'motion_stride_s')
+    holds = report['holds']
+    if holds is not None and not holds['calibrated']:
+        report['warnings'].append(
+            f'holds: {holds["n_episodes"]} calibration episode(s), fewer than {needed}: the '
+            f'freeze and stall alarms keep the fixed freeze_s and stall_s of the profile')
     return report
 
 

@@ -49,6 +49,7 @@ DEFAULT_COSTS = {
     # monitor alarms, charged once per alarm onset
     'alarm.nonfinite': 2.0, 'alarm.shape': 2.0, 'alarm.cusum': 3.0, 'alarm.reversal': 2.0,
     'alarm.jerk': 2.0, 'alarm.coherence': 2.0, 'alarm.spectral': 2.0, 'alarm.stall': 2.0,
+    'alarm.freeze': 2.0,
 }
 
 

@@ -31,6 +31,8 @@ every step when its threshold was measured on held-out episodes (autocorrelation
 thinned with the i.i.d. design. Window score: nearest-neighbour distance of the recent
 (position, velocity) window to the demonstrations (`window_spike` past the margin); seam score:
 a new chunk's first point against the executed trajectory (`check_seam`, `seam_spike`).
+Holds (with the motion calibration's hold runs, core.holds): `freeze` when a run of exactly
+repeated actions, `stall` when a run below the deadband, reaches its calibrated threshold.
 Alarms use jerk_norm = jerk_rms * dt^2 (dimensionless). A non-finite or wrong-length action is an
 alarm at once and becomes a gap: every contribution that would use it is zero and counted out,
 so no NaN reaches a sum. Metrics and scores advance in blocks of profile.block_s (alarm steps
@@ -53,6 +55,7 @@ import numpy as np
 
 from .costs import CostBudget, CostModel
 from .errors import InputError
+from .holds import armed_kinds, HoldDetector
 from .params import CalibrationData
 from .profiles import get_profile, MonitorProfile
 from .sequential import (BernoulliCusum, ConformalScorer, design_cusum, design_with_threshold,
@@ -334,18 +337,23 @@ class ActionMonitor:
         self._keep = max(self.spectral_window + 1, span)  # past rows a block looks at (>= 9)
         self._hist = np.empty((self._keep + HISTORY_BLOCKS * self.block, self.dim))
         self._steps = _StepWindow(self.inv_eps.tolist(), self.window)
-        self._armed = [k for k in ('reversal', 'jerk', 'coherence', 'stall') if k in p.primary]
+        self._armed = [k for k in ('reversal', 'jerk', 'coherence', 'stall') if k in p.primary
+                       and not (k == 'stall' and self.holds is not None)]  # holds' stall instead
         self.reset_episode()
 
     def _init_motion(self, motion: MotionCalibration | None) -> None:
         """Step, seam and window scorers and the motion CUSUM; all disarmed without motion data."""
-        self.step_scorer = self.seam_scorer = self.window_scorer = None
+        self.step_scorer = self.seam_scorer = self.window_scorer = self.holds = None
         self.run_length = None
         if motion is None:
             return
         if motion.step_scale.shape != (self.dim,):
             raise InputError('motion calibration must hold one step scale per joint')
         p = self.profile
+        if motion.holds is not None:   # calibrated freeze and stall runs
+            limits = motion.holds.thresholds(p, self.dt, self.alpha)
+            self.holds = HoldDetector(motion.holds.stall_eps, limits,
+                                      armed_kinds(limits, 'stall' in p.primary))
         self.step_scorer = StepScorer(motion, p.spike_margin)
         self.step_exceed = self.step_scorer.exceedance_threshold(self.alpha)
         if motion.seam_scores is not None:
@@ -384,7 +392,8 @@ class ActionMonitor:
         self._steps.reset()
         self._stall = 0
         self._active = dict.fromkeys(('nonfinite', 'shape', 'reversal', 'jerk', 'coherence',
-                                      'spectral', 'stall', 'step_spike', 'window_spike'),
+                                      'spectral', 'stall', 'step_spike', 'window_spike',
+                                      'freeze'),
                                      False)
         self._next_spectral = self.spectral_window - 1
         self._last_score = float('nan')
@@ -392,6 +401,8 @@ class ActionMonitor:
         self.cusum.reset()
         if self.step_scorer is not None:
             self.motion_cusum.reset()
+        if self.holds is not None:
+            self.holds.reset()
         self._last_step_score = float('nan')
         self._step_stats = [0, 0, 0.0]  # scored steps, exceedances, largest score
         self._window_stats = [0, 0, 0.0]
@@ -484,6 +495,8 @@ class ActionMonitor:
         t0, end = self.step_count - n, self._end
         raised = self._cusum_block(self._hist[end - n:end], t0) + self._motion_block(end, n, t0)
         raised += self._metrics_block(end, n, t0)
+        if self.holds is not None:
+            raised += self._hold_block(self._hist[end - n:end], t0)
         if self.step_count - 1 >= self._next_spectral:
             raised += self._spectral_check(self.step_count - 1)
         self._compact()
@@ -549,6 +562,15 @@ class ActionMonitor:
             last = max(i for i, s in enumerate(scores) if s == s)
             self._last_window = [features[last], None]
         return self._onsets([s > scorer.spike_score for s in scores], t0, 'window_spike')
+
+    def _hold_block(self, rows: np.ndarray, t0: int) -> tuple:
+        """Freeze and stall runs of the block (core.holds): one alarm per run at its threshold."""
+        raised = ()
+        for kind, step in self.holds.block(rows, t0):
+            raised += self._raise(kind, step)
+        for kind in self.holds.kinds:
+            self._active[kind] = self.holds.active(kind)
+        return raised
 
     def _onsets(self, hits: list, t0: int, kind: str, first: int = 0) -> tuple:
         """
@@ -951,7 +973,16 @@ class ActionMonitor:
             'nonfinite_steps': self._bad_steps,
             'alarms': sum(self.alarm_counts.values()),
             **self._motion_metrics(),
+            **self._hold_metrics(),
         }
+
+    def _hold_metrics(self) -> dict:
+        """Return the freeze and stall runs and thresholds in steps (none without holds)."""
+        if self.holds is None:
+            return {}
+        return {f'{kind}_{what}_steps': value for kind in ('freeze', 'stall')
+                for what, value in (('run', self.holds.runs[kind]),
+                                    ('threshold', self.holds.thresholds[kind]))}
 
     def _motion_metrics(self) -> dict:
         """Diagnostic values of the step score (none when motion calibration is absent)."""
@@ -1029,6 +1060,8 @@ class ActionMonitor:
                                        if self._window_stats[0] else 0.0),
             'window_score_max': self._window_stats[2],
             'seam_score_max': self._seam[1],
+            **({} if self.holds is None else
+               {f'{kind}_longest_run_steps': n for kind, n in self.holds.longest.items()}),
         }
 
 

@@ -52,6 +52,10 @@ class MonitorProfile:
     spectral_window_s: float = 3.0    # the FFT metric's window (resolution 1 / this, in Hz)
     spectral_period_s: float = 0.5    # how often the FFT metric is computed
     stall_s: float = 1.5              # alarm after this long with no joint above the deadband
+    freeze_s: float = 1.5             # exact repeats (with too few episodes to calibrate holds)
+    hold_margin: float = 1.2          # calibrated hold alarm: margin * longest run + one step
+    freeze_min_s: float = 0.5         # floor of the calibrated freeze threshold
+    stall_min_s: float = 1.5          # floor of the calibrated stall threshold
     cusum_rho: float = 3.0            # CUSUM out-of-control exceedance rate = rho * alpha
     cusum_arl0_hours: float = 10.0    # in-control average run length target of the CUSUM
     cusum_stride_s: float = 1.0       # CUSUM sees one p-value per stride (decorrelation)

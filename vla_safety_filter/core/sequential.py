@@ -36,7 +36,9 @@ import math
 import numpy as np
 
 from .errors import InputError
+from .holds import HoldCalibration
 from .params import CalibrationData
+from .profiles import DEFAULT_PROFILE, PROFILES
 
 CHAIN_RESOLUTION = 64   # grid points per up-step of the embedded chain (cost independent of alpha)
 MAX_CHAIN_STATES = 4096  # a threshold needing more grid points is refused as out of reach
@@ -423,8 +425,9 @@ class MotionCalibration:
     accel_scale_j), NaN when a_{t-2..t} is not finite. `scores` are the sorted calibration scores,
     each episode scored on its own (no jump across episode seams). Optional, when calibrated with
     a control period: `cusum` (the motion CUSUM's run-length threshold), `seam_scores` (sorted
-    chunk-seam scores: the increment part of the step score) and `windows` (the
-    nearest-neighbour window score, core.windows.WindowCalibration).
+    chunk-seam scores: the increment part of the step score), `windows` (the
+    nearest-neighbour window score, core.windows.WindowCalibration) and `holds` (the longest
+    freeze and stall runs per episode, core.holds.HoldCalibration).
     """
 
     step_scale: np.ndarray
@@ -434,19 +437,22 @@ class MotionCalibration:
     seam_scores: np.ndarray | None = None
     windows: object = None
     position_cusum: RunLengthThreshold | None = None   # set by calibrate (needs mu, sigma)
+    holds: HoldCalibration | None = None
 
     ARRAY_KEYS = ('motion_step_scale', 'motion_accel_scale', 'motion_scores')
 
     @classmethod
     def from_episodes(cls, episodes, sigma, floor: float = 1e-3, dt: float | None = None,
                       alpha: float = 0.05, rho: float = 3.0, target_per_hour: float = 0.1,
-                      seed: int = 0) -> 'MotionCalibration':
+                      seed: int = 0, velocity_scale=None) -> 'MotionCalibration':
         """
         Scales = per-joint RMS over the calibration episodes (floored at floor * sigma_j).
 
         With `dt`, also the run-length CUSUM threshold, seam scores and window scores, each
         measured out of fold: the episodes are halved (seeded) and each half is scored against
-        a calibration of the other half, so the measurement sees unseen episodes.
+        a calibration of the other half, so the measurement sees unseen episodes; and the hold
+        runs of every episode, below the default profile's deadband of `velocity_scale` (the
+        calibration's; None: the std of the episodes' velocities).
         """
         arrays = [np.asarray(e, dtype=np.float64) for e in episodes]
         base = cls._fit([e for e in arrays if len(e) >= 3], sigma, floor)
@@ -466,7 +472,9 @@ class MotionCalibration:
         seams = np.sort(np.concatenate([seam_scores(e, base.step_scale) for e in arrays]))
         windows = WindowCalibration.from_folds(folds, base.step_scale, dt, seed) \
             if all(folds) else None
-        return replace(base, cusum=cusum, seam_scores=seams, windows=windows)
+        holds = HoldCalibration.from_episodes(
+            arrays, _stall_eps(arrays, sigma, floor, dt, velocity_scale), dt)
+        return replace(base, cusum=cusum, seam_scores=seams, windows=windows, holds=holds)
 
     @classmethod
     def _fit(cls, episodes: list[np.ndarray], sigma, floor: float) -> 'MotionCalibration':
@@ -495,6 +503,8 @@ class MotionCalibration:
             arrays['motion_seam_scores'] = self.seam_scores
         if self.windows is not None:
             arrays.update(self.windows.to_arrays())
+        if self.holds is not None:
+            arrays.update(self.holds.to_arrays())
         return arrays
 
     @classmethod
@@ -517,7 +527,19 @@ class MotionCalibration:
         windows = WindowCalibration.from_arrays(arrays, step.size)
         position = RunLengthThreshold.from_array(arrays['motion_position_cusum']) \
             if 'motion_position_cusum' in arrays else None
-        return cls(step, accel, np.sort(scores), cusum, seams, windows, position)
+        holds = HoldCalibration.from_arrays(arrays, step.size)
+        return cls(step, accel, np.sort(scores), cusum, seams, windows, position, holds)
+
+
+def _stall_eps(episodes: list[np.ndarray], sigma, floor: float, dt: float,
+               velocity_scale) -> np.ndarray:
+    """Return the default profile's stall deadband per joint, deadband * velocity_scale * dt."""
+    if velocity_scale is None:
+        steps = np.concatenate([np.diff(e, axis=0) for e in episodes if len(e) >= 2])
+        velocity_scale = steps[np.isfinite(steps).all(axis=1)].std(axis=0) / dt
+    low = floor * np.asarray(sigma, dtype=np.float64)
+    typical = np.maximum(np.asarray(velocity_scale, dtype=np.float64) * dt, low)
+    return PROFILES[DEFAULT_PROFILE].deadband * typical
 
 
 def _halves(episodes: list, seed: int) -> tuple[list, list]:
