@@ -23,12 +23,14 @@ freezes, spikes, interleaved charges, block lengths of 1, 2 and 5 steps); and a 
 on stepping after a scored episode reports what it would have after stepping all of it.
 """
 import copy
+from dataclasses import replace
 import json
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 from test_monitor_golden import _bad_input, _episodes, _monitor, SCENARIOS, STREAMS
+from vla_safety_filter.core.holds import HoldCalibration
 from vla_safety_filter.core.monitors import (ActionMonitor, AlarmScan, spectral_low_ratio,
                                              spectral_low_ratios)
 from vla_safety_filter.core.params import CalibrationData
@@ -103,21 +105,30 @@ def test_scoring_a_golden_episode_equals_stepping_it(streams, name):
 
 
 # ---- hypothesis: random corruptions of real episodes -----------------------------------------
-CONFIGS = {   # name: (golden scenario whose calibration is used, dt): blocks of 1, 2, 5 steps
-    'pusht_10hz': ('pusht_generic', None),
-    'pusht_20hz_chunked': ('pusht_chunked', 0.05),
-    'aloha_50hz': ('aloha_generic', None),
-    'aloha_plain_flow': ('aloha_flow_plain', None),
+CONFIGS = {   # name: (golden scenario whose calibration is used, dt, with calibrated holds)
+    'pusht_10hz': ('pusht_generic', None, False),          # blocks of 1, 2 and 5 steps
+    'pusht_20hz_chunked': ('pusht_chunked', 0.05, False),
+    'aloha_50hz': ('aloha_generic', None, False),
+    'aloha_plain_flow': ('aloha_flow_plain', None, False),
+    'pusht_10hz_holds': ('pusht_generic', None, True),
+    'aloha_50hz_holds': ('aloha_generic', None, True),
 }
+# 20 calibration episodes whose longest runs were 3 repeated and 8 still steps: short freeze
+# and stall thresholds, so that the corrupted streams' freezes raise both alarms
+HOLD_RUNS = np.tile([3, 8], (20, 1))
 
 
 def _built(name: str) -> ActionMonitor:
-    scenario, dt = CONFIGS[name]
+    scenario, dt, holds = CONFIGS[name]
     monitor = _monitor(scenario)
-    if dt is None:
+    if dt is None and not holds:
         return monitor
     cal: CalibrationData = monitor.calibration
-    return ActionMonitor(cal, dt, monitor.profile, motion=cal.motion)
+    motion = cal.motion
+    if holds:
+        eps = monitor.profile.deadband * monitor.velocity_scale * monitor.dt
+        motion = replace(motion, holds=HoldCalibration(HOLD_RUNS, eps, monitor.dt))
+    return ActionMonitor(cal, dt or monitor.dt, monitor.profile, motion=motion)
 
 
 @pytest.fixture(scope='module')
@@ -227,4 +238,23 @@ def test_scanning_chunks_finds_the_alarms_stepping_raises(monitors, config, data
         size = data.draw(st.integers(1, 12))
         got.update(scan.scan(actions[k:k + size]))
         k += size
+    assert {s: a for s, a in got.items() if s < len(actions)} == want
+
+
+@pytest.mark.parametrize('config', ['pusht_10hz_holds', 'aloha_50hz_holds'])
+def test_holds_scored_at_once_equal_stepping_and_alarm(streams, config):
+    """A long freeze (freeze, then stall alarms) and a NaN inside one: as stepping raises them."""
+    stepped, scored = _built(config), _built(config)
+    rows = _episodes(streams, CONFIGS[config][0].split('_')[0])[0][:130].copy()
+    rows[20:120] = rows[20]
+    actions = list(rows)
+    actions[100] = np.full(rows.shape[1], np.nan)
+    whole = assert_same(stepped, scored, actions, charges_of(len(actions), 7), EARLY)
+    assert {'freeze', 'stall'} <= set(whole['alarm_counts'])
+    stepped.reset_episode()
+    want = {k: status.alarms for k, action in enumerate(actions)
+            if (status := stepped.update(action)).alarms}
+    scan, got = AlarmScan(stepped), {}
+    for k in range(0, len(actions), 8):
+        got.update(scan.scan(actions[k:k + 8]))
     assert {s: a for s, a in got.items() if s < len(actions)} == want

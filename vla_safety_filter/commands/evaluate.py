@@ -152,7 +152,8 @@ def run(args) -> int:
             settings = replace(settings, motion=MotionCalibration.from_episodes(
                 seen, settings.calibration.sigma, dt=settings.dt,
                 alpha=settings.calibration.alpha, rho=profile.cusum_rho,
-                target_per_hour=1.0 / profile.cusum_arl0_hours, seed=args.seed))
+                target_per_hour=1.0 / profile.cusum_arl0_hours, seed=args.seed,
+                velocity_scale=settings.calibration.velocity_scale))
             if settings.calibration.motion is not None:   # measured with the file's mu, sigma
                 settings = replace(settings, motion=replace(
                     settings.motion, position_cusum=settings.calibration.motion.position_cusum))

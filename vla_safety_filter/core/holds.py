@@ -193,7 +193,8 @@ class HoldDetector:
     """
 
     def __init__(self, stall_eps, thresholds: HoldThresholds, kinds=HOLD_KINDS):
-        self.inv_eps = (1.0 / np.asarray(stall_eps, dtype=np.float64)).tolist()
+        self._inv_eps = 1.0 / np.asarray(stall_eps, dtype=np.float64)
+        self.inv_eps = self._inv_eps.tolist()
         self.thresholds = {'freeze': int(thresholds.freeze), 'stall': int(thresholds.stall)}
         self.kinds = tuple(k for k in HOLD_KINDS if k in kinds)   # the kinds that alarm
         self.reset()
@@ -229,6 +230,16 @@ class HoldDetector:
             previous = row
         self._previous = previous
         return onsets
+
+    def episode_runs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Return each kind's run at every row of an episode from its start, as `block` counts."""
+        return dict(zip(HOLD_KINDS, map(run_lengths, hold_flags(rows, self._inv_eps))))
+
+    def resume(self, runs: dict[str, np.ndarray], last_row: np.ndarray) -> None:
+        """Take the state `block` leaves after an episode's first rows (runs: `episode_runs`)."""
+        self.runs = {kind: int(r[-1]) for kind, r in runs.items()}
+        self.longest = {kind: int(r.max()) for kind, r in runs.items()}
+        self._previous = last_row.tolist() if np.isfinite(last_row).all() else None
 
     def active(self, kind: str) -> bool:
         """Return whether the current run of `kind` has reached its threshold (alarm holds)."""

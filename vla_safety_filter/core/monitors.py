@@ -46,6 +46,7 @@ episode, block order kept where results depend on it: identical to stepping `upd
 from __future__ import annotations
 
 from collections import deque
+import copy
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 import math
@@ -75,6 +76,7 @@ FAULT_KINDS = ('', 'nonfinite', 'shape')  # a recorded row's fault, by code (sco
 FAULT, FLUSH, FLUSHED, INTERVENTIONS, COSTS, LAST_FLUSH, LAST_FLUSHED = range(7)
 RANKS = {'cusum': 1, 'step_spike': 2, 'motion_cusum': 3, 'window_spike': 4,
          'reversal': 5, 'jerk': 6, 'coherence': 7, 'stall': 8, 'spectral': 10}
+HOLD_RANK = 9   # core.holds' freeze and stall (by step, freeze first, as the detector raises)
 _FLOAT64 = np.dtype(np.float64)  # the per-step path takes float64 rows as they are
 
 
@@ -743,6 +745,10 @@ class ActionMonitor:
         for kind in self._armed:
             hits = scored.hits[kind] = self._hit(kind, scored.metrics)
             hits[:self.window - 1] = False    # alarms only once the window is full
+        if self.holds is not None:    # a run alarms as it reaches its threshold
+            scored.holds = self.holds.episode_runs(rows)
+            for kind in self.holds.kinds:
+                scored.hits[kind] = scored.holds[kind] >= self.holds.thresholds[kind]
         scored.onsets = {kind: _onset_steps(hits) for kind, hits in scored.hits.items()}
         return scored
 
@@ -800,7 +806,11 @@ class ActionMonitor:
                 self._last_window = [scored.features[finite[-1]].tolist(), None]
         flags = {kind: hits[:n] for kind, hits in scored.hits.items()}
         for kind, onsets in scored.onsets.items():
-            raised += self._keyed(onsets[onsets < n], kind, n)
+            raised += self._keyed(onsets[onsets < n], kind, n,
+                                  HOLD_RANK if kind in scored.holds else RANKS[kind])
+        if self.holds is not None:
+            self.holds.resume({kind: runs[:n] for kind, runs in scored.holds.items()},
+                              scored.x[self._keep + n - 1])
         self._take_metrics(scored, n)
         spectral, flags['spectral'] = self._take_spectral(scored, n)
         self._replay(sorted(raised + spectral), charges, scored.faults[:n], flags)
@@ -811,14 +821,15 @@ class ActionMonitor:
         self.step_count = n
         self._hist[:self._keep] = scored.x[n:n + self._keep]
 
-    def _keyed(self, steps, kind: str, n: int) -> list:
+    def _keyed(self, steps, kind: str, n: int, rank: int | None = None) -> list:
         """Return alarms of `kind` at `steps` keyed by the flush raising them (episode of n)."""
         if not len(steps):
             return []
         steps = np.asarray(steps, dtype=np.int64)
         ends = (steps // self.block + 1) * self.block - 1
         keys = np.where(ends < n, 8 * ends + FLUSH, 8 * (n - 1) + LAST_FLUSH)
-        return [(key, RANKS[kind], step, kind) for key, step in zip(keys.tolist(), steps.tolist())]
+        rank = RANKS[kind] if rank is None else rank
+        return [(key, rank, step, kind) for key, step in zip(keys.tolist(), steps.tolist())]
 
     def _fault_onsets(self, faults: np.ndarray) -> list:
         """Return the alarms of non-finite and malformed rows: one per kind and run of them."""
@@ -1091,6 +1102,9 @@ class AlarmScan:
         self.next_spectral = m.spectral_window - 1
         self.low = False
         self.pending: list = []    # alarms of an update beyond the known rows
+        self.holds = None if m.holds is None else copy.deepcopy(m.holds)
+        if self.holds is not None:
+            self.holds.reset()
 
     def scan(self, actions) -> dict:
         """Take the next actions; return {step: alarms its update raises} for decided steps."""
@@ -1111,6 +1125,9 @@ class AlarmScan:
         if m.window_scorer is not None:
             raised += self._onsets(self._window_spikes(x), 'window_spike')
         raised += self._metrics(x, n) + self._spectral(x, n)
+        if self.holds is not None:
+            for kind, step in self.holds.block(rows, t0):
+                raised += self._keyed([step - t0], kind, HOLD_RANK)
         self.rows, self.step = x[-c:], t0 + n
         raised.sort()
         decided = 8 * self.step
@@ -1139,13 +1156,14 @@ class AlarmScan:
             scorer.hint = int(nearest[-1])
         return spikes
 
-    def _keyed(self, steps, kind: str) -> list:
+    def _keyed(self, steps, kind: str, rank: int | None = None) -> list:
         """Return alarms of `kind` at chunk `steps` keyed by the flush of their block."""
         if not len(steps):
             return []
         block = self.monitor.block
+        rank = RANKS[kind] if rank is None else rank
         steps = np.asarray(steps, dtype=np.int64) + self.step
-        return [(8 * ((step // block + 1) * block - 1) + FLUSH, RANKS[kind], step, kind)
+        return [(8 * ((step // block + 1) * block - 1) + FLUSH, rank, step, kind)
                 for step in steps.tolist()]
 
     def _faults(self, faults: np.ndarray, t0: int) -> list:
@@ -1239,6 +1257,7 @@ class _Scored:
     onsets: dict = field(default_factory=dict)    # steps where each kind's condition starts
     checks: dict = field(default_factory=dict)    # episode length -> steps of its FFT checks
     ratios: dict = field(default_factory=dict)    # FFT metric by step
+    holds: dict = field(default_factory=dict)     # core.holds run per kind and step
 
 
 def _score_stats(scores: np.ndarray, limit: float) -> tuple[list, float | None]:
