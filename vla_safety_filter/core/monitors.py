@@ -48,8 +48,9 @@ from __future__ import annotations
 from collections import deque
 import copy
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, reduce
 import math
+from operator import add
 from typing import NamedTuple
 
 import numpy as np
@@ -109,6 +110,16 @@ def _history(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
     valid = finite[1:] & finite[:-1]
     u = np.where(valid[:, None], np.diff(np.where(finite[:, None], x, 0.0), axis=0), 0.0) * inv_eps
     return u, valid
+
+
+def _added(values) -> float:
+    """
+    Add floats left to right from 0.0, as the batch path's numpy sums do.
+
+    Python 3.11's sum() of floats does exactly this; from 3.12 it compensates the rounding,
+    which would part the streaming path from the batch one in the last bits.
+    """
+    return reduce(add, values, 0.0)
 
 
 def _row_sums(x: np.ndarray) -> np.ndarray:
@@ -180,7 +191,7 @@ class _StepWindow:
              for b, a in zip(rows, rows[1:])]
         self.previous, self.u2, self.u1 = rows[-1], u[0], u[1]
         self.moving1 = u[1] is not None and any(v >= 1.0 or v <= -1.0 for v in u[1])
-        self.norm1 = 0.0 if u[1] is None else sum(v * v for v in u[1])
+        self.norm1 = 0.0 if u[1] is None else _added(v * v for v in u[1])
         for column, values in zip(self.columns, table.T.tolist()):
             column.extend(values)
 
@@ -194,7 +205,10 @@ class _StepWindow:
         row = self._contribution(u)
         for column, value in zip(self.columns, row):
             column.append(value)
-        return [sum(column) for column in self.columns], u is not None and not self.moving1
+        sums = [sum(column) for column in self.columns]   # counts: ints
+        for k in (COS_SUM, JERK_SQ):
+            sums[k] = _added(self.columns[k])
+        return sums, u is not None and not self.moving1
 
     def _contribution(self, u: list | None) -> tuple:
         """Contribution row (FLIPS ... JERK_N) of the step u; shifts the step history."""
@@ -204,16 +218,16 @@ class _StepWindow:
         moving, norm = False, 0.0
         if u is not None:
             moving = any(v >= 1.0 or v <= -1.0 for v in u)
-            norm = sum(v * v for v in u)
+            norm = _added(v * v for v in u)
             if u1 is not None:
                 pairs = [a * b for a, b in zip(u, u1)
                          if (a >= 1.0 or a <= -1.0) and (b >= 1.0 or b <= -1.0)]
                 eligible, flips = len(pairs), sum(p < 0.0 for p in pairs)
                 if moving and self.moving1:
-                    cos = sum(a * b for a, b in zip(u, u1)) / math.sqrt(norm * self.norm1)
+                    cos = _added(a * b for a, b in zip(u, u1)) / math.sqrt(norm * self.norm1)
                     cos_n = 1
                 if u2 is not None:
-                    jerk = sum(t * t for t in (a - 2.0 * b + c for a, b, c in zip(u, u1, u2)))
+                    jerk = _added(t * t for t in (a - 2.0 * b + c for a, b, c in zip(u, u1, u2)))
                     jerk_n = len(u)
         self.u1, self.u2 = u, u1
         self.moving1, self.norm1 = moving, norm
