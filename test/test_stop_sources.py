@@ -247,6 +247,7 @@ def test_the_refusal_and_diagnostics_name_who_asserts(ros):
     refused = probe.reset()
     assert not refused.success and '/teleop_estop' in refused.message
     assert wait_for(lambda: '/teleop_estop' in (_value(probe, 'stop_sources') or ''))
+    assert _value(probe, 'stop_sources_told_apart') == str(GID_IN_MESSAGE_INFO)
     estop.publish(Bool(data=False))
     assert wait_for(lambda: probe.reset().success, timeout=3)
     assert wait_for(lambda: _value(probe, 'stop_sources') == '')
@@ -277,6 +278,7 @@ def test_a_stop_under_the_events_executor_latches_and_the_filter_keeps_running()
         assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.3, 0.5, 0.9]) and 0))
         refused = probe.reset()
         assert not refused.success and '/estop' in refused.message
+        assert wait_for(lambda: _value(probe, 'stop_sources_told_apart') == 'False')
         estop.publish(Bool(data=False))
         assert wait_for(lambda: probe.reset().success, timeout=3)
         count = len(probe.commands)

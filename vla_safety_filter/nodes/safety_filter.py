@@ -39,6 +39,7 @@ from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import Executor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
+import rclpy.subscription
 from rclpy.time import Time
 from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import JointState
@@ -75,6 +76,9 @@ STOP_DEPTH = 100
 UNIDENTIFIED = 'unidentified'
 #: How often the sources of /vla/safety_stop are checked against the ROS graph (s).
 STOP_SOURCES_PERIOD = 1.0
+#: Whether this rclpy gives a subscription callback each message's publisher GID (rclpy >= 9).
+GID_IN_MESSAGE_INFO = 'publisher_gid' in getattr(
+    getattr(rclpy.subscription, 'MessageInfo', None), '__annotations__', {})
 
 
 class SafetyFilter(GatedLifecycleNode):
@@ -152,6 +156,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._stop_sources = StopSources()
         self._stop_messages = RecentMessages()
         self._stop_labels: dict[str, str] = {}
+        self._stop_told_apart = False
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, names.JOINT_STATES, self._on_joint_state, STATE_QOS)
 
@@ -445,15 +450,17 @@ class SafetyFilter(GatedLifecycleNode):
 
         Only under rclpy's Python executors: the EventsExecutor (C++) raises SystemError in
         spin_once on a callback that takes a MessageInfo (rclpy 7.1.5 and 9.1.2), so under it
-        every publisher is UNIDENTIFIED.
+        every publisher is UNIDENTIFIED, as with an rclpy that gives no GID (Jazzy's 7.1).
         """
-        if self.executor is None or isinstance(self.executor, Executor):
-            return self._on_stop
-        self.get_logger().warning(f'EventsExecutor: {names.SAFETY_STOP} publishers are not told '
-                                  "apart (it cannot pass a message's publisher); the last "
-                                  'value of any of them wins. Use executor:=single where '
-                                  'several publishers may stop the arm')
-        return lambda msg: self._on_stop(msg, None)
+        python_executor = self.executor is None or isinstance(self.executor, Executor)
+        self._stop_told_apart = python_executor and GID_IN_MESSAGE_INFO
+        if not self._stop_told_apart:
+            why = 'rclpy < 9 gives no publisher GID' if python_executor else \
+                "the EventsExecutor cannot pass a message's publisher"
+            self.get_logger().warning(f'{names.SAFETY_STOP} publishers are not told apart ({why})'
+                                      ': the last value of any of them wins; where several may '
+                                      'stop the arm use Kilted and executor:=single')
+        return self._on_stop if python_executor else lambda msg: self._on_stop(msg, None)
 
     def _on_stop(self, msg: Bool, info) -> None:
         """Record one publisher's stop value; the stop is asserted while any live one's is true."""
@@ -466,7 +473,7 @@ class SafetyFilter(GatedLifecycleNode):
             self._stop_labels.update(live)
             was = source in self._stop_sources.who
             heard = _message_id(info, source)
-            if heard is not None and self._stop_messages.repeat(heard) or \
+            if (heard is not None and self._stop_messages.repeat(heard)) or \
                     not self._stop_sources.record(source, msg.data, now, sequence):
                 return                        # heard again on the other subscription, or stale
             self._stop_sources.prune(live, now)
@@ -637,7 +644,7 @@ class SafetyFilter(GatedLifecycleNode):
             text = (f'{text}: achieved {timing["achieved_rate_hz"]:.4g} Hz below the configured '
                     f'{timing["configured_rate_hz"]:.4g} Hz')
         values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
-                  'stop_sources': asserting,
+                  'stop_sources': asserting, 'stop_sources_told_apart': self._stop_told_apart,
                   'speed_scale': ex.guard.speed_scale, 'escalation': ex.escalation_level,
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()},
                   **{f'timing.{k}': v for k, v in timing.items()}}
