@@ -24,12 +24,15 @@ monitor never releases the robot by itself.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Iterable
 
 #: A source not yet seen in the ROS graph is kept this long after its last message (s): the
 #: graph learns of a new publisher later than its first message may arrive.
 DISCOVERY_GRACE_S = 2.0
+#: Messages of a source remembered to drop a second copy (the filter hears each publisher on two
+#: subscriptions).
+HEARD = 256
 
 
 @dataclass
@@ -38,6 +41,7 @@ class _Source:
     time: float
     sequence: int | None
     seen_live: bool = False
+    heard: deque = field(default_factory=lambda: deque(maxlen=HEARD))
 
 
 class StopSources:
@@ -48,19 +52,23 @@ class StopSources:
         self._sources: dict[Hashable, _Source] = {}
 
     def record(self, source: Hashable, asserted: bool, now: float,
-               sequence: int | None = None) -> bool:
+               sequence: int | None = None, message: Hashable = None) -> bool:
         """
-        Record a source's value; return False for a repeat it already had (not applied).
+        Record a source's value; return False for a message it already had (not applied).
 
-        `sequence` is the publisher's message sequence number when known: a message heard again
-        (the filter hears each publisher on two subscriptions) or out of order is ignored.
+        A message heard again (the other subscription's copy, however late) or out of order is
+        ignored: by `message`, what tells it apart (e.g. its source timestamp), among the last
+        HEARD of the source; by `sequence`, the publisher's sequence number, when known.
         """
-        old = self._sources.get(source)
-        if old is not None and sequence is not None and old.sequence is not None \
-                and sequence <= old.sequence:
+        entry = self._sources.get(source)
+        if entry is None:
+            entry = self._sources[source] = _Source(bool(asserted), now, sequence)
+        elif message in entry.heard or (None not in (sequence, entry.sequence)
+                                        and sequence <= entry.sequence):
             return False
-        seen = old is not None and old.seen_live
-        self._sources[source] = _Source(bool(asserted), now, sequence, seen)
+        entry.asserted, entry.time, entry.sequence = bool(asserted), now, sequence
+        if message is not None:
+            entry.heard.append(message)
         return True
 
     def forget(self, source: Hashable) -> None:
@@ -97,28 +105,3 @@ class StopSources:
     def __len__(self) -> int:
         """Return the number of sources heard and not forgotten."""
         return len(self._sources)
-
-
-class RecentMessages:
-    """
-    The identities of the last `size` messages heard, to drop a message heard a second time.
-
-    The filter hears each publisher on two subscriptions; where the publisher is unknown (no
-    GID) a late copy of an old `false` must not release a newer `true`. A message's identity is
-    e.g. its (source timestamp, publication sequence number).
-    """
-
-    def __init__(self, size: int = 256):
-        self.size = size
-        self._order: deque = deque()
-        self._seen: set = set()
-
-    def repeat(self, key: Hashable) -> bool:
-        """Return whether `key` is among the last `size` heard; remember it."""
-        if key in self._seen:
-            return True
-        self._order.append(key)
-        self._seen.add(key)
-        if len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
-        return False

@@ -58,7 +58,7 @@ from ..core.escalation import Escalation, NORMAL
 from ..core.executive import Executive, HOLDING, IDLE, LATCHED, RUNNING, STOPPED
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
-from ..core.stop_sources import RecentMessages, StopSources
+from ..core.stop_sources import StopSources
 from ..core.timing import ControlTiming, GcPauses
 
 OUTPUTS = ('forward_command', 'joint_trajectory')
@@ -154,7 +154,6 @@ class SafetyFilter(GatedLifecycleNode):
         self._last_state = STOPPED
         self._braking_s = 0.0
         self._stop_sources = StopSources()
-        self._stop_messages = RecentMessages()
         self._stop_labels: dict[str, str] = {}
         self._stop_told_apart = False
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
@@ -228,7 +227,6 @@ class SafetyFilter(GatedLifecycleNode):
             self._executive = executive
             self._timing = ControlTiming(contract.dt)
             self._stop_sources, self._stop_labels = StopSources(), {}
-            self._stop_messages = RecentMessages()
         self._cmd_pub = self._brake_pub = None
         if contract.mode == 'enforce':
             msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
@@ -472,9 +470,7 @@ class SafetyFilter(GatedLifecycleNode):
                 return
             self._stop_labels.update(live)
             was = source in self._stop_sources.who
-            heard = _message_id(info, source)
-            if (heard is not None and self._stop_messages.repeat(heard)) or \
-                    not self._stop_sources.record(source, msg.data, now, sequence):
+            if not self._stop_sources.record(source, msg.data, now, sequence, _message_id(info)):
                 return                        # heard again on the other subscription, or stale
             self._stop_sources.prune(live, now)
             asserting = self._apply_stop_sources()
@@ -670,11 +666,11 @@ def _stop_source(info) -> tuple:
     return _gid_key(gid['data']), info.get('publication_sequence_number') or None
 
 
-def _message_id(info, source: str):
-    """Return what tells one message of `source` from another (None: nothing does)."""
+def _message_id(info):
+    """Return what tells one message of a publisher from another (None: nothing does)."""
     if not isinstance(info, dict) or not info.get('source_timestamp'):
         return None
-    return source, info['source_timestamp'], info.get('publication_sequence_number')
+    return info['source_timestamp'], info.get('publication_sequence_number')
 
 
 def _gid_key(data) -> str:
