@@ -36,6 +36,8 @@ from ros_harness import wait_for
 VMAX = 2.0
 #: A CPU number no test machine has: pinning to it is refused.
 NO_SUCH_CPU = 4095
+
+
 def _locked_kb(pid: int) -> int:
     """Return the process's locked memory (VmLck) in kB."""
     with open(f'/proc/{pid}/status') as fh:
