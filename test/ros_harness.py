@@ -41,10 +41,11 @@ def next_domain() -> int:
 class Harness:
     """Owns one rclpy context on its own ROS domain; add nodes, then wait for conditions."""
 
-    def __init__(self):
+    def __init__(self, make_executor=None):
+        """Spin `make_executor(context)` (default: a SingleThreadedExecutor) in a thread."""
         self.context = Context()
         rclpy.init(context=self.context, domain_id=next_domain())
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = (make_executor or SingleThreadedExecutor)(context=self.context)
         self.nodes = []
         self._thread = threading.Thread(target=spin_until_shutdown,
                                         args=(self.executor, self.context), daemon=True)

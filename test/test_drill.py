@@ -62,6 +62,21 @@ def test_conditions_are_paired_seed_by_seed(pusht_drill):
 PASSIVE = 'none,filter,drift,offset+filter,nan,nan+filter,unnormalized'
 
 
+def _equal_to_the_stepped_monitor(world, demos, safety, conditions: str):
+    """Yield each condition's episode on seeds 2 and 9, asserted equal to the stepped monitor's."""
+    settings = DrillSettings(episodes=1, seed=0, conditions=tuple(parse_conditions(conditions)),
+                             max_steps=SHORT)
+    runner = EpisodeRunner(world, make_policy(f'nn:{demos}'), safety, settings)
+    for condition in settings.conditions:
+        for seed in (2, 9):
+            episode = runner.run(condition, seed)
+            live = runner.run(condition, seed, live_monitor=True)
+            assert outcome(episode) == outcome(live), condition.name
+            for name in ('raw', 'executed', 'states'):
+                np.testing.assert_array_equal(getattr(episode, name), getattr(live, name))
+            yield episode
+
+
 def test_the_monitor_scoring_afterwards_equals_it_step_by_step(pusht_world, pusht_demos,
                                                                pusht_safety):
     """
@@ -70,19 +85,10 @@ def test_the_monitor_scoring_afterwards_equals_it_step_by_step(pusht_world, push
     Alarms, costs by kind, whole and first-steps summaries and every step are identical to the
     run with the monitor stepped beside the world, on the same seeds.
     """
-    settings = DrillSettings(episodes=1, seed=0, conditions=tuple(parse_conditions(PASSIVE)),
-                             max_steps=SHORT)
-    runner = EpisodeRunner(pusht_world, make_policy(f'nn:{pusht_demos}'), pusht_safety, settings)
     alarms = charged = 0
-    for condition in settings.conditions:
-        for seed in (2, 9):
-            after = runner.run(condition, seed)
-            live = runner.run(condition, seed, live_monitor=True)
-            assert outcome(after) == outcome(live), condition.name
-            for name in ('raw', 'executed', 'states'):
-                np.testing.assert_array_equal(getattr(after, name), getattr(live, name))
-            alarms += len(after.whole['alarms'])
-            charged += after.cost > 0
+    for after in _equal_to_the_stepped_monitor(pusht_world, pusht_demos, pusht_safety, PASSIVE):
+        alarms += len(after.whole['alarms'])
+        charged += after.cost > 0
     assert alarms > 0 and charged > 0  # the faults did raise alarms and costs to compare
 
 
@@ -97,18 +103,8 @@ def test_a_stop_found_by_scanning_chunks_equals_the_stepped_monitors(pusht_world
     The same stop step (the episode ends there), alarms, costs, summaries and every step as
     with the monitor stepped beside the world, on the same seeds.
     """
-    settings = DrillSettings(episodes=1, seed=0, conditions=tuple(parse_conditions(STOPPING)),
-                             max_steps=SHORT)
-    runner = EpisodeRunner(pusht_world, make_policy(f'nn:{pusht_demos}'), pusht_safety, settings)
-    stopped = 0
-    for condition in settings.conditions:
-        for seed in (2, 9):
-            scanned = runner.run(condition, seed)
-            live = runner.run(condition, seed, live_monitor=True)
-            assert outcome(scanned) == outcome(live), condition.name
-            for name in ('raw', 'executed', 'states'):
-                np.testing.assert_array_equal(getattr(scanned, name), getattr(live, name))
-            stopped += scanned.stopped
+    stopped = sum(scanned.stopped for scanned in _equal_to_the_stepped_monitor(
+        pusht_world, pusht_demos, pusht_safety, STOPPING))
     assert stopped >= 3   # alarms did stop episodes (at the step stepping stops them)
 
 

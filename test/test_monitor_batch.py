@@ -137,6 +137,13 @@ def monitors(streams):
     return pairs, streams
 
 
+def _drawn(monitors, config: str, data) -> tuple:
+    """Return the config's stepped and scored monitors and a real episode hypothesis drew."""
+    pairs, streams = monitors
+    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
+    return (*pairs[config], episodes[data.draw(st.integers(0, len(episodes) - 1))])
+
+
 def _corrupt(rows: np.ndarray, draw) -> list:
     """Freeze, spike, NaN, Inf and malformed rows drawn by hypothesis into a real episode."""
     rows = rows.copy()
@@ -161,13 +168,9 @@ def _corrupt(rows: np.ndarray, draw) -> list:
 @settings(max_examples=60, deadline=None)
 @given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
 def test_scoring_a_corrupted_episode_equals_stepping_it(monitors, config, data):
-    pairs, streams = monitors
-    stepped, scored = pairs[config]
-    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
-    episode = episodes[data.draw(st.integers(0, len(episodes) - 1))]
+    stepped, scored, episode = _drawn(monitors, config, data)
     start = data.draw(st.integers(0, len(episode) - 2))
-    rows = episode[start:start + data.draw(st.integers(1, 160))]
-    actions = _corrupt(rows, data.draw)
+    actions = _corrupt(episode[start:start + data.draw(st.integers(1, 160))], data.draw)
     charges = data.draw(st.none() | st.lists(
         st.tuples(st.lists(st.sampled_from(REASONS), max_size=3).map(tuple),
                   st.lists(st.sampled_from(WORLD), max_size=2).map(tuple)),
@@ -180,10 +183,7 @@ def test_scoring_a_corrupted_episode_equals_stepping_it(monitors, config, data):
 @given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
 def test_stepping_on_after_a_scored_episode_equals_stepping_throughout(monitors, config, data):
     """The scored monitor is left exactly as stepping and a summary leave it (windows, buffer)."""
-    pairs, streams = monitors
-    stepped, scored = pairs[config]
-    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
-    episode = episodes[data.draw(st.integers(0, len(episodes) - 1))]
+    stepped, scored, episode = _drawn(monitors, config, data)
     actions = _corrupt(episode[:data.draw(st.integers(20, 200))], data.draw)
     cut = data.draw(st.integers(1, len(actions) - 1))
     step_through(stepped, actions[:cut], None, None)
@@ -225,10 +225,7 @@ def test_fft_metric_of_a_batch_equals_each_window_alone(k, n, dim, seed, gaps, d
 @given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
 def test_scanning_chunks_finds_the_alarms_stepping_raises(monitors, config, data):
     """AlarmScan: each update's alarms, chunk by chunk ahead of stepping (the drill's +stop)."""
-    pairs, streams = monitors
-    stepped, _ = pairs[config]
-    episodes = _episodes(streams, CONFIGS[config][0].split('_')[0])
-    episode = episodes[data.draw(st.integers(0, len(episodes) - 1))]
+    stepped, _, episode = _drawn(monitors, config, data)
     actions = _corrupt(episode[:data.draw(st.integers(1, 200))], data.draw)
     stepped.reset_episode()
     want = {k: status.alarms for k, action in enumerate(actions)

@@ -20,7 +20,6 @@ Several publishers share /vla/safety_stop (the monitor, operator and teleop e-st
 latch it set stays until ~/reset.
 """
 import os
-import threading
 import time
 
 from hypothesis import given, settings, strategies as st
@@ -30,13 +29,12 @@ from probes import FakeArm, FilterProbe, SMALL_CONTRACT
 import pytest
 from rcl_interfaces.msg import Log
 import rclpy
-from rclpy.context import Context
 import rclpy.subscription
-from ros_harness import Harness, next_domain, wait_for
+from ros_harness import Harness, wait_for
 from std_msgs.msg import Bool
 from vla_safety_filter.core.stop_sources import StopSources
 from vla_safety_filter.names import SAFETY_STOP
-from vla_safety_filter.nodes.common import LATCHED_QOS, make_executor, spin_until_shutdown
+from vla_safety_filter.nodes.common import LATCHED_QOS, make_executor
 from vla_safety_filter.nodes.compat import events_executor
 from vla_safety_filter.nodes.safety_filter import SafetyFilter
 
@@ -253,23 +251,10 @@ def test_the_refusal_and_diagnostics_name_who_asserts(ros):
     assert wait_for(lambda: _value(probe, 'stop_sources') == '')
 
 
-class EventsHarness(Harness):
-    """The test harness spun by rclpy's EventsExecutor (what `executor:=events` runs)."""
-
-    def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=next_domain())
-        self.executor = make_executor('events', self.context)
-        self.nodes = []
-        self._thread = threading.Thread(target=spin_until_shutdown,
-                                        args=(self.executor, self.context), daemon=True)
-        self._thread.start()
-
-
 @pytest.mark.skipif(events_executor()[0] is None, reason='this rclpy has no EventsExecutor')
 def test_a_stop_under_the_events_executor_latches_and_the_filter_keeps_running():
     """Its spin_once raises SystemError on a callback taking a MessageInfo: none is given it."""
-    ros = EventsHarness()
+    ros = Harness(lambda context: make_executor('events', context))
     try:
         arm, probe = _pipeline(ros)
         _stream_for(probe, 0.3)
