@@ -602,6 +602,8 @@ class Guard:
             h = self._period(h)
         if h != self._box_h and not (h > self._box_h and self._simple_box):
             self._set_box(h)
+        # (the opening above is step's, kept inline: a shared method measured 0.17 us, 5 % of
+        # the step, in bench/guard_bench.py)
         buf, pair, head, tail, again = self._a2
         if self._simple_box:
             np.negative(head, tail)
