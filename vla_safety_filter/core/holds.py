@@ -76,10 +76,11 @@ def hold_flags(rows: np.ndarray, inv_eps: np.ndarray) -> tuple[np.ndarray, np.nd
     return freeze, stall
 
 
-def run_lengths(flags: np.ndarray) -> np.ndarray:
-    """Length of the current run of true flags at each row."""
+def run_lengths(flags: np.ndarray, carry: int = 0) -> np.ndarray:
+    """Length of the current run of true flags at each row, continuing a run of `carry`."""
     idx = np.arange(flags.size)
-    return idx - np.maximum.accumulate(np.where(flags, -1, idx))
+    last_break = np.maximum.accumulate(np.where(flags, -1, idx))
+    return np.where(last_break < 0, carry + idx + 1, idx - last_break)
 
 
 def longest_runs(episode: np.ndarray, inv_eps: np.ndarray) -> tuple[int, int]:

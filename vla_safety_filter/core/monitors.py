@@ -57,7 +57,7 @@ import numpy as np
 
 from .costs import CostBudget, CostModel
 from .errors import InputError
-from .holds import armed_kinds, HoldDetector
+from .holds import armed_kinds, HoldDetector, run_lengths
 from .params import CalibrationData
 from .profiles import get_profile, MonitorProfile
 from .sequential import (BernoulliCusum, ConformalScorer, design_cusum, design_with_threshold,
@@ -253,13 +253,6 @@ def _onset_steps(hits: np.ndarray) -> np.ndarray:
     if not hits.any():
         return np.empty(0, dtype=np.int64)
     return np.flatnonzero(hits & ~np.concatenate([[False], hits[:-1]]))
-
-
-def stall_runs(still: np.ndarray, carry: int) -> np.ndarray:
-    """Length of the current run of 'still' steps at each step, continuing a run of `carry`."""
-    idx = np.arange(still.size)
-    last_break = np.maximum.accumulate(np.where(still, -1, idx))
-    return np.where(last_break < 0, carry + idx + 1, idx - last_break)
 
 
 def window_values(sums: np.ndarray, deadband: float, dt: float) -> dict:
@@ -792,7 +785,7 @@ class ActionMonitor:
         contributions, still = step_contributions(x[keep - 3:keep], x[keep:], self.inv_eps)
         padded = np.concatenate([np.zeros((self.window - 1, 6)), contributions])
         values = window_values(window_sums(padded, self.window), self.profile.deadband, self.dt)
-        values['run'] = stall_runs(still, 0)
+        values['run'] = run_lengths(still)
         values['stall_s'] = values['run'] * self.dt
         return values, padded
 
@@ -1215,7 +1208,7 @@ class AlarmScan:
         contributions, still = step_contributions(x[c - w - 2:c - w + 1], x[c - w + 1:],
                                                   m.inv_eps)
         values = window_values(window_sums(contributions, w), m.profile.deadband, m.dt)
-        values['run'] = stall_runs(still[w - 1:], self.stall)
+        values['run'] = run_lengths(still[w - 1:], self.stall)
         self.stall = int(values['run'][-1])
         raised = []
         for kind in m._armed:
@@ -1312,7 +1305,7 @@ def episode_metrics(actions: np.ndarray, calibration: CalibrationData, dt: float
     contrib, still = step_contributions(np.full((3, dim), np.nan), actions, inv_eps)
     sums = window_sums(np.concatenate([np.zeros((window - 1, 6)), contrib]), window)
     values = window_values(sums, p.deadband, dt)
-    values['stall_s'] = stall_runs(still, 0) * dt
+    values['stall_s'] = run_lengths(still) * dt
     padded = np.concatenate([np.full((spectral_window, dim), np.nan), actions])
     windows = np.lib.stride_tricks.sliding_window_view(padded, spectral_window + 1, axis=0)
     values['spectral_low_ratio'] = spectral_low_ratios(windows.transpose(0, 2, 1), vs, dt,
