@@ -23,9 +23,11 @@ replaying the same commands, their ratio, and the same condition with the monito
 beside the world (the drill before it scored episodes afterwards) as a baseline in the same run;
 (3) each component's share of the drill's CPU time, each timed alone on the recorded episodes
 (world, policy queries, filter, monitor; the rest is the episode loop's bookkeeping), and the
-filter plus monitor against the world's step (target: <= 10 %). The monitor is timed as the
-drill runs it (`score_episode` after each episode; under +stop an `AlarmScan` of each chunk
-first) and, as a baseline in the same run, stepped through every episode (the drill before).
+filter plus monitor against the world's step (target: <= 10 %). The filter is replayed on the
+episodes of the `+filter` conditions (the others run without it). The monitor is timed as the
+drill runs it (`score_episode` after each episode with the charges the drill recorded; under
++stop an `AlarmScan` of each chunk first) and, as a baseline in the same run, stepped through
+every episode (the drill before).
 `--profile` adds a cProfile breakdown that separates gym-pusht's coverage from its physics.
 """
 from __future__ import annotations
@@ -115,18 +117,20 @@ def step_monitor(monitor, episodes, early_steps: int) -> None:
     """Step the monitor through the raw actions as the drill does under +stop (and did always)."""
     for ep in episodes:
         monitor.reset_episode()
-        for k, action in enumerate(ep.raw):
+        for k, (action, (reasons, kinds)) in enumerate(zip(ep.raw, ep.charges)):
             monitor.update(action)
-            monitor.record_interventions(())
+            monitor.record_interventions(reasons)
+            for kind in kinds:
+                monitor.budget.charge(kind)
             if k + 1 == early_steps:
                 copy.deepcopy(monitor).episode_summary()
         monitor.episode_summary()
 
 
 def score_monitor(monitor, episodes, early_steps: int) -> None:
-    """Score each recorded episode at once, as the drill does without +stop."""
+    """Score each recorded episode at once with its charges, as the drill does without +stop."""
     for ep in episodes:
-        monitor.score_episode(ep.raw, [((), ())] * ep.n_steps, early_steps)
+        monitor.score_episode(ep.raw, ep.charges, early_steps)
 
 
 def scan_monitor(monitor, episodes, early_steps: int, horizon: int = 8) -> None:
@@ -136,6 +140,14 @@ def scan_monitor(monitor, episodes, early_steps: int, horizon: int = 8) -> None:
         for k in range(0, ep.n_steps, horizon):
             scan.scan(ep.raw[k:k + horizon])
     score_monitor(monitor, episodes, early_steps)
+
+
+class ChargeKeepingRunner(EpisodeRunner):
+    """The drill's episode runner; each episode keeps the per-step charges its monitor scored."""
+
+    def _score_afterwards(self, ep, charges: list) -> None:
+        super()._score_afterwards(ep, charges)
+        ep.charges = charges
 
 
 def monitor_parts(runner, episodes) -> dict:
@@ -187,11 +199,19 @@ def time_conditions(runner, settings) -> tuple[list[dict], list]:
 
 
 def shares(runner, episodes, full_s: float, monitor: dict) -> dict:
-    """Return each component's seconds timed alone on the episodes, and the rest of full_s."""
+    """
+    Return each component's seconds timed alone on the episodes, and the rest of full_s.
+
+    The filter is replayed on the episodes of the conditions that run it (`+filter`); the
+    others execute the raw actions and the drill builds no executive for them.
+    """
+    filtered = {c.name for c in runner.settings.conditions if c.filtered}
     parts = {
         'world': timed(replay_world, runner.world, episodes),
         'policy query': timed(replay_policy, runner.policy, runner.world, episodes),
-        'filter (executive)': timed(replay_filter, runner.safety, episodes, runner.dt),
+        'filter (executive)': timed(replay_filter, runner.safety,
+                                    [ep for ep in episodes if ep.condition in filtered],
+                                    runner.dt),
         'monitor': monitor['drill'],
     }
     parts['bookkeeping (rest)'] = max(full_s - sum(parts.values()), 0.0)
@@ -230,8 +250,8 @@ def measure(args) -> dict:
                                   args.workers)
     total = time.perf_counter() - start
     small = DrillSettings(episodes=args.ratio_episodes, seed=0, conditions=conditions)
-    runner = EpisodeRunner(world, make_policy(f'nn:{DEMOS}'), safety, small,
-                           new_monitor(safety, small, world.dt))
+    runner = ChargeKeepingRunner(world, make_policy(f'nn:{DEMOS}'), safety, small,
+                                 new_monitor(safety, small, world.dt))
     rows, recorded = time_conditions(runner, small)
     full = sum(row['full_s'] for row in rows)
     monitor = monitor_parts(runner, recorded)

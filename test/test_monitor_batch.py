@@ -179,6 +179,22 @@ def test_scoring_a_corrupted_episode_equals_stepping_it(monitors, config, data):
     assert_same(stepped, scored, actions, charges, early)
 
 
+@pytest.mark.parametrize('early', [None, 1, 7, EARLY, 119])
+def test_windows_drifting_past_both_thresholds_score_as_stepping(streams, early):
+    """
+    A real episode drifting away: window scores cross the exceedance and spike thresholds.
+
+    score_episode queries a third of them and bounds the others; the exceedance rates, maxima
+    and spikes of both summaries are stepping's.
+    """
+    stepped, scored = _built('pusht_10hz'), _built('pusht_10hz')
+    rows = _episodes(streams, 'pusht')[2][:120]
+    drift = np.linspace(0.0, 1.0, len(rows))[:, None] ** 2 * 8.0 * np.ptp(rows, axis=0)
+    whole = assert_same(stepped, scored, list(rows + drift), None, early)
+    assert 0.0 < whole['window_exceedance_rate'] < 1.0
+    assert 'window_spike' in whole['alarm_counts']
+
+
 @settings(max_examples=25, deadline=None)
 @given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
 def test_stepping_on_after_a_scored_episode_equals_stepping_throughout(monitors, config, data):

@@ -79,6 +79,7 @@ RANKS = {'cusum': 1, 'step_spike': 2, 'motion_cusum': 3, 'window_spike': 4,
          'reversal': 5, 'jerk': 6, 'coherence': 7, 'stall': 8, 'spectral': 10}
 HOLD_RANK = 9   # core.holds' freeze and stall (by step, freeze first, as the detector raises)
 _FLOAT64 = np.dtype(np.float64)  # the per-step path takes float64 rows as they are
+WINDOW_HOP = 3   # score_episode queries every third window score, bounds the others (most)
 
 
 class Alarm(NamedTuple):
@@ -151,6 +152,12 @@ def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarra
     out[:, JERK_N] = jerk_ok * rows.shape[1]
     still = valid[2:] & ~moving[2:]
     return out, still
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the Euclidean distance between each row of a and the same row of b."""
+    d = a - b
+    return np.sqrt((d * d).sum(axis=1))
 
 
 def _kept(scores: list, stats: list, limit: float) -> list:
@@ -698,9 +705,9 @@ class ActionMonitor:
         n = rows.shape[0]
         if not n:
             return EpisodeScores(self.episode_summary(), None)
-        scored = self._score_all(rows, faults)
-        early = None
         lengths = [n] + ([early_steps] if early_steps and early_steps <= n else [])
+        scored = self._score_all(rows, faults, lengths)
+        early = None
         scored.checks = {length: self._spectral_steps(length) for length in lengths}
         self._spectral_ratios(scored, sorted(set().union(*scored.checks.values())))
         if early_steps and early_steps <= n:
@@ -734,8 +741,12 @@ class ActionMonitor:
         rows[faults > 0] = np.nan
         return rows, faults
 
-    def _score_all(self, rows: np.ndarray, faults: np.ndarray) -> '_Scored':
-        """Score every step of an episode at once (vectorized; the CUSUMs as float loops)."""
+    def _score_all(self, rows: np.ndarray, faults: np.ndarray, lengths: list) -> '_Scored':
+        """
+        Score every step of an episode at once (vectorized; the CUSUMs as float loops).
+
+        `lengths`: the numbers of first steps whose summaries will be taken.
+        """
         x = np.concatenate([self._hist[:self._keep], rows])   # after the reset's gap rows
         position = self.scorer.scores_of(rows)
         scored = _Scored(x, faults, position, self._cusum_run(
@@ -746,7 +757,7 @@ class ActionMonitor:
             scored.motion_cusum = self._cusum_run(self.motion_cusum, scored.steps,
                                                   self.step_exceed, self.motion_stride)
         if self.window_scorer is not None:
-            scored.windows, scored.features = self._window_scores(x)
+            scored.windows, scored.features = self._window_scores(x, lengths)
             scored.hits['window_spike'] = scored.windows > self.window_scorer.spike_score
         scored.metrics, scored.padded = self._metric_values(x)
         for kind in self._armed:
@@ -767,17 +778,57 @@ class ActionMonitor:
         alarms = steps[cusum.alarms_of((scores[steps] > limit).tolist())]
         return alarms, cusum.statistic
 
-    def _window_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return the exact window scores (one nearest-neighbour query) and the features."""
+    def _window_scores(self, x: np.ndarray, lengths: list) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Return the window scores and features; as good as exact for the first `lengths` steps.
+
+        Every score compares with the exceedance and spike thresholds as the exact one, and the
+        largest of each summarized prefix is exact (`_bounded_scores`); NaN where not finite.
+        """
         scorer = self.window_scorer
         features = window_features(x[self._keep - scorer.span:], scorer.norm, scorer.span)
         finite = np.flatnonzero(np.isfinite(features).all(axis=1))
         scores = np.full(features.shape[0], np.nan)
         if finite.size:
-            distances, nearest = scorer.tree.query(features[finite])
-            scores[finite] = distances
-            scorer.hint = int(nearest[-1])
+            scores[finite] = self._bounded_scores(features[finite], finite, lengths)
         return scores, features
+
+    def _bounded_scores(self, f: np.ndarray, steps: np.ndarray, lengths: list) -> np.ndarray:
+        """
+        Return scores of the finite windows `f` (at `steps`), querying the tree for a third.
+
+        Every WINDOW_HOP-th window (and the last) is queried; the triangle inequality bounds
+        each window between two queried ones: above by its distance to their nearest
+        demonstrated windows, below by their scores less its distance to them. A window the
+        bounds place on one side of both thresholds, with the upper bound at most the largest
+        queried score of every summarized prefix holding it, keeps its upper bound (the same
+        comparisons and maxima as its score); the others are queried. Bounds carry a 1e-9
+        relative slack for the rounding of the two distance computations.
+        """
+        scorer, n = self.window_scorer, f.shape[0]
+        picked = np.unique(np.r_[0:n:WINDOW_HOP, n - 1])
+        exact, nearest = scorer.tree.query(f[picked])
+        scorer.hint = int(nearest[-1])
+        before = np.arange(n) // WINDOW_HOP
+        after = np.minimum(before + 1, picked.size - 1)
+        upper, lower = np.full(n, np.inf), np.full(n, -np.inf)
+        for k in (before, after):
+            upper = np.minimum(upper, _distances(f, scorer.points[nearest[k]]))
+            lower = np.maximum(lower, exact[k] * (1.0 - 1e-9)
+                               - _distances(f, f[picked[k]]) * (1.0 + 1e-9))
+        loose = upper * (1.0 + 1e-9)
+        cap = np.full(n, np.inf)   # the largest queried score of the shortest prefix with it
+        for length in sorted(lengths, reverse=True):
+            cap[steps < length] = exact[steps[picked] < length].max(initial=-np.inf)
+        decided = loose <= cap
+        for limit in (self.window_exceed, scorer.spike_score):
+            decided &= (loose <= limit) | (lower > limit)
+        decided[picked] = True
+        upper[picked] = exact
+        ask = np.flatnonzero(~decided)
+        if ask.size:
+            upper[ask] = scorer.tree.query(f[ask])[0]
+        return upper
 
     def _metric_values(self, x: np.ndarray) -> tuple[dict, np.ndarray]:
         """Return each step's window metrics and the contributions after window - 1 zero rows."""
@@ -1256,7 +1307,7 @@ class _Scored:
     cusum: tuple                  # (alarm steps, statistic after the last step)
     motion_cusum: tuple = (np.empty(0, dtype=np.int64), 0.0)
     steps: np.ndarray | None = None      # step scores (None without motion calibration)
-    windows: np.ndarray | None = None    # window scores and their features
+    windows: np.ndarray | None = None    # window scores (bounded: _bounded_scores), features
     features: np.ndarray | None = None
     metrics: dict = field(default_factory=dict)   # window metrics per step
     padded: np.ndarray | None = None     # per-step contributions after window - 1 zero rows
