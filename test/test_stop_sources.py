@@ -17,7 +17,8 @@ A safety stop is held while ANY source asserts it: core.stop_sources and the fil
 
 Several publishers share /vla/safety_stop (the monitor, operator and teleop e-stops): one's
 `false` never releases another's `true`, and a publisher that dies stops asserting while the
-latch it set stays until ~/reset.
+latch it set stays until ~/reset. On every rclpy: by publisher GID (rclpy >= 9), else by
+re-reading the latched publishers (Jazzy, the EventsExecutor; core.stop_reread).
 """
 import os
 import time
@@ -36,17 +37,18 @@ from vla_safety_filter.core.stop_sources import StopSources
 from vla_safety_filter.names import SAFETY_STOP
 from vla_safety_filter.nodes.common import LATCHED_QOS, make_executor
 from vla_safety_filter.nodes.compat import events_executor
-from vla_safety_filter.nodes.safety_filter import SafetyFilter
+from vla_safety_filter.nodes.safety_filter import PROBE_TIMEOUT_S, SafetyFilter
 
 EXAMPLES = int(os.environ.get('HYPOTHESIS_EXAMPLES', '400'))
 JOINTS = SMALL_CONTRACT['joint_names']
 VMAX, DT = 2.0, 0.01
 #: rclpy >= 9 (Kilted) gives each message's publisher GID; Jazzy's rclpy 7.1 does not, and the
-#: filter then cannot tell one publisher's message from another's.
+#: filter then re-reads the latched publishers' values instead.
 GID_IN_MESSAGE_INFO = 'publisher_gid' in getattr(
     getattr(rclpy.subscription, 'MessageInfo', None), '__annotations__', {})
-needs_gid = pytest.mark.skipif(not GID_IN_MESSAGE_INFO,
-                               reason='this rclpy gives no publisher GID with a message')
+MODE = 'publisher_gid' if GID_IN_MESSAGE_INFO else 'reread_latched'
+no_events_executor = pytest.mark.skipif(events_executor()[0] is None,
+                                        reason='this rclpy has no EventsExecutor')
 
 # ---- core ------------------------------------------------------------------------------------
 SOURCES = st.sampled_from('abcd')
@@ -176,7 +178,6 @@ def _speeds(safe):
     return np.max(np.abs(np.diff(commands, axis=0)), axis=1) / np.diff(times)
 
 
-@needs_gid
 def test_another_publishers_false_does_not_release_an_operators_stop(ros):
     arm, probe = _pipeline(ros)
     log = []
@@ -200,6 +201,10 @@ def test_another_publishers_false_does_not_release_an_operators_stop(ros):
     assert probe.state() == 'latched' and '/operator_estop' in probe.status.message
     assert any(m.level == Log.ERROR and m.name == 'safety_filter'
                and '/operator_estop' in m.msg for m in log)
+    if not GID_IN_MESSAGE_INFO:             # re-read: a volatile button cannot be, and is named
+        assert wait_for(lambda: any(m.level == Log.WARN and m.name == 'safety_filter'
+                                    and 'volatile' in m.msg and '/operator_estop' in m.msg
+                                    for m in log))
     arm.move_by_hand([-0.5, 0.0, 0.2])                    # moved by hand while stopped
     resumed = len(probe.safe)
     estop.publish(Bool(data=False))                       # the operator releases
@@ -213,7 +218,6 @@ def test_another_publishers_false_does_not_release_an_operators_stop(ros):
     assert operator and monitor
 
 
-@needs_gid
 def test_a_publisher_that_dies_asserting_leaves_the_stop_latched_until_reset(ros):
     arm, probe = _pipeline(ros)
     _stream_for(probe, 0.3)
@@ -246,12 +250,13 @@ def test_the_refusal_and_diagnostics_name_who_asserts(ros):
     assert not refused.success and '/teleop_estop' in refused.message
     assert wait_for(lambda: '/teleop_estop' in (_value(probe, 'stop_sources') or ''))
     assert _value(probe, 'stop_sources_told_apart') == str(GID_IN_MESSAGE_INFO)
+    assert _value(probe, 'stop_sources_mode') == MODE
     estop.publish(Bool(data=False))
     assert wait_for(lambda: probe.reset().success, timeout=3)
     assert wait_for(lambda: _value(probe, 'stop_sources') == '')
 
 
-@pytest.mark.skipif(events_executor()[0] is None, reason='this rclpy has no EventsExecutor')
+@no_events_executor
 def test_a_stop_under_the_events_executor_latches_and_the_filter_keeps_running():
     """Its spin_once raises SystemError on a callback taking a MessageInfo: none is given it."""
     ros = Harness(lambda context: make_executor('events', context))
@@ -264,10 +269,39 @@ def test_a_stop_under_the_events_executor_latches_and_the_filter_keeps_running()
         refused = probe.reset()
         assert not refused.success and '/estop' in refused.message
         assert wait_for(lambda: _value(probe, 'stop_sources_told_apart') == 'False')
+        assert _value(probe, 'stop_sources_mode') == 'reread_latched'
         estop.publish(Bool(data=False))
         assert wait_for(lambda: probe.reset().success, timeout=3)
         count = len(probe.commands)
         _stream_for(probe, 0.5)
         assert len(probe.commands) > count + 10               # still spinning: motion resumed
+    finally:
+        ros.close()
+
+
+@no_events_executor
+def test_under_the_events_executor_a_latched_false_does_not_release_a_volatile_stop():
+    """No MessageInfo there: the latched `false` is re-read, the button's `true` kept."""
+    ros = Harness(lambda context: make_executor('events', context))
+    try:
+        arm, probe = _pipeline(ros)
+        _stream_for(probe, 0.3)
+        _, estop = _stop_publisher(ros, 'operator_estop', latched=False)
+        _, monitor = _stop_publisher(ros, 'monitor')
+        estop.publish(Bool(data=True))
+        assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.3, 0.5, 0.9]) and 0))
+        time.sleep(0.3)                                       # commands already sent have come
+        count = len(probe.commands)
+        monitor.publish(Bool(data=False))
+        _stream_for(probe, PROBE_TIMEOUT_S + 0.5)             # the re-read has ended
+        assert len(probe.commands) == count
+        refused = probe.reset()
+        assert not refused.success and '/operator_estop' in refused.message
+        assert '/monitor' not in refused.message
+        estop.publish(Bool(data=False))
+        assert wait_for(lambda: probe.reset().success, timeout=3)
+        count = len(probe.commands)
+        _stream_for(probe, 0.5)
+        assert len(probe.commands) > count + 10               # motion resumed
     finally:
         ros.close()

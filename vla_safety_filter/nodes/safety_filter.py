@@ -23,7 +23,9 @@ Achieved timing (core.timing) is on /diagnostics. Every parameter is read-only: 
 enforces cannot change under a running arm. In `mode: monitor_only`
 nothing is ever published on the controller topic; the guarded stream goes to /vla/safe_action
 only (a shadow run). /vla/safety_stop is asserted while any live publisher's last value is true
-(core.stop_sources, publishers told apart by the GID rclpy >= 9 gives each message).
+(core.stop_sources, publishers told apart by the GID rclpy >= 9 gives each message; where no GID
+is given, a `false` releases only once every latched publisher's value is re-read:
+core.stop_reread).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import Executor
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile
 import rclpy.subscription
 from rclpy.time import Time
 from rclpy.validate_topic_name import validate_topic_name
@@ -58,6 +60,8 @@ from ..core.escalation import Escalation, NORMAL
 from ..core.executive import Executive, HOLDING, IDLE, LATCHED, RUNNING, STOPPED
 from ..core.joints import JointMap
 from ..core.params import contract_from_params
+from ..core.stop_reread import (LATCHED_PUBLISHERS, UnidentifiedStops,
+                                VOLATILE_PUBLISHERS)
 from ..core.stop_sources import StopSources
 from ..core.timing import ControlTiming, GcPauses
 
@@ -74,6 +78,9 @@ STOP_DEPTH = 100
 #: Source of /vla/safety_stop messages when rclpy does not give the publisher's GID (rclpy < 9,
 #: Jazzy): all of them are one source, the last value wins.
 UNIDENTIFIED = 'unidentified'
+#: How long a probe re-reading the latched /vla/safety_stop publishers runs (s): those matched
+#: half-way have had half of it to send their value.
+PROBE_TIMEOUT_S = 1.0
 #: How often the sources of /vla/safety_stop are checked against the ROS graph (s).
 STOP_SOURCES_PERIOD = 1.0
 #: Whether this rclpy gives a subscription callback each message's publisher GID (rclpy >= 9).
@@ -156,6 +163,9 @@ class SafetyFilter(GatedLifecycleNode):
         self._stop_sources = StopSources()
         self._stop_labels: dict[str, str] = {}
         self._stop_told_apart = False
+        self._probe_sub = self._probe_timer = None
+        self._probe_matched: int | None = None
+        self._stop_graph: frozenset = frozenset()
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, names.JOINT_STATES, self._on_joint_state, STATE_QOS)
 
@@ -226,7 +236,7 @@ class SafetyFilter(GatedLifecycleNode):
         with self._lock:
             self._executive = executive
             self._timing = ControlTiming(contract.dt)
-            self._stop_sources, self._stop_labels = StopSources(), {}
+            self._stop_labels = {}
         self._cmd_pub = self._brake_pub = None
         if contract.mode == 'enforce':
             msg_type = Float64MultiArray if self.output == 'forward_command' else JointTrajectory
@@ -237,8 +247,8 @@ class SafetyFilter(GatedLifecycleNode):
             JointTrajectory, names.SAFE_ACTION, COMMAND_QOS))
         self._event_pub = self.own(self.create_publisher(DiagnosticArray, names.FILTER_EVENTS,
                                                          100))
-        on_stop = self._stop_callback()
-        for qos in (LATCHED_QOS, ANY_PUBLISHER_QOS):   # a latched supervisor and a plain button
+        # a latched supervisor and a plain button
+        for qos, on_stop in zip((LATCHED_QOS, ANY_PUBLISHER_QOS), self._stop_callbacks()):
             self.own(self.create_subscription(Bool, names.SAFETY_STOP, on_stop,
                                               _deeper(qos, STOP_DEPTH)))
         self.own(self.create_timer(STOP_SOURCES_PERIOD, self._refresh_stop_sources,
@@ -352,6 +362,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._gc.cleaned_up()
         if self._gc_pauses is not None:
             self._gc_pauses.remove()
+        self._drop_probe()
         with self._lock:
             self._executive = None
 
@@ -442,23 +453,34 @@ class SafetyFilter(GatedLifecycleNode):
                                   throttle_duration_sec=1.0)
         self._publish_events((event,))
 
-    def _stop_callback(self):
+    def _stop_callbacks(self) -> tuple:
         """
-        Return the /vla/safety_stop callback: with the MessageInfo (the publisher's GID).
+        Return the /vla/safety_stop callbacks of the latched and the volatile subscription.
 
-        Only under rclpy's Python executors: the EventsExecutor (C++) raises SystemError in
-        spin_once on a callback that takes a MessageInfo (rclpy 7.1.5 and 9.1.2), so under it
-        every publisher is UNIDENTIFIED, as with an rclpy that gives no GID (Jazzy's 7.1).
+        With the publisher's GID in each MessageInfo (rclpy >= 9 under a Python executor) each
+        publisher is a source (core.stop_sources). Without it (Jazzy's rclpy 7.1; the
+        EventsExecutor, whose spin_once raises SystemError on a callback that takes a
+        MessageInfo, in rclpy 7.1.5 and 9.1.2) a `false` releases only once every latched
+        publisher's value is re-read (core.stop_reread).
         """
         python_executor = self.executor is None or isinstance(self.executor, Executor)
         self._stop_told_apart = python_executor and GID_IN_MESSAGE_INFO
-        if not self._stop_told_apart:
-            why = 'rclpy < 9 gives no publisher GID' if python_executor else \
-                "the EventsExecutor cannot pass a message's publisher"
-            self.get_logger().warning(f'{names.SAFETY_STOP} publishers are not told apart ({why})'
-                                      ': the last value of any of them wins; where several may '
-                                      'stop the arm use Kilted and executor:=single')
-        return self._on_stop if python_executor else lambda msg: self._on_stop(msg, None)
+        self._stop_graph = frozenset()
+        with self._lock:
+            self._stop_sources = StopSources() if self._stop_told_apart else UnidentifiedStops()
+        if self._stop_told_apart:
+            return self._on_stop, self._on_stop
+        why = 'rclpy < 9 gives no publisher GID' if python_executor else \
+            "the EventsExecutor cannot pass a message's publisher"
+        self.get_logger().warning(
+            f'{names.SAFETY_STOP} publishers are not told apart ({why}): a `false` releases the '
+            "stop only once every latched publisher's value is re-read; volatile publishers are "
+            'one source, the last value of any of them wins: publish e-stops transient-local')
+        if python_executor:
+            return (lambda msg, info: self._on_unidentified(msg, info, True),
+                    lambda msg, info: self._on_unidentified(msg, info, False))
+        return (lambda msg: self._on_unidentified(msg, None, True),
+                lambda msg: self._on_unidentified(msg, None, False))
 
     def _on_stop(self, msg: Bool, info) -> None:
         """Record one publisher's stop value; the stop is asserted while any live one's is true."""
@@ -483,6 +505,86 @@ class SafetyFilter(GatedLifecycleNode):
                 f'; still asserted by {asserting}' if asserting else ''))
         self._diagnostics.publish()
 
+    def _on_unidentified(self, msg: Bool, info, latched: bool) -> None:
+        """Record a stop value of an unknown publisher: a true asserts, a false starts a probe."""
+        labels = _group_labels(self.get_publishers_info_by_topic(names.SAFETY_STOP))
+        with self._lock:
+            if self._executive is None:
+                return
+            self._stop_labels.update(labels)
+            was = self._stop_sources.asserted
+            probe = self._stop_sources.heard(msg.data, _message_id(info), latched)
+            asserting = self._apply_stop_sources()
+        if msg.data and not was:
+            self.get_logger().error(f'latched stop from {names.SAFETY_STOP} by {asserting}: '
+                                    'release it, then call ~/reset')
+        if probe:
+            self._start_probe()
+        self._diagnostics.publish()
+
+    def _start_probe(self) -> None:
+        """Re-read every latched publisher's value with a fresh transient-local reader."""
+        latched = [i for i in self.get_publishers_info_by_topic(names.SAFETY_STOP)
+                   if _is_latched(i)]
+        with self._lock:
+            if self._executive is None:
+                return
+            self._stop_sources.begin_probe(len(latched))
+        if not latched:
+            self._end_probe()
+            return
+        self._probe_sub = self.create_subscription(Bool, names.SAFETY_STOP, self._on_probe_sample,
+                                                   _deeper(LATCHED_QOS, STOP_DEPTH))
+        self._probe_matched = None
+        self._probe_timer = self.create_timer(PROBE_TIMEOUT_S / 2, self._on_probe_timer,
+                                              clock=self._steady)
+
+    def _on_probe_sample(self, msg: Bool) -> None:
+        """Record one value the probe read."""
+        with self._lock:
+            if self._executive is not None and self._stop_sources.probing:
+                self._stop_sources.sample(msg.data)
+
+    def _on_probe_timer(self) -> None:
+        """Half-way: note how many latched publishers the probe is matched with; then end it."""
+        if self._probe_matched is None:
+            self._probe_matched = self._probe_sub.get_publisher_count()
+        else:
+            self._end_probe()
+
+    def _end_probe(self) -> None:
+        """Decide from the re-read values (asserted iff any is true) and drop the reader."""
+        matched = self._probe_matched or 0
+        self._drop_probe()
+        infos = self.get_publishers_info_by_topic(names.SAFETY_STOP)
+        with self._lock:
+            if self._executive is None or not self._stop_sources.probing:
+                return
+            self._stop_labels.update(_group_labels(infos))
+            decision = self._stop_sources.decide(matched, any(not _is_latched(i) for i in infos))
+            asserting = self._apply_stop_sources()
+        told = f'{decision.samples} of {decision.writers} latched values re-read'
+        if decision.unknown:
+            self.get_logger().warning(
+                f'{names.SAFETY_STOP}: {told}; the re-read was not matched with every latched '
+                f'publisher within {PROBE_TIMEOUT_S / 2:g} s: counted as asserting (safe side)')
+        elif decision.missing:
+            self.get_logger().info(f'{names.SAFETY_STOP}: {told}; {decision.missing} matched '
+                                   'latched publisher(s) have published nothing')
+        self.get_logger().info(f'{names.SAFETY_STOP} re-read: ' + (
+            f'still asserted by {asserting}' if decision.asserted else 'released'))
+        if decision.again:
+            self._start_probe()
+        self._diagnostics.publish()
+
+    def _drop_probe(self) -> None:
+        """Destroy the probe's reader and timer, if one runs."""
+        if self._probe_sub is not None:
+            self.destroy_subscription(self._probe_sub)
+        if self._probe_timer is not None:
+            self.destroy_timer(self._probe_timer)
+        self._probe_sub = self._probe_timer = None
+
     def _stop_publishers(self) -> dict:
         """Return the live publishers of /vla/safety_stop in the ROS graph: {source: node}."""
         live = {_gid_key(info.endpoint_gid): _node_name(info)
@@ -494,6 +596,9 @@ class SafetyFilter(GatedLifecycleNode):
 
     def _refresh_stop_sources(self) -> None:
         """Forget the stop sources whose publishers have left the graph (the latch stays)."""
+        if not self._stop_told_apart:
+            self._refresh_unidentified()
+            return
         live = self._stop_publishers()
         with self._lock:
             if self._executive is None:
@@ -506,6 +611,28 @@ class SafetyFilter(GatedLifecycleNode):
         for label in left:
             self.get_logger().warning(f'{label} left the graph: its {names.SAFETY_STOP} no '
                                       'longer counts (a latched stop stays until ~/reset)')
+
+    def _refresh_unidentified(self) -> None:
+        """On a change of the publishers: WARN of new volatile ones; re-read while asserted."""
+        infos = self.get_publishers_info_by_topic(names.SAFETY_STOP)
+        graph = frozenset(_gid_key(i.endpoint_gid) for i in infos)
+        new = {_node_name(i) for i in infos
+               if not _is_latched(i) and _gid_key(i.endpoint_gid) not in self._stop_graph}
+        with self._lock:
+            if self._executive is None:
+                return
+            self._stop_labels.update(_group_labels(infos))
+            if self._stop_sources.probing:
+                return                          # a change while probing is seen next time
+            reread = graph != self._stop_graph and self._stop_sources.asserted
+        self._stop_graph = graph
+        for node in sorted(new):
+            self.get_logger().warning(
+                f'{node} publishes {names.SAFETY_STOP} volatile: its value cannot be re-read '
+                "here, and any volatile publisher's `false` releases its `true`; publish "
+                'e-stops transient-local (reliable, depth 1)')
+        if reread:
+            self._start_probe()
 
     def _apply_stop_sources(self) -> str:
         """Tell the executive whether any source asserts; return who does (call under lock)."""
@@ -540,9 +667,13 @@ class SafetyFilter(GatedLifecycleNode):
                 response.success, response.message = False, 'not active'
                 return response
             response.success, response.message = self._executive.reset_latch(monotonic())
-            if not response.success and self._stop_sources.asserted:
+            refused = not response.success and self._stop_sources.asserted
+            if refused:
                 response.message = (f'stop still asserted by {self._asserting()}: release it '
                                     f'first (latched: {self._executive.latched_reason})')
+            reread = refused and not self._stop_told_apart and not self._stop_sources.probing
+        if reread:                # the values may have changed unheard (e.g. a lost message)
+            self._start_probe()
         if response.success:
             self.get_logger().info(f'~/reset: {response.message}')
         else:
@@ -641,6 +772,8 @@ class SafetyFilter(GatedLifecycleNode):
                     f'{timing["configured_rate_hz"]:.4g} Hz')
         values = {'state': state, 'mode': ex.contract.mode, 'stop_asserted': ex.stop_asserted,
                   'stop_sources': asserting, 'stop_sources_told_apart': self._stop_told_apart,
+                  'stop_sources_mode': 'publisher_gid' if self._stop_told_apart else
+                  'reread_latched',
                   'speed_scale': ex.guard.speed_scale, 'escalation': ex.escalation_level,
                   **{f'interventions.{k}': v for k, v in ex.guard.counts.items()},
                   **{f'timing.{k}': v for k, v in timing.items()}}
@@ -671,6 +804,26 @@ def _message_id(info):
     if not isinstance(info, dict) or not info.get('source_timestamp'):
         return None
     return info['source_timestamp'], info.get('publication_sequence_number')
+
+
+def _is_latched(info) -> bool:
+    """Tell whether a publisher's TopicEndpointInfo is transient-local (a late reader re-reads)."""
+    return info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+
+
+def _group_labels(infos) -> dict:
+    """Return who the LATCHED and VOLATILE sources are: node names, from the publishers' info."""
+    latched = sorted({_node_name(i) for i in infos if _is_latched(i)})
+    volatile = sorted({_node_name(i) for i in infos if not _is_latched(i)})
+    return {LATCHED_PUBLISHERS: _one_of(latched, 'a latched publisher'),
+            VOLATILE_PUBLISHERS: _one_of(volatile or latched, 'a volatile publisher')}
+
+
+def _one_of(nodes: list, nobody: str) -> str:
+    """Return a node, or 'one of' several (`nobody`: none is left in the graph)."""
+    if len(nodes) <= 1:
+        return nodes[0] if nodes else nobody
+    return 'one of ' + ', '.join(nodes)
 
 
 def _gid_key(data) -> str:
