@@ -128,9 +128,21 @@ def step_monitor(monitor, episodes, early_steps: int) -> None:
 
 
 def score_monitor(monitor, episodes, early_steps: int) -> None:
-    """Score each recorded episode at once with its charges, as the drill does without +stop."""
+    """
+    Score the recorded episodes with their charges, as the drill does without +stop.
+
+    Together per condition, as the drill scores a block of seeds (here the same seeds).
+    """
+    for block in by_condition(episodes):
+        monitor.score_episodes([(ep.raw, ep.charges) for ep in block], early_steps)
+
+
+def by_condition(episodes) -> list[list]:
+    """Return the episodes grouped by condition, in their order."""
+    groups: dict = {}
     for ep in episodes:
-        monitor.score_episode(ep.raw, ep.charges, early_steps)
+        groups.setdefault(ep.condition, []).append(ep)
+    return list(groups.values())
 
 
 def scan_monitor(monitor, episodes, early_steps: int, horizon: int = 8) -> None:
@@ -145,9 +157,10 @@ def scan_monitor(monitor, episodes, early_steps: int, horizon: int = 8) -> None:
 class ChargeKeepingRunner(EpisodeRunner):
     """The drill's episode runner; each episode keeps the per-step charges its monitor scored."""
 
-    def _score_afterwards(self, ep, charges: list) -> None:
-        super()._score_afterwards(ep, charges)
+    def _play(self, condition, seed: int, live: bool) -> tuple:
+        ep, charges = super()._play(condition, seed, live)
         ep.charges = charges
+        return ep, charges
 
 
 def monitor_parts(runner, episodes) -> dict:
@@ -185,7 +198,7 @@ def time_conditions(runner, settings) -> tuple[list[dict], list]:
         episodes = []
 
         def drill(live: bool) -> None:
-            episodes[:] = [runner.run(condition, seed, live_monitor=live) for seed in seeds]
+            episodes[:] = runner.run_all(condition, seeds, live_monitor=live)
         full = timed(drill, False)
         live = timed(drill, True) + timed(drill, True)
         full = (full + timed(drill, False)) / 2

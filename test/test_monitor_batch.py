@@ -179,6 +179,26 @@ def test_scoring_a_corrupted_episode_equals_stepping_it(monitors, config, data):
     assert_same(stepped, scored, actions, charges, early)
 
 
+@settings(max_examples=40, deadline=None)
+@given(config=st.sampled_from(sorted(CONFIGS)), data=st.data())
+def test_episodes_scored_together_equal_each_scored_alone(monitors, config, data):
+    """score_episodes (the drill's blocks): each summary, and the monitor after the last."""
+    alone, together, _ = _drawn(monitors, config, data)
+    episodes = []
+    for _ in range(data.draw(st.integers(0, 4))):
+        episode = _drawn(monitors, config, data)[2]
+        actions = _corrupt(episode[:data.draw(st.integers(1, 130))], data.draw) \
+            if data.draw(st.booleans()) else []
+        charges = charges_of(len(actions), data.draw(st.integers(0, 99)))
+        episodes.append((actions, charges if data.draw(st.booleans()) else None))
+    early = data.draw(st.none() | st.integers(1, 60))
+    want = [alone.score_episode(actions, charges, early) for actions, charges in episodes]
+    got = together.score_episodes(episodes, early)
+    assert json.dumps(got) == json.dumps(want)
+    if episodes:
+        assert reports(together) == reports(alone)
+
+
 @pytest.mark.parametrize('early', [None, 1, 7, EARLY, 119])
 def test_windows_drifting_past_both_thresholds_score_as_stepping(streams, early):
     """

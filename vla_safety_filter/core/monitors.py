@@ -700,22 +700,32 @@ class ActionMonitor:
         level, metrics, statistics identical). Every step is scored once, vectorized; the block
         order of stepping is kept where results depend on it (FFT checks, block sums, charges).
         """
-        rows, faults = self._episode_rows(actions)
-        self.reset_episode()
-        n = rows.shape[0]
-        if not n:
-            return EpisodeScores(self.episode_summary(), None)
-        lengths = [n] + ([early_steps] if early_steps and early_steps <= n else [])
-        scored = self._score_all(rows, faults, lengths)
-        early = None
-        scored.checks = {length: self._spectral_steps(length) for length in lengths}
-        self._spectral_ratios(scored, sorted(set().union(*scored.checks.values())))
-        if early_steps and early_steps <= n:
-            self._take(scored, early_steps, charges)
-            early = self.episode_summary()
+        return self.score_episodes([(actions, charges)], early_steps)[0]
+
+    def score_episodes(self, episodes, early_steps: int | None = None) -> list[EpisodeScores]:
+        """
+        Score recorded episodes one after the other, each as `score_episode` scores it.
+
+        `episodes`: (actions, charges) pairs. Their steps are scored in one vectorized pass
+        (the episodes end to end, apart by the gap rows a reset starts from), so that short
+        episodes share numpy's per-call cost; the monitor ends as after the last one.
+        """
+        self.reset_episode()   # the FFT schedule and CUSUMs start from a reset
+        parts = self._score_all([self._episode_rows(actions) for actions, _ in episodes],
+                                early_steps)
+        results = []
+        for (_, charges), scored in zip(episodes, parts):
             self.reset_episode()
-        self._take(scored, n, charges)
-        return EpisodeScores(self.episode_summary(), early)
+            n = 0 if scored is None else scored.faults.size
+            early = None
+            if n and early_steps and early_steps <= n:
+                self._take(scored, early_steps, charges)
+                early = self.episode_summary()
+                self.reset_episode()
+            if n:
+                self._take(scored, n, charges)
+            results.append(EpisodeScores(self.episode_summary(), early))
+        return results
 
     def _episode_rows(self, actions) -> tuple[np.ndarray, np.ndarray]:
         """Return float64 rows [T, D] (NaN rows for gaps) and each row's FAULT_KINDS code."""
@@ -741,34 +751,69 @@ class ActionMonitor:
         rows[faults > 0] = np.nan
         return rows, faults
 
-    def _score_all(self, rows: np.ndarray, faults: np.ndarray, lengths: list) -> '_Scored':
+    def _score_all(self, episodes: list, early_steps: int | None) -> list:
         """
-        Score every step of an episode at once (vectorized; the CUSUMs as float loops).
+        Score every step of episodes [(rows, faults)] at once; a `_Scored` each (None if empty).
 
-        `lengths`: the numbers of first steps whose summaries will be taken.
+        The episodes end to end, each after max(keep, window) gap rows: every score, window
+        metric and FFT check of a step reads only rows after the gap before its episode, so it
+        equals the episode's own from a reset. The CUSUMs, holds and onsets run per episode.
         """
-        x = np.concatenate([self._hist[:self._keep], rows])   # after the reset's gap rows
-        position = self.scorer.scores_of(rows)
-        scored = _Scored(x, faults, position, self._cusum_run(
-            self.cusum, position, self.exceed_score, self.cusum_stride))
-        if self.step_scorer is not None:
-            scored.steps = self.step_scorer.scores_of(x[self._keep - 2:])
+        gap = np.full((max(self._keep, self.window), self.dim), np.nan)
+        x = np.concatenate([part for rows, _ in episodes for part in (gap, rows)] or [gap])
+        starts = np.cumsum([gap.shape[0] + rows.shape[0] for rows, _ in episodes])
+        starts -= [rows.shape[0] for rows, _ in episodes]
+        lengths = [[n] + ([early_steps] if early_steps and early_steps <= n else [])
+                   for n in (rows.shape[0] for rows, _ in episodes)]
+        position = self.scorer.scores_of(x)
+        steps = None if self.step_scorer is None else self.step_scorer.scores_of(x)
+        windows = features = None
+        if self.window_scorer is not None:
+            span = self.window_scorer.span
+            windows, features = self._window_scores(x, [
+                (s - span, s - span + n) for s, ns in zip(starts, lengths) for n in ns])
+        metrics, padded = self._metric_values(x)
+        checks = [{n: self._spectral_steps(n) for n in ns} for ns in lengths]
+        ratios = self._spectral_ratios(x, starts, checks)
+        parts = []
+        for s, (rows, faults), check, ratio in zip(starts.tolist(), episodes, checks, ratios):
+            n = rows.shape[0]
+            if not n:
+                parts.append(None)
+                continue
+            scored = _Scored(x[s - self._keep:s + n], faults, position[s:s + n], (),
+                             metrics={k: v[s - 3:s - 3 + n] for k, v in metrics.items()},
+                             padded=padded[s - 3:s - 3 + self.window - 1 + n],
+                             checks=check, ratios=ratio)
+            self._score_parts(scored, steps, windows, features, s)
+            parts.append(scored)
+        return parts
+
+    def _score_parts(self, scored: '_Scored', steps, windows, features, s: int) -> None:
+        """Take one episode's share of the batch at row s: CUSUM runs, alarm conditions, onsets."""
+        n = scored.faults.size
+        self.cusum.reset()
+        scored.cusum = self._cusum_run(self.cusum, scored.position, self.exceed_score,
+                                       self.cusum_stride)
+        if steps is not None:
+            scored.steps = steps[s - 2:s - 2 + n]
             scored.hits['step_spike'] = scored.steps > self.step_scorer.spike_score
+            self.motion_cusum.reset()
             scored.motion_cusum = self._cusum_run(self.motion_cusum, scored.steps,
                                                   self.step_exceed, self.motion_stride)
-        if self.window_scorer is not None:
-            scored.windows, scored.features = self._window_scores(x, lengths)
+        if windows is not None:
+            span = self.window_scorer.span
+            scored.windows = windows[s - span:s - span + n]
+            scored.features = features[s - span:s - span + n]
             scored.hits['window_spike'] = scored.windows > self.window_scorer.spike_score
-        scored.metrics, scored.padded = self._metric_values(x)
         for kind in self._armed:
             hits = scored.hits[kind] = self._hit(kind, scored.metrics)
             hits[:self.window - 1] = False    # alarms only once the window is full
         if self.holds is not None:    # a run alarms as it reaches its threshold
-            scored.holds = self.holds.episode_runs(rows)
+            scored.holds = self.holds.episode_runs(scored.x[self._keep:])
             for kind in self.holds.kinds:
                 scored.hits[kind] = scored.holds[kind] >= self.holds.thresholds[kind]
         scored.onsets = {kind: _onset_steps(hits) for kind, hits in scored.hits.items()}
-        return scored
 
     @staticmethod
     def _cusum_run(cusum: BernoulliCusum, scores: np.ndarray, limit: float,
@@ -778,22 +823,23 @@ class ActionMonitor:
         alarms = steps[cusum.alarms_of((scores[steps] > limit).tolist())]
         return alarms, cusum.statistic
 
-    def _window_scores(self, x: np.ndarray, lengths: list) -> tuple[np.ndarray, np.ndarray]:
+    def _window_scores(self, x: np.ndarray, prefixes: list) -> tuple[np.ndarray, np.ndarray]:
         """
-        Return the window scores and features; as good as exact for the first `lengths` steps.
+        Return the scores and features of the windows of rows x[span:], as good as exact.
 
         Every score compares with the exceedance and spike thresholds as the exact one, and the
-        largest of each summarized prefix is exact (`_bounded_scores`); NaN where not finite.
+        largest in each summarized prefix [start, stop) of windows is exact (`_bounded_scores`);
+        NaN where not finite.
         """
         scorer = self.window_scorer
-        features = window_features(x[self._keep - scorer.span:], scorer.norm, scorer.span)
+        features = window_features(x, scorer.norm, scorer.span)
         finite = np.flatnonzero(np.isfinite(features).all(axis=1))
         scores = np.full(features.shape[0], np.nan)
         if finite.size:
-            scores[finite] = self._bounded_scores(features[finite], finite, lengths)
+            scores[finite] = self._bounded_scores(features[finite], finite, prefixes)
         return scores, features
 
-    def _bounded_scores(self, f: np.ndarray, steps: np.ndarray, lengths: list) -> np.ndarray:
+    def _bounded_scores(self, f: np.ndarray, steps: np.ndarray, prefixes: list) -> np.ndarray:
         """
         Return scores of the finite windows `f` (at `steps`), querying the tree for a third.
 
@@ -818,8 +864,10 @@ class ActionMonitor:
                                - _distances(f, f[picked[k]]) * (1.0 + 1e-9))
         loose = upper * (1.0 + 1e-9)
         cap = np.full(n, np.inf)   # the largest queried score of the shortest prefix with it
-        for length in sorted(lengths, reverse=True):
-            cap[steps < length] = exact[steps[picked] < length].max(initial=-np.inf)
+        for start, stop in sorted(prefixes, key=lambda prefix: prefix[0] - prefix[1]):
+            low, high = np.searchsorted(steps, (start, stop)).tolist()
+            first, last = np.searchsorted(picked, (low, high)).tolist()
+            cap[low:high] = exact[first:last].max(initial=-np.inf)
         decided = loose <= cap
         for limit in (self.window_exceed, scorer.spike_score):
             decided &= (loose <= limit) | (lower > limit)
@@ -831,9 +879,8 @@ class ActionMonitor:
         return upper
 
     def _metric_values(self, x: np.ndarray) -> tuple[dict, np.ndarray]:
-        """Return each step's window metrics and the contributions after window - 1 zero rows."""
-        keep = self._keep
-        contributions, still = step_contributions(x[keep - 3:keep], x[keep:], self.inv_eps)
+        """Return the window metrics of rows x[3:], their contributions after window - 1 zeros."""
+        contributions, still = step_contributions(x[:3], x[3:], self.inv_eps)
         padded = np.concatenate([np.zeros((self.window - 1, 6)), contributions])
         values = window_values(window_sums(padded, self.window), self.profile.deadband, self.dt)
         values['run'] = run_lengths(still)
@@ -959,16 +1006,22 @@ class ActionMonitor:
             step = self._flush_after(step + self.spectral_every, n)
         return checks
 
-    def _spectral_ratios(self, scored: '_Scored', todo: list[int]) -> None:
-        """Compute the FFT metric at the steps `todo`, in one batch."""
-        if not todo:
-            return
-        span = self.spectral_window + 1
-        windows = np.lib.stride_tricks.sliding_window_view(scored.x, span, axis=0)
-        starts = np.asarray(todo) + self._keep - self.spectral_window
-        ratios = spectral_low_ratios(windows[starts].transpose(0, 2, 1), self.velocity_scale,
-                                     self.dt, self.profile.spectral_cutoff_hz)
-        scored.ratios.update(zip(todo, ratios.tolist()))
+    def _spectral_ratios(self, x: np.ndarray, starts: np.ndarray, checks: list) -> list[dict]:
+        """Return the FFT metric at the check steps of the episodes starting at rows `starts`."""
+        todo = [sorted(set().union(*check.values())) for check in checks]
+        ends = np.array([s + step for s, steps in zip(starts.tolist(), todo) for step in steps],
+                        dtype=np.int64)
+        if not ends.size:
+            return [{} for _ in todo]
+        windows = np.lib.stride_tricks.sliding_window_view(x, self.spectral_window + 1, axis=0)
+        ratios = spectral_low_ratios(windows[ends - self.spectral_window].transpose(0, 2, 1),
+                                     self.velocity_scale, self.dt,
+                                     self.profile.spectral_cutoff_hz).tolist()
+        out, k = [], 0
+        for steps in todo:
+            out.append(dict(zip(steps, ratios[k:k + len(steps)])))
+            k += len(steps)
+        return out
 
     def _flush_after(self, step: int, n: int) -> int | None:
         """Return the last step of the flush that takes `step` (None past the episode)."""

@@ -21,9 +21,10 @@ one is used up (or every `replan_every` steps); the fault (if any) corrupts the 
 executes the command (a silent filter leaves the world holding its last command). The action
 monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
 lets its alarms latch the filter, which ends the episode as a stop. The monitor scores the
-recorded episode after it ends in one pass (`ActionMonitor.score_episode`: the same alarms,
-costs and summaries as stepping it); under `+stop` an `AlarmScan` finds beforehand, chunk by
-chunk, the step whose update raises the first alarm, where the stop latches. Costs per
+recorded episodes of a block of seeds after they end in one pass (`ActionMonitor.score_episodes`:
+the same alarms, costs and summaries as stepping each); under `+stop` an `AlarmScan` finds
+beforehand, chunk by chunk, the step whose update raises the first alarm, where the stop
+latches. Costs per
 episode: filter interventions and monitor alarms by the cost model's weights plus the world's
 physical costs.
 """
@@ -257,11 +258,35 @@ class EpisodeRunner:
         (there the stop latches the filter). `live_monitor` steps the monitor beside the world
         instead (the reference: the same episodes at several times the cost per step).
         """
+        return self.run_all(condition, [seed], live_monitor)[0]
+
+    def run_all(self, condition: Condition, seeds, live_monitor: bool = False) -> list[Episode]:
+        """
+        Episodes of `condition` on each seed, as `run` runs them one by one.
+
+        The monitor scores the recorded episodes together after the last one ended
+        (`ActionMonitor.score_episodes`: each episode's scores as alone, numpy's per-call cost
+        shared).
+        """
+        played = [self._play(condition, seed, live_monitor) for seed in seeds]
+        if not live_monitor:
+            scores = self.monitor.score_episodes([(ep.raw, charges) for ep, charges in played],
+                                                 self.settings.early_steps)
+            for (ep, _), score in zip(played, scores):
+                self._summarize(ep, score.whole, score.early)
+        return [ep for ep, _ in played]
+
+    def _play(self, condition: Condition, seed: int, live: bool) -> tuple[Episode, list]:
+        """
+        Run one episode; return it and each step's charges for the monitor (None if live).
+
+        Live, the stepped monitor's summaries are taken at once.
+        """
         ep = Episode(seed, condition.name)
         self.world.reset(seed)
         self.policy.reset(seed, self.world.task)
-        self.monitor.reset_episode()
-        live = live_monitor
+        if live:
+            self.monitor.reset_episode()
         loop = _Loop(SafetyStop('alarm' if condition.stop else 'none', self.hold_off)
                      if live else None, self._fault(condition, seed),
                      self._start_filter() if condition.filtered else None,
@@ -280,23 +305,15 @@ class EpisodeRunner:
             if success or latched:
                 ep.success, ep.stopped = success, not success
                 break
+        self._stack(ep)
         if not live:
-            self._score_afterwards(ep, loop.charges)
-        return self._finish(ep)
+            return ep, loop.charges
+        self._summarize(ep, self.monitor.episode_summary(), ep.early)
+        return ep, None
 
     def _early_summary(self) -> dict:
         """Return the monitor's summary of the first steps without closing its open block."""
         return copy.deepcopy(self.monitor).episode_summary()
-
-    def _score_afterwards(self, ep: Episode, charges: list) -> None:
-        """
-        Score the recorded raw actions with each step's charges in one pass of the monitor.
-
-        `ActionMonitor.score_episode` reports what stepping it beside the world would have:
-        the same alarms, costs, level and summaries, at a fraction of the cost per step.
-        """
-        raw = np.array(ep.raw, dtype=np.float64).reshape(-1, self.safety.contract.dim)
-        ep.early = self.monitor.score_episode(raw, charges, self.settings.early_steps).early
 
     def _charge(self, reasons: tuple, world_costs: tuple) -> None:
         """Charge one step's filter interventions and the world's physical costs."""
@@ -368,29 +385,39 @@ class EpisodeRunner:
         reasons = tuple(dict.fromkeys(e.reason for e in (*refusals, *tick.events)))
         return tick.command, reasons
 
-    def _finish(self, ep: Episode) -> Episode:
-        """Close the episode's monitor summary and cost; stack its per-step rows."""
+    def _stack(self, ep: Episode) -> None:
+        """Stack the episode's per-step rows into arrays."""
         dim = self.safety.contract.dim
         ep.raw = np.array(ep.raw, dtype=np.float64).reshape(-1, dim)
         ep.executed = np.array(ep.executed, dtype=np.float64).reshape(-1, dim)
         ep.states = np.array(ep.states, dtype=np.float64).reshape(-1, self.world.state_dim)
-        ep.whole = self.monitor.episode_summary()
-        ep.early = ep.early or ep.whole
-        ep.cost = float(self.monitor.budget.total)
-        ep.cost_by_kind = dict(self.monitor.budget.by_kind)
-        return ep
+
+    @staticmethod
+    def _summarize(ep: Episode, whole: dict, early: dict | None) -> None:
+        """Keep the monitor's summaries (the first steps': the whole if shorter) and the cost."""
+        ep.whole = whole
+        ep.early = early or whole
+        ep.cost = float(whole['cost'])
+        ep.cost_by_kind = dict(whole['cost_by_kind'])
 
 
 def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
               progress=None) -> list[Episode]:
-    """Every condition on seeds S..S+n-1 (condition-major); `progress()` after each episode."""
+    """
+    Every condition on seeds S..S+n-1 (condition-major); `progress()` after each episode.
+
+    In blocks of seeds as a worker of run_drill_parallel runs them (scored together).
+    """
     runner = EpisodeRunner(world, policy, safety, settings)
+    seeds = [settings.seed + k for k in range(settings.episodes)]
+    size = _block_size(settings, 1)
     episodes = []
     for condition in settings.conditions:
-        for k in range(settings.episodes):
-            episodes.append(runner.run(condition, settings.seed + k))
-            if progress is not None:
-                progress(episodes[-1])
+        for start in range(0, len(seeds), size):
+            for ep in runner.run_all(condition, seeds[start:start + size]):
+                episodes.append(ep)
+                if progress is not None:
+                    progress(ep)
     return episodes
 
 
@@ -408,12 +435,17 @@ def _run_block(condition_index: int, seeds: list[int]) -> list[Episode]:
     """Run episodes of one condition on the given seeds in this worker."""
     runner = _WORKER['runner']
     condition = runner.settings.conditions[condition_index]
-    return [runner.run(condition, seed) for seed in seeds]
+    return runner.run_all(condition, seeds)
 
 
 def _expected_length(condition: Condition) -> int:
     """Rank how long a condition's episodes run: faults fail to the time limit, stops end early."""
     return (condition.fault is not None) - 2 * condition.stop
+
+
+def _block_size(settings: DrillSettings, workers: int) -> int:
+    """Return how many seeds of a condition run together: about eight blocks per worker."""
+    return max(1, math.ceil(settings.episodes / (8 * workers)))
 
 
 def _blocks(settings: DrillSettings, workers: int) -> list[tuple[int, list[int]]]:
@@ -423,7 +455,7 @@ def _blocks(settings: DrillSettings, workers: int) -> list[tuple[int, list[int]]
     Longest episodes first (faults without a stop), the short ones last, so that the workers
     finish together instead of one waiting for the other's long block.
     """
-    size = max(1, math.ceil(settings.episodes / (8 * workers)))
+    size = _block_size(settings, workers)
     seeds = [settings.seed + k for k in range(settings.episodes)]
     order = sorted(range(len(settings.conditions)),
                    key=lambda i: -_expected_length(settings.conditions[i]))
