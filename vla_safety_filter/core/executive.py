@@ -250,8 +250,8 @@ class Executive:
             return (self.reject('shape', now),)
         if not _finite(targets):
             return (self.reject('nonfinite', now),)
-        if not _valid_offsets(offsets.tolist()) or not math.isfinite(age) \
-                or age < -self.command_timeout:
+        times = offsets.tolist()
+        if not _valid_offsets(times) or not math.isfinite(age) or age < -self.command_timeout:
             return (self.reject('bad_timing', now),)
         if age > self.command_timeout:
             return (self.reject('stale', now),)
@@ -259,11 +259,11 @@ class Executive:
             # a new episode after an idle arm at rest resumes like every resume: from a fresh
             # measured position (a scene reset may have moved the arm meanwhile)
             self._needs_seed = True
-        due = now - age + offsets
+        start = now - age
         self._plan_t0, self._plan_q0 = now, self.guard.prev
         # due times as a list (bisected each tick), and each point's step from the one before
         # (the first: from the executed command) for the pre-check and the ticks' interpolation
-        self._due, self._goals = due.tolist(), targets
+        self._due, self._goals = [start + offset for offset in times], targets
         self._steps = np.empty(targets.shape)
         np.subtract(targets[0], self._plan_q0, self._steps[0])     # (outputs positional:
         np.subtract(targets[1:], targets[:-1], self._steps[1:])    # cheaper calls)

@@ -288,19 +288,22 @@ def spectral_low_ratios(windows: np.ndarray, velocity_scale: np.ndarray, dt: flo
     column, and sums in a fixed order (cumulative sums), so a batch equals the windows one by
     one bit for bit (score_episode relies on it).
     """
-    finite = np.isfinite(windows).all(axis=2)
-    valid = (finite[:, 1:] & finite[:, :-1])[..., None]
-    steps = np.diff(np.where(finite[..., None], windows, 0.0), axis=1)
-    vel = np.where(valid, steps, 0.0) / (velocity_scale * dt)
-    mean = np.cumsum(vel, axis=1)[:, -1] / np.maximum(valid.sum(axis=1), 1)
-    vel = np.where(valid, vel - mean[:, None], 0.0)
-    spectrum = np.fft.rfft(vel, axis=1)[:, 1:]
+    x = np.ascontiguousarray(windows.transpose(0, 2, 1))   # [K, D, n + 1]: each column in a row
+    finite = np.isfinite(x).all(axis=1)
+    valid = (finite[:, 1:] & finite[:, :-1])[:, None, :]
+    steps = np.diff(np.where(finite[:, None, :], x, 0.0), axis=2)
+    vel = np.where(valid, steps, 0.0) / (velocity_scale * dt)[:, None]
+    mean = np.cumsum(vel, axis=2)[..., -1] / np.maximum(valid.sum(axis=2), 1)
+    vel = np.where(valid, vel - mean[..., None], 0.0)
+    spectrum = np.fft.rfft(vel, axis=2)[..., 1:]   # along contiguous rows: the fastest way
     power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
-    sums = np.cumsum(power.reshape(power.shape[0], -1), axis=1)
+    # summed in the order (frequency, joint) as ever
+    sums = np.cumsum(power.transpose(0, 2, 1).reshape(power.shape[0], -1), axis=1)
     total = sums[:, -1]
-    low = _low_bins(vel.shape[1], dt, cutoff_hz) * vel.shape[2]
+    n, dim = vel.shape[2], vel.shape[1]
+    low = _low_bins(n, dt, cutoff_hz) * dim
     below = sums[:, low - 1] if low else np.zeros_like(total)
-    still = ~(total > 1e-12 * vel.shape[1])
+    still = ~(total > 1e-12 * n)
     return np.where(still, 1.0, below / np.where(still, 1.0, total))
 
 
@@ -1312,8 +1315,9 @@ class AlarmScan:
         contributions, still = step_contributions(x[c - w - 2:c - w + 1], x[c - w + 1:],
                                                   m.inv_eps)
         values = window_values(window_sums(contributions, w), m.profile.deadband, m.dt)
-        values['run'] = run_lengths(still[w - 1:], self.stall)
-        self.stall = int(values['run'][-1])
+        if 'stall' in m._armed:     # (calibrated holds replace it)
+            values['run'] = run_lengths(still[w - 1:], self.stall)
+            self.stall = int(values['run'][-1])
         raised = []
         for kind in m._armed:
             hits = m._hit(kind, values)
