@@ -154,6 +154,14 @@ def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarra
     return out, still
 
 
+def _fed(scores: np.ndarray, stride: int, t0: int) -> np.ndarray:
+    """Return which scores (of steps t0, t0 + 1, ...) a CUSUM takes: finite, t % stride == 0."""
+    finite = scores == scores
+    if stride > 1:
+        finite &= (np.arange(scores.size) + t0) % stride == 0
+    return finite
+
+
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return the Euclidean distance between each row of a and the same row of b."""
     d = a - b
@@ -822,7 +830,7 @@ class ActionMonitor:
     def _cusum_run(cusum: BernoulliCusum, scores: np.ndarray, limit: float,
                    stride: int) -> tuple[np.ndarray, float]:
         """Feed a CUSUM the exceedances of finite scores at steps t % stride == 0 (alarms, S)."""
-        steps = np.flatnonzero((scores == scores) & (np.arange(scores.size) % stride == 0))
+        steps = np.flatnonzero(_fed(scores, stride, 0))
         alarms = steps[cusum.alarms_of((scores[steps] > limit).tolist())]
         return alarms, cusum.statistic
 
@@ -966,17 +974,25 @@ class ActionMonitor:
         if n <= first:
             return
         self._n_full = n - first
+        names = ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s')
+        if self.block == 1:   # a block's sum is then its value: accumulated one by one, in order
+            table = np.empty((len(names), n - first + 1))
+            table[:, 0] = [self._sums[name] for name in names]
+            for row, name in zip(table[:, 1:], names):
+                row[:] = scored.metrics[name][first:n]
+            totals = np.add.accumulate(table, axis=1)[:, -1].tolist()
+            largest = table[:, 1:].max(axis=1).tolist()
+            for name, total, peak in zip(names, totals, largest):
+                self._sums[name] = total
+                self._maxima[name] = max(self._maxima[name], peak)
+            return
         cuts = [0, *range((first // self.block + 1) * self.block - first, n - first,
                           self.block), n - first]
-        for name in ('reversal_rate', 'jerk_rms', 'momentum_coherence', 'stall_s'):
+        for name in names:
             column = scored.metrics[name][first:n].tolist()
             total = self._sums[name]
-            if self.block == 1:       # a block's sum is then its value: add them one by one
-                for value in column:
-                    total += value
-            else:
-                for start, stop in zip(cuts, cuts[1:]):
-                    total += sum(column[start:stop])
+            for start, stop in zip(cuts, cuts[1:]):
+                total += sum(column[start:stop])
             self._sums[name] = total
             self._maxima[name] = max(self._maxima[name], max(column))
 
@@ -1298,8 +1314,7 @@ class AlarmScan:
     def _cusum(self, cusum: BernoulliCusum, scores: np.ndarray, limit: float, stride: int,
                kind: str) -> list:
         """Feed a CUSUM the chunk's finite scores at steps t % stride == 0; return its alarms."""
-        steps = np.flatnonzero((scores == scores)
-                               & ((np.arange(scores.size) + self.step) % stride == 0))
+        steps = np.flatnonzero(_fed(scores, stride, self.step))
         return self._keyed(steps[cusum.alarms_of((scores[steps] > limit).tolist())], kind)
 
     def _onsets(self, hits: np.ndarray, kind: str) -> list:
