@@ -319,14 +319,15 @@ class Executive:
         np.divide(ratio, self._tiled_vmax(k), ratio)
         if b'\x01' not in np.greater(ratio, _ONE).tobytes():
             return ()
-        ratio = ratio.reshape(k, d)
         events = []
-        for reason, part in (('chunk_jump', ratio[:1]), ('chunk_speed', ratio[1:])):
-            if part.size and part.max() > 1.0:
-                j = int(np.unravel_index(np.argmax(part), part.shape)[-1])
+        for reason, part in (('chunk_jump', ratio[:d]), ('chunk_speed', ratio[d:])):
+            if not part.size:
+                continue
+            worst = int(part.argmax())     # the first largest, row by row: joint worst % d
+            if part[worst] > 1.0:
                 self.guard.counts[reason] = self.guard.counts.get(reason, 0) + 1
-                events.append(Event(self.guard.step_index, self.contract.joint_names[j], reason,
-                                    float('nan'), float('nan'), float(part.max())))
+                events.append(Event(self.guard.step_index, self.contract.joint_names[worst % d],
+                                    reason, float('nan'), float('nan'), float(part[worst])))
         return tuple(events)
 
     def _tiled_vmax(self, rows: int) -> np.ndarray:
