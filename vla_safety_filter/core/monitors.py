@@ -109,7 +109,8 @@ def _history(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
     x = np.concatenate([context, rows])
     finite = np.isfinite(x).all(axis=1)
     valid = finite[1:] & finite[:-1]
-    u = np.where(valid[:, None], np.diff(np.where(finite[:, None], x, 0.0), axis=0), 0.0) * inv_eps
+    z = np.where(finite[:, None], x, 0.0)
+    u = np.where(valid[:, None], z[1:] - z[:-1], 0.0) * inv_eps
     return u, valid
 
 
@@ -132,15 +133,20 @@ def _row_sums(x: np.ndarray) -> np.ndarray:
 
 
 def step_contributions(context: np.ndarray, rows: np.ndarray, inv_eps: np.ndarray):
-    """Per-step window contributions [B, 6] and 'still' flags [B] for rows given 3 context rows."""
+    """
+    Per-step window contributions [B, 6] and 'still' flags [B] for rows given 3 context rows.
+
+    (Ufuncs and their reductions rather than clip, diff and count_nonzero: the same values
+    for fewer microseconds of numpy's per-call cost.)
+    """
     u, valid = _history(context, rows, inv_eps)
     ut, u1, u2 = u[2:], u[1:-1], u[:-2]
-    sign = np.trunc(np.clip(u, -1.0, 1.0))            # +-1 beyond the deadband, 0 inside
+    sign = np.trunc(np.minimum(np.maximum(u, -1.0), 1.0))   # +-1 beyond the deadband, 0 inside
     pair = sign[2:] * sign[1:-1]
-    moving = np.count_nonzero(sign, axis=1) > 0
+    moving = np.logical_or.reduce(sign != 0.0, axis=1)
     out = np.zeros((rows.shape[0], 6))
-    out[:, ELIGIBLE] = np.count_nonzero(pair, axis=1)
-    out[:, FLIPS] = np.count_nonzero(pair < 0, axis=1)
+    out[:, ELIGIBLE] = np.add.reduce(pair != 0.0, axis=1)
+    out[:, FLIPS] = np.add.reduce(pair < 0.0, axis=1)
     both = moving[2:] & moving[1:-1]
     norm_sq = _row_sums(u * u)
     norms = np.sqrt(norm_sq[2:] * norm_sq[1:-1])
@@ -276,7 +282,8 @@ def window_values(sums: np.ndarray, deadband: float, dt: float) -> dict:
     reversal = np.where(eligible > 0.5, sums[:, FLIPS] / np.maximum(eligible, 1.0), 0.0)
     coherence = np.where(cos_n > 0.5, sums[:, COS_SUM] / np.maximum(cos_n, 1.0), 1.0)
     jerk_norm = np.sqrt(np.maximum(sums[:, JERK_SQ], 0.0) / np.maximum(jerk_n, 1.0)) * deadband
-    return {'reversal_rate': np.clip(reversal, 0.0, 1.0), 'momentum_coherence': coherence,
+    return {'reversal_rate': np.minimum(np.maximum(reversal, 0.0), 1.0),
+            'momentum_coherence': coherence,
             'jerk_norm': jerk_norm, 'jerk_rms': jerk_norm / (dt * dt), 'eligible': eligible,
             'pairs': cos_n}
 
