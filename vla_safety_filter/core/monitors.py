@@ -1063,20 +1063,18 @@ class ActionMonitor:
                    8 * (n - 1) + INTERVENTIONS if charges is not None else 0)
         steps = [] if charges is None else [
             t for t, (reasons, kinds) in enumerate(charges[:n]) if reasons or kinds]
-        total, i = 0.0, 0
+        total, i, prices = 0.0, 0, {}
         for t in steps + [n]:   # n: the alarms after the last charge
             while i < len(raised) and raised[i][0] < 8 * t + INTERVENTIONS:
                 key, _, step, kind = raised[i]
-                self._record(Alarm(kind, step), key % 8 == LAST_FLUSH)
+                self._record(Alarm(kind, step), key % 8 == LAST_FLUSH, prices)
                 total = self.budget.total if key <= last else total
                 i += 1
             if t < n:
                 reasons, kinds = charges[t]
-                for reason in set(reasons):
-                    self.budget.charge('intervention.' + reason)
+                self._spend(['intervention.' + reason for reason in set(reasons)], prices)
                 total = self.budget.total if 8 * t + INTERVENTIONS <= last else total
-                for kind in kinds:
-                    self.budget.charge(kind)
+                self._spend(kinds, prices)
                 total = self.budget.total if 8 * t + COSTS <= last else total
         step, phase = divmod(last, 8)
         flushed = step if phase >= LAST_FLUSH else (step + 1) // self.block * self.block - 1
@@ -1085,14 +1083,29 @@ class ActionMonitor:
             self._active[kind] = bool(f[-1])
         self._level = max(self.budget.model.level(total), WARN if active else OK)
 
-    def _record(self, alarm: Alarm, unreported: bool) -> None:
+    def _record(self, alarm: Alarm, unreported: bool, prices: dict) -> None:
         """Keep and charge one alarm as `_raise` does (those of the closing flush unreported)."""
         if len(self.alarms) < MAX_ALARMS_KEPT:
             self.alarms.append(alarm)
         self.alarm_counts[alarm.kind] = self.alarm_counts.get(alarm.kind, 0) + 1
-        self.budget.charge('alarm.' + alarm.kind)
+        self._spend(('alarm.' + alarm.kind,), prices)
         if unreported:
             self._unreported.append(alarm)
+
+    def _spend(self, kinds, prices: dict) -> None:
+        """
+        Charge each kind once, in order, as `budget.charge(kind)` adds it.
+
+        Each kind's cost is looked up once per replay (`prices`): a replay charges thousands.
+        """
+        budget = self.budget
+        for kind in kinds:
+            cost = prices.get(kind)
+            if cost is None:
+                cost = prices[kind] = budget.model.cost_of(kind)
+            if cost:
+                budget.total += cost
+                budget.by_kind[kind] = budget.by_kind.get(kind, 0.0) + cost
 
     # ---- reporting -----------------------------------------------------------------------
     def window_metrics(self) -> dict:
