@@ -765,8 +765,10 @@ class ActionMonitor:
                 else:
                     rows[k] = a
         total = _row_sums(rows)   # update's finiteness test, the same additions in the same order
-        faults[(faults == 0) & ~((-HUGE < total) & (total < HUGE))] = 1
-        rows[faults > 0] = np.nan
+        bad = ~((-HUGE < total) & (total < HUGE))   # (malformed rows are NaN rows already)
+        if bad.any():
+            faults[bad & (faults == 0)] = 1
+            rows[bad] = np.nan
         return rows, faults
 
     def _score_all(self, episodes: list, early_steps: int | None) -> list:
