@@ -118,11 +118,12 @@ class UnidentifiedStops:
         """
         End the probe: the stop is asserted iff a re-read value, or a volatile one, is true.
 
-        The probe runs its whole time: without the publishers' identity a count of values
-        cannot tell one publisher's latched value from another's new one. A latched publisher
-        counts as asserting unless the probe's reader was `matched` with every one of them
-        half-way (a matched one that gave no value has published nothing). A true heard while
-        the probe ran keeps the stop asserted.
+        The probe runs its whole time: a count of values cannot tell when every publisher has
+        answered, as neither a value's publisher nor a publisher's history depth is known (the
+        ROS graph reports depth 0), and one publisher's values could stand in for another's. A
+        latched publisher counts as asserting unless the probe's reader was `matched` with every
+        one of them half-way (a matched one that gave no value has published nothing). A true
+        heard while the probe ran keeps the stop asserted.
         """
         samples, writers = self._probe, self._writers
         missing = max(0, writers - len(samples))

@@ -164,7 +164,7 @@ class SafetyFilter(GatedLifecycleNode):
         self._stop_labels: dict[str, str] = {}
         self._stop_told_apart = False
         self._probe_sub = self._probe_timer = None
-        self._probe_matched: int | None = None
+        self._probe_matched: int | None = None      # latched publishers matched half-way
         self._stop_graph: frozenset = frozenset()
         self._diagnostics = Diagnostics(self, 1.0, self.diagnostic_status)
         self.create_subscription(JointState, names.JOINT_STATES, self._on_joint_state, STATE_QOS)
@@ -535,7 +535,6 @@ class SafetyFilter(GatedLifecycleNode):
             return
         self._probe_sub = self.create_subscription(Bool, names.SAFETY_STOP, self._on_probe_sample,
                                                    _deeper(LATCHED_QOS, STOP_DEPTH))
-        self._probe_matched = None
         self._probe_timer = self.create_timer(PROBE_TIMEOUT_S / 2, self._on_probe_timer,
                                               clock=self._steady)
 
@@ -547,6 +546,8 @@ class SafetyFilter(GatedLifecycleNode):
 
     def _on_probe_timer(self) -> None:
         """Half-way: note how many latched publishers the probe is matched with; then end it."""
+        if self._probe_sub is None:
+            return
         if self._probe_matched is None:
             self._probe_matched = self._probe_sub.get_publisher_count()
         else:
@@ -583,7 +584,7 @@ class SafetyFilter(GatedLifecycleNode):
             self.destroy_subscription(self._probe_sub)
         if self._probe_timer is not None:
             self.destroy_timer(self._probe_timer)
-        self._probe_sub = self._probe_timer = None
+        self._probe_sub = self._probe_timer = self._probe_matched = None
 
     def _stop_publishers(self) -> dict:
         """Return the live publishers of /vla/safety_stop in the ROS graph: {source: node}."""
@@ -671,7 +672,11 @@ class SafetyFilter(GatedLifecycleNode):
             if refused:
                 response.message = (f'stop still asserted by {self._asserting()}: release it '
                                     f'first (latched: {self._executive.latched_reason})')
-            reread = refused and not self._stop_told_apart and not self._stop_sources.probing
+            reread = refused and not self._stop_told_apart
+            if reread:
+                response.message += ("; re-reading the latched publishers' values: ask again "
+                                     f'in {PROBE_TIMEOUT_S:g} s')
+                reread = not self._stop_sources.probing
         if reread:                # the values may have changed unheard (e.g. a lost message)
             self._start_probe()
         if response.success:
