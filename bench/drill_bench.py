@@ -30,6 +30,11 @@ drill runs it (`score_episode` after each episode with the charges the drill rec
 +stop an `AlarmScan` of each chunk first) and, as a baseline in the same run, stepped through
 every episode (the drill before).
 `--profile` adds a cProfile breakdown that separates gym-pusht's coverage from its physics.
+
+`--baseline REV` checks REV out into a temporary `git worktree` and times, in child processes
+alternating with this tree's (`--rounds` of each, the median kept), the world, the filter and
+the monitor of each revision on the same recorded episodes, as each revision's drill runs them;
+it prints the ratios baseline / new (> 1: faster now).
 """
 from __future__ import annotations
 
@@ -38,9 +43,14 @@ import copy
 import cProfile
 import json
 import os
+import pickle
 import platform
 import pstats
+import subprocess
+import sys
+import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from vla_safety_filter.core.drill.conditions import parse_conditions
@@ -52,8 +62,8 @@ from vla_safety_filter.core.drill.worlds import make_world
 from vla_safety_filter.core.executive import Executive
 from vla_safety_filter.core.monitors import AlarmScan
 
-DATA = os.environ.get('VLA_SAFETY_DATA') or os.path.join(
-    os.path.dirname(__file__), '..', '..', 'shared', 'data')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.environ.get('VLA_SAFETY_DATA') or os.path.join(ROOT, '..', 'shared', 'data')
 DEMOS = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 CONDITIONS = ('none,filter,filter+stop,drift,drift+filter,drift+filter+stop,offset,'
               'offset+filter,nan,nan+filter')
@@ -139,6 +149,10 @@ def score_monitor(monitor, episodes, early_steps: int) -> None:
 
     Together per condition, as the drill scores a block of seeds (here the same seeds).
     """
+    if not hasattr(monitor, 'score_episodes'):     # a --baseline from before: one at a time
+        for ep in episodes:
+            monitor.score_episode(ep.raw, ep.charges, early_steps)
+        return
     for block in by_condition(episodes):
         monitor.score_episodes([(ep.raw, ep.charges) for ep in block], early_steps)
 
@@ -293,7 +307,79 @@ def measure(args) -> dict:
     if args.profile:
         result['profile_s'] = profile_shares(runner, DrillSettings(
             episodes=args.profile, seed=0, conditions=conditions))
+    if args.baseline:
+        result['revisions'] = compare_revisions(args, recorded, small)
     return result
+
+
+# ---- --baseline: the same recorded episodes timed with another revision's code --------------
+def compare_revisions(args, episodes, settings) -> dict:
+    """Alternate child runs of this tree and REV on the episodes; medians and ratios."""
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, 'episodes.pkl'), 'wb') as fh:
+            pickle.dump({'conditions': [c.name for c in settings.conditions],
+                         'early_steps': settings.early_steps,
+                         'episodes': [{'condition': ep.condition, 'seed': ep.seed,
+                                       'raw': ep.raw, 'executed': ep.executed,
+                                       'charges': ep.charges, 'n_steps': ep.n_steps}
+                                      for ep in episodes]}, fh)
+        baseline = os.path.join(folder, 'baseline')
+        subprocess.run(['git', '-C', ROOT, 'worktree', 'add', '--detach', '--quiet', baseline,
+                        args.baseline], check=True)
+        runs: dict = {'new': [], 'baseline': []}
+        try:
+            for _ in range(args.rounds):
+                for name, root in (('new', ROOT), ('baseline', baseline)):
+                    runs[name].append(run_child(root, folder, args.repeat))
+        finally:
+            subprocess.run(['git', '-C', ROOT, 'worktree', 'remove', '--force', baseline],
+                           check=False)
+    out = {name: {key: float(np.median([r[key] for r in rs])) for key in rs[0]}
+           for name, rs in runs.items()}
+    for tree in out.values():
+        tree['share'] = (tree['filter'] + tree['monitor']) / tree['world']
+    out['ratio_baseline_over_new'] = {key: out['baseline'][key] / out['new'][key]
+                                      for key in out['new']}
+    out['rev'], out['rounds'] = args.baseline, args.rounds
+    return out
+
+
+def run_child(root: str, folder: str, repeat: int) -> dict:
+    """Time the world, filter and monitor of the source tree at `root` in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', folder,
+                           '--repeat', str(repeat)], env=env, check=True, capture_output=True,
+                          text=True, cwd=root)
+    result = json.loads(done.stdout)
+    expected = os.path.join(os.path.realpath(root), 'vla_safety_filter')
+    if os.path.realpath(result.pop('package')) != expected:
+        raise SystemExit(f'the child imported the package from elsewhere than {root}')
+    return result
+
+
+def child(folder: str, repeat: int) -> None:
+    """Print one JSON object: the recorded episodes' world, filter and monitor seconds here."""
+    import vla_safety_filter
+    with open(os.path.join(folder, 'episodes.pkl'), 'rb') as fh:
+        saved = pickle.load(fh)
+    episodes = [SimpleNamespace(**ep) for ep in saved['episodes']]
+    conditions = tuple(parse_conditions(','.join(saved['conditions'])))
+    world = make_world('pusht')
+    safety = safety_from_demos(DEMOS, world)
+    monitor = new_monitor(safety, DrillSettings(episodes=1, seed=0, conditions=conditions),
+                          world.dt)
+    kind = {c.name: c for c in conditions}
+    early = saved['early_steps']
+    print(json.dumps({
+        'world': fastest(repeat, replay_world, world, episodes),
+        'filter': fastest(repeat, replay_filter, safety,
+                          [ep for ep in episodes if kind[ep.condition].filtered], world.dt),
+        'monitor': fastest(repeat, score_monitor, monitor,
+                           [ep for ep in episodes if not kind[ep.condition].stop], early)
+        + fastest(repeat, scan_monitor, monitor,
+                  [ep for ep in episodes if kind[ep.condition].stop], early),
+        'package': os.path.dirname(vla_safety_filter.__file__)}))
 
 
 def report(result: dict) -> None:
@@ -327,6 +413,15 @@ def report(result: dict) -> None:
           f'{100 * shares["filter (executive)"] / shares["world"]:.1f} %, monitor '
           f'{100 * shares["monitor"] / shares["world"]:.1f} %); with the monitor stepped '
           f'{100 * result["filter_monitor_stepped_share_of_world"]:.0f} %')
+    if 'revisions' in result:
+        rev = result['revisions']
+        new, old, ratio = rev['new'], rev['baseline'], rev['ratio_baseline_over_new']
+        print(f'against {rev["rev"]} (child processes, median of {rev["rounds"]} rounds each):')
+        for key in ('world', 'filter', 'monitor'):
+            print(f'  {key:<8} {1e3 * old[key]:7.1f} ms -> {1e3 * new[key]:7.1f} ms  '
+                  f'x{ratio[key]:.2f}')
+        print(f'  filter + monitor share of the world step {100 * old["share"]:.1f} % -> '
+              f'{100 * new["share"]:.1f} %')
     if 'profile_s' in result:
         total = result['profile_s']['total_s']
         print(f'cProfile ({total:.1f} s, profiler overhead included):')
@@ -351,8 +446,15 @@ def main() -> None:
     parser.add_argument('--profile', type=int, default=0, metavar='EPISODES',
                         help='also profile EPISODES seeds of every condition (cProfile)')
     parser.add_argument('--conditions', default=CONDITIONS)
+    parser.add_argument('--baseline', metavar='REV', help='git revision to compare with')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='child runs per revision with --baseline (median kept)')
     parser.add_argument('--json', action='store_true')
+    parser.add_argument('--child', metavar='DIR', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.child, args.repeat)
+        return
     result = measure(args)
     if args.json:
         print(json.dumps(result, indent=2))
