@@ -406,13 +406,11 @@ class SafetyFilter(GatedLifecycleNode):
                 self.get_logger().warning(f'/joint_states ignored: {exc}',
                                           throttle_duration_sec=1.0)
 
-    def _on_raw_action(self, msg: JointTrajectory, info=None) -> None:
+    def _on_raw_action(self, msg: JointTrajectory) -> None:
         """Make a chunk the plan; execute it at once when its first point is due."""
         if not self.active:
             return
-        now = monotonic()
-        received = info.get('received_timestamp') if isinstance(info, dict) else None
-        received = received * 1e-9 if received else time.time()
+        now, received = monotonic(), time.time()
         try:
             idx = self._action_map.indices(msg.joint_names)
         except InputError as exc:
