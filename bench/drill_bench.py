@@ -68,12 +68,14 @@ DEMOS = os.path.join(DATA, 'pusht_cchi_v7_replay.npz')
 CONDITIONS = ('none,filter,filter+stop,drift,drift+filter,drift+filter+stop,offset,'
               'offset+filter,nan,nan+filter')
 #: cProfile groups: share name -> functions (file:function) whose cumulative times add up
-#: without overlap (the world's step includes its coverage: subtracted below)
+#: without overlap (the world's step includes its coverage, the filter its guard: subtracted
+#: below)
 PROFILE_GROUPS = (
     ('coverage', ('worlds.py:_get_coverage',)),
     ('world physics', ('worlds.py:step',)),
     ('policy query', ('policies.py:act',)),
     ('filter (executive)', ('runner.py:_tick', 'executive.py:on_chunk')),
+    ('guard (in the filter)', ('contract.py:step_request', 'contract.py:hold')),
     ('monitor', ('monitors.py:update', 'monitors.py:record_interventions',
                  'monitors.py:episode_summary', 'copy.py:deepcopy',
                  'monitors.py:score_episode', 'monitors.py:scan')),
@@ -268,6 +270,7 @@ def profile_shares(runner, settings) -> dict:
     groups = {name: sum(outermost.get(key, 0.0) for key in keys)
               for name, keys in PROFILE_GROUPS}
     groups['world physics'] -= groups['coverage']
+    groups['filter (executive)'] -= groups['guard (in the filter)']
     groups['rest'] = total - sum(groups.values())
     return {'total_s': total, **groups}
 

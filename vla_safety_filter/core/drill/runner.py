@@ -21,12 +21,11 @@ one is used up (or every `replan_every` steps); the fault (if any) corrupts the 
 executes the command (a silent filter leaves the world holding its last command). The action
 monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
 lets its alarms latch the filter, which ends the episode as a stop. The monitor scores the
-recorded episodes of a block of seeds after they end in one pass (`ActionMonitor.score_episodes`:
-the same alarms, costs and summaries as stepping each); under `+stop` an `AlarmScan` finds
-beforehand, chunk by chunk, the step whose update raises the first alarm, where the stop
-latches. Costs per
-episode: filter interventions and monitor alarms by the cost model's weights plus the world's
-physical costs.
+recorded episodes of a block of seeds after they end, in one pass
+(`ActionMonitor.score_episodes`: the same alarms, costs and summaries as stepping each); under
+`+stop` an `AlarmScan` finds beforehand, chunk by chunk, the step whose update raises the first
+alarm, where the stop latches. Costs per episode: filter interventions and monitor alarms by
+the cost model's weights plus the world's physical costs.
 """
 from __future__ import annotations
 
