@@ -78,7 +78,7 @@ PROFILE_GROUPS = (
     ('guard (in the filter)', ('contract.py:step_request', 'contract.py:hold')),
     ('monitor', ('monitors.py:update', 'monitors.py:record_interventions',
                  'monitors.py:episode_summary', 'copy.py:deepcopy',
-                 'monitors.py:score_episode', 'monitors.py:scan')),
+                 'monitors.py:score_episodes', 'monitors.py:scan')),
 )
 
 
