@@ -711,13 +711,17 @@ class Guard:
 
     def _events(self, k: int, a: np.ndarray, out: np.ndarray, h: float) -> tuple[Event, ...]:
         """Return one event per joint the limits changed, with the reason that changed it."""
-        c = self.contract
+        changed = (out != a).nonzero()[0].tolist()
+        if not changed:
+            return ()
+        names, counts = self.contract.joint_names, self.counts
+        requested, executed = a.tolist(), out.tolist()   # Python floats: cheaper per joint
         events = []
-        for j in (out != a).nonzero()[0]:
-            reason = self._reason(j, a[j], h)
-            self.counts[reason] += 1
-            events.append(Event(k, c.joint_names[j], reason, float(a[j]), float(out[j]),
-                                abs(float(a[j]) - float(out[j]))))
+        for j in changed:
+            value, done = requested[j], executed[j]
+            reason = self._reason(j, value, h)
+            counts[reason] += 1
+            events.append(Event(k, names[j], reason, value, done, abs(value - done)))
         return tuple(events)
 
     def _reason(self, j: int, value: float, h: float) -> str:
