@@ -76,6 +76,7 @@ class Run:
 
     resets: list = field(default_factory=list)     # observer time of each ~/reset
     outcomes: list = field(default_factory=list)   # parsed 'done ...' of each episode (or None)
+    ends: list = field(default_factory=list)       # observer time of each 'done' (or None)
     outage: tuple | None = None                    # (stop, restart) observer times
 
 
@@ -246,9 +247,10 @@ def _episodes(observer, scenario: PushtScenario, deadline: float, server) -> Run
         run.resets.append(start)
         if k == 0 and scenario.fault and server is not None:
             run.outage = _outage(observer, server, scenario, deadline)
-        outcome = _wait(lambda: observer.done_after(run.resets[-1]), deadline)
-        run.outcomes.append(parse_done(outcome) if outcome else None)
-        if outcome is None:
+        done = _wait(lambda: observer.done_after(run.resets[-1]), deadline)
+        run.outcomes.append(parse_done(done[1]) if done else None)
+        run.ends.append(done[0] if done else None)
+        if done is None:
             break
     time.sleep(0.5)   # the last diagnostics and events
     return run

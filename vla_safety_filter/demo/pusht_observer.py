@@ -43,10 +43,10 @@ class PushtObserver(DemoObserver):
         with self._lock:
             self._reports.append((self._now(), msg.data))
 
-    def done_after(self, start: float) -> str | None:
-        """Return the first `done ...` report of sim_world after START, or None."""
+    def done_after(self, start: float) -> tuple[float, str] | None:
+        """Return the first `done ...` report of sim_world after START (time, text), or None."""
         with self._lock:
-            return next((text for t, text in self._reports
+            return next(((t, text) for t, text in self._reports
                          if t > start and text.startswith('done ')), None)
 
     def trigger(self, service: str, deadline: float) -> bool:

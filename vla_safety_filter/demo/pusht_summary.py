@@ -29,7 +29,7 @@ def summarize(seen: Observed, run, scenario) -> dict:
 
     (`ok`: activated, contract kept, recovered).
     """
-    check = _audit_episodes(seen, run, scenario.contract)
+    check = audit_episodes(seen, run, scenario.contract)
     monitor = seen.statuses.get('vla_safety/monitor', (3, '', {}))[2]
     costs = [cost for _, _, _, cost in seen.monitor_history]
     episodes = [o or {'success': False, 'steps': None, 'seed': None, 'coverage': None}
@@ -55,17 +55,22 @@ def summarize(seen: Observed, run, scenario) -> dict:
     return summary
 
 
-def _audit_episodes(seen: Observed, run, contract) -> dict:
+def audit_episodes(seen: Observed, run, contract) -> dict:
     """
-    Audit the commands one episode at a time (see `command_audit`).
+    Audit the commands one episode at a time (see `command_audit`), up to its `done`.
 
     Each episode's stream starts at its first command: between episodes the world is reset and
     the filter re-seeded from the measured pusher, so the step across a reset is no command
-    step. Counts are summed and ratios maximised over the episodes.
+    step. It ends at sim_world's `done`: the world then holds, the filter idles, and a chunk
+    still in flight resumes it from the measured pusher (a re-seed, like every resume), which
+    is no command step either. Counts are summed and ratios maximised over the episodes.
     """
-    bounds = [-np.inf, *run.resets, np.inf]
-    parts = [audit_observed(contract, None, seen, since, until)
-             for since, until in zip(bounds[:-1], bounds[1:])]
+    windows = [(-np.inf, run.resets[0] if run.resets else np.inf)]
+    for k, start in enumerate(run.resets):
+        end = run.ends[k] if k < len(run.ends) else None
+        later = run.resets[k + 1] if k + 1 < len(run.resets) else np.inf
+        windows.append((start, later if end is None else min(end, later)))
+    parts = [audit_observed(contract, None, seen, since, until) for since, until in windows]
     return merge_audits(p for p in parts if p['commands'] or p['guard_commands']) \
         or audit_observed(contract, None, seen)
 
