@@ -24,7 +24,7 @@ CONTRACT = Contract(('pusher_x', 'pusher_y'), np.zeros(2), np.full(2, 512.0),
 
 
 def _seen(jump_at: float) -> Observed:
-    """A slow episode at 10 Hz from t = 1 to 2.9 s; at `jump_at` a 15 px jump 9 ms after a tick."""
+    """Return a slow episode at 10 Hz from t = 1 to 2.9 s; at `jump_at`, a 15 px jump."""
     stamps = list(np.arange(10, 30) / 10.0)
     rows = [np.array([100.0 + 5.0 * k, 300.0]) for k in range(len(stamps))]
     k = int(np.searchsorted(stamps, jump_at))
