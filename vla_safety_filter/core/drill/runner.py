@@ -220,7 +220,7 @@ def check_chunk(chunk, dim: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Twin:
+class Twin:
     """
     What a `+stop` episode knows from its twin's: the first alarms, where they are known.
 
@@ -253,7 +253,7 @@ class _Loop:
     executive: Executive | None
     scan: AlarmScan | None = None
     alarms: dict = field(default_factory=dict)
-    twin: _Twin | None = None
+    twin: Twin | None = None
     plan: np.ndarray | None = None
     plan_t0: int = 0
     refusals: tuple = ()
@@ -296,7 +296,8 @@ class EpisodeRunner:
         """
         twins = twins or {}
         played = [self._play(condition, seed, live_monitor,
-                             None if seed not in twins else self._twin(*twins[seed]))
+                             None if seed not in twins else twin_of(twins[seed],
+                                                                    self.monitor.block))
                   for seed in seeds]
         if not live_monitor:
             scores = self.monitor.score_episodes([(ep.raw, charges) for ep, charges in played],
@@ -305,34 +306,8 @@ class EpisodeRunner:
                 self._summarize(ep, score.whole, score.early)
         return [ep for ep, _ in played]
 
-    def _twin(self, n_steps: int, alarms: list, raw: np.ndarray) -> _Twin:
-        """Return what a `+stop` episode knows from its twin's `twin_record`."""
-        first = self.first_alarms(n_steps, alarms)
-        return _Twin(first, raw[:next(iter(first)) + 1] if first else raw)
-
-    def first_alarms(self, n_steps: int, alarms: list) -> dict:
-        """
-        Return {step: alarms} of the update that raised an episode's first alarm ({} if none).
-
-        From the scored episode's length and summary alarms, in the order an AlarmScan gives
-        them: a bad row's alarm is raised by its own step's update, the others by the update
-        that completes their block; one of the last, partial block is raised by the closing
-        summary, no update. The summary keeps the first MAX_ALARMS_KEPT alarms, far more than
-        one update raises.
-        """
-        block, first, raised = self.monitor.block, None, []
-        for entry in alarms:
-            alarm = Alarm(entry['kind'], entry['step'])
-            step = alarm.step if alarm.kind in FAULT_KINDS else (
-                alarm.step // block + 1) * block - 1
-            if step >= n_steps or first not in (None, step):
-                break
-            first = step
-            raised.append(alarm)
-        return {} if first is None else {first: tuple(raised)}
-
     def _play(self, condition: Condition, seed: int, live: bool,
-              twin: _Twin | None = None) -> tuple[Episode, list]:
+              twin: Twin | None = None) -> tuple[Episode, list]:
         """
         Run one episode; return it and each step's charges for the monitor (None if live).
 
@@ -486,6 +461,34 @@ def twin_record(ep: Episode) -> tuple[int, list, np.ndarray]:
     return ep.n_steps, ep.whole['alarms'], ep.raw
 
 
+def twin_of(record: tuple, block: int) -> Twin:
+    """Return what a `+stop` episode knows from its twin's `twin_record` (monitor's block)."""
+    n_steps, alarms, raw = record
+    first = first_alarms(n_steps, alarms, block)
+    return Twin(first, raw[:next(iter(first)) + 1] if first else raw)
+
+
+def first_alarms(n_steps: int, alarms: list, block: int) -> dict:
+    """
+    Return {step: alarms} of the update that raised an episode's first alarm ({} if none).
+
+    From the scored episode's length and summary alarms, in the order an AlarmScan gives them
+    (the monitor advances in blocks of `block` steps): a bad row's alarm is raised by its own
+    step's update, the others by the update that completes their block; one of the last,
+    partial block is raised by the closing summary, no update. The summary keeps the first
+    MAX_ALARMS_KEPT alarms, far more than one update raises.
+    """
+    first, raised = None, []
+    for entry in alarms:
+        alarm = Alarm(entry['kind'], entry['step'])
+        step = alarm.step if alarm.kind in FAULT_KINDS else (alarm.step // block + 1) * block - 1
+        if step >= n_steps or first not in (None, step):
+            break
+        first = step
+        raised.append(alarm)
+    return {} if first is None else {first: tuple(raised)}
+
+
 def twins(conditions) -> dict[int, int]:
     """Map the index of each `+stop` condition whose twin is among `conditions` to the twin's."""
     plain = {c.fault: i for i, c in enumerate(conditions) if c.filtered and not c.stop}
@@ -503,10 +506,10 @@ def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
     runner = EpisodeRunner(world, policy, safety, settings)
     seeds = [settings.seed + k for k in range(settings.episodes)]
     size = _block_size(settings, 1)
-    twin_of = twins(settings.conditions)
+    paired = twins(settings.conditions)
     done: dict[int, list] = {}
-    for i in sorted(range(len(settings.conditions)), key=lambda i: i in twin_of):
-        records = {ep.seed: twin_record(ep) for ep in done.get(twin_of.get(i), ())}
+    for i in sorted(range(len(settings.conditions)), key=lambda i: i in paired):
+        records = {ep.seed: twin_record(ep) for ep in done.get(paired.get(i), ())}
         done[i] = []
         for start in range(0, len(seeds), size):
             for ep in runner.run_all(settings.conditions[i], seeds[start:start + size],
@@ -576,16 +579,16 @@ def run_drill_parallel(setup: DrillSetup, safety: Safety, settings: DrillSetting
     world, policy = setup.build()   # bad names fail here, with their message, not in a worker
     policy.close()
     world.close()
-    twin_of = twins(settings.conditions)
+    paired = twins(settings.conditions)
     blocks = _blocks(settings, workers)
-    after = {(twin_of[i], seeds[0]): (i, seeds) for i, seeds in blocks if i in twin_of}
+    after = {(paired[i], seeds[0]): (i, seeds) for i, seeds in blocks if i in paired}
     episodes: list = []
     with ProcessPoolExecutor(max_workers=workers,
                              mp_context=multiprocessing.get_context('spawn'),
                              initializer=_start_worker,
                              initargs=(setup, safety, settings)) as pool:
         pending = {pool.submit(_run_block, i, seeds): (i, seeds)
-                   for i, seeds in blocks if i not in twin_of}
+                   for i, seeds in blocks if i not in paired}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
