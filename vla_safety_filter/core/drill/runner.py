@@ -396,7 +396,7 @@ class EpisodeRunner:
 
     def _step(self, loop: '_Loop', ep: Episode, k: int) -> bool:
         """Monitor (if live) the raw action, filter it, step the world, charge; True on success."""
-        if loop.twin is not None and k == len(loop.twin.raw):   # the twin ended alarm-free
+        if loop.twin is not None and k == len(loop.twin.raw):   # past the twin (alarm-free)
             self._part(loop, ep, loop.plan[k - loop.plan_t0:self._chunk_steps(loop.plan)])
         raw = loop.plan[k - loop.plan_t0]
         if loop.stop is not None:
