@@ -26,15 +26,17 @@ beside the world (the drill before it scored episodes afterwards) as a baseline 
 episode loop's bookkeeping), and the
 filter plus monitor against the world's step (target: <= 10 %). The filter is replayed on the
 episodes of the `+filter` conditions (the others run without it). The monitor is timed as the
-drill runs it (`score_episode` after each episode with the charges the drill recorded; under
-+stop an `AlarmScan` of each chunk first) and, as a baseline in the same run, stepped through
-every episode (the drill before).
+drill runs it (`score_episodes` after the episodes with the charges the drill recorded; under
++stop with the twin condition in the drill the stop read from the twin's summary and each chunk
+checked against the twin's actions, without a twin an `AlarmScan` of each chunk) and, as a
+baseline in the same run, stepped through every episode (the drill before).
 `--profile` adds a cProfile breakdown that separates gym-pusht's coverage from its physics.
 
 `--baseline REV` checks REV out into a temporary `git worktree` and times, in child processes
 alternating with this tree's (`--rounds` of each, the median kept), the world, the filter and
 the monitor of each revision on the same recorded episodes, as each revision's drill runs them;
-it prints the ratios baseline / new (> 1: faster now).
+it prints the ratios baseline / new (> 1: faster now). A revision without twin stops scans
+every +stop chunk, as its drill does.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+from vla_safety_filter.core.drill import runner as drill_runner
 from vla_safety_filter.core.drill.conditions import parse_conditions
 from vla_safety_filter.core.drill.policies import make_policy
 from vla_safety_filter.core.drill.runner import (DrillSettings, DrillSetup, EpisodeRunner,
@@ -78,7 +81,8 @@ PROFILE_GROUPS = (
     ('guard (in the filter)', ('contract.py:step_request', 'contract.py:hold')),
     ('monitor', ('monitors.py:update', 'monitors.py:record_interventions',
                  'monitors.py:episode_summary', 'copy.py:deepcopy',
-                 'monitors.py:score_episodes', 'monitors.py:scan')),
+                 'monitors.py:score_episodes', 'monitors.py:scan', 'runner.py:twin_of',
+                 'runner.py:covers')),
 )
 
 
@@ -168,7 +172,7 @@ def by_condition(episodes) -> list[list]:
 
 
 def scan_monitor(monitor, episodes, early_steps: int, horizon: int = 8) -> None:
-    """Scan each episode's chunks for the first alarm, then score it, as the drill under +stop."""
+    """Scan each episode's chunks for the first alarm, then score it: +stop without a twin."""
     for ep in episodes:
         scan = AlarmScan(monitor)
         for k in range(0, ep.n_steps, horizon):
@@ -176,11 +180,46 @@ def scan_monitor(monitor, episodes, early_steps: int, horizon: int = 8) -> None:
     score_monitor(monitor, episodes, early_steps)
 
 
+def twin_monitor(monitor, episodes, records: dict, early_steps: int, horizon: int = 8) -> None:
+    """
+    Read each episode's stop from its twin's record, check its chunks against it, then score.
+
+    As the drill runs +stop with the twin condition (`records`: (condition, seed) -> the
+    twin's `twin_record`).
+    """
+    for ep in episodes:
+        twin = drill_runner.twin_of(records[ep.condition, ep.seed], monitor.block)
+        for k in range(0, ep.n_steps, horizon):
+            twin.covers(ep.raw[k:k + horizon], k)
+    score_monitor(monitor, episodes, early_steps)
+
+
+def stop_parts(monitor, episodes, conditions, early_steps: int, repeat: int) -> dict:
+    """
+    Return the seconds of the monitor's stop under +stop as `monitor`'s revision runs them.
+
+    'twinned': +stop episodes whose twin condition is in the drill (read from the twin's record
+    where the revision can, else scanned); 'scanned': those without. Each with its scoring.
+    """
+    paired = {} if not hasattr(drill_runner, 'twins') else drill_runner.twins(conditions)
+    twin = {conditions[i].name: conditions[j].name for i, j in paired.items()}
+    records = {(ep.condition, ep.seed): ep.record for ep in episodes
+               if ep.condition in twin.values()}
+    stopped = [ep for ep in episodes if ep.condition in {c.name for c in conditions if c.stop}]
+    twinned = [ep for ep in stopped if ep.condition in twin]
+    scanned = [ep for ep in stopped if ep.condition not in twin]
+    keyed = {(ep.condition, ep.seed): records[twin[ep.condition], ep.seed] for ep in twinned}
+    return {'twinned': fastest(repeat, twin_monitor, monitor, twinned, keyed, early_steps),
+            'scanned': fastest(repeat, scan_monitor, monitor, scanned, early_steps),
+            'twinned_steps': sum(ep.n_steps for ep in twinned),
+            'scanned_steps': sum(ep.n_steps for ep in scanned)}
+
+
 class ChargeKeepingRunner(EpisodeRunner):
     """The drill's episode runner; each episode keeps the per-step charges its monitor scored."""
 
-    def _play(self, condition, seed: int, live: bool) -> tuple:
-        ep, charges = super()._play(condition, seed, live)
+    def _play(self, condition, seed: int, live: bool, *twin) -> tuple:
+        ep, charges = super()._play(condition, seed, live, *twin)
         ep.charges = charges
         return ep, charges
 
@@ -189,21 +228,21 @@ def monitor_parts(runner, episodes, repeat: int) -> dict:
     """
     Return the monitor's seconds as the drill runs it, and stepped on every episode (baseline).
 
-    The drill scores every episode at once after it ended; under +stop it first scans each
-    chunk for the first alarm (the stop). The baseline steps the monitor through every episode,
+    The drill scores every episode at once after it ended; under +stop it reads the stop from
+    the twin's record and checks each chunk against the twin's actions, or without a twin
+    scans each chunk for the first alarm. The baseline steps the monitor through every episode,
     as the drill did before.
     """
-    stop = {c.name: c.stop for c in runner.settings.conditions}
+    conditions = runner.settings.conditions
+    stop = {c.name: c.stop for c in conditions}
     early = runner.settings.early_steps
-    stopped = [ep for ep in episodes if stop[ep.condition]]
     passive = [ep for ep in episodes if not stop[ep.condition]]
     parts = {'scored': fastest(repeat, score_monitor, runner.monitor, passive, early),
-             'scanned': fastest(repeat, scan_monitor, runner.monitor, stopped, early),
+             **stop_parts(runner.monitor, episodes, conditions, early, repeat),
              'baseline': timed(step_monitor, runner.monitor, episodes, early),
              'scored_steps': sum(ep.n_steps for ep in passive),
-             'scanned_steps': sum(ep.n_steps for ep in stopped),
              'steps': sum(ep.n_steps for ep in episodes)}
-    parts['drill'] = parts['scored'] + parts['scanned']
+    parts['drill'] = parts['scored'] + parts['twinned'] + parts['scanned']
     return parts
 
 
@@ -212,25 +251,32 @@ def time_conditions(runner, settings) -> tuple[list[dict], list]:
     Return per condition the episode time, the world-only time, the live-monitor time.
 
     The drill and its live-monitor baseline run twice each, in the order A B B A, so that
-    whatever drifts during the run (load, memory) weighs on both alike.
+    whatever drifts during the run (load, memory) weighs on both alike. As in the drill, a
+    +stop condition with its twin runs after it and reads its stops from the twin's episodes;
+    each episode keeps its `twin_record` (`record`).
     """
-    rows, everything = [], []
-    for condition in settings.conditions:
-        seeds = [settings.seed + k for k in range(settings.episodes)]
-        episodes = []
+    rows, everything = {}, {}
+    paired = drill_runner.twins(settings.conditions)
+    seeds = [settings.seed + k for k in range(settings.episodes)]
+    for i in sorted(range(len(settings.conditions)), key=lambda i: i in paired):
+        condition, episodes = settings.conditions[i], []
+        twins = {ep.seed: ep.record for ep in everything.get(paired.get(i), ())}
 
         def drill(live: bool) -> None:
-            episodes[:] = runner.run_all(condition, seeds, live_monitor=live)
+            episodes[:] = runner.run_all(condition, seeds, live_monitor=live, twins=twins)
         full = timed(drill, False)
         live = timed(drill, True) + timed(drill, True)
         full = (full + timed(drill, False)) / 2
         live /= 2
         world = timed(replay_world, runner.world, episodes)
-        rows.append({'condition': condition.name, 'steps': sum(ep.n_steps for ep in episodes),
-                     'full_s': full, 'world_s': world, 'ratio': full / world,
-                     'live_monitor_s': live})
-        everything.extend(episodes)
-    return rows, everything
+        rows[i] = {'condition': condition.name, 'steps': sum(ep.n_steps for ep in episodes),
+                   'full_s': full, 'world_s': world, 'ratio': full / world,
+                   'live_monitor_s': live}
+        for ep in episodes:
+            ep.record = drill_runner.twin_record(ep)
+        everything[i] = episodes
+    order = range(len(settings.conditions))
+    return [rows[i] for i in order], [ep for i in order for ep in everything[i]]
 
 
 def shares(runner, episodes, full_s: float, monitor: dict, repeat: int) -> dict:
@@ -324,7 +370,8 @@ def compare_revisions(args, episodes, settings) -> dict:
                          'early_steps': settings.early_steps,
                          'episodes': [{'condition': ep.condition, 'seed': ep.seed,
                                        'raw': ep.raw, 'executed': ep.executed,
-                                       'charges': ep.charges, 'n_steps': ep.n_steps}
+                                       'charges': ep.charges, 'n_steps': ep.n_steps,
+                                       'record': ep.record}
                                       for ep in episodes]}, fh)
         baseline = os.path.join(folder, 'baseline')
         subprocess.run(['git', '-C', ROOT, 'worktree', 'add', '--detach', '--quiet', baseline,
@@ -380,8 +427,8 @@ def child(folder: str, repeat: int) -> None:
                           [ep for ep in episodes if kind[ep.condition].filtered], world.dt),
         'monitor': fastest(repeat, score_monitor, monitor,
                            [ep for ep in episodes if not kind[ep.condition].stop], early)
-        + fastest(repeat, scan_monitor, monitor,
-                  [ep for ep in episodes if kind[ep.condition].stop], early),
+        + sum(stop_parts(monitor, episodes, conditions, early, repeat)[part]
+              for part in ('twinned', 'scanned')),
         'package': os.path.dirname(vla_safety_filter.__file__)}))
 
 
@@ -401,10 +448,12 @@ def report(result: dict) -> None:
     for name, seconds in result['shares_s'].items():
         print(f'  {name:<20} {seconds:>7.2f} s {100 * seconds / full:>5.1f} %')
     m = result['monitor_s']
-    scored, scanned = (per_step(m[part], m[f'{part}_steps']) for part in ('scored', 'scanned'))
+    scored, twinned, scanned = (per_step(m[part], m[f'{part}_steps'])
+                                for part in ('scored', 'twinned', 'scanned'))
     print(f'monitor as the drill runs it {m["drill"]:.2f} s: score_episodes on the episodes '
-          f'without +stop {m["scored"]:.2f} s ({scored}), AlarmScan + score_episodes under +stop '
-          f'{m["scanned"]:.2f} s ({scanned})')
+          f'without +stop {m["scored"]:.2f} s ({scored}); under +stop, stop from the twin + '
+          f'score_episodes {m["twinned"]:.2f} s ({twinned}), without a twin AlarmScan + '
+          f'score_episodes {m["scanned"]:.2f} s ({scanned})')
     print(f'monitor stepped on every episode (baseline, the drill before) {m["baseline"]:.2f} s '
           f'({per_step(m["baseline"], m["steps"])}); world '
           f'{per_step(result["shares_s"]["world"], m["steps"])}')

@@ -15,9 +15,12 @@
 """
 Closed-loop drill core on the real gym-pusht world.
 
-Determinism, pairing, the filter's guarantees over every executed step, faults across chunks
-(mean_std and min_max unnormalizers), policy faults, and the measures.
+Determinism, pairing, the monitor scoring afterwards and stops read from twins as stepping
+gives them, the filter's guarantees over every executed step, faults across chunks (mean_std and
+min_max unnormalizers), policy faults, and the measures.
 """
+import dataclasses
+
 from drill_support import outcome, SHORT
 from hypothesis import given, settings, strategies as st
 import numpy as np
@@ -27,11 +30,13 @@ from vla_safety_filter.core.drill.conditions import (action_normalizer, ChunkFau
 from vla_safety_filter.core.drill.measures import (mcnemar_exact, roc_curve, score_aurocs,
                                                    wilson_interval)
 from vla_safety_filter.core.drill.policies import make_policy, PolicyFault
-from vla_safety_filter.core.drill.runner import (check_settings, DrillSettings, EpisodeRunner,
+from vla_safety_filter.core.drill.runner import (check_settings, DrillSettings, DrillSetup,
+                                                 EpisodeRunner, run_drill, run_drill_parallel,
                                                  summarize)
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.execspec import Metadata
 from vla_safety_filter.core.faults import action_range, FAULT_FAMILIES, inject
+from vla_safety_filter.core.monitors import AlarmScan
 
 pytest.importorskip('gym_pusht')
 
@@ -110,6 +115,100 @@ def test_a_stop_found_by_scanning_chunks_equals_the_stepped_monitors(pusht_world
     stopped = sum(scanned.stopped for scanned in _equal_to_the_stepped_monitor(
         pusht_world, pusht_demos, pusht_safety, STOPPING))
     assert stopped >= 3   # alarms did stop episodes (at the step stepping stops them)
+
+
+TWINS = 'filter,drift+filter,spike+filter,nan+filter,scale+filter'   # STOPPING's twins
+
+
+def _same_episodes(first, second) -> None:
+    """Assert two lists of episodes equal: outcomes, summaries and every step."""
+    assert [outcome(ep) for ep in first] == [outcome(ep) for ep in second]
+    for a, b in zip(first, second):
+        for name in ('raw', 'executed', 'states'):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_a_stop_read_from_the_twin_equals_the_scanned_stop(pusht_drill, monkeypatch):
+    """
+    With its twin in the drill a +stop episode takes the stop from the twin's, scanning nothing.
+
+    The +stop episodes are those of the drill without the twins (scanned chunk by chunk), in
+    the drill's order whatever the order of the conditions, and alarms did stop them early.
+    """
+    scanned, _ = pusht_drill(STOPPING, episodes=3, seed=4)
+
+    def no_scan(*_):
+        raise AssertionError('a +stop episode with a twin scanned its chunks')
+    monkeypatch.setattr(AlarmScan, 'scan', no_scan)
+    both, drill = pusht_drill(f'{STOPPING},{TWINS}', episodes=3, seed=4)
+    assert [ep.condition for ep in both] == [c.name for c in drill.conditions for _ in range(3)]
+    _same_episodes(scanned, both[:len(scanned)])
+    stops = [ep.n_steps for ep in scanned if ep.stopped]
+    assert len(stops) >= 5 and min(stops) < SHORT // 2   # alarms did stop episodes there
+
+
+def test_workers_take_stops_from_twins(pusht_world, pusht_demos, pusht_safety):
+    """Worker processes send a +stop block after its twin's: the episodes one process scans."""
+    conditions = f'{TWINS},{STOPPING}'
+    drill = DrillSettings(episodes=3, seed=4, conditions=tuple(parse_conditions(conditions)),
+                          max_steps=SHORT)
+    parallel = run_drill_parallel(DrillSetup('pusht', f'nn:{pusht_demos}'), pusht_safety,
+                                  drill, 2)
+    alone = dataclasses.replace(drill, conditions=tuple(parse_conditions(STOPPING)))
+    serial = run_drill(pusht_world, make_policy(f'nn:{pusht_demos}'), pusht_safety, alone)
+    _same_episodes(serial, parallel[-len(serial):])
+    assert sum(ep.stopped for ep in serial) >= 5
+
+
+class Unrepeatable:
+    """The nn policy, but its second reply in the n-th episode of a seed is `replies[n]`."""
+
+    name = 'unrepeatable'
+
+    def __init__(self, inner, replies: dict):
+        self.inner, self.replies, self.episodes, self.calls = inner, replies, {}, 0
+
+    def reset(self, seed, task):
+        self.episodes[seed] = self.episodes.get(seed, 0) + 1
+        self.seed, self.calls = seed, 0
+        self.inner.reset(seed, task)
+
+    def act(self, observation):
+        self.calls += 1
+        chunk = self.inner.act(observation)
+        reply = self.replies.get(self.episodes[self.seed]) if self.calls == 2 else None
+        if reply == 'fail':
+            raise PolicyFault('server unreachable')
+        return chunk + 150.0 if reply == 'jump' else chunk
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize('replies', [{1: 'jump'}, {2: 'jump'}, {1: 'fail', 2: 'jump'}])
+def test_a_stop_episode_parting_from_its_twin_scans_its_own(pusht_world, pusht_demos,
+                                                            pusht_safety, replies):
+    """
+    A policy that does not repeat itself: a +stop episode stops on its own actions' alarms.
+
+    The twin (each seed's first episode) or the +stop episode jumps 150 px at step 8, or the
+    twin ends there on a policy fault: the +stop episodes are those scanned after a condition
+    that is no twin, not the twin's stops.
+    """
+    def drill(conditions: str) -> list:
+        settings = DrillSettings(episodes=3, seed=0, max_steps=SHORT,
+                                 conditions=tuple(parse_conditions(conditions)))
+        policy = Unrepeatable(make_policy(f'nn:{pusht_demos}'), replies)
+        return run_drill(pusht_world, policy, pusht_safety, settings)
+    with_twins, scanned = drill('filter,filter+stop'), drill('none,filter+stop')
+    _same_episodes(scanned[3:], with_twins[3:])
+    twins, stops = with_twins[:3], with_twins[3:]
+    assert all(bool(ep.policy_fault) == (replies.get(1) == 'fail') for ep in twins)
+    assert all((ep.whole['first_alarm_step'] is None) == (replies.get(1) != 'jump')
+               for ep in twins)
+    jumps = replies.get(2) == 'jump'   # the +stop episodes' own alarms stop them
+    assert all(ep.stopped == jumps and (ep.n_steps <= 10 if jumps else ep.n_steps == SHORT)
+               for ep in stops)
 
 
 FILTERED = 'filter,drift+filter,offset+filter,spike+filter,unnormalized+filter,scale+filter'

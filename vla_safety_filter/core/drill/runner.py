@@ -22,10 +22,14 @@ executes the command (a silent filter leaves the world holding its last command)
 monitor watches the raw actions in every condition (its metrics predict failure); only `+stop`
 lets its alarms latch the filter, which ends the episode as a stop. The monitor scores the
 recorded episodes of a block of seeds after they end, in one pass
-(`ActionMonitor.score_episodes`: the same alarms, costs and summaries as stepping each); under
-`+stop` an `AlarmScan` finds beforehand, chunk by chunk, the step whose update raises the first
-alarm, where the stop latches. Costs per episode: filter interventions and monitor alarms by
-the cost model's weights plus the world's physical costs.
+(`ActionMonitor.score_episodes`: the same alarms, costs and summaries as stepping each). Under
+`+stop` the stop latches at the step whose update raises the first alarm. The alarms depend on
+the raw actions alone, and a `+stop` episode runs as its twin (the same fault and filter without
+`+stop`, same seed) up to there: with the twin in the drill, that step and its alarms are read
+from the twin's scored episode (which runs first) while the raw actions are the twin's (a policy
+that does not repeat itself parts from them: from there an `AlarmScan` finds them); without a
+twin the `AlarmScan` finds them beforehand, chunk by chunk. Costs per episode: filter
+interventions and monitor alarms by the cost model's weights plus the world's physical costs.
 """
 from __future__ import annotations
 
@@ -48,7 +52,8 @@ from ..costs import CostModel, DEFAULT_COSTS
 from ..errors import InputError
 from ..execspec import Metadata
 from ..executive import Executive, LATCHED
-from ..monitors import ActionMonitor, alarm_reason, AlarmScan, METRIC_NAMES, SafetyStop
+from ..monitors import (ActionMonitor, Alarm, alarm_reason, AlarmScan, FAULT_KINDS,
+                        METRIC_NAMES, SafetyStop)
 from ..params import CalibrationData, load_calibration_for
 
 #: physical costs the worlds report, per step (SafeVLA: cost of unsafe states, not only actions)
@@ -214,14 +219,33 @@ def check_chunk(chunk, dim: int) -> np.ndarray:
     return chunk
 
 
+@dataclass(frozen=True)
+class Twin:
+    """
+    What a `+stop` episode knows from its twin's: the first alarms, where they are known.
+
+    `alarms`: {step: the alarms its update raises} of the twin's first update that raised any
+    ({} if none did); `raw`: the twin's raw actions through that step (all without one).
+    """
+
+    alarms: dict
+    raw: np.ndarray
+
+    def covers(self, steps: np.ndarray, k: int) -> bool:
+        """Return whether a chunk's steps from step k are the twin's, as far as it knows them."""
+        end = min(k + len(steps), len(self.raw))
+        return self.raw[k:end].tobytes() == steps[:end - k].tobytes()
+
+
 @dataclass
 class _Loop:
     """
     Per-episode state of the loop: stop logic, fault, filter, the current plan.
 
     `charges` keeps each step's filter reasons and world costs for a monitor that scores the
-    episode after it ends (`stop` None: the monitor is not stepped); `scan` finds the alarms of
-    each chunk's steps under `+stop` (`alarms`: step -> the alarms its update raises).
+    episode after it ends (`stop` None: the monitor is not stepped); under `+stop`, `alarms`
+    holds step -> the alarms its update raises: the `twin`'s first ones while its raw actions
+    are the twin's, else what `scan` finds in each chunk's steps.
     """
 
     stop: SafetyStop | None
@@ -229,6 +253,7 @@ class _Loop:
     executive: Executive | None
     scan: AlarmScan | None = None
     alarms: dict = field(default_factory=dict)
+    twin: Twin | None = None
     plan: np.ndarray | None = None
     plan_t0: int = 0
     refusals: tuple = ()
@@ -259,15 +284,21 @@ class EpisodeRunner:
         """
         return self.run_all(condition, [seed], live_monitor)[0]
 
-    def run_all(self, condition: Condition, seeds, live_monitor: bool = False) -> list[Episode]:
+    def run_all(self, condition: Condition, seeds, live_monitor: bool = False,
+                twins: dict | None = None) -> list[Episode]:
         """
         Episodes of `condition` on each seed, as `run` runs them one by one.
 
         The monitor scores the recorded episodes together after the last one ended
         (`ActionMonitor.score_episodes`: each episode's scores as alone, numpy's per-call cost
-        shared).
+        shared). Under `+stop`, `twins` (seed -> `twin_record` of the twin condition's episode)
+        gives each seed's stop without a scan.
         """
-        played = [self._play(condition, seed, live_monitor) for seed in seeds]
+        twins = twins or {}
+        played = [self._play(condition, seed, live_monitor,
+                             None if seed not in twins else twin_of(twins[seed],
+                                                                    self.monitor.block))
+                  for seed in seeds]
         if not live_monitor:
             scores = self.monitor.score_episodes([(ep.raw, charges) for ep, charges in played],
                                                  self.settings.early_steps)
@@ -275,25 +306,29 @@ class EpisodeRunner:
                 self._summarize(ep, score.whole, score.early)
         return [ep for ep, _ in played]
 
-    def _play(self, condition: Condition, seed: int, live: bool) -> tuple[Episode, list]:
+    def _play(self, condition: Condition, seed: int, live: bool,
+              twin: Twin | None = None) -> tuple[Episode, list]:
         """
         Run one episode; return it and each step's charges for the monitor (None if live).
 
-        Live, the stepped monitor's summaries are taken at once.
+        Live, the stepped monitor's summaries are taken at once. `twin`: what a `+stop`
+        episode knows from its twin's (None: scan for its stop).
         """
         ep = Episode(seed, condition.name)
         self.world.reset(seed)
         self.policy.reset(seed, self.world.task)
         if live:
             self.monitor.reset_episode()
+        twin = twin if condition.stop and not live else None
         loop = _Loop(SafetyStop('alarm' if condition.stop else 'none', self.hold_off)
                      if live else None, self._fault(condition, seed),
                      self._start_filter() if condition.filtered else None,
-                     AlarmScan(self.monitor) if condition.stop and not live else None)
+                     AlarmScan(self.monitor) if condition.stop and not live and twin is None
+                     else None, {} if twin is None else twin.alarms, twin)
         for k in range(self.max_steps):
             if loop.plan is None or k - loop.plan_t0 >= self._chunk_steps(loop.plan):
                 try:
-                    self._request(loop, k)
+                    self._request(loop, ep, k)
                 except PolicyFault as exc:
                     ep.policy_fault = str(exc) or type(exc).__name__
                     break
@@ -328,20 +363,41 @@ class EpisodeRunner:
         return ChunkFault(condition.fault, self.fault_at, seed, cal.mu, cal.sigma, self.dt,
                           self.settings.sibling, self.settings.own)
 
-    def _request(self, loop: '_Loop', k: int) -> None:
-        """Ask the policy for a chunk at step k; fault it, make it the filter's plan."""
+    def _request(self, loop: '_Loop', ep: Episode, k: int) -> None:
+        """
+        Ask the policy for a chunk at step k; fault it, make it the filter's plan.
+
+        Under `+stop` its steps' alarms are the twin's while its actions are, else scanned
+        (from the episode's start when it parts from its twin's here: alarm-free before).
+        """
         plan = check_chunk(self.policy.act(self.world.observation()), self.safety.contract.dim)
         if loop.fault is not None:
             plan = loop.fault.apply(plan, k)
         loop.plan, loop.plan_t0 = plan, k
-        if loop.scan is not None:   # the alarms of the steps this chunk will run
-            loop.alarms = loop.scan.scan(plan[:self._chunk_steps(plan)])
+        steps = plan[:self._chunk_steps(plan)]
+        if loop.twin is not None and not loop.twin.covers(steps, k):
+            self._part(loop, ep, steps)
+        elif loop.scan is not None:   # the alarms of the steps this chunk will run
+            loop.alarms = loop.scan.scan(steps)
         if loop.executive is not None:
             offsets = self.dt * np.arange(1, len(plan) + 1)
             loop.refusals = loop.executive.on_chunk(plan, offsets, k * self.dt)
 
+    def _part(self, loop: '_Loop', ep: Episode, steps: np.ndarray) -> None:
+        """
+        Scan for the stop from here on, the twin's alarms unknown (the steps before: none).
+
+        For a `+stop` episode whose actions part from its twin's, or that outlives its twin.
+        """
+        loop.twin, loop.scan = None, AlarmScan(self.monitor)
+        if ep.raw:
+            loop.scan.scan(np.array(ep.raw))
+        loop.alarms = loop.scan.scan(steps)
+
     def _step(self, loop: '_Loop', ep: Episode, k: int) -> bool:
         """Monitor (if live) the raw action, filter it, step the world, charge; True on success."""
+        if loop.twin is not None and k == len(loop.twin.raw):   # past the twin (alarm-free)
+            self._part(loop, ep, loop.plan[k - loop.plan_t0:self._chunk_steps(loop.plan)])
         raw = loop.plan[k - loop.plan_t0]
         if loop.stop is not None:
             status = self.monitor.update(raw)
@@ -400,24 +456,68 @@ class EpisodeRunner:
         ep.cost_by_kind = dict(whole['cost_by_kind'])
 
 
+def twin_record(ep: Episode) -> tuple[int, list, np.ndarray]:
+    """Return what a `+stop` episode takes from its twin's: length, summary alarms, raw actions."""
+    return ep.n_steps, ep.whole['alarms'], ep.raw
+
+
+def twin_of(record: tuple, block: int) -> Twin:
+    """Return what a `+stop` episode knows from its twin's `twin_record` (monitor's block)."""
+    n_steps, alarms, raw = record
+    first = first_alarms(n_steps, alarms, block)
+    return Twin(first, raw[:next(iter(first)) + 1] if first else raw)
+
+
+def first_alarms(n_steps: int, alarms: list, block: int) -> dict:
+    """
+    Return {step: alarms} of the update that raised an episode's first alarm ({} if none).
+
+    From the scored episode's length and summary alarms, in the order an AlarmScan gives them
+    (the monitor advances in blocks of `block` steps): a bad row's alarm is raised by its own
+    step's update, the others by the update that completes their block; one of the last,
+    partial block is raised by the closing summary, no update. The summary keeps the first
+    MAX_ALARMS_KEPT alarms, far more than one update raises.
+    """
+    first, raised = None, []
+    for entry in alarms:
+        alarm = Alarm(entry['kind'], entry['step'])
+        step = alarm.step if alarm.kind in FAULT_KINDS else (alarm.step // block + 1) * block - 1
+        if step >= n_steps or first not in (None, step):
+            break
+        first = step
+        raised.append(alarm)
+    return {} if first is None else {first: tuple(raised)}
+
+
+def twins(conditions) -> dict[int, int]:
+    """Map the index of each `+stop` condition whose twin is among `conditions` to the twin's."""
+    plain = {c.fault: i for i, c in enumerate(conditions) if c.filtered and not c.stop}
+    return {i: plain[c.fault] for i, c in enumerate(conditions) if c.stop and c.fault in plain}
+
+
 def run_drill(world, policy: Policy, safety: Safety, settings: DrillSettings,
               progress=None) -> list[Episode]:
     """
     Every condition on seeds S..S+n-1 (condition-major); `progress()` after each episode.
 
-    In blocks of seeds as a worker of run_drill_parallel runs them (scored together).
+    In blocks of seeds as a worker of run_drill_parallel runs them (scored together); the
+    `+stop` conditions with a twin run after the others, their stops read from the twin's.
     """
     runner = EpisodeRunner(world, policy, safety, settings)
     seeds = [settings.seed + k for k in range(settings.episodes)]
     size = _block_size(settings, 1)
-    episodes = []
-    for condition in settings.conditions:
+    paired = twins(settings.conditions)
+    done: dict[int, list] = {}
+    for i in sorted(range(len(settings.conditions)), key=lambda i: i in paired):
+        records = {ep.seed: twin_record(ep) for ep in done.get(paired.get(i), ())}
+        done[i] = []
         for start in range(0, len(seeds), size):
-            for ep in runner.run_all(condition, seeds[start:start + size]):
-                episodes.append(ep)
+            for ep in runner.run_all(settings.conditions[i], seeds[start:start + size],
+                                     twins=records):
+                done[i].append(ep)
                 if progress is not None:
                     progress(ep)
-    return episodes
+    return [ep for i in range(len(settings.conditions)) for ep in done[i]]
 
 
 # ---- worker processes ------------------------------------------------------------------------
@@ -430,11 +530,12 @@ def _start_worker(setup: DrillSetup, safety: Safety, settings: DrillSettings) ->
     _WORKER['runner'] = EpisodeRunner(world, policy, safety, settings)
 
 
-def _run_block(condition_index: int, seeds: list[int]) -> list[Episode]:
-    """Run episodes of one condition on the given seeds in this worker."""
+def _run_block(condition_index: int, seeds: list[int], twins: dict | None = None
+               ) -> list[Episode]:
+    """Run episodes of one condition on the given seeds in this worker (`run_all`'s twins)."""
     runner = _WORKER['runner']
     condition = runner.settings.conditions[condition_index]
-    return runner.run_all(condition, seeds)
+    return runner.run_all(condition, seeds, twins=twins)
 
 
 def _expected_length(condition: Condition) -> int:
@@ -471,31 +572,41 @@ def run_drill_parallel(setup: DrillSetup, safety: Safety, settings: DrillSetting
     monitor are reset from them), so splitting the seeds between processes changes nothing but
     the wall time. Workers are spawned (no fork of a threaded parent) and build their own world,
     policy and monitor from `setup` (checked here first) at the same time, each on its core.
+    A `+stop` block with a twin is sent when its twin's block of the same seeds has ended, with
+    their records (`twin_record`).
     """
     check_settings(settings)
     world, policy = setup.build()   # bad names fail here, with their message, not in a worker
     policy.close()
     world.close()
+    paired = twins(settings.conditions)
     blocks = _blocks(settings, workers)
-    results: list = [None] * len(blocks)
+    after = {(paired[i], seeds[0]): (i, seeds) for i, seeds in blocks if i in paired}
+    episodes: list = []
     with ProcessPoolExecutor(max_workers=workers,
                              mp_context=multiprocessing.get_context('spawn'),
                              initializer=_start_worker,
                              initargs=(setup, safety, settings)) as pool:
-        pending = {pool.submit(_run_block, *block): n for n, block in enumerate(blocks)}
+        pending = {pool.submit(_run_block, i, seeds): (i, seeds)
+                   for i, seeds in blocks if i not in paired}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    episodes = results[pending.pop(future)] = future.result()
-                    for ep in episodes if progress is not None else ():
+                    i, seeds = pending.pop(future)
+                    block = future.result()
+                    episodes.extend(block)
+                    stop = after.get((i, seeds[0]))
+                    if stop is not None:
+                        records = {ep.seed: twin_record(ep) for ep in block}
+                        pending[pool.submit(_run_block, *stop, records)] = stop
+                    for ep in block if progress is not None else ():
                         progress(ep)
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
     rank = {c.name: i for i, c in enumerate(settings.conditions)}
-    return sorted((ep for block in results for ep in block),
-                  key=lambda ep: (rank[ep.condition], ep.seed))
+    return sorted(episodes, key=lambda ep: (rank[ep.condition], ep.seed))
 
 
 # ---- measures and outputs --------------------------------------------------------------------
