@@ -49,12 +49,12 @@ import pickle
 import platform
 import pstats
 import subprocess
-import sys
 import tempfile
 import time
 from types import SimpleNamespace
 
 import numpy as np
+from source_trees import run_child
 from vla_safety_filter.core.drill import runner as drill_runner
 from vla_safety_filter.core.drill.conditions import parse_conditions
 from vla_safety_filter.core.drill.policies import make_policy
@@ -380,7 +380,8 @@ def compare_revisions(args, episodes, settings) -> dict:
         try:
             for _ in range(args.rounds):
                 for name, root in (('new', ROOT), ('baseline', baseline)):
-                    runs[name].append(run_child(root, folder, args.repeat))
+                    runs[name].append(run_child(__file__, root,
+                                                [folder, '--repeat', str(args.repeat)]))
         finally:
             subprocess.run(['git', '-C', ROOT, 'worktree', 'remove', '--force', baseline],
                            check=False)
@@ -392,20 +393,6 @@ def compare_revisions(args, episodes, settings) -> dict:
                                       for key in out['new']}
     out['rev'], out['rounds'] = args.baseline, args.rounds
     return out
-
-
-def run_child(root: str, folder: str, repeat: int) -> dict:
-    """Time the world, filter and monitor of the source tree at `root` in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', folder,
-                           '--repeat', str(repeat)], env=env, check=True, capture_output=True,
-                          text=True, cwd=root)
-    result = json.loads(done.stdout)
-    expected = os.path.join(os.path.realpath(root), 'vla_safety_filter')
-    if os.path.realpath(result.pop('package')) != expected:
-        raise SystemExit(f'the child imported the package from elsewhere than {root}')
-    return result
 
 
 def child(folder: str, repeat: int) -> None:

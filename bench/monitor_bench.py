@@ -44,11 +44,11 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+from source_trees import run_child
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -151,20 +151,6 @@ def child(folder: str, passes: int) -> None:
     print(json.dumps(result))
 
 
-def run_child(root: str, folder: str, passes: int) -> dict:
-    """Time the monitor of the source tree at `root` in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', folder,
-                          '--passes', str(passes)], env=env, check=True, capture_output=True,
-                         text=True, cwd=root)
-    result = json.loads(out.stdout)
-    expected = os.path.join(os.path.realpath(root), 'vla_safety_filter')
-    if os.path.realpath(result.pop('package')) != expected:
-        raise SystemExit(f'the child imported the monitor from elsewhere than {root}')
-    return result
-
-
 def worktree(rev: str, folder: str) -> str:
     """Check REV out (detached) into a git worktree under folder; return its path."""
     path = os.path.join(folder, 'baseline')
@@ -188,7 +174,8 @@ def measure(args, folder: str) -> dict:
     try:
         for _ in range(args.rounds):
             for name, root in trees.items():
-                runs[name].append(run_child(root, folder, args.passes))
+                runs[name].append(run_child(__file__, root,
+                                            [folder, '--passes', str(args.passes)]))
     finally:
         if args.baseline:
             subprocess.run(['git', '-C', ROOT, 'worktree', 'remove', '--force',

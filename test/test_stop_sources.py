@@ -20,6 +20,7 @@ Several publishers share /vla/safety_stop (the monitor, operator and teleop e-st
 latch it set stays until ~/reset. On every rclpy: by publisher GID (rclpy >= 9), else by
 re-reading the latched publishers (Jazzy, the EventsExecutor; core.stop_reread).
 """
+import contextlib
 import os
 import time
 
@@ -256,13 +257,22 @@ def test_the_refusal_and_diagnostics_name_who_asserts(ros):
     assert wait_for(lambda: _value(probe, 'stop_sources') == '')
 
 
+@contextlib.contextmanager
+def _events_pipeline():
+    """Yield (harness, probe): the filter and an arm spun by rclpy's EventsExecutor, streaming."""
+    ros = Harness(lambda context: make_executor('events', context))
+    try:
+        arm, probe = _pipeline(ros)       # (the arm lives as long as this frame)
+        _stream_for(probe, 0.3)
+        yield ros, probe
+    finally:
+        ros.close()
+
+
 @no_events_executor
 def test_a_stop_under_the_events_executor_latches_and_the_filter_keeps_running():
     """Its spin_once raises SystemError on a callback taking a MessageInfo: none is given it."""
-    ros = Harness(lambda context: make_executor('events', context))
-    try:
-        arm, probe = _pipeline(ros)
-        _stream_for(probe, 0.3)
+    with _events_pipeline() as (ros, probe):
         _, estop = _stop_publisher(ros, 'estop')
         estop.publish(Bool(data=True))
         assert wait_for(lambda: probe.state() == 'latched' or (probe.send([0.3, 0.5, 0.9]) and 0))
@@ -275,17 +285,12 @@ def test_a_stop_under_the_events_executor_latches_and_the_filter_keeps_running()
         count = len(probe.commands)
         _stream_for(probe, 0.5)
         assert len(probe.commands) > count + 10               # still spinning: motion resumed
-    finally:
-        ros.close()
 
 
 @no_events_executor
 def test_under_the_events_executor_a_latched_false_does_not_release_a_volatile_stop():
     """No MessageInfo there: the latched `false` is re-read, the button's `true` kept."""
-    ros = Harness(lambda context: make_executor('events', context))
-    try:
-        arm, probe = _pipeline(ros)
-        _stream_for(probe, 0.3)
+    with _events_pipeline() as (ros, probe):
         _, estop = _stop_publisher(ros, 'operator_estop', latched=False)
         _, monitor = _stop_publisher(ros, 'monitor')
         estop.publish(Bool(data=True))
@@ -303,5 +308,3 @@ def test_under_the_events_executor_a_latched_false_does_not_release_a_volatile_s
         count = len(probe.commands)
         _stream_for(probe, 0.5)
         assert len(probe.commands) > count + 10               # motion resumed
-    finally:
-        ros.close()
