@@ -83,8 +83,10 @@ def _status(seen: Observed) -> Panel:
     if monitor:
         metrics = '  '.join(f'{label} {monitor.get(key, "-")}' for key, label in METRICS)
         lines.append(metrics + '\n')
-        lines.append(f'CUSUM {monitor.get("cusum_statistic", "-")} / threshold '
-                     f'{monitor.get("cusum_threshold", "-")}   episode cost '
+        lines.append(f'CUSUM position {monitor.get("cusum_statistic", "-")} / '
+                     f'{monitor.get("cusum_threshold", "-")}, motion '
+                     f'{monitor.get("motion_cusum_statistic", "-")} / '
+                     f'{monitor.get("motion_cusum_threshold", "-")}   episode cost '
                      f'{monitor.get("episode_cost", "-")} / budget '
                      f'{monitor.get("cost_budget", "-")}\n')
     alarms = ', '.join(f'{kind}@{step}' for _, kind, step in seen.alarms[-6:])

@@ -42,6 +42,9 @@ METRIC_PANELS = (('reversal_rate', 'reversal rate', 'share'), ('jerk_rms', 'jerk
                  ('momentum_coherence', 'momentum coherence', 'cos'),
                  ('spectral_low_ratio', 'low-frequency power', 'share'), ('stall_s', 'stall', 's'),
                  ('p_value', 'conformal p-value', 'p'))
+#: CUSUM panels: status key prefix (<prefix>_statistic, <prefix>_threshold) and label; the position
+#: score's CUSUM and the step score's, which is the one motion faults move
+CUSUM_PANELS = (('cusum', 'position CUSUM'), ('motion_cusum', 'motion CUSUM'))
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -135,7 +138,8 @@ def plot_actions(s: RecordSeries, path: str) -> None:
 def has_monitor(s: RecordSeries) -> bool:
     m = s.monitor.metrics
     return any(k in m and np.isfinite(m[k]).any()
-               for k in [p[0] for p in METRIC_PANELS] + ['cusum_statistic'])
+               for k in [p[0] for p in METRIC_PANELS] +
+               [f'{key}_statistic' for key, _ in CUSUM_PANELS])
 
 
 def _alarm_lines(ax, s: RecordSeries) -> None:
@@ -144,21 +148,20 @@ def _alarm_lines(ax, s: RecordSeries) -> None:
 
 
 def plot_monitor(s: RecordSeries, path: str) -> None:
-    """One panel per monitor metric plus CUSUM statistic vs threshold; alarm onsets marked."""
+    """One panel per monitor metric plus each CUSUM statistic vs threshold; alarm onsets marked."""
     m = s.monitor
     panels = [p for p in METRIC_PANELS if p[0] in m.metrics and np.isfinite(m.metrics[p[0]]).any()]
-    cusum = 'cusum_statistic' in m.metrics
-    fig = _figure(11.0, 1.5 * (len(panels) + cusum) + 1.6)
-    axes = fig.subplots(len(panels) + cusum, 1, sharex=True, squeeze=False)[:, 0]
+    cusums = [(key, label) for key, label in CUSUM_PANELS if f'{key}_statistic' in m.metrics]
+    fig = _figure(11.0, 1.5 * (len(panels) + len(cusums)) + 1.6)
+    axes = fig.subplots(len(panels) + len(cusums), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (key, title, unit) in zip(axes, panels):
         ax.plot(m.t, m.metrics[key], '.-', color='tab:blue', lw=1, ms=3)
         ax.set_ylabel(f'{title}\n({unit})', fontsize=8)
-    if cusum:
-        ax = axes[-1]
-        ax.plot(m.t, m.metrics['cusum_statistic'], '.-', color='tab:blue', lw=1, ms=3)
-        if 'cusum_threshold' in m.metrics:
-            ax.plot(m.t, m.metrics['cusum_threshold'], '--', color='tab:red', lw=1.2)
-        ax.set_ylabel('CUSUM\n(log-likelihood)', fontsize=8)
+    for ax, (key, label) in zip(axes[len(panels):], cusums):
+        ax.plot(m.t, m.metrics[f'{key}_statistic'], '.-', color='tab:blue', lw=1, ms=3)
+        if f'{key}_threshold' in m.metrics:
+            ax.plot(m.t, m.metrics[f'{key}_threshold'], '--', color='tab:red', lw=1.2)
+        ax.set_ylabel(f'{label}\n(log-likelihood)', fontsize=8)
     for ax in axes:
         _time_axis(ax, s)
         _alarm_lines(ax, s)
