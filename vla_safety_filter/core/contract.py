@@ -210,7 +210,7 @@ class Guard:
         self._box_h = self._dt = c.dt
         self._max_h = MAX_STEP_PERIODS * c.dt
         self._half_dt = 0.5 * c.dt
-        self._lo, self._hi = np.empty(c.dim), np.empty(c.dim)
+        self._lohi2, self._hi = np.empty(2 * c.dim), np.empty(c.dim)     # [lo | -hi], hi
         self._work = (np.empty(c.dim), np.empty(c.dim))
         self._simple_box = False
         self._plain = not c.limits_acceleration and not c.has_soft_limits and \
@@ -249,9 +249,8 @@ class Guard:
         """Make the views of the box: its reachable half, its parts, the bounds check's mask."""
         d = self.contract.dim
         self._reach2 = self._box4[2 * d:]
-        self._reach_lo, self._reach_neg_hi = self._reach2[:d], self._reach2[d:]
-        self._neg_upper = self._box4[d:2 * d]
         self._mask2 = self._mask4[:2 * d]
+        self._lo, self._neg_hi = self._lohi2[:d], self._lohi2[d:]
 
     @property
     def speed_scale(self) -> float:
@@ -344,10 +343,9 @@ class Guard:
 
     def _ensure_lohi(self) -> None:
         """Make self._lo and self._hi the box when it is kept stacked (see `step`)."""
-        if not self._lohi_ok:
-            np.maximum(self.contract.lower, self._reach_lo, out=self._lo)
-            np.negative(np.maximum(self._neg_upper, self._reach_neg_hi, out=self._hi),
-                        out=self._hi)
+        if not self._lohi_ok:   # [lo | -hi] = max([lower | -upper], [prev - vs | -prev - vs])
+            np.maximum(self._bounds2, self._reach2, out=self._lohi2)
+            np.negative(self._neg_hi, self._hi)
             self._lohi_ok = True
 
     def _set_box(self, h: float) -> None:
@@ -516,15 +514,27 @@ class Guard:
         slower = v - np.sign(v) * np.sqrt(2.0 * self._jmax * np.abs(v)) * span
         return self._prev + h * np.where(slower * v > 0, slower, 0.0)
 
-    def _advance(self, out: np.ndarray, h: float) -> None:
-        """Make `out` the last executed command, reached in h seconds."""
+    def _advance(self, out: np.ndarray, h: float, inside: bool = False) -> None:
+        """
+        Make `out` the last executed command, reached in h seconds.
+
+        `inside`: out is known to lie within the bounds (cut to a simple box): it is written
+        as [out | -out] where the next box reads it, with no bounds check of its own.
+        """
         if h > 0:
-            velocity = (out - self._prev) / h
+            velocity = np.subtract(out, self._prev)
+            np.divide(velocity, h, velocity)
             if self._jmax is not None:
                 self._accel = (velocity - self._velocity) / (0.5 * (h + (self._last_h or h)))
             self._velocity = velocity
             self._last_h = h
-        self._set_prev(out.copy())
+        if inside:
+            _, _, head, tail, _ = self._p2
+            head[:] = out
+            np.negative(out, tail)
+            self._prev, self._inside, self._p2_ok = head, True, True
+        else:
+            self._set_prev(out.copy())
         self._box_h = _STALE    # the next step builds the box once, for its own h
 
     def _contain(self, out: np.ndarray) -> np.ndarray:
@@ -632,6 +642,7 @@ class Guard:
 
     def _general(self, k: int, a: np.ndarray, h: float) -> tuple[np.ndarray, tuple[Event, ...]]:
         """Guard `a` through the whole box: projected, rejected if not finite, events named."""
+        simple = self._simple_box       # prev inside the bounds, and the box inside them
         self._ensure_lohi()
         if self._uniform_scaling:
             out = self._uniform(a)
@@ -646,8 +657,8 @@ class Guard:
         if self._workspace is not None:
             events += self._workspace_events(k, a, out)
         if self.contract.mode == 'monitor_only':
-            out = a.copy()
-        self._advance(out, h)
+            out, simple = a.copy(), False
+        self._advance(out, h, simple)
         return out, events
 
     def _workspace_events(self, k: int, a: np.ndarray, out: np.ndarray) -> tuple[Event, ...]:
