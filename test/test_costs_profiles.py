@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 from vla_safety_filter.core.costs import (budget_summary, CostBudget, CostModel, ERROR, OK,
-                                          WARN)
+                                          UNKNOWN_KIND_COST, WARN)
 from vla_safety_filter.core.errors import InputError
 from vla_safety_filter.core.profiles import (get_profile, METRIC_ALARMS, profile_names,
                                              PROFILES)
@@ -72,6 +72,30 @@ def test_an_unpriced_kind_is_never_cheaper_than_its_priced_family(costs, name):
         kind = family + 'x' + name
         if kind not in costs:
             assert model.cost_of(kind) >= max(priced + [0.0]) and model.cost_of(kind) > 0
+
+
+def test_an_unpriced_kind_costs_its_familys_dearest_price():
+    model = CostModel(costs={'intervention.position': 0.05, 'intervention.stale': 1.5,
+                             'alarm.jerk': 0.5, 'world.joint_limit': 0.0, 'plain': 7.0})
+    assert model.cost_of('intervention.never_heard_of') == 1.5   # the dearest intervention
+    assert model.cost_of('intervention') == 1.5                  # a family's bare name
+    assert model.cost_of('alarm.never_heard_of') == UNKNOWN_KIND_COST   # never below it
+    assert model.cost_of('world.outside_workspace') == UNKNOWN_KIND_COST  # free family: not 0
+    assert model.cost_of('world.joint_limit') == 0.0             # a priced kind: its price
+    assert model.cost_of('vibes.anything') == UNKNOWN_KIND_COST  # unknown family
+    assert model.cost_of('plain.x') == UNKNOWN_KIND_COST         # 'plain' is no family
+
+
+@given(st.dictionaries(st.sampled_from(['intervention.position', 'intervention.a.b', 'alarm.jerk',
+                                        'alarm', 'a.', '.x', 'x']),
+                       st.floats(0.0, 100.0) | st.integers(0, 100), max_size=7),
+       st.sampled_from(['intervention.', 'alarm.', 'a.', '.', 'x.', '']),
+       st.text(max_size=6))
+def test_an_unpriced_kind_costs_the_most_of_the_priced_kinds_named_like_it(costs, family, name):
+    kind = family + name
+    priced = [c for k, c in costs.items() if k.startswith(kind.split('.', 1)[0] + '.')]
+    expected = costs[kind] if kind in costs else max(priced + [UNKNOWN_KIND_COST])
+    assert CostModel(costs=costs).cost_of(kind) == expected
 
 
 def test_budget_summary_safevla_style():

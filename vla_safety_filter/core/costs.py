@@ -60,6 +60,8 @@ class CostModel:
     costs: dict = field(default_factory=lambda: dict(DEFAULT_COSTS))
     budget: float = 10.0
     warn_fraction: float = 0.5
+    # family ('intervention.') -> the price of its unpriced kinds, set once by __post_init__
+    _unpriced: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not (np.isfinite(self.budget) and self.budget > 0) or not 0 < self.warn_fraction <= 1:
@@ -68,20 +70,30 @@ class CostModel:
         for kind, cost in self.costs.items():
             if not (np.isfinite(cost) and cost >= 0):
                 raise InputError(f'cost of {kind!r} must be a finite number >= 0, got {cost!r}')
+        object.__setattr__(self, '_unpriced', _family_prices(self.costs))
 
     def cost_of(self, kind: str) -> float:
         """Return the priced cost of `kind` (unpriced: its family's dearest, never 0)."""
-        if kind in self.costs:
-            return float(self.costs[kind])
-        family = kind.split('.', 1)[0] + '.'
-        priced = [c for k, c in self.costs.items() if k.startswith(family)]
-        return float(max(priced + [UNKNOWN_KIND_COST]))
+        cost = self.costs.get(kind)
+        if cost is not None:
+            return float(cost)
+        return self._unpriced.get(kind.partition('.')[0] + '.', UNKNOWN_KIND_COST)
 
     def level(self, cumulative: float) -> int:
         """OK below warn_fraction * budget, WARN up to the budget, ERROR above it."""
         if cumulative > self.budget:
             return ERROR
         return WARN if cumulative >= self.warn_fraction * self.budget else OK
+
+
+def _family_prices(costs: dict) -> dict:
+    """Return per family ('alarm.') the dearest of its priced kinds and UNKNOWN_KIND_COST."""
+    prices: dict = {}
+    for kind, cost in costs.items():
+        family, dot, _ = kind.partition('.')
+        if dot:
+            prices[family + dot] = max(prices.get(family + dot, UNKNOWN_KIND_COST), float(cost))
+    return prices
 
 
 class CostBudget:

@@ -45,12 +45,13 @@ episode, block order kept where results depend on it: identical to stepping `upd
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 import copy
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, reduce
 import math
-from operator import add
+from operator import add, itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -731,17 +732,18 @@ class ActionMonitor:
         self.reset_episode()   # the FFT schedule and CUSUMs start from a reset
         parts = self._score_all([self._episode_rows(actions) for actions, _ in episodes],
                                 early_steps)
-        results = []
+        results, plans = [], {}
         for (_, charges), scored in zip(episodes, parts):
             self.reset_episode()
             n = 0 if scored is None else scored.faults.size
+            priced = None if charges is None or not n else self._priced(charges[:n], plans)
             early = None
             if n and early_steps and early_steps <= n:
-                self._take(scored, early_steps, charges)
+                self._take(scored, early_steps, priced)
                 early = self.episode_summary()
                 self.reset_episode()
             if n:
-                self._take(scored, n, charges)
+                self._take(scored, n, priced)
             results.append(EpisodeScores(self.episode_summary(), early))
         return results
 
@@ -907,12 +909,13 @@ class ActionMonitor:
         values['stall_s'] = values['run'] * self.dt
         return values, padded
 
-    def _take(self, scored: '_Scored', n: int, charges) -> None:
+    def _take(self, scored: '_Scored', n: int, priced: list | None) -> None:
         """
         Leave the monitor as stepping the first n steps and `episode_summary()` would.
 
-        From the whole episode's scores (they depend on the past only); the CUSUM statistics
-        are set when n is the whole episode (a summary does not report them).
+        From the whole episode's scores (they depend on the past only) and its `_priced`
+        charges (None: none given); the CUSUM statistics are set when n is the whole episode
+        (a summary does not report them).
         """
         raised = self._fault_onsets(scored.faults[:n])
         stats, last = _score_stats(scored.position[:n], self.exceed_score)
@@ -938,7 +941,7 @@ class ActionMonitor:
                               scored.x[self._keep + n - 1])
         self._take_metrics(scored, n)
         spectral, flags['spectral'] = self._take_spectral(scored, n)
-        self._replay(sorted(raised + spectral), charges, scored.faults[:n], flags)
+        self._replay(sorted(raised + spectral), priced, scored.faults[:n], flags)
         if n == scored.faults.size:
             self.cusum.statistic = scored.cusum[1]
             if scored.steps is not None:
@@ -1057,26 +1060,59 @@ class ActionMonitor:
             return None
         return min((step // self.block + 1) * self.block, n) - 1
 
-    def _replay(self, raised: list, charges, faults: np.ndarray, flags: dict) -> None:
-        """Charge the alarms and each step's charges in stepping's order; set the level."""
+    def _priced(self, charges, plans: dict) -> list[tuple[int, tuple, tuple]]:
+        """
+        Return (step, interventions, kinds) of the steps whose charges cost anything, in order.
+
+        As (kind, cost) pairs in the order stepping adds them: `record_interventions(reasons)`
+        ('intervention.' + each of set(reasons)), then `budget.charge(kind)` for each kind.
+        Most steps charge one of a few tuples, priced once each in `plans` (equal tuples
+        iterate alike; sets and lists are priced step by step).
+        """
+        out = []
+        for t, charge in enumerate(charges):
+            try:
+                plan = plans[charge]
+            except KeyError:
+                plan = self._plan(*charge)
+                if type(charge[0]) is tuple and type(charge[1]) is tuple:
+                    plans[charge] = plan
+            except TypeError:   # unhashable
+                plan = self._plan(*charge)
+            if plan[0] or plan[1]:
+                out.append((t, *plan))
+        return out
+
+    def _plan(self, reasons, kinds) -> tuple[tuple, tuple]:
+        """Return the (kind, cost) pairs a step's (reasons, kinds) charge, in stepping's order."""
+        interventions = ['intervention.' + reason for reason in set(reasons)]
+        return self._prices(interventions), self._prices(kinds)
+
+    def _prices(self, kinds) -> tuple:
+        """Return (kind, cost) of each of `kinds` that costs anything, in order."""
+        cost_of = self.budget.model.cost_of
+        return tuple((kind, cost) for kind, cost in ((k, cost_of(k)) for k in kinds) if cost)
+
+    def _replay(self, raised: list, priced: list | None, faults: np.ndarray, flags: dict
+                ) -> None:
+        """Charge the alarms and each step's `_priced` charges in stepping's order; the level."""
         n = faults.size
         last = max(raised[-1][0] if raised else 0,   # the last refresh of the level
                    8 * (n - 1) + (FLUSHED if n % self.block == 0 else LAST_FLUSHED),
-                   8 * (n - 1) + INTERVENTIONS if charges is not None else 0)
-        steps = [] if charges is None else [
-            t for t, (reasons, kinds) in enumerate(charges[:n]) if reasons or kinds]
-        total, i, prices = 0.0, 0, {}
-        for t in steps + [n]:   # n: the alarms after the last charge
+                   8 * (n - 1) + INTERVENTIONS if priced is not None else 0)
+        charged = [] if priced is None else priced[:bisect_left(priced, n, key=itemgetter(0))]
+        total, i = 0.0, 0
+        for t, interventions, kinds in [*charged, (n, (), ())]:   # n: the alarms after them
             while i < len(raised) and raised[i][0] < 8 * t + INTERVENTIONS:
                 key, _, step, kind = raised[i]
-                self._record(Alarm(kind, step), key % 8 == LAST_FLUSH, prices)
+                self._record(Alarm(kind, step), key % 8 == LAST_FLUSH)
                 total = self.budget.total if key <= last else total
                 i += 1
-            if t < n:
-                reasons, kinds = charges[t]
-                self._spend(['intervention.' + reason for reason in set(reasons)], prices)
+            if interventions:
+                self._spend(interventions)
                 total = self.budget.total if 8 * t + INTERVENTIONS <= last else total
-                self._spend(kinds, prices)
+            if kinds:
+                self._spend(kinds)
                 total = self.budget.total if 8 * t + COSTS <= last else total
         step, phase = divmod(last, 8)
         flushed = step if phase >= LAST_FLUSH else (step + 1) // self.block * self.block - 1
@@ -1085,29 +1121,21 @@ class ActionMonitor:
             self._active[kind] = bool(f[-1])
         self._level = max(self.budget.model.level(total), WARN if active else OK)
 
-    def _record(self, alarm: Alarm, unreported: bool, prices: dict) -> None:
+    def _record(self, alarm: Alarm, unreported: bool) -> None:
         """Keep and charge one alarm as `_raise` does (those of the closing flush unreported)."""
         if len(self.alarms) < MAX_ALARMS_KEPT:
             self.alarms.append(alarm)
         self.alarm_counts[alarm.kind] = self.alarm_counts.get(alarm.kind, 0) + 1
-        self._spend(('alarm.' + alarm.kind,), prices)
+        self._spend(self._prices(('alarm.' + alarm.kind,)))
         if unreported:
             self._unreported.append(alarm)
 
-    def _spend(self, kinds, prices: dict) -> None:
-        """
-        Charge each kind once, in order, as `budget.charge(kind)` adds it.
-
-        Each kind's cost is looked up once per replay (`prices`): a replay charges thousands.
-        """
+    def _spend(self, priced) -> None:
+        """Add (kind, cost) pairs to the budget one at a time, as `budget.charge` adds each."""
         budget = self.budget
-        for kind in kinds:
-            cost = prices.get(kind)
-            if cost is None:
-                cost = prices[kind] = budget.model.cost_of(kind)
-            if cost:
-                budget.total += cost
-                budget.by_kind[kind] = budget.by_kind.get(kind, 0.0) + cost
+        for kind, cost in priced:
+            budget.total += cost
+            budget.by_kind[kind] = budget.by_kind.get(kind, 0.0) + cost
 
     # ---- reporting -----------------------------------------------------------------------
     def window_metrics(self) -> dict:
