@@ -272,6 +272,8 @@ class Guard:
         self._neg_vmax2 = np.concatenate([self._neg_vmax, self._neg_vmax])
         self._neg_vstep2 = np.concatenate([-self._vstep, -self._vstep])
         self._neg_half_step2 = self._neg_vmax2 * self._half_dt
+        # lower, upper and vmax as Python floats, for naming an event's reason
+        self._limit_floats = (c.lower.tolist(), c.upper.tolist(), self._vmax.tolist())
         # what the fast path of `step` reads, in one attribute
         self._fast = (self._box4, self._mask4, self._all_true, self._reach2, self._neg_vstep2)
         inf = np.full(c.dim, np.inf)
@@ -726,27 +728,28 @@ class Guard:
         if not changed:
             return ()
         names, counts = self.contract.joint_names, self.counts
-        requested, executed = a.tolist(), out.tolist()   # Python floats: cheaper per joint
+        # Python floats: cheaper per joint
+        requested, executed, previous = a.tolist(), out.tolist(), self._prev.tolist()
         events = []
         for j in changed:
             value, done = requested[j], executed[j]
-            reason = self._reason(j, value, h)
+            reason = self._reason(j, value, h, previous[j])
             counts[reason] += 1
             events.append(Event(k, names[j], reason, value, done, abs(value - done)))
         return tuple(events)
 
-    def _reason(self, j: int, value: float, h: float) -> str:
+    def _reason(self, j: int, value: float, h: float, prev: float) -> str:
         """Name the first limit (by priority) that a requested joint value breaks."""
+        lower, upper, vmax = self._limit_floats
+        if value < lower[j] or value > upper[j]:
+            return 'position'
         c = self.contract
         soft = c.has_soft_limits
-        reach = self._vmax[j] * h
-        if value < c.lower[j] or value > c.upper[j]:
-            return 'position'
         if soft and not c.soft_lower[j] <= value <= c.soft_upper[j]:
             return 'soft_limit'
         # the velocity box exactly as it is built (prev -/+ vmax h), not |value - prev|: the two
         # round differently by one ulp at the box's edge
-        prev = self._prev[j]
+        reach = vmax[j] * h
         if value < prev - reach or value > prev + reach or self._uniform_scaling:
             return 'velocity'
         if soft and not self._soft_box[0][j] <= value <= self._soft_box[1][j]:
