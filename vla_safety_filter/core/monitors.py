@@ -80,7 +80,10 @@ RANKS = {'cusum': 1, 'step_spike': 2, 'motion_cusum': 3, 'window_spike': 4,
          'reversal': 5, 'jerk': 6, 'coherence': 7, 'stall': 8, 'spectral': 10}
 HOLD_RANK = 9   # core.holds' freeze and stall (by step, freeze first, as the detector raises)
 _FLOAT64 = np.dtype(np.float64)  # the per-step path takes float64 rows as they are
-WINDOW_HOP = 3   # score_episode queries every third window score, bounds the others (most)
+# score_episode queries every 12th window score, then every third of those the bounds leave
+# open, then the rest left open (far from the demonstrations, where a query costs most, the
+# coarse grid bounds most windows; near them the finer one)
+WINDOW_HOPS = (12, 3)
 
 
 class Alarm(NamedTuple):
@@ -863,42 +866,33 @@ class ActionMonitor:
 
     def _bounded_scores(self, f: np.ndarray, steps: np.ndarray, prefixes: list) -> np.ndarray:
         """
-        Return scores of the finite windows `f` (at `steps`), querying the tree for a third.
+        Return scores of the finite windows `f` (at `steps`), querying the tree for few.
 
-        Every WINDOW_HOP-th window (and the last) is queried; the triangle inequality bounds
-        each window between two queried ones: above by its distance to their nearest
-        demonstrated windows, below by their scores less its distance to them. A window the
-        bounds place on one side of both thresholds, with the upper bound at most the largest
-        queried score of every summarized prefix holding it, keeps its upper bound (the same
-        comparisons and maxima as its score); the others are queried. Bounds carry a 1e-9
-        relative slack for the rounding of the two distance computations.
+        Every WINDOW_HOPS[0]-th window (and the last) is queried and bounds the others
+        (`_WindowBounds`); a window they leave open against a threshold is queried on the
+        next, finer grid, then on none. A window whose upper bound exceeds the largest queried
+        score of the shortest summarized prefix holding it is queried last. The others keep
+        their upper bound: the same comparisons and maxima as their score.
         """
-        scorer, n = self.window_scorer, f.shape[0]
-        picked = np.unique(np.r_[0:n:WINDOW_HOP, n - 1])
-        exact, nearest = scorer.tree.query(f[picked])
-        scorer.hint = int(nearest[-1])
-        before = np.arange(n) // WINDOW_HOP
-        after = np.minimum(before + 1, picked.size - 1)
-        upper, lower = np.full(n, np.inf), np.full(n, -np.inf)
-        for k in (before, after):
-            upper = np.minimum(upper, _distances(f, scorer.points[nearest[k]]))
-            lower = np.maximum(lower, exact[k] * (1.0 - 1e-9)
-                               - _distances(f, f[picked[k]]) * (1.0 + 1e-9))
-        loose = upper * (1.0 + 1e-9)
+        bounds, n = _WindowBounds(self.window_scorer, f), f.shape[0]
+        bounds.query(np.unique(np.r_[0:n:WINDOW_HOPS[0], n - 1]))
+        self.window_scorer.hint = int(bounds.nearest[-1])
+        open_ = np.flatnonzero(~bounds.queried)
+        for grid in (*WINDOW_HOPS[1:], 1):
+            bounds.narrow(open_)
+            loose, placed = bounds.upper[open_] * (1.0 + 1e-9), np.ones(open_.size, dtype=bool)
+            for limit in (self.window_exceed, self.window_scorer.spike_score):
+                placed &= (loose <= limit) | (bounds.lower[open_] > limit)
+            open_ = open_[~placed]
+            bounds.query(open_[open_ % grid == 0])
+            open_ = open_[~bounds.queried[open_]]
+        known = np.where(bounds.queried, bounds.upper, -np.inf)
         cap = np.full(n, np.inf)   # the largest queried score of the shortest prefix with it
         for start, stop in sorted(prefixes, key=lambda prefix: prefix[0] - prefix[1]):
             low, high = np.searchsorted(steps, (start, stop)).tolist()
-            first, last = np.searchsorted(picked, (low, high)).tolist()
-            cap[low:high] = exact[first:last].max(initial=-np.inf)
-        decided = loose <= cap
-        for limit in (self.window_exceed, scorer.spike_score):
-            decided &= (loose <= limit) | (lower > limit)
-        decided[picked] = True
-        upper[picked] = exact
-        ask = np.flatnonzero(~decided)
-        if ask.size:
-            upper[ask] = scorer.tree.query(f[ask])[0]
-        return upper
+            cap[low:high] = known[low:high].max(initial=-np.inf)
+        bounds.query(np.flatnonzero(~bounds.queried & (bounds.upper * (1.0 + 1e-9) > cap)))
+        return bounds.upper
 
     def _metric_values(self, x: np.ndarray) -> tuple[dict, np.ndarray]:
         """Return the window metrics of rows x[3:], their contributions after window - 1 zeros."""
@@ -1417,6 +1411,40 @@ class AlarmScan:
 def alarm_reason(alarms) -> str:
     """Return why an alarm stop is asserted: 'alarm kind@step, ...'."""
     return 'alarm ' + ', '.join(f'{a.kind}@{a.step}' for a in alarms)
+
+
+class _WindowBounds:
+    """
+    Window scores between bounds, exact where queried (`ActionMonitor._bounded_scores`).
+
+    The triangle inequality through a queried window q bounds a window w above by the distance
+    of w to the demonstrated window nearest to q, below by the score of q less the distance of w
+    to q, with a 1e-9 relative slack for the rounding of the two distance computations.
+    """
+
+    def __init__(self, scorer: WindowScorer, f: np.ndarray):
+        self.scorer, self.f, n = scorer, f, f.shape[0]
+        self.upper = np.full(n, np.inf)    # upper bounds; the scores where queried
+        self.lower = np.full(n, -np.inf)
+        self.nearest = np.zeros(n, dtype=np.intp)   # of the queried windows
+        self.queried = np.zeros(n, dtype=bool)
+
+    def query(self, windows: np.ndarray) -> None:
+        """Score `windows` exactly (a tree query)."""
+        if windows.size:
+            self.upper[windows], self.nearest[windows] = self.scorer.tree.query(self.f[windows])
+            self.queried[windows] = True
+
+    def narrow(self, windows: np.ndarray) -> None:
+        """Tighten the bounds of unqueried `windows` through the queried ones on either side."""
+        anchors = np.flatnonzero(self.queried)   # the first and the last window among them
+        after = np.searchsorted(anchors, windows)
+        f, upper, lower = self.f[windows], self.upper[windows], self.lower[windows]
+        for q in (anchors[after - 1], anchors[after]):
+            upper = np.minimum(upper, _distances(f, self.scorer.points[self.nearest[q]]))
+            lower = np.maximum(lower, self.upper[q] * (1.0 - 1e-9)
+                               - _distances(f, self.f[q]) * (1.0 + 1e-9))
+        self.upper[windows], self.lower[windows] = upper, lower
 
 
 @dataclass
