@@ -51,7 +51,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, reduce
 import math
-from operator import add, itemgetter
+from operator import add
 from typing import NamedTuple
 
 import numpy as np
@@ -903,7 +903,7 @@ class ActionMonitor:
         values['stall_s'] = values['run'] * self.dt
         return values, padded
 
-    def _take(self, scored: '_Scored', n: int, priced: list | None) -> None:
+    def _take(self, scored: '_Scored', n: int, priced: '_Charges | None') -> None:
         """
         Leave the monitor as stepping the first n steps and `episode_summary()` would.
 
@@ -944,7 +944,7 @@ class ActionMonitor:
 
     def _keyed(self, steps: list, kind: str, n: int, rank: int | None = None) -> list:
         """
-        Return alarms of `kind` at those ascending `steps` below n, keyed by the flush raising them.
+        Return alarms of `kind` at the ascending `steps` below n, keyed by the flush raising each.
 
         (Plain ints: an episode has a few. Its summary's flush raises those of the block of
         n steps, if they do not fill it.)
@@ -1058,16 +1058,16 @@ class ActionMonitor:
             return None
         return min((step // self.block + 1) * self.block, n) - 1
 
-    def _priced(self, charges, plans: dict) -> list[tuple[int, tuple, tuple]]:
+    def _priced(self, charges, plans: dict) -> '_Charges':
         """
-        Return (step, interventions, kinds) of the steps whose charges cost anything, in order.
+        Return the episode's charges as (kind, cost) pairs in the order stepping adds them.
 
-        As (kind, cost) pairs in the order stepping adds them: `record_interventions(reasons)`
-        ('intervention.' + each of set(reasons)), then `budget.charge(kind)` for each kind.
-        Most steps charge one of a few tuples, priced once each in `plans` (equal tuples
-        iterate alike; sets and lists are priced step by step).
+        A step's (reasons, kinds) adds 'intervention.' + each of set(reasons) in that set's
+        order (`record_interventions`), then each kind (`budget.charge`). Most steps charge one
+        of a few tuples, priced once each in `plans` (equal tuples iterate alike; sets and lists
+        are priced step by step).
         """
-        out = []
+        keys, starts, kinds, pairs = [], [], [], []
         for t, charge in enumerate(charges):
             try:
                 plan = plans[charge]
@@ -1077,41 +1077,46 @@ class ActionMonitor:
                     plans[charge] = plan
             except TypeError:   # unhashable
                 plan = self._plan(*charge)
-            if plan[0] or plan[1]:
-                out.append((t, *plan))
-        return out
+            if plan[0]:
+                keys.append(8 * t + INTERVENTIONS)
+                starts.append(len(pairs))
+                kinds.append(len(pairs) + plan[1])
+                pairs.extend(plan[0])
+        starts.append(len(pairs))
+        return _Charges(keys, starts, kinds, pairs)
 
-    def _plan(self, reasons, kinds) -> tuple[tuple, tuple]:
-        """Return the (kind, cost) pairs a step's (reasons, kinds) charge, in stepping's order."""
-        interventions = ['intervention.' + reason for reason in set(reasons)]
-        return self._prices(interventions), self._prices(kinds)
+    def _plan(self, reasons, kinds) -> tuple[tuple, int]:
+        """Return the (kind, cost) pairs a step's (reasons, kinds) charge and where kinds start."""
+        interventions = self._prices(['intervention.' + reason for reason in set(reasons)])
+        return interventions + self._prices(kinds), len(interventions)
 
     def _prices(self, kinds) -> tuple:
         """Return (kind, cost) of each of `kinds` that costs anything, in order."""
         cost_of = self.budget.model.cost_of
         return tuple((kind, cost) for kind, cost in ((k, cost_of(k)) for k in kinds) if cost)
 
-    def _replay(self, raised: list, priced: list | None, faults: np.ndarray, flags: dict
+    def _replay(self, raised: list, priced: '_Charges | None', faults: np.ndarray, flags: dict
                 ) -> None:
-        """Charge the alarms and each step's `_priced` charges in stepping's order; the level."""
+        """Charge the alarms and the `_priced` charges of the steps in stepping's order; level."""
         n = faults.size
         last = max(raised[-1][0] if raised else 0,   # the last refresh of the level
                    8 * (n - 1) + (FLUSHED if n % self.block == 0 else LAST_FLUSHED),
                    8 * (n - 1) + INTERVENTIONS if priced is not None else 0)
-        charged = [] if priced is None else priced[:bisect_left(priced, n, key=itemgetter(0))]
-        total, i = 0.0, 0
-        for t, interventions, kinds in [*charged, (n, (), ())]:   # n: the alarms after them
-            while i < len(raised) and raised[i][0] < 8 * t + INTERVENTIONS:
-                key, _, step, kind = raised[i]
-                self._record(Alarm(kind, step), key % 8 == LAST_FLUSH)
-                total = self.budget.total if key <= last else total
-                i += 1
-            if interventions:
-                self._spend(interventions)
-                total = self.budget.total if 8 * t + INTERVENTIONS <= last else total
-            if kinds:
-                self._spend(kinds)
-                total = self.budget.total if 8 * t + COSTS <= last else total
+        charges = _NO_CHARGES if priced is None else priced
+        end = bisect_left(charges.keys, 8 * n)   # the charges of the first n steps
+        done = 0   # pairs charged
+        for key, _, step, kind in raised:   # each alarm after the charges keyed before it
+            before = charges.starts[bisect_left(charges.keys, key, 0, end)]
+            self._spend(charges.pairs[done:before])
+            done = before
+            self._record(Alarm(kind, step), key % 8 == LAST_FLUSH)
+        # the level is refreshed last before the kinds of the last step (COSTS) or after them
+        late = charges.starts[end]
+        if end and charges.keys[end - 1] - INTERVENTIONS + COSTS > last:
+            late = charges.kinds[end - 1]
+        self._spend(charges.pairs[done:late])
+        total = self.budget.total
+        self._spend(charges.pairs[late:charges.starts[end]])
         step, phase = divmod(last, 8)
         flushed = step if phase >= LAST_FLUSH else (step + 1) // self.block * self.block - 1
         active = faults[step] or flushed >= 0 and any(f[flushed] for f in flags.values())
@@ -1124,7 +1129,7 @@ class ActionMonitor:
         if len(self.alarms) < MAX_ALARMS_KEPT:
             self.alarms.append(alarm)
         self.alarm_counts[alarm.kind] = self.alarm_counts.get(alarm.kind, 0) + 1
-        self._spend(self._prices(('alarm.' + alarm.kind,)))
+        self.budget.charge('alarm.' + alarm.kind)
         if unreported:
             self._unreported.append(alarm)
 
@@ -1415,6 +1420,18 @@ class AlarmScan:
 def alarm_reason(alarms) -> str:
     """Return why an alarm stop is asserted: 'alarm kind@step, ...'."""
     return 'alarm ' + ', '.join(f'{a.kind}@{a.step}' for a in alarms)
+
+
+class _Charges(NamedTuple):
+    """An episode's charges in stepping's order (`ActionMonitor._priced`)."""
+
+    keys: list     # 8 t + INTERVENTIONS of each step t that charges anything, ascending
+    starts: list   # where the (kind, cost) pairs of each such step start in `pairs`; their end
+    kinds: list    # where the pairs of its kinds (after its interventions) start in `pairs`
+    pairs: list    # (kind, cost) pairs of the steps in order: interventions, then kinds
+
+
+_NO_CHARGES = _Charges([], [0], [], [])
 
 
 class _WindowBounds:
