@@ -80,9 +80,8 @@ RANKS = {'cusum': 1, 'step_spike': 2, 'motion_cusum': 3, 'window_spike': 4,
          'reversal': 5, 'jerk': 6, 'coherence': 7, 'stall': 8, 'spectral': 10}
 HOLD_RANK = 9   # core.holds' freeze and stall (by step, freeze first, as the detector raises)
 _FLOAT64 = np.dtype(np.float64)  # the per-step path takes float64 rows as they are
-# score_episode queries every 12th window score, then every third of those the bounds leave
-# open, then the rest left open (far from the demonstrations, where a query costs most, the
-# coarse grid bounds most windows; near them the finer one)
+# score_episode queries every 12th window score, and every third one except between two far
+# from the demonstrations; those bound the others (most are not queried)
 WINDOW_HOPS = (12, 3)
 
 
@@ -868,30 +867,31 @@ class ActionMonitor:
         """
         Return scores of the finite windows `f` (at `steps`), querying the tree for few.
 
-        Every WINDOW_HOPS[0]-th window (and the last) is queried and bounds the others
-        (`_WindowBounds`); a window they leave open against a threshold is queried on the
-        next, finer grid, then on none. A window whose upper bound exceeds the largest queried
-        score of the shortest summarized prefix holding it is queried last. The others keep
-        their upper bound: the same comparisons and maxima as their score.
+        Every WINDOW_HOPS[0]-th window (and the last) is queried. Between two of them that score
+        past the exceedance threshold (far from the demonstrations, where a query costs most and
+        consecutive windows mostly share their nearest demonstrated window) the others are left
+        to the bounds; elsewhere every WINDOW_HOPS[1]-th window is queried. The queried windows
+        bound the others (`_WindowBounds`); those the bounds leave open against a threshold, and
+        those whose upper bound exceeds the largest queried score of the shortest summarized
+        prefix holding them, are queried last. The others keep their upper bound: the same
+        comparisons and maxima as their score.
         """
-        bounds, n = _WindowBounds(self.window_scorer, f), f.shape[0]
-        bounds.query(np.unique(np.r_[0:n:WINDOW_HOPS[0], n - 1]))
-        self.window_scorer.hint = int(bounds.nearest[-1])
-        open_ = np.flatnonzero(~bounds.queried)
-        for grid in (*WINDOW_HOPS[1:], 1):
-            bounds.narrow(open_)
-            loose, placed = bounds.upper[open_] * (1.0 + 1e-9), np.ones(open_.size, dtype=bool)
-            for limit in (self.window_exceed, self.window_scorer.spike_score):
-                placed &= (loose <= limit) | (bounds.lower[open_] > limit)
-            open_ = open_[~placed]
-            bounds.query(open_[open_ % grid == 0])
-            open_ = open_[~bounds.queried[open_]]
+        scorer, (coarse, fine), n = self.window_scorer, WINDOW_HOPS, f.shape[0]
+        bounds = _WindowBounds(scorer, f, (self.window_exceed, scorer.spike_score))
+        bounds.query(np.unique(np.r_[0:n:coarse, n - 1]))
+        scorer.hint = int(bounds.nearest[-1])
+        rest = np.flatnonzero(~bounds.queried)
+        before, after = bounds.anchors(rest)
+        ask = rest[np.minimum(bounds.upper[before], bounds.upper[after]) <= self.window_exceed]
+        bounds.query(ask[ask % fine == 0])
+        rest = np.flatnonzero(~bounds.queried)
+        ask = bounds.narrow(rest)
         known = np.where(bounds.queried, bounds.upper, -np.inf)
         cap = np.full(n, np.inf)   # the largest queried score of the shortest prefix with it
         for start, stop in sorted(prefixes, key=lambda prefix: prefix[0] - prefix[1]):
             low, high = np.searchsorted(steps, (start, stop)).tolist()
             cap[low:high] = known[low:high].max(initial=-np.inf)
-        bounds.query(np.flatnonzero(~bounds.queried & (bounds.upper * (1.0 + 1e-9) > cap)))
+        bounds.query(rest[ask | (bounds.upper[rest] * (1.0 + 1e-9) > cap[rest])])
         return bounds.upper
 
     def _metric_values(self, x: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -1443,8 +1443,8 @@ class _WindowBounds:
     to q, with a 1e-9 relative slack for the rounding of the two distance computations.
     """
 
-    def __init__(self, scorer: WindowScorer, f: np.ndarray):
-        self.scorer, self.f, n = scorer, f, f.shape[0]
+    def __init__(self, scorer: WindowScorer, f: np.ndarray, limits: tuple):
+        self.scorer, self.f, self.limits, n = scorer, f, limits, f.shape[0]
         self.upper = np.full(n, np.inf)    # upper bounds; the scores where queried
         self.lower = np.full(n, -np.inf)
         self.nearest = np.zeros(n, dtype=np.intp)   # of the queried windows
@@ -1457,19 +1457,31 @@ class _WindowBounds:
                 np.take(self.f, windows, axis=0))
             self.queried[windows] = True
 
-    def narrow(self, windows: np.ndarray) -> None:
-        """Tighten the bounds of unqueried `windows` through the queried ones on either side."""
+    def anchors(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the queried windows before and after each of the unqueried `windows`."""
         anchors = np.flatnonzero(self.queried)   # the first and the last window among them
         after = np.searchsorted(anchors, windows)
+        return anchors[after - 1], anchors[after]
+
+    def narrow(self, windows: np.ndarray) -> np.ndarray:
+        """
+        Tighten the bounds of unqueried `windows` through the queried ones on either side.
+
+        Returns which of them the bounds leave open against a limit (on neither side of it).
+        """
         # (np.take: rows of a 2-D array several times faster than fancy indexing)
         f = np.take(self.f, windows, axis=0)
         upper, lower = self.upper[windows], self.lower[windows]
-        for q in (anchors[after - 1], anchors[after]):
+        for q in self.anchors(windows):
             nearest = np.take(self.scorer.points, self.nearest[q], axis=0)
             upper = np.minimum(upper, _distances(f, nearest))
             lower = np.maximum(lower, self.upper[q] * (1.0 - 1e-9)
                                - _distances(f, np.take(self.f, q, axis=0)) * (1.0 + 1e-9))
         self.upper[windows], self.lower[windows] = upper, lower
+        loose, placed = upper * (1.0 + 1e-9), np.ones(windows.size, dtype=bool)
+        for limit in self.limits:
+            placed &= (loose <= limit) | (lower > limit)
+        return ~placed
 
 
 @dataclass
