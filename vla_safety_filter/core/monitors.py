@@ -885,7 +885,7 @@ class ActionMonitor:
         ask = rest[np.minimum(bounds.upper[before], bounds.upper[after]) <= self.window_exceed]
         bounds.query(ask[ask % fine == 0])
         rest = np.flatnonzero(~bounds.queried)
-        ask = bounds.narrow(rest)
+        ask = bounds.bound(rest)
         known = np.where(bounds.queried, bounds.upper, -np.inf)
         cap = np.full(n, np.inf)   # the largest queried score of the shortest prefix with it
         for start, stop in sorted(prefixes, key=lambda prefix: prefix[0] - prefix[1]):
@@ -1446,7 +1446,6 @@ class _WindowBounds:
     def __init__(self, scorer: WindowScorer, f: np.ndarray, limits: tuple):
         self.scorer, self.f, self.limits, n = scorer, f, limits, f.shape[0]
         self.upper = np.full(n, np.inf)    # upper bounds; the scores where queried
-        self.lower = np.full(n, -np.inf)
         self.nearest = np.zeros(n, dtype=np.intp)   # of the queried windows
         self.queried = np.zeros(n, dtype=bool)
 
@@ -1463,21 +1462,21 @@ class _WindowBounds:
         after = np.searchsorted(anchors, windows)
         return anchors[after - 1], anchors[after]
 
-    def narrow(self, windows: np.ndarray) -> np.ndarray:
+    def bound(self, windows: np.ndarray) -> np.ndarray:
         """
-        Tighten the bounds of unqueried `windows` through the queried ones on either side.
+        Bound unqueried `windows` through the queried ones on either side (upper bounds kept).
 
         Returns which of them the bounds leave open against a limit (on neither side of it).
         """
         # (np.take: rows of a 2-D array several times faster than fancy indexing)
         f = np.take(self.f, windows, axis=0)
-        upper, lower = self.upper[windows], self.lower[windows]
+        upper, lower = np.inf, -np.inf
         for q in self.anchors(windows):
             nearest = np.take(self.scorer.points, self.nearest[q], axis=0)
             upper = np.minimum(upper, _distances(f, nearest))
             lower = np.maximum(lower, self.upper[q] * (1.0 - 1e-9)
                                - _distances(f, np.take(self.f, q, axis=0)) * (1.0 + 1e-9))
-        self.upper[windows], self.lower[windows] = upper, lower
+        self.upper[windows] = upper
         loose, placed = upper * (1.0 + 1e-9), np.ones(windows.size, dtype=bool)
         for limit in self.limits:
             placed &= (loose <= limit) | (lower > limit)
