@@ -878,7 +878,7 @@ class ActionMonitor:
         """
         scorer, (coarse, fine), n = self.window_scorer, WINDOW_HOPS, f.shape[0]
         bounds = _WindowBounds(scorer, f, (self.window_exceed, scorer.spike_score))
-        bounds.query(np.unique(np.r_[0:n:coarse, n - 1]))
+        bounds.query(np.append(np.arange(0, n - 1, coarse), n - 1))
         scorer.hint = int(bounds.nearest[-1])
         rest = np.flatnonzero(~bounds.queried)
         before, after = bounds.anchors(rest)
