@@ -746,6 +746,7 @@ class ActionMonitor:
                 self.reset_episode()
             if n:
                 self._take(scored, n, priced)
+                self._resume(scored)
             results.append(EpisodeScores(self.episode_summary(), early))
         return results
 
@@ -905,11 +906,10 @@ class ActionMonitor:
 
     def _take(self, scored: '_Scored', n: int, priced: '_Charges | None') -> None:
         """
-        Leave the monitor as stepping the first n steps and `episode_summary()` would.
+        Leave what `episode_summary()` reports as stepping the first n steps would.
 
         From the whole episode's scores (they depend on the past only) and its `_priced`
-        charges (None: none given); the CUSUM statistics are set when n is the whole episode
-        (a summary does not report them).
+        charges (None: none given). `_resume` sets the rest that stepping on reads.
         """
         raised = self._fault_onsets(scored.faults[:n])
         stats, last = _score_stats(scored.position[:n], self.exceed_score)
@@ -921,10 +921,7 @@ class ActionMonitor:
             self._last_step_score = self._last_step_score if last is None else last
             raised += self._keyed(scored.motion_cusum[0], 'motion_cusum', n)
         if scored.windows is not None:
-            self._window_stats, last = _score_stats(scored.windows[:n], self.window_exceed)
-            finite = np.flatnonzero(scored.windows[:n] == scored.windows[:n])
-            if finite.size:
-                self._last_window = [scored.features[finite[-1]].tolist(), None]
+            self._window_stats, _ = _score_stats(scored.windows[:n], self.window_exceed)
         flags = {kind: hits[:n] for kind, hits in scored.hits.items()}
         for kind, onsets in scored.onsets.items():
             raised += self._keyed(onsets, kind, n,
@@ -935,12 +932,27 @@ class ActionMonitor:
         self._take_metrics(scored, n)
         spectral, flags['spectral'] = self._take_spectral(scored, n)
         self._replay(sorted(raised + spectral), priced, scored.faults[:n], flags)
-        if n == scored.faults.size:
-            self.cusum.statistic = scored.cusum[1]
-            if scored.steps is not None:
-                self.motion_cusum.statistic = scored.motion_cusum[1]
         self.step_count = n
-        self._hist[:self._keep] = scored.x[n:n + self._keep]
+
+    def _resume(self, scored: '_Scored') -> None:
+        """
+        After `_take` of the whole episode: the rest that stepping on (and diagnostics) read.
+
+        The CUSUM statistics, the last step's metrics, the streaming window, the last finite
+        window's features and the history rows.
+        """
+        n = scored.faults.size
+        self.cusum.statistic = scored.cusum[1]
+        if scored.steps is not None:
+            self.motion_cusum.statistic = scored.motion_cusum[1]
+        self._values = {name: column[-1].item() for name, column in scored.metrics.items()}
+        self._stall = self._values['run']
+        self._steps.resume(scored.x[self._keep + n - 3:].tolist(), scored.padded[n - 1:])
+        if scored.windows is not None:
+            finite = np.flatnonzero(scored.windows == scored.windows)
+            if finite.size:
+                self._last_window = [scored.features[finite[-1]].tolist(), None]
+        self._hist[:self._keep] = scored.x[n:]
 
     def _keyed(self, steps: list, kind: str, n: int, rank: int | None = None) -> list:
         """
@@ -975,12 +987,8 @@ class ActionMonitor:
         return raised
 
     def _take_metrics(self, scored: '_Scored', n: int) -> None:
-        """Set the episode sums and maxima, the last step's metrics and the streaming window."""
+        """Set the metrics' episode sums and maxima over the first n steps."""
         first = self.window - 1
-        self._values = {name: column[n - 1].item() for name, column in scored.metrics.items()}
-        self._stall = self._values['run']
-        self._steps.resume(scored.x[self._keep + n - 3:self._keep + n].tolist(),
-                           scored.padded[n - 1:n - 1 + self.window])
         if n <= first:
             return
         self._n_full = n - first
