@@ -14,6 +14,8 @@
 
 """Action-health metrics: hand-computed cases, streaming == batch, NaN never sticks, bounded."""
 import os
+import subprocess
+import sys
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
@@ -240,6 +242,25 @@ def test_status_levels_and_keys():
     monitor.record_interventions(['position', 'position', 'velocity'])
     assert monitor.budget.by_kind['intervention.position'] == pytest.approx(0.05)
 
+
+def test_a_steps_interventions_cost_the_same_whatever_the_string_hash_seed():
+    # 0.1 + 0.2 + 0.3 != 0.3 + 0.2 + 0.1 in floats: charged in a set's order (which follows the
+    # hash seed) the cumulative cost differed between processes; in the order given it does not
+    script = (
+        'import sys; sys.path[:0] = [sys.argv[1]]\n'
+        'from test_monitors import ActionMonitor, calibration, CostModel, DT\n'
+        "costs = CostModel({'intervention.a': 0.1, 'intervention.b': 0.2,"
+        " 'intervention.c': 0.3})\n"
+        'monitor = ActionMonitor(calibration(2), DT, costs=costs)\n'
+        "monitor.record_interventions(['a', 'b', 'c', 'a'])\n"
+        'print(repr(monitor.budget.total))\n')
+    here = os.path.dirname(os.path.abspath(__file__))
+    totals = set()
+    for seed in range(8):
+        env = dict(os.environ, PYTHONHASHSEED=str(seed))
+        totals.add(subprocess.run([sys.executable, '-c', script, here], env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip())
+    assert totals == {repr(0.1 + 0.2 + 0.3)}
 
 # --- any input stream ------------------------------------------------------------------------
 

@@ -517,8 +517,13 @@ class ActionMonitor:
         self._refresh_level()
 
     def record_interventions(self, reasons) -> None:
-        """Charge the filter's interventions of one step (iterable of reasons, e.g. 'position')."""
-        for reason in set(reasons):
+        """
+        Charge the filter's interventions of one step (iterable of reasons, e.g. 'position').
+
+        Each reason once, in the order given: the cost adds up the same in every process (a
+        set's order changes with the string hash seed).
+        """
+        for reason in dict.fromkeys(reasons):
             self.budget.charge('intervention.' + reason)
         self._refresh_level()
 
@@ -1070,10 +1075,9 @@ class ActionMonitor:
         """
         Return the episode's charges as (kind, cost) pairs in the order stepping adds them.
 
-        A step's (reasons, kinds) adds 'intervention.' + each of set(reasons) in that set's
-        order (`record_interventions`), then each kind (`budget.charge`). Most steps charge one
-        of a few tuples, priced once each in `plans` (equal tuples iterate alike; sets and lists
-        are priced step by step).
+        A step's (reasons, kinds) adds 'intervention.' + each distinct reason in order
+        (`record_interventions`), then each kind (`budget.charge`). Most steps charge one of a
+        few tuples, priced once each in `plans` (sets and lists are priced step by step).
         """
         keys, starts, kinds, pairs = [], [], [], []
         for t, charge in enumerate(charges):
@@ -1095,7 +1099,8 @@ class ActionMonitor:
 
     def _plan(self, reasons, kinds) -> tuple[tuple, int]:
         """Return the (kind, cost) pairs a step's (reasons, kinds) charge and where kinds start."""
-        interventions = self._prices(['intervention.' + reason for reason in set(reasons)])
+        interventions = self._prices(['intervention.' + reason
+                                      for reason in dict.fromkeys(reasons)])
         return interventions + self._prices(kinds), len(interventions)
 
     def _prices(self, kinds) -> tuple:
